@@ -1,0 +1,2 @@
+/* core/buf.c - being written. */
+#include "core/buf.h"

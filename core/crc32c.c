@@ -1,0 +1,2 @@
+/* core/crc32c.c - being written. */
+#include "core/crc32c.h"

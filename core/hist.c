@@ -1,0 +1,2 @@
+/* core/hist.c - being written. */
+#include "core/hist.h"

@@ -1,0 +1,2 @@
+/* core/hmap.c - being written. */
+#include "core/hmap.h"

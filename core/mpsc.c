@@ -1,0 +1,2 @@
+/* core/mpsc.c - being written. */
+#include "core/mpsc.h"

@@ -1,0 +1,2 @@
+/* core/pool.c - being written. */
+#include "core/pool.h"

@@ -1,0 +1,2 @@
+/* core/spsc.c - being written. */
+#include "core/spsc.h"

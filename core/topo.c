@@ -1,0 +1,2 @@
+/* core/topo.c - being written. */
+#include "core/topo.h"

@@ -1,0 +1,2 @@
+/* core/varint.c - being written. */
+#include "core/varint.h"

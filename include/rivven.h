@@ -1,0 +1,1 @@
+/* rivven.h - being written. */

@@ -1,0 +1,2 @@
+/* shards/io.c - being written. */
+#include <stddef.h>

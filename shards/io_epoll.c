@@ -1,0 +1,2 @@
+/* shards/io_epoll.c - being written. */
+#include <stddef.h>

@@ -1,0 +1,2 @@
+/* shards/io_uring.c - being written. */
+#include <stddef.h>

@@ -1,0 +1,2 @@
+/* shards/msg.c - being written. */
+#include <stddef.h>

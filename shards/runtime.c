@@ -1,0 +1,2 @@
+/* shards/runtime.c - being written. */
+#include <stddef.h>

@@ -1,0 +1,2 @@
+/* shards/shard.c - being written. */
+#include <stddef.h>

@@ -1,0 +1,2 @@
+/* shards/timer.c - being written. */
+#include <stddef.h>

@@ -1,0 +1,2 @@
+/* tests/core/test_crc32c.c - being written. */
+#include <criterion/criterion.h>

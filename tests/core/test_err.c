@@ -1,0 +1,2 @@
+/* tests/core/test_err.c - being written. */
+#include <criterion/criterion.h>

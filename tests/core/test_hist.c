@@ -1,0 +1,2 @@
+/* tests/core/test_hist.c - being written. */
+#include <criterion/criterion.h>

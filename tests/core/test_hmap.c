@@ -1,0 +1,2 @@
+/* tests/core/test_hmap.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/core/test_pool.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/core/test_spsc.c - being written. */
+#include <criterion/criterion.h>

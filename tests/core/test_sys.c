@@ -1,0 +1,2 @@
+/* tests/core/test_sys.c - being written. */
+#include <criterion/criterion.h>

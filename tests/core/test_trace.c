@@ -1,0 +1,2 @@
+/* tests/core/test_trace.c - being written. */
+#include <criterion/criterion.h>

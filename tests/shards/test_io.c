@@ -1,0 +1,2 @@
+/* tests/shards/test_io.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/shards/test_msg.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/shards/test_runtime.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/shards/test_shard.c - being written. */
+#include <criterion/criterion.h>

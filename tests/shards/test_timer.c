@@ -1,0 +1,2 @@
+/* tests/shards/test_timer.c - being written. */
+#include <criterion/criterion.h>
