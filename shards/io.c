@@ -1,2 +1,156 @@
-/* shards/io.c - being written. */
-#include <stddef.h>
+/*
+ * shards/io.c - the backend-independent half of a shard's I/O: the request
+ * array, the completion list and the dispatch to the chosen backend.
+ *
+ * A request's life: free list -> rv_io_req_get -> filled by the caller ->
+ * rv_io_queue (backend owns it; it may already be in the kernel) -> the
+ * backend calls rv_io_complete -> done list -> rv_io_run_done returns the slot
+ * to the free list and then runs the callback, so a callback may queue the
+ * next operation even at full depth.
+ */
+#include "shards/io.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/trace.h"
+
+int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth)
+{
+    RV_ASSERT(io != NULL);
+    RV_ASSERT(depth > 0);
+    memset(io, 0, sizeof(*io));
+    io->wake_fd = -1;
+    io->reqs = calloc(depth, sizeof(*io->reqs));
+    if (io->reqs == NULL)
+        return -ENOMEM;
+    io->depth = depth;
+    for (uint32_t i = 0; i < depth; i++)
+        io->reqs[i].next = i + 1 < depth ? &io->reqs[i + 1] : NULL;
+    io->free_list = &io->reqs[0];
+
+    int rc = -ENOSYS;
+    if (kind == RV_IO_URING || kind == RV_IO_AUTO) {
+        rc = rv_io_uring_init(io);
+        if (rc < 0 && kind == RV_IO_URING) {
+            rc = rv_errf(rc, "io_uring backend unavailable");
+            goto err_free_reqs;
+        }
+    }
+    if (rc < 0)
+        rc = rv_io_epoll_init(io);
+    if (rc < 0)
+        goto err_free_reqs;
+    RV_ASSERT(io->ops != NULL);
+    RV_ASSERT(io->wake_fd >= 0);
+    return 0;
+
+err_free_reqs:
+    free(io->reqs);
+    io->reqs = NULL;
+    return rc;
+}
+
+void rv_io_fini(struct rv_io *io)
+{
+    if (io == NULL || io->ops == NULL)
+        return;
+    RV_ASSERT(io->inflight == 0);
+    RV_ASSERT(io->done_head == NULL);
+    io->ops->fini(io);
+    free(io->reqs);
+    io->reqs = NULL;
+    io->ops = NULL;
+}
+
+struct rv_io_req *rv_io_req_get(struct rv_io *io)
+{
+    struct rv_io_req *req = io->free_list;
+    if (req == NULL)
+        return NULL;
+    io->free_list = req->next;
+    io->inflight++;
+    RV_ASSERT(io->inflight <= io->depth);
+    memset(req, 0, sizeof(*req));
+    return req;
+}
+
+static void io_req_put(struct rv_io *io, struct rv_io_req *req)
+{
+    RV_ASSERT(io->inflight > 0);
+    io->inflight--;
+    if (req->op == RV_IO_OP_OPEN)
+        free(req->buf); /* the path copy */
+    req->op = 0;
+    req->next = io->free_list;
+    io->free_list = req;
+}
+
+int rv_io_queue(struct rv_io *io, struct rv_io_req *req)
+{
+    RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op <= RV_IO_OP_CLOSE);
+    RV_ASSERT(req->cb != NULL);
+    int rc = io->ops->queue(io, req);
+    if (rc < 0)
+        io_req_put(io, req);
+    return rc;
+}
+
+void rv_io_complete(struct rv_io *io, struct rv_io_req *req, int64_t res)
+{
+    req->res = res;
+    req->next = NULL;
+    if (io->done_tail != NULL)
+        io->done_tail->next = req;
+    else
+        io->done_head = req;
+    io->done_tail = req;
+}
+
+int rv_io_run_done(struct rv_io *io)
+{
+    /* Detach the list first: callbacks may queue operations that complete
+     * synchronously (epoll backend) and land on a fresh list. */
+    struct rv_io_req *req = io->done_head;
+    io->done_head = io->done_tail = NULL;
+    int ran = 0;
+    while (req != NULL) {
+        struct rv_io_req *next = req->next;
+        rv_io_fn *cb = req->cb;
+        void *arg = req->cb_arg;
+        int64_t res = req->res;
+        io_req_put(io, req);
+        cb(arg, res);
+        ran++;
+        req = next;
+    }
+    return ran;
+}
+
+int rv_io_poll(struct rv_io *io)
+{
+    int rc = io->ops->poll(io);
+    if (rc < 0)
+        rv_warn("io %s: poll failed: %s", io->ops->name, rv_strerror(rc));
+    return rv_io_run_done(io);
+}
+
+int rv_io_wait(struct rv_io *io, uint64_t timeout_ns)
+{
+    int rc = io->done_head != NULL ? io->ops->poll(io) : io->ops->wait(io, timeout_ns);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR)
+        rv_warn("io %s: wait failed: %s", io->ops->name, rv_strerror(rc));
+    return rv_io_run_done(io);
+}
+
+void rv_io_wake(int wake_fd)
+{
+    uint64_t one = 1;
+    /* An eventfd write only fails when the counter would overflow, which
+     * means the target is already signalled many times over. */
+    ssize_t w = write(wake_fd, &one, sizeof(one));
+    (void)w;
+}

@@ -1,2 +1,314 @@
-/* tests/shards/test_io.c - being written. */
+/* tests/shards/test_io.c - tests shards/io*.c: file I/O on both backends. */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/sys.h"
+#include "tests/support/rt.h"
+
+TestSuite(io, .timeout = 120);
+
+static rv_runtime_t *io_open(enum rv_io_backend kind, uint32_t depth)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = 1;
+    cfg.io_backend = kind;
+    cfg.io_depth = depth;
+    rv_runtime_t *rt = NULL;
+    int rc = rv_runtime_open(&rt, &cfg);
+    cr_assert_eq(rc, 0, "%s", rv_err_msg());
+    cr_assert_eq(rv_runtime_io_backend(rt), kind);
+    return rt;
+}
+
+/* A little state machine: open, 64 writes of 16 KiB, fdatasync, fallocate,
+ * reads, close; every step is checked in its callback. */
+#define IO_CHUNK  16384
+#define IO_CHUNKS 64
+
+struct io_case {
+    char path[64];
+    int fd;
+    int step_errors;
+    uint32_t writes_left;
+    uint32_t reads_left;
+    uint8_t *data;
+    uint8_t *back;
+    struct test_signal done;
+};
+
+static void io_step_closed(void *p, int64_t res);
+
+static void io_step_read(void *p, int64_t res)
+{
+    struct io_case *c = p;
+    if (res != IO_CHUNK)
+        c->step_errors++;
+    if (--c->reads_left > 0)
+        return;
+    if (memcmp(c->data, c->back, (size_t)IO_CHUNK * IO_CHUNKS) != 0)
+        c->step_errors++;
+    cr_assert_eq(rv_file_close(c->fd, io_step_closed, c), 0);
+}
+
+static void io_step_allocated(void *p, int64_t res)
+{
+    struct io_case *c = p;
+    if (res != 0)
+        c->step_errors++;
+    c->reads_left = IO_CHUNKS;
+    for (uint32_t i = 0; i < IO_CHUNKS; i++) {
+        uint64_t pos = (uint64_t)i * IO_CHUNK;
+        cr_assert_eq(rv_file_read(c->fd, c->back + pos, IO_CHUNK, pos, io_step_read, c), 0);
+    }
+}
+
+static void io_step_synced(void *p, int64_t res)
+{
+    struct io_case *c = p;
+    if (res != 0)
+        c->step_errors++;
+    cr_assert_eq(rv_file_fallocate(c->fd, 0, (uint64_t)IO_CHUNK * IO_CHUNKS, 1 << 20,
+                                   io_step_allocated, c), 0);
+}
+
+static void io_step_written(void *p, int64_t res)
+{
+    struct io_case *c = p;
+    if (res != IO_CHUNK)
+        c->step_errors++;
+    if (--c->writes_left == 0)
+        cr_assert_eq(rv_file_fdatasync(c->fd, io_step_synced, c), 0);
+}
+
+static void io_step_opened(void *p, int64_t res)
+{
+    struct io_case *c = p;
+    cr_assert_geq(res, 0, "open: %s", rv_strerror((int)res));
+    c->fd = (int)res;
+    c->writes_left = IO_CHUNKS;
+    for (uint32_t i = 0; i < IO_CHUNKS; i++) {
+        uint64_t pos = (uint64_t)i * IO_CHUNK;
+        cr_assert_eq(rv_file_write(c->fd, c->data + pos, IO_CHUNK, pos, io_step_written, c), 0);
+    }
+}
+
+static void io_step_closed(void *p, int64_t res)
+{
+    struct io_case *c = p;
+    if (res != 0)
+        c->step_errors++;
+    test_signal_post(&c->done);
+}
+
+static void io_start(void *p)
+{
+    struct io_case *c = p;
+    cr_assert_eq(rv_file_open(c->path, O_RDWR | O_CREAT | O_TRUNC, 0644, io_step_opened, c), 0);
+}
+
+static void io_roundtrip(enum rv_io_backend kind)
+{
+    rv_runtime_t *rt = io_open(kind, 128);
+    struct io_case c = {.fd = -1};
+    snprintf(c.path, sizeof(c.path), "/tmp/rivven-io-%d-%d", (int)getpid(), (int)kind);
+    c.data = malloc((size_t)IO_CHUNK * IO_CHUNKS);
+    c.back = calloc(IO_CHUNKS, IO_CHUNK);
+    for (size_t i = 0; i < (size_t)IO_CHUNK * IO_CHUNKS; i++)
+        c.data[i] = (uint8_t)(i * 7 + i / 4096);
+    test_signal_init(&c.done);
+    cr_assert_eq(rv_runtime_submit(rt, 0, io_start, &c), 0);
+    test_signal_wait(&c.done);
+    cr_assert_eq(c.step_errors, 0);
+    struct stat st;
+    cr_assert_eq(stat(c.path, &st), 0);
+    cr_assert_eq(st.st_size, (off_t)IO_CHUNK * IO_CHUNKS + (1 << 20), "fallocate extended");
+    /* The shard adds to its counter after the callbacks of a batch ran. */
+    struct rv_shard_stats ss;
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_eq(rv_runtime_shard_stats(rt, 0, &ss), 0);
+        if (ss.io_completed >= 2u * IO_CHUNKS + 4)
+            break;
+        usleep(1000);
+    }
+    cr_assert_geq(ss.io_completed, 2u * IO_CHUNKS + 4);
+    rv_runtime_close(rt);
+    unlink(c.path);
+    free(c.data);
+    free(c.back);
+}
+
+Test(io, file_roundtrip_on_io_uring)
+{
+    io_roundtrip(RV_IO_URING);
+}
+
+Test(io, file_roundtrip_on_epoll)
+{
+    io_roundtrip(RV_IO_EPOLL);
+}
+
+/* Errors come back through the callback as -errno. */
+struct io_err_case {
+    int64_t open_res;
+    int64_t read_res;
+    int64_t write_res;
+    struct test_signal done;
+    int pending;
+};
+
+static void io_err_cb_open(void *p, int64_t res)
+{
+    struct io_err_case *c = p;
+    c->open_res = res;
+    if (--c->pending == 0)
+        test_signal_post(&c->done);
+}
+
+static void io_err_cb_read(void *p, int64_t res)
+{
+    struct io_err_case *c = p;
+    c->read_res = res;
+    if (--c->pending == 0)
+        test_signal_post(&c->done);
+}
+
+static void io_err_cb_write(void *p, int64_t res)
+{
+    struct io_err_case *c = p;
+    c->write_res = res;
+    if (--c->pending == 0)
+        test_signal_post(&c->done);
+}
+
+static char io_err_buf[64];
+
+static void io_err_start(void *p)
+{
+    struct io_err_case *c = p;
+    c->pending = 3;
+    cr_assert_eq(rv_file_open("/nonexistent-dir/x", O_RDONLY, 0, io_err_cb_open, c), 0);
+    cr_assert_eq(rv_file_read(-1, io_err_buf, sizeof(io_err_buf), 0, io_err_cb_read, c), 0);
+    /* Depth is 4: the fourth slot is free, the fifth is backpressure. */
+    cr_assert_eq(rv_file_write(1 << 20, io_err_buf, 8, 0, io_err_cb_write, c), 0);
+}
+
+static void io_errors(enum rv_io_backend kind)
+{
+    rv_runtime_t *rt = io_open(kind, 4);
+    struct io_err_case c = {0};
+    test_signal_init(&c.done);
+    cr_assert_eq(rv_runtime_submit(rt, 0, io_err_start, &c), 0);
+    test_signal_wait(&c.done);
+    cr_assert_eq(c.open_res, -ENOENT);
+    cr_assert_eq(c.read_res, -EBADF);
+    cr_assert_eq(c.write_res, -EBADF);
+    rv_runtime_close(rt);
+}
+
+Test(io, errors_arrive_as_negative_errno_on_io_uring)
+{
+    io_errors(RV_IO_URING);
+}
+
+Test(io, errors_arrive_as_negative_errno_on_epoll)
+{
+    io_errors(RV_IO_EPOLL);
+}
+
+/* More operations than io_depth at once: -EAGAIN, then fine after completions. */
+struct io_depth_case {
+    int rcs[6];
+    int fd;
+    int completed;
+    struct test_signal done;
+};
+
+static void io_depth_cb(void *p, int64_t res)
+{
+    struct io_depth_case *c = p;
+    (void)res;
+    if (++c->completed == 4)
+        test_signal_post(&c->done);
+}
+
+static void io_depth_start(void *p)
+{
+    struct io_depth_case *c = p;
+    for (int i = 0; i < 6; i++)
+        c->rcs[i] = rv_file_fdatasync(c->fd, io_depth_cb, c);
+}
+
+static void io_depth_limit(enum rv_io_backend kind)
+{
+    rv_runtime_t *rt = io_open(kind, 4);
+    struct io_depth_case c = {0};
+    c.fd = open("/tmp", O_RDONLY | O_DIRECTORY);
+    test_signal_init(&c.done);
+    cr_assert_eq(rv_runtime_submit(rt, 0, io_depth_start, &c), 0);
+    test_signal_wait(&c.done);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(c.rcs[i], 0, "op %d", i);
+    cr_assert_eq(c.rcs[4], -EAGAIN);
+    cr_assert_eq(c.rcs[5], -EAGAIN);
+    rv_runtime_close(rt);
+    close(c.fd);
+}
+
+Test(io, depth_limit_is_backpressure_on_io_uring)
+{
+    io_depth_limit(RV_IO_URING);
+}
+
+Test(io, depth_limit_is_backpressure_on_epoll)
+{
+    io_depth_limit(RV_IO_EPOLL);
+}
+
+/* Fault injection reaches the portable backend's syscalls. */
+struct io_fault_case {
+    int64_t res;
+    struct test_signal done;
+};
+
+static void io_fault_cb(void *p, int64_t res)
+{
+    struct io_fault_case *c = p;
+    c->res = res;
+    test_signal_post(&c->done);
+}
+
+static void io_fault_start(void *p)
+{
+    rv_sys_fault_fail_nth(1, -ENOSPC);
+    cr_assert_eq(rv_file_fdatasync(0, io_fault_cb, p), 0);
+}
+
+Test(io, injected_disk_full_reaches_the_callback_on_epoll)
+{
+    rv_runtime_t *rt = io_open(RV_IO_EPOLL, 4);
+    struct io_fault_case c = {0};
+    test_signal_init(&c.done);
+    cr_assert_eq(rv_runtime_submit(rt, 0, io_fault_start, &c), 0);
+    test_signal_wait(&c.done);
+    cr_assert(rv_sys_fault_fired());
+    cr_assert_eq(c.res, -ENOSPC);
+    rv_sys_fault_clear();
+    rv_runtime_close(rt);
+}
+
+static void io_outside_cb(void *p, int64_t res)
+{
+    (void)p;
+    (void)res;
+}
+
+Test(io, file_ops_outside_a_shard_are_refused)
+{
+    cr_assert_eq(rv_file_fdatasync(0, io_outside_cb, NULL), -EINVAL);
+}

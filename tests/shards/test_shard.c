@@ -1,2 +1,72 @@
-/* tests/shards/test_shard.c - being written. */
+/* tests/shards/test_shard.c - tests shards/shard.c: the loop, sleeping, waking, stalls. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "tests/support/rt.h"
+
+TestSuite(shard, .timeout = 60);
+
+static void noop(void *p)
+{
+    (void)p;
+}
+
+Test(shard, idle_shard_sleeps_and_a_submission_wakes_it)
+{
+    rv_runtime_t *rt = test_rt_open(2);
+    usleep(50000); /* far beyond poll_us: both shards are asleep now */
+    struct rv_shard_stats before, after;
+    cr_assert_eq(rv_runtime_shard_stats(rt, 1, &before), 0);
+    cr_assert_geq(before.sleeps, 1);
+    usleep(50000);
+    cr_assert_eq(rv_runtime_shard_stats(rt, 1, &after), 0);
+    cr_assert_lt(after.loop_turns - before.loop_turns, 100, "an idle shard does not spin");
+    uint64_t t0 = rv_clock_now_ns();
+    test_run_on(rt, 1, noop, NULL); /* returns only if the sleeping shard woke */
+    cr_assert_lt(rv_clock_now_ns() - t0, 1000000000ull);
+    rv_runtime_close(rt);
+}
+
+static void cross_wake(void *p)
+{
+    (void)p;
+    /* Shard 0 calls sleeping shard 1: the mailbox path must signal it. */
+    cr_assert_eq(rv_shard_call(1, noop, NULL, NULL), 0);
+}
+
+Test(shard, mailbox_send_wakes_a_sleeping_peer)
+{
+    rv_runtime_t *rt = test_rt_open(2);
+    usleep(30000);
+    struct rv_shard_stats s0;
+    test_run_on(rt, 0, cross_wake, NULL);
+    usleep(30000); /* shard 1 ran the call and went back to sleep */
+    struct rv_shard_stats s1;
+    cr_assert_eq(rv_runtime_shard_stats(rt, 1, &s1), 0);
+    cr_assert_eq(rv_runtime_shard_stats(rt, 0, &s0), 0);
+    cr_assert_geq(s1.msgs_received, 1);
+    cr_assert_geq(s0.wakeups_sent, 1, "shard 0 signalled its sleeping peer");
+    rv_runtime_close(rt);
+}
+
+static void busy_60ms(void *p)
+{
+    (void)p;
+    uint64_t end = rv_clock_now_ns() + 60000000ull;
+    while (rv_clock_now_ns() < end)
+        ;
+}
+
+Test(shard, long_loop_turn_is_reported_as_a_stall)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    test_run_on(rt, 0, busy_60ms, NULL);
+    usleep(10000);
+    struct rv_shard_stats st;
+    cr_assert_eq(rv_runtime_shard_stats(rt, 0, &st), 0);
+    cr_assert_eq(st.stalls, 1);
+    rv_runtime_close(rt);
+}

@@ -1,0 +1,108 @@
+/*
+ * shards/io.h - a shard's I/O backend: io_uring, or epoll + plain syscalls.
+ *
+ * Each shard owns one backend and uses it from its own thread only. The
+ * backend does three things for the reactor: run file operations and report
+ * their completions, watch the shard's wake-up eventfd, and sleep until either
+ * a completion, a wake-up or a deadline. Both backends implement the same
+ * operations table, so every layer above is backend-blind and the test suite
+ * runs on both.
+ *
+ * Requests come from a fixed per-shard array of io_depth entries (no
+ * allocation per operation); a full array is -EAGAIN backpressure.
+ */
+#ifndef RV_SHARDS_IO_H
+#define RV_SHARDS_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/assert.h"
+#include "rivven.h"
+
+enum rv_io_op {
+    RV_IO_OP_OPEN = 1,
+    RV_IO_OP_READ,
+    RV_IO_OP_WRITE,
+    RV_IO_OP_FDATASYNC,
+    RV_IO_OP_FALLOCATE,
+    RV_IO_OP_CLOSE,
+};
+
+struct rv_io_req {
+    uint8_t op;           /* enum rv_io_op */
+    int fd;               /* target descriptor (OPEN: AT_FDCWD) */
+    int flags;            /* OPEN flags, FALLOCATE mode */
+    mode_t mode;          /* OPEN mode */
+    void *buf;            /* READ/WRITE buffer; OPEN: owned copy of the path */
+    uint32_t len;         /* READ/WRITE bytes */
+    uint64_t pos;         /* file position; FALLOCATE: start */
+    uint64_t len64;       /* FALLOCATE length */
+    int64_t res;          /* result, once complete */
+    rv_io_fn *cb;         /* completion callback */
+    void *cb_arg;
+    struct rv_io_req *next; /* free list / completed list link */
+};
+
+struct rv_io;
+
+struct rv_io_ops {
+    const char *name;
+    /* Queue a request (it is submitted at the next rv_io_submit). -EAGAIN if the
+     * backend cannot take it now. */
+    int (*queue)(struct rv_io *io, struct rv_io_req *req);
+    /* Submit queued work and collect finished requests onto io->done without
+     * blocking. Returns how many completed (>= 0) or -errno. */
+    int (*poll)(struct rv_io *io);
+    /* Submit, then block until a completion, a wake-up or timeout_ns (UINT64_MAX:
+     * no deadline). Collects completions like poll. */
+    int (*wait)(struct rv_io *io, uint64_t timeout_ns);
+    void (*fini)(struct rv_io *io);
+};
+
+struct rv_io {
+    const struct rv_io_ops *ops;
+    enum rv_io_backend kind;
+    int wake_fd;                /* eventfd peers write to wake this shard */
+    uint32_t depth;             /* request array size */
+    uint32_t inflight;          /* requests handed out and not yet completed */
+    struct rv_io_req *reqs;     /* depth entries */
+    struct rv_io_req *free_list;
+    struct rv_io_req *done_head;/* completed, callbacks not yet run (FIFO) */
+    struct rv_io_req *done_tail;
+    void *backend;              /* backend-private state */
+};
+
+/* Lifecycle (shard thread). kind RV_IO_AUTO tries io_uring first. Returns 0,
+ * -ENOSYS when io_uring was demanded and is not available, -ENOMEM, -errno. */
+RV_MUST_CHECK int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth);
+/* Requires inflight == 0. */
+void rv_io_fini(struct rv_io *io);
+
+/* Take a free request, or NULL when depth requests are in flight. */
+struct rv_io_req *rv_io_req_get(struct rv_io *io);
+/* Queue a filled request; on failure the request is returned to the free list. */
+RV_MUST_CHECK int rv_io_queue(struct rv_io *io, struct rv_io_req *req);
+/* Non-blocking progress; runs completion callbacks. Returns callbacks run. */
+int rv_io_poll(struct rv_io *io);
+/* Block up to timeout_ns for completions or a wake-up; runs completion callbacks. */
+int rv_io_wait(struct rv_io *io, uint64_t timeout_ns);
+/* Signal another shard's wake_fd (any thread). */
+void rv_io_wake(int wake_fd);
+
+/* Used by backends: record a finished request for rv_io_run_done. */
+void rv_io_complete(struct rv_io *io, struct rv_io_req *req, int64_t res);
+/* Run callbacks of completed requests (done list), returning their slots first.
+ * Returns how many ran. */
+int rv_io_run_done(struct rv_io *io);
+
+/* Backends. */
+extern const struct rv_io_ops rv_io_uring_ops;
+extern const struct rv_io_ops rv_io_epoll_ops;
+/* 0 when the kernel lets this process create an io_uring, else -errno. */
+int rv_io_uring_probe(void);
+int rv_io_uring_init(struct rv_io *io);
+int rv_io_epoll_init(struct rv_io *io);
+
+#endif /* RV_SHARDS_IO_H */

@@ -1,0 +1,75 @@
+/*
+ * tests/support/rt.h - helpers for tests that drive a runtime from the test
+ * thread: open with test-friendly settings, and run a function on a shard
+ * while the test thread waits for it.
+ */
+#ifndef RV_TESTS_SUPPORT_RT_H
+#define RV_TESTS_SUPPORT_RT_H
+
+#include <criterion/criterion.h>
+#include <semaphore.h>
+#include <stdlib.h>
+#include <errno.h>
+
+#include "rivven.h"
+
+/* A runtime of n shards (oversubscribed if the machine has fewer cores). */
+static inline rv_runtime_t *test_rt_open(uint32_t n)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = n;
+    cfg.allow_oversubscribe = true;
+    cfg.poll_us = 20;
+    rv_runtime_t *rt = NULL;
+    int rc = rv_runtime_open(&rt, &cfg);
+    cr_assert_eq(rc, 0, "rv_runtime_open: %s: %s", rv_strerror(rc), rv_err_msg());
+    return rt;
+}
+
+struct test_on_shard {
+    void (*fn)(void *arg);
+    void *arg;
+    sem_t done;
+};
+
+static inline void test_on_shard_run(void *p)
+{
+    struct test_on_shard *t = p;
+    t->fn(t->arg);
+    sem_post(&t->done);
+}
+
+/* Run fn(arg) on `shard` and wait until it returned. */
+static inline void test_run_on(rv_runtime_t *rt, uint32_t shard, void (*fn)(void *), void *arg)
+{
+    struct test_on_shard t = {.fn = fn, .arg = arg};
+    sem_init(&t.done, 0, 0);
+    cr_assert_eq(rv_runtime_submit(rt, shard, test_on_shard_run, &t), 0);
+    while (sem_wait(&t.done) < 0 && errno == EINTR)
+        ;
+    sem_destroy(&t.done);
+}
+
+/* A one-shot signal from a shard callback to the waiting test thread. */
+struct test_signal {
+    sem_t sem;
+};
+
+static inline void test_signal_init(struct test_signal *s)
+{
+    sem_init(&s->sem, 0, 0);
+}
+
+static inline void test_signal_post(struct test_signal *s)
+{
+    sem_post(&s->sem);
+}
+
+static inline void test_signal_wait(struct test_signal *s)
+{
+    while (sem_wait(&s->sem) < 0 && errno == EINTR)
+        ;
+}
+
+#endif /* RV_TESTS_SUPPORT_RT_H */
