@@ -27,6 +27,19 @@
 
 #define RV_SPSC_CAPACITY_MAX (1u << 30)
 
+/* Tell the CPU we are spinning on a shared location (saves power, and on SMT
+ * cores gives the sibling thread the pipeline). */
+static inline void rv_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#else
+    __asm__ volatile("" ::: "memory");
+#endif
+}
+
 struct rv_spsc {
     /* Producer's cache line. */
     _Atomic uint32_t tail RV_ALIGNED_CACHE; /* published: slots [head, tail) readable */

@@ -39,10 +39,10 @@ enum rv_trace_level rv_trace_get_level(void)
     int l = atomic_load_explicit(&trace_level, memory_order_relaxed);
     if (l >= 0)
         return (enum rv_trace_level)l;
-    enum rv_trace_level lvl = RV_TRACE_INFO;
+    enum rv_trace_level lvl = RV_TRACE_WARN;
     const char *env = getenv("RIVVEN_TRACE");
     if (env != NULL && rv_trace_parse_level(env, &lvl) < 0)
-        lvl = RV_TRACE_INFO;
+        lvl = RV_TRACE_WARN;
     atomic_store_explicit(&trace_level, (int)lvl, memory_order_relaxed);
     return lvl;
 }

@@ -3,7 +3,7 @@
  *
  * Lines go to stderr as `LEVEL [shard N] message` with a monotonic timestamp.
  * The level threshold is process-wide (RIVVEN_TRACE=debug|info|warn|error in the
- * environment, or rv_trace_set_level). One write(2) per line, so lines from
+ * environment, default warn; or rv_trace_set_level). One write(2) per line, so lines from
  * different shards never interleave; logging is for rare events and never sits
  * on a per-record path.
  */

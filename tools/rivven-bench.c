@@ -1,0 +1,5 @@
+/* tools/rivven-bench.c - being written. */
+int main(void)
+{
+    return 0;
+}
