@@ -15,8 +15,7 @@ void rv_mpsc_push(struct rv_mpsc *q, struct rv_mpsc_node *node)
     atomic_store_explicit(&node->next, NULL, memory_order_relaxed);
     /* acq_rel: release publishes the node's contents to the consumer that follows
      * prev->next; acquire orders us after the previous pusher's exchange. */
-    struct rv_mpsc_node *prev =
-        atomic_exchange_explicit(&q->head, node, memory_order_acq_rel);
+    struct rv_mpsc_node *prev = atomic_exchange_explicit(&q->head, node, memory_order_acq_rel);
     /* Release pairs with the consumer's acquire load of ->next. */
     atomic_store_explicit(&prev->next, node, memory_order_release);
 }
@@ -26,8 +25,7 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
     struct rv_mpsc_node *tail = q->tail;
     struct rv_mpsc_node *next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (tail == &q->stub) {
-        if (next == NULL)
-            return NULL;
+        if (next == NULL) return NULL;
         q->tail = next;
         tail = next;
         next = atomic_load_explicit(&next->next, memory_order_acquire);
@@ -37,8 +35,7 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
         return tail;
     }
     struct rv_mpsc_node *head = atomic_load_explicit(&q->head, memory_order_acquire);
-    if (tail != head)
-        return NULL; /* a push is between its exchange and its link: retry later */
+    if (tail != head) return NULL; /* a push is between its exchange and its link: retry later */
     /* tail is the last node: put the stub behind it so tail can be handed out. */
     rv_mpsc_push(q, &q->stub);
     next = atomic_load_explicit(&tail->next, memory_order_acquire);

@@ -36,10 +36,8 @@ void rv_sys_fault_clear(void)
 static int sys_fault(void)
 {
     uint32_t n = atomic_load_explicit(&fault_countdown, memory_order_relaxed);
-    if (n == 0)
-        return 0;
-    if (atomic_fetch_sub_explicit(&fault_countdown, 1, memory_order_relaxed) != 1)
-        return 0;
+    if (n == 0) return 0;
+    if (atomic_fetch_sub_explicit(&fault_countdown, 1, memory_order_relaxed) != 1) return 0;
     atomic_store_explicit(&fault_has_fired, true, memory_order_relaxed);
     return atomic_load_explicit(&fault_err, memory_order_relaxed);
 }
@@ -47,14 +45,11 @@ static int sys_fault(void)
 #define SYS_CALL(expr)                                                                             \
     do {                                                                                           \
         int f_ = sys_fault();                                                                      \
-        if (f_ != 0)                                                                               \
-            return f_;                                                                             \
+        if (f_ != 0) return f_;                                                                    \
         for (;;) {                                                                                 \
             long r_ = (long)(expr);                                                                \
-            if (r_ >= 0)                                                                           \
-                return r_;                                                                         \
-            if (errno != EINTR)                                                                    \
-                return -errno;                                                                     \
+            if (r_ >= 0) return r_;                                                                \
+            if (errno != EINTR) return -errno;                                                     \
         }                                                                                          \
     } while (0)
 
@@ -143,21 +138,17 @@ int rv_sys_mkdir_p(const char *path, mode_t mode)
 {
     char buf[PATH_MAX];
     size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf))
-        return -ENAMETOOLONG;
+    if (len == 0 || len >= sizeof(buf)) return -ENAMETOOLONG;
     memcpy(buf, path, len + 1);
     for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
+        if (buf[i] != '/' && buf[i] != '\0') continue;
         char saved = buf[i];
         buf[i] = '\0';
         int rc = rv_sys_mkdir(buf, mode);
-        if (rc < 0 && rc != -EEXIST)
-            return rc;
+        if (rc < 0 && rc != -EEXIST) return rc;
         buf[i] = saved;
     }
     struct stat st;
-    if (stat(path, &st) < 0)
-        return -errno;
+    if (stat(path, &st) < 0) return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }

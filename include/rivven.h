@@ -53,16 +53,16 @@ enum rv_io_backend {
 };
 
 struct rv_runtime_config {
-    uint32_t shard_count;         /* 0: one per CPU of cpuset */
-    const char *cpuset;           /* CPUs to run on, e.g. "0-3,8"; NULL: the process's */
-    enum rv_io_backend io_backend;/* AUTO: env RIVVEN_IO_BACKEND=uring|epoll, else io_uring */
-    const char *data_dir;         /* created if missing; must be writable; NULL: none */
-    uint32_t poll_us;             /* busy-poll this long before sleeping (default 50) */
-    uint32_t stall_ms;            /* report loop turns longer than this (default 25; 0 off) */
-    uint32_t mailbox_slots;       /* messages per shard pair ring (default 4096, power of 2) */
-    uint32_t io_depth;            /* in-flight file ops per shard (default 256) */
-    uint64_t pool_bytes;          /* buffer pool budget per shard (default 64 MiB) */
-    bool allow_oversubscribe;     /* allow more shards than CPUs (tests only) */
+    uint32_t shard_count;          /* 0: one per CPU of cpuset */
+    const char *cpuset;            /* CPUs to run on, e.g. "0-3,8"; NULL: the process's */
+    enum rv_io_backend io_backend; /* AUTO: env RIVVEN_IO_BACKEND=uring|epoll, else io_uring */
+    const char *data_dir;          /* created if missing; must be writable; NULL: none */
+    uint32_t poll_us;              /* busy-poll this long before sleeping (default 50) */
+    uint32_t stall_ms;             /* report loop turns longer than this (default 25; 0 off) */
+    uint32_t mailbox_slots;        /* messages per shard pair ring (default 4096, power of 2) */
+    uint32_t io_depth;             /* in-flight file ops per shard (default 256) */
+    uint64_t pool_bytes;           /* buffer pool budget per shard (default 64 MiB) */
+    bool allow_oversubscribe;      /* allow more shards than CPUs (tests only) */
 };
 
 /* Fill cfg with the defaults above. */

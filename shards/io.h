@@ -31,16 +31,16 @@ enum rv_io_op {
 };
 
 struct rv_io_req {
-    uint8_t op;           /* enum rv_io_op */
-    int fd;               /* target descriptor (OPEN: AT_FDCWD) */
-    int flags;            /* OPEN flags, FALLOCATE mode */
-    mode_t mode;          /* OPEN mode */
-    void *buf;            /* READ/WRITE buffer; OPEN: owned copy of the path */
-    uint32_t len;         /* READ/WRITE bytes */
-    uint64_t pos;         /* file position; FALLOCATE: start */
-    uint64_t len64;       /* FALLOCATE length */
-    int64_t res;          /* result, once complete */
-    rv_io_fn *cb;         /* completion callback */
+    uint8_t op;     /* enum rv_io_op */
+    int fd;         /* target descriptor (OPEN: AT_FDCWD) */
+    int flags;      /* OPEN flags, FALLOCATE mode */
+    mode_t mode;    /* OPEN mode */
+    void *buf;      /* READ/WRITE buffer; OPEN: owned copy of the path */
+    uint32_t len;   /* READ/WRITE bytes */
+    uint64_t pos;   /* file position; FALLOCATE: start */
+    uint64_t len64; /* FALLOCATE length */
+    int64_t res;    /* result, once complete */
+    rv_io_fn *cb;   /* completion callback */
     void *cb_arg;
     struct rv_io_req *next; /* free list / completed list link */
 };
@@ -64,19 +64,23 @@ struct rv_io_ops {
 struct rv_io {
     const struct rv_io_ops *ops;
     enum rv_io_backend kind;
-    int wake_fd;                /* eventfd peers write to wake this shard */
-    uint32_t depth;             /* request array size */
-    uint32_t inflight;          /* requests handed out and not yet completed */
-    struct rv_io_req *reqs;     /* depth entries */
+    int wake_fd;            /* eventfd peers write to wake this shard (borrowed) */
+    uint32_t depth;         /* request array size */
+    uint32_t inflight;      /* requests handed out and not yet completed */
+    struct rv_io_req *reqs; /* depth entries */
     struct rv_io_req *free_list;
-    struct rv_io_req *done_head;/* completed, callbacks not yet run (FIFO) */
+    struct rv_io_req *done_head; /* completed, callbacks not yet run (FIFO) */
     struct rv_io_req *done_tail;
-    void *backend;              /* backend-private state */
+    void *backend; /* backend-private state */
 };
 
-/* Lifecycle (shard thread). kind RV_IO_AUTO tries io_uring first. Returns 0,
- * -ENOSYS when io_uring was demanded and is not available, -ENOMEM, -errno. */
-RV_MUST_CHECK int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth);
+/* Lifecycle (shard thread). kind RV_IO_AUTO tries io_uring first. wake_fd is
+ * an eventfd owned by the caller, which must keep it open until every thread
+ * that may signal it is gone (peers wake a shard until the runtime has joined
+ * them all). Returns 0, -ENOSYS when io_uring was demanded and is not
+ * available, -ENOMEM, -errno. */
+RV_MUST_CHECK int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth,
+                             int wake_fd);
 /* Requires inflight == 0. */
 void rv_io_fini(struct rv_io *io);
 

@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -69,11 +68,9 @@ static int epoll_wait_io(struct rv_io *io, uint64_t timeout_ns)
     }
     struct epoll_event ev[4];
     int n = epoll_wait(st->epoll_fd, ev, (int)RV_ARRAY_LEN(ev), timeout_ms);
-    if (n < 0)
-        return -errno;
+    if (n < 0) return -errno;
     for (int i = 0; i < n; i++) {
-        if (ev[i].data.fd == io->wake_fd)
-            epoll_drain_wake(io);
+        if (ev[i].data.fd == io->wake_fd) epoll_drain_wake(io);
     }
     return 0;
 }
@@ -82,8 +79,6 @@ static void epoll_fini(struct rv_io *io)
 {
     struct io_epoll_state *st = io->backend;
     close(st->epoll_fd);
-    close(io->wake_fd);
-    io->wake_fd = -1;
     free(st);
     io->backend = NULL;
 }
@@ -99,32 +94,23 @@ const struct rv_io_ops rv_io_epoll_ops = {
 int rv_io_epoll_init(struct rv_io *io)
 {
     struct io_epoll_state *st = calloc(1, sizeof(*st));
-    if (st == NULL)
-        return -ENOMEM;
+    if (st == NULL) return -ENOMEM;
     int rc;
     st->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (st->epoll_fd < 0) {
         rc = rv_errf(-errno, "epoll_create1");
         goto err_free_state;
     }
-    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd < 0) {
-        rc = rv_errf(-errno, "eventfd");
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = io->wake_fd};
+    if (epoll_ctl(st->epoll_fd, EPOLL_CTL_ADD, io->wake_fd, &ev) < 0) {
+        rc = rv_errf(-errno, "epoll_ctl(eventfd)");
         goto err_close_epoll;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = efd};
-    if (epoll_ctl(st->epoll_fd, EPOLL_CTL_ADD, efd, &ev) < 0) {
-        rc = rv_errf(-errno, "epoll_ctl(eventfd)");
-        goto err_close_eventfd;
-    }
-    io->wake_fd = efd;
     io->backend = st;
     io->ops = &rv_io_epoll_ops;
     io->kind = RV_IO_EPOLL;
     return 0;
 
-err_close_eventfd:
-    close(efd);
 err_close_epoll:
     close(st->epoll_fd);
 err_free_state:

@@ -29,10 +29,10 @@
 #include "shards/io.h"
 #include "shards/timer.h"
 
-#define RV_SHARD_COUNT_MAX     256
+#define RV_SHARD_COUNT_MAX      256
 #define RV_SHARD_TASKS_PER_TURN 1024 /* local tasks run per loop turn, at most */
-#define RV_SHARD_MSGS_PER_PEER 256   /* messages taken from one peer per turn */
-#define RV_SHARD_EXT_PER_TURN  256   /* outside submissions taken per turn */
+#define RV_SHARD_MSGS_PER_PEER  256  /* messages taken from one peer per turn */
+#define RV_SHARD_EXT_PER_TURN   256  /* outside submissions taken per turn */
 
 enum rv_msg_kind {
     RV_MSG_TASK = 1, /* run fn(arg) */
@@ -59,12 +59,12 @@ struct rv_ext_msg {
 
 /* What one shard sends to one peer. */
 struct rv_outbox {
-    struct rv_spsc *ring;     /* rt->rings[self * n + peer] */
-    struct rv_msg *overflow;  /* FIFO of messages that did not fit */
-    uint32_t overflow_head;   /* first unsent */
-    uint32_t overflow_len;    /* entries in use from overflow_head */
+    struct rv_spsc *ring;    /* rt->rings[self * n + peer] */
+    struct rv_msg *overflow; /* FIFO of messages that did not fit */
+    uint32_t overflow_head;  /* first unsent */
+    uint32_t overflow_len;   /* entries in use from overflow_head */
     uint32_t overflow_cap;
-    bool is_dirty;            /* committed but unpublished slots */
+    bool is_dirty; /* committed but unpublished slots */
 };
 
 /* Statistics: written by the owner (relaxed load + store: a plain add), read
@@ -88,6 +88,7 @@ struct rv_shard {
     rv_runtime_t *rt;
     pthread_t thread;
     int start_rc; /* 0 or the -errno that stopped this shard's start */
+    int wake_fd;  /* eventfd; created and closed by the runtime, outlives the thread */
 
     struct rv_io io;
     rv_pool_t *pool;
@@ -99,8 +100,8 @@ struct rv_shard {
     uint32_t task_len;
     uint32_t task_cap;
 
-    struct rv_outbox *out;  /* [shard_count] */
-    uint32_t *dirty_peers;  /* peers with work at the next flush */
+    struct rv_outbox *out; /* [shard_count] */
+    uint32_t *dirty_peers; /* peers with work at the next flush */
     uint32_t dirty_count;
 
     struct rv_mpsc ext; /* from threads outside the runtime */
@@ -130,8 +131,8 @@ struct rv_runtime {
     struct rv_spsc *rings;    /* [n * n] */
     _Atomic int state;        /* enum rv_runtime_state */
     _Atomic uint64_t ext_sent;
-    pthread_barrier_t ready;  /* every shard initialised (or failed) */
-    pthread_barrier_t go;     /* the opener's verdict is in */
+    pthread_barrier_t ready; /* every shard initialised (or failed) */
+    pthread_barrier_t go;    /* the opener's verdict is in */
     bool is_start_failed;
     pthread_t watchdog;
     bool has_watchdog;

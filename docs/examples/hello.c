@@ -18,8 +18,7 @@ static unsigned greetings; /* touched on shard 0 only */
 static void timer_fired(void *arg)
 {
     (void)arg;
-    printf("shard %d: timer fired after 1 ms, %u greetings received\n", rv_shard_self(),
-           greetings);
+    printf("shard %d: timer fired after 1 ms, %u greetings received\n", rv_shard_self(), greetings);
     sem_post(&done);
 }
 
@@ -27,8 +26,7 @@ static void greet(void *arg)
 {
     /* Runs on shard 0. */
     printf("shard %d: hello from shard %d\n", rv_shard_self(), (int)(long)arg);
-    if (++greetings == greetings_expected &&
-        rv_timer_add(1000, timer_fired, NULL, NULL) < 0)
+    if (++greetings == greetings_expected && rv_timer_add(1000, timer_fired, NULL, NULL) < 0)
         sem_post(&done);
 }
 

@@ -1,6 +1,5 @@
 /* tests/shards/test_io.c - tests shards/io*.c: file I/O on both backends. */
 #include <criterion/criterion.h>
-#include <criterion/parameterized.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,20 +46,16 @@ static void io_step_closed(void *p, int64_t res);
 static void io_step_read(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != IO_CHUNK)
-        c->step_errors++;
-    if (--c->reads_left > 0)
-        return;
-    if (memcmp(c->data, c->back, (size_t)IO_CHUNK * IO_CHUNKS) != 0)
-        c->step_errors++;
+    if (res != IO_CHUNK) c->step_errors++;
+    if (--c->reads_left > 0) return;
+    if (memcmp(c->data, c->back, (size_t)IO_CHUNK * IO_CHUNKS) != 0) c->step_errors++;
     cr_assert_eq(rv_file_close(c->fd, io_step_closed, c), 0);
 }
 
 static void io_step_allocated(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != 0)
-        c->step_errors++;
+    if (res != 0) c->step_errors++;
     c->reads_left = IO_CHUNKS;
     for (uint32_t i = 0; i < IO_CHUNKS; i++) {
         uint64_t pos = (uint64_t)i * IO_CHUNK;
@@ -71,19 +66,17 @@ static void io_step_allocated(void *p, int64_t res)
 static void io_step_synced(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != 0)
-        c->step_errors++;
-    cr_assert_eq(rv_file_fallocate(c->fd, 0, (uint64_t)IO_CHUNK * IO_CHUNKS, 1 << 20,
-                                   io_step_allocated, c), 0);
+    if (res != 0) c->step_errors++;
+    cr_assert_eq(
+        rv_file_fallocate(c->fd, 0, (uint64_t)IO_CHUNK * IO_CHUNKS, 1 << 20, io_step_allocated, c),
+        0);
 }
 
 static void io_step_written(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != IO_CHUNK)
-        c->step_errors++;
-    if (--c->writes_left == 0)
-        cr_assert_eq(rv_file_fdatasync(c->fd, io_step_synced, c), 0);
+    if (res != IO_CHUNK) c->step_errors++;
+    if (--c->writes_left == 0) cr_assert_eq(rv_file_fdatasync(c->fd, io_step_synced, c), 0);
 }
 
 static void io_step_opened(void *p, int64_t res)
@@ -101,8 +94,7 @@ static void io_step_opened(void *p, int64_t res)
 static void io_step_closed(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != 0)
-        c->step_errors++;
+    if (res != 0) c->step_errors++;
     test_signal_post(&c->done);
 }
 
@@ -128,14 +120,8 @@ static void io_roundtrip(enum rv_io_backend kind)
     struct stat st;
     cr_assert_eq(stat(c.path, &st), 0);
     cr_assert_eq(st.st_size, (off_t)IO_CHUNK * IO_CHUNKS + (1 << 20), "fallocate extended");
-    /* The shard adds to its counter after the callbacks of a batch ran. */
     struct rv_shard_stats ss;
-    for (int i = 0; i < 1000; i++) {
-        cr_assert_eq(rv_runtime_shard_stats(rt, 0, &ss), 0);
-        if (ss.io_completed >= 2u * IO_CHUNKS + 4)
-            break;
-        usleep(1000);
-    }
+    TEST_WAIT_STATS(rt, 0, ss, ss.io_completed >= 2u * IO_CHUNKS + 4);
     cr_assert_geq(ss.io_completed, 2u * IO_CHUNKS + 4);
     rv_runtime_close(rt);
     unlink(c.path);
@@ -166,24 +152,21 @@ static void io_err_cb_open(void *p, int64_t res)
 {
     struct io_err_case *c = p;
     c->open_res = res;
-    if (--c->pending == 0)
-        test_signal_post(&c->done);
+    if (--c->pending == 0) test_signal_post(&c->done);
 }
 
 static void io_err_cb_read(void *p, int64_t res)
 {
     struct io_err_case *c = p;
     c->read_res = res;
-    if (--c->pending == 0)
-        test_signal_post(&c->done);
+    if (--c->pending == 0) test_signal_post(&c->done);
 }
 
 static void io_err_cb_write(void *p, int64_t res)
 {
     struct io_err_case *c = p;
     c->write_res = res;
-    if (--c->pending == 0)
-        test_signal_post(&c->done);
+    if (--c->pending == 0) test_signal_post(&c->done);
 }
 
 static char io_err_buf[64];
@@ -233,8 +216,7 @@ static void io_depth_cb(void *p, int64_t res)
 {
     struct io_depth_case *c = p;
     (void)res;
-    if (++c->completed == 4)
-        test_signal_post(&c->done);
+    if (++c->completed == 4) test_signal_post(&c->done);
 }
 
 static void io_depth_start(void *p)

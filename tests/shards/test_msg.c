@@ -87,10 +87,8 @@ static void order_reply(void *p)
 {
     uint64_t *seq = p;
     uint32_t src = (uint32_t)(*seq >> 32);
-    if ((*seq & 0xffffffffu) != order.next_reply[src]++)
-        order.errors++;
-    if (order.next_reply[src] == ORDER_N)
-        test_signal_post(&order.done[src]);
+    if ((*seq & 0xffffffffu) != order.next_reply[src]++) order.errors++;
+    if (order.next_reply[src] == ORDER_N) test_signal_post(&order.done[src]);
 }
 
 static void order_start(void *p)
@@ -125,7 +123,7 @@ Test(msg, calls_keep_order_through_full_rings_in_both_directions)
 }
 
 /* Many outside threads submit to one shard through its MPSC queue. */
-#define EXT_THREADS 4
+#define EXT_THREADS    4
 #define EXT_PER_THREAD 20000
 
 static uint64_t ext_count; /* touched only on shard 0 */
@@ -138,8 +136,7 @@ static void ext_fn(void *p)
     uint64_t *item = p;
     uint32_t th = (uint32_t)(*item >> 32);
     uint64_t n = *item & 0xffffffffu;
-    if (n != ext_last[th])
-        ext_disorder++;
+    if (n != ext_last[th]) ext_disorder++;
     ext_last[th] = n + 1;
     ext_count++;
 }

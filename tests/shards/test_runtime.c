@@ -144,7 +144,7 @@ Test(runtime, only_one_runtime_per_process)
 
 /* Close with messages and I/O in flight: everything started completes. */
 #define CHAIN_HOPS 2000
-#define CHAINS 8
+#define CHAINS     8
 
 struct chain {
     uint32_t hops_left;
@@ -170,8 +170,7 @@ static void chain_hop(void *p)
         int rc = rv_file_write(c->fd, &c->byte, 1, c->hops_left, chain_write_done, c);
         cr_assert_eq(rc, 0);
     }
-    if (c->hops_left-- == 0)
-        return;
+    if (c->hops_left-- == 0) return;
     uint32_t next = (uint32_t)(rv_shard_self() + 1) % 3;
     cr_assert_eq(rv_shard_call(next, chain_hop, c, NULL), 0);
 }

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <semaphore.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <errno.h>
 
 #include "rivven.h"
@@ -71,5 +72,17 @@ static inline void test_signal_wait(struct test_signal *s)
     while (sem_wait(&s->sem) < 0 && errno == EINTR)
         ;
 }
+
+/* Shards add to their counters after the callbacks of a batch ran, so a test
+ * woken by a callback may read the counter a moment early: poll up to 1 s for
+ * `cond` (an expression over `st`, the shard's stats) to hold. */
+#define TEST_WAIT_STATS(rt, shard, st, cond)                                                       \
+    do {                                                                                           \
+        for (int wait_i_ = 0; wait_i_ < 1000; wait_i_++) {                                         \
+            cr_assert_eq(rv_runtime_shard_stats((rt), (shard), &(st)), 0);                         \
+            if (cond) break;                                                                       \
+            usleep(1000);                                                                          \
+        }                                                                                          \
+    } while (0)
 
 #endif /* RV_TESTS_SUPPORT_RT_H */
