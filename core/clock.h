@@ -28,7 +28,8 @@ static inline uint64_t rv_clock_mono_ns(void)
 /* Monotonic nanoseconds since an arbitrary point. Cannot fail. */
 static inline uint64_t rv_clock_now_ns(void)
 {
-    if (rv_clock_source != NULL) return rv_clock_source();
+    if (rv_clock_source != NULL)
+        return rv_clock_source();
     return rv_clock_mono_ns();
 }
 

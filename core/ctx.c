@@ -19,6 +19,7 @@ void rv_ctx_set_poster(rv_ctx_poster_fn *fn)
 int rv_ctx_post(int shard, rv_ctx_task_fn *fn, void *arg)
 {
     rv_ctx_poster_fn *p = atomic_load_explicit(&ctx_poster, memory_order_acquire);
-    if (p == NULL) return -ENOSYS;
+    if (p == NULL)
+        return -ENOSYS;
     return p(shard, fn, arg);
 }

@@ -25,7 +25,8 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
     struct rv_mpsc_node *tail = q->tail;
     struct rv_mpsc_node *next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (tail == &q->stub) {
-        if (next == NULL) return NULL;
+        if (next == NULL)
+            return NULL;
         q->tail = next;
         tail = next;
         next = atomic_load_explicit(&next->next, memory_order_acquire);
@@ -35,7 +36,8 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
         return tail;
     }
     struct rv_mpsc_node *head = atomic_load_explicit(&q->head, memory_order_acquire);
-    if (tail != head) return NULL; /* a push is between its exchange and its link: retry later */
+    if (tail != head)
+        return NULL; /* a push is between its exchange and its link: retry later */
     /* tail is the last node: put the stub behind it so tail can be handed out. */
     rv_mpsc_push(q, &q->stub);
     next = atomic_load_explicit(&tail->next, memory_order_acquire);

@@ -10,9 +10,11 @@ int rv_spsc_init(struct rv_spsc *r, uint32_t capacity, uint32_t elem_size)
     RV_ASSERT(r != NULL);
     if (capacity < 2 || capacity > RV_SPSC_CAPACITY_MAX || (capacity & (capacity - 1)) != 0)
         return -EINVAL;
-    if (elem_size == 0 || elem_size % 8 != 0 || elem_size > 4096) return -EINVAL;
+    if (elem_size == 0 || elem_size % 8 != 0 || elem_size > 4096)
+        return -EINVAL;
     void *slots = NULL;
-    if (posix_memalign(&slots, RV_CACHELINE, (size_t)capacity * elem_size) != 0) return -ENOMEM;
+    if (posix_memalign(&slots, RV_CACHELINE, (size_t)capacity * elem_size) != 0)
+        return -ENOMEM;
     memset(slots, 0, (size_t)capacity * elem_size);
     memset(r, 0, sizeof(*r));
     atomic_init(&r->tail, 0);
@@ -25,7 +27,8 @@ int rv_spsc_init(struct rv_spsc *r, uint32_t capacity, uint32_t elem_size)
 
 void rv_spsc_fini(struct rv_spsc *r)
 {
-    if (r == NULL) return;
+    if (r == NULL)
+        return;
     free(r->slots);
     r->slots = NULL;
 }

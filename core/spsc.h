@@ -79,7 +79,8 @@ static inline void *rv_spsc_reserve(struct rv_spsc *r)
         /* Acquire pairs with the consumer's release in rv_spsc_consume_done():
          * once we see the slot freed, the consumer has finished reading it. */
         r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
-        if (r->tail_local - r->head_cache > r->mask) return NULL;
+        if (r->tail_local - r->head_cache > r->mask)
+            return NULL;
     }
     return r->slots + (size_t)(r->tail_local & r->mask) * r->elem_size;
 }
@@ -107,7 +108,8 @@ static inline bool rv_spsc_has_unpublished(const struct rv_spsc *r)
 static inline bool rv_spsc_push(struct rv_spsc *r, const void *elem)
 {
     void *slot = rv_spsc_reserve(r);
-    if (slot == NULL) return false;
+    if (slot == NULL)
+        return false;
     __builtin_memcpy(slot, elem, r->elem_size);
     rv_spsc_commit(r);
     return true;
@@ -121,7 +123,8 @@ static inline void *rv_spsc_peek(struct rv_spsc *r)
     if (r->head_local == r->tail_cache) {
         /* Acquire pairs with the producer's release in rv_spsc_publish(). */
         r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
-        if (r->head_local == r->tail_cache) return NULL;
+        if (r->head_local == r->tail_cache)
+            return NULL;
     }
     return r->slots + (size_t)(r->head_local & r->mask) * r->elem_size;
 }
@@ -146,7 +149,8 @@ static inline void rv_spsc_consume_done(struct rv_spsc *r)
 static inline bool rv_spsc_pop(struct rv_spsc *r, void *elem)
 {
     void *slot = rv_spsc_peek(r);
-    if (slot == NULL) return false;
+    if (slot == NULL)
+        return false;
     __builtin_memcpy(elem, slot, r->elem_size);
     rv_spsc_consume(r);
     return true;

@@ -36,8 +36,10 @@ void rv_sys_fault_clear(void)
 static int sys_fault(void)
 {
     uint32_t n = atomic_load_explicit(&fault_countdown, memory_order_relaxed);
-    if (n == 0) return 0;
-    if (atomic_fetch_sub_explicit(&fault_countdown, 1, memory_order_relaxed) != 1) return 0;
+    if (n == 0)
+        return 0;
+    if (atomic_fetch_sub_explicit(&fault_countdown, 1, memory_order_relaxed) != 1)
+        return 0;
     atomic_store_explicit(&fault_has_fired, true, memory_order_relaxed);
     return atomic_load_explicit(&fault_err, memory_order_relaxed);
 }
@@ -45,11 +47,14 @@ static int sys_fault(void)
 #define SYS_CALL(expr)                                                                             \
     do {                                                                                           \
         int f_ = sys_fault();                                                                      \
-        if (f_ != 0) return f_;                                                                    \
+        if (f_ != 0)                                                                               \
+            return f_;                                                                             \
         for (;;) {                                                                                 \
             long r_ = (long)(expr);                                                                \
-            if (r_ >= 0) return r_;                                                                \
-            if (errno != EINTR) return -errno;                                                     \
+            if (r_ >= 0)                                                                           \
+                return r_;                                                                         \
+            if (errno != EINTR)                                                                    \
+                return -errno;                                                                     \
         }                                                                                          \
     } while (0)
 
@@ -82,6 +87,11 @@ ssize_t rv_sys_pread(int fd, void *buf, size_t len, off_t pos)
 ssize_t rv_sys_pwrite(int fd, const void *buf, size_t len, off_t pos)
 {
     SYS_CALL(pwrite(fd, buf, len, pos));
+}
+
+ssize_t rv_sys_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t pos)
+{
+    SYS_CALL(pwritev(fd, iov, iovcnt, pos));
 }
 
 ssize_t rv_sys_read(int fd, void *buf, size_t len)
@@ -134,21 +144,35 @@ int rv_sys_rename(const char *from, const char *to)
     SYS_CALL(rename(from, to));
 }
 
+int rv_sys_fsync_dir(const char *path)
+{
+    int fd = rv_sys_open(path, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    int rc = rv_sys_fsync(fd);
+    int crc = rv_sys_close(fd);
+    return rc < 0 ? rc : crc;
+}
+
 int rv_sys_mkdir_p(const char *path, mode_t mode)
 {
     char buf[PATH_MAX];
     size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf)) return -ENAMETOOLONG;
+    if (len == 0 || len >= sizeof(buf))
+        return -ENAMETOOLONG;
     memcpy(buf, path, len + 1);
     for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
         char saved = buf[i];
         buf[i] = '\0';
         int rc = rv_sys_mkdir(buf, mode);
-        if (rc < 0 && rc != -EEXIST) return rc;
+        if (rc < 0 && rc != -EEXIST)
+            return rc;
         buf[i] = saved;
     }
     struct stat st;
-    if (stat(path, &st) < 0) return -errno;
+    if (stat(path, &st) < 0)
+        return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }

@@ -20,6 +20,7 @@ int rv_sys_openat(int dir_fd, const char *path, int flags, mode_t mode);
 int rv_sys_close(int fd);
 ssize_t rv_sys_pread(int fd, void *buf, size_t len, off_t pos);
 ssize_t rv_sys_pwrite(int fd, const void *buf, size_t len, off_t pos);
+ssize_t rv_sys_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t pos);
 ssize_t rv_sys_read(int fd, void *buf, size_t len);
 ssize_t rv_sys_write(int fd, const void *buf, size_t len);
 int rv_sys_fdatasync(int fd);
@@ -30,6 +31,8 @@ int rv_sys_fstat(int fd, struct stat *st);
 int rv_sys_mkdir(const char *path, mode_t mode);
 int rv_sys_unlink(const char *path);
 int rv_sys_rename(const char *from, const char *to);
+/* fsync the directory `path` (after a create, rename or unlink in it). */
+int rv_sys_fsync_dir(const char *path);
 
 /* Create `path` and its missing parents (mkdir -p). */
 int rv_sys_mkdir_p(const char *path, mode_t mode);

@@ -37,10 +37,12 @@ int rv_trace_parse_level(const char *s, enum rv_trace_level *out)
 enum rv_trace_level rv_trace_get_level(void)
 {
     int l = atomic_load_explicit(&trace_level, memory_order_relaxed);
-    if (l >= 0) return (enum rv_trace_level)l;
+    if (l >= 0)
+        return (enum rv_trace_level)l;
     enum rv_trace_level lvl = RV_TRACE_WARN;
     const char *env = getenv("RIVVEN_TRACE");
-    if (env != NULL && rv_trace_parse_level(env, &lvl) < 0) lvl = RV_TRACE_WARN;
+    if (env != NULL && rv_trace_parse_level(env, &lvl) < 0)
+        lvl = RV_TRACE_WARN;
     atomic_store_explicit(&trace_level, (int)lvl, memory_order_relaxed);
     return lvl;
 }
@@ -74,7 +76,8 @@ void rv_trace_at(enum rv_trace_level level, const char *fmt, ...)
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof(line) - 2) len = sizeof(line) - 2;
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
     line[len++] = '\n';
     /* One write per line keeps lines whole across threads; a short or failed
      * write of a diagnostic is not worth failing for. */

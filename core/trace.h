@@ -31,7 +31,8 @@ void rv_trace_at(enum rv_trace_level level, const char *fmt, ...)
 
 #define rv_trace(level, ...)                                                                       \
     do {                                                                                           \
-        if (rv_trace_enabled(level)) rv_trace_at(level, __VA_ARGS__);                              \
+        if (rv_trace_enabled(level))                                                               \
+            rv_trace_at(level, __VA_ARGS__);                                                       \
     } while (0)
 
 #define rv_debug(...) rv_trace(RV_TRACE_DEBUG, __VA_ARGS__)

@@ -62,6 +62,7 @@ struct rv_runtime_config {
     uint32_t mailbox_slots;        /* messages per shard pair ring (default 4096, power of 2) */
     uint32_t io_depth;             /* in-flight file ops per shard (default 256) */
     uint64_t pool_bytes;           /* buffer pool budget per shard (default 64 MiB) */
+    uint32_t offload_threads;      /* helper threads for blocking work (default 2, max 64) */
     bool allow_oversubscribe;      /* allow more shards than CPUs (tests only) */
 };
 
@@ -145,6 +146,22 @@ int rv_file_write(int fd, const void *buf, uint32_t len, uint64_t pos, rv_io_fn 
 int rv_file_fdatasync(int fd, rv_io_fn *cb, void *arg);
 int rv_file_fallocate(int fd, int mode, uint64_t pos, uint64_t len, rv_io_fn *cb, void *arg);
 int rv_file_close(int fd, rv_io_fn *cb, void *arg);
+/* Gather write: iov (iovcnt entries, <= IOV_MAX) and what it points to must stay
+ * valid until cb. */
+struct iovec;
+int rv_file_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t pos, rv_io_fn *cb,
+                   void *arg);
+
+/* ---- Blocking work off the shard ------------------------------------------ */
+
+/*
+ * Shard only. Run work(arg) on one of the runtime's helper threads (for calls
+ * that may block: creating directories, opening files by name, renames,
+ * fsyncing directories, a blocking client library), then done(arg) back on the
+ * calling shard. A shard with offloaded work in flight counts as busy, so
+ * rv_runtime_close waits for it. -EINVAL when not on a shard, -ENOMEM.
+ */
+int rv_offload(rv_task_fn *work, void *arg, rv_task_fn *done);
 
 /* ---- Statistics ------------------------------------------------------------ */
 

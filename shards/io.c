@@ -26,7 +26,8 @@ int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth, int wa
     memset(io, 0, sizeof(*io));
     io->wake_fd = wake_fd;
     io->reqs = calloc(depth, sizeof(*io->reqs));
-    if (io->reqs == NULL) return -ENOMEM;
+    if (io->reqs == NULL)
+        return -ENOMEM;
     io->depth = depth;
     for (uint32_t i = 0; i < depth; i++)
         io->reqs[i].next = i + 1 < depth ? &io->reqs[i + 1] : NULL;
@@ -40,8 +41,10 @@ int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth, int wa
             goto err_free_reqs;
         }
     }
-    if (rc < 0) rc = rv_io_epoll_init(io);
-    if (rc < 0) goto err_free_reqs;
+    if (rc < 0)
+        rc = rv_io_epoll_init(io);
+    if (rc < 0)
+        goto err_free_reqs;
     RV_ASSERT(io->ops != NULL);
     return 0;
 
@@ -53,7 +56,8 @@ err_free_reqs:
 
 void rv_io_fini(struct rv_io *io)
 {
-    if (io == NULL || io->ops == NULL) return;
+    if (io == NULL || io->ops == NULL)
+        return;
     RV_ASSERT(io->inflight == 0);
     RV_ASSERT(io->done_head == NULL);
     io->ops->fini(io);
@@ -65,7 +69,8 @@ void rv_io_fini(struct rv_io *io)
 struct rv_io_req *rv_io_req_get(struct rv_io *io)
 {
     struct rv_io_req *req = io->free_list;
-    if (req == NULL) return NULL;
+    if (req == NULL)
+        return NULL;
     io->free_list = req->next;
     io->inflight++;
     RV_ASSERT(io->inflight <= io->depth);
@@ -77,7 +82,8 @@ static void io_req_put(struct rv_io *io, struct rv_io_req *req)
 {
     RV_ASSERT(io->inflight > 0);
     io->inflight--;
-    if (req->op == RV_IO_OP_OPEN) free(req->buf); /* the path copy */
+    if (req->op == RV_IO_OP_OPEN)
+        free(req->buf); /* the path copy */
     req->op = 0;
     req->next = io->free_list;
     io->free_list = req;
@@ -85,10 +91,11 @@ static void io_req_put(struct rv_io *io, struct rv_io_req *req)
 
 int rv_io_queue(struct rv_io *io, struct rv_io_req *req)
 {
-    RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op <= RV_IO_OP_CLOSE);
+    RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op <= RV_IO_OP_WRITEV);
     RV_ASSERT(req->cb != NULL);
     int rc = io->ops->queue(io, req);
-    if (rc < 0) io_req_put(io, req);
+    if (rc < 0)
+        io_req_put(io, req);
     return rc;
 }
 
@@ -126,7 +133,8 @@ int rv_io_run_done(struct rv_io *io)
 int rv_io_poll(struct rv_io *io)
 {
     int rc = io->ops->poll(io);
-    if (rc < 0) rv_warn("io %s: poll failed: %s", io->ops->name, rv_strerror(rc));
+    if (rc < 0)
+        rv_warn("io %s: poll failed: %s", io->ops->name, rv_strerror(rc));
     return rv_io_run_done(io);
 }
 

@@ -28,6 +28,7 @@ enum rv_io_op {
     RV_IO_OP_FDATASYNC,
     RV_IO_OP_FALLOCATE,
     RV_IO_OP_CLOSE,
+    RV_IO_OP_WRITEV, /* buf: const struct iovec *, len: iovec count */
 };
 
 struct rv_io_req {

@@ -33,6 +33,7 @@ static int64_t epoll_run_op(const struct rv_io_req *req)
     case RV_IO_OP_FALLOCATE:
         return rv_sys_fallocate(req->fd, req->flags, (off_t)req->pos, (off_t)req->len64);
     case RV_IO_OP_CLOSE: return rv_sys_close(req->fd);
+    case RV_IO_OP_WRITEV: return rv_sys_pwritev(req->fd, req->buf, (int)req->len, (off_t)req->pos);
     default: RV_ASSERT(!"unknown io op");
     }
     return -EINVAL;
@@ -68,9 +69,11 @@ static int epoll_wait_io(struct rv_io *io, uint64_t timeout_ns)
     }
     struct epoll_event ev[4];
     int n = epoll_wait(st->epoll_fd, ev, (int)RV_ARRAY_LEN(ev), timeout_ms);
-    if (n < 0) return -errno;
+    if (n < 0)
+        return -errno;
     for (int i = 0; i < n; i++) {
-        if (ev[i].data.fd == io->wake_fd) epoll_drain_wake(io);
+        if (ev[i].data.fd == io->wake_fd)
+            epoll_drain_wake(io);
     }
     return 0;
 }
@@ -94,7 +97,8 @@ const struct rv_io_ops rv_io_epoll_ops = {
 int rv_io_epoll_init(struct rv_io *io)
 {
     struct io_epoll_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) return -ENOMEM;
+    if (st == NULL)
+        return -ENOMEM;
     int rc;
     st->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (st->epoll_fd < 0) {

@@ -33,7 +33,8 @@ int rv_io_uring_probe(void)
 {
     struct io_uring ring;
     int rc = io_uring_queue_init(2, &ring, 0);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     io_uring_queue_exit(&ring);
     return 0;
 }
@@ -59,18 +60,22 @@ static struct io_uring_sqe *uring_sqe(struct io_uring_state *st)
     if (sqe == NULL) {
         /* The SQ is full of prepared entries: hand them over and retry. */
         int rc = io_uring_submit(&st->ring);
-        if (rc >= 0) st->unsubmitted = 0;
+        if (rc >= 0)
+            st->unsubmitted = 0;
         sqe = io_uring_get_sqe(&st->ring);
     }
-    if (sqe != NULL) st->unsubmitted++;
+    if (sqe != NULL)
+        st->unsubmitted++;
     return sqe;
 }
 
 static void uring_arm_wake(struct rv_io *io, struct io_uring_state *st)
 {
-    if (st->is_wake_armed) return;
+    if (st->is_wake_armed)
+        return;
     struct io_uring_sqe *sqe = uring_sqe(st);
-    if (sqe == NULL) return; /* try again on the next wait */
+    if (sqe == NULL)
+        return; /* try again on the next wait */
     io_uring_prep_read(sqe, io->wake_fd, &st->wake_value, sizeof(st->wake_value), 0);
     io_uring_sqe_set_data64(sqe, IO_URING_WAKE_TAG);
     st->is_wake_armed = true;
@@ -80,7 +85,8 @@ static int uring_queue(struct rv_io *io, struct rv_io_req *req)
 {
     struct io_uring_state *st = io->backend;
     struct io_uring_sqe *sqe = uring_sqe(st);
-    if (sqe == NULL) return -EAGAIN;
+    if (sqe == NULL)
+        return -EAGAIN;
     switch (req->op) {
     case RV_IO_OP_OPEN:
         io_uring_prep_openat(sqe, AT_FDCWD, req->buf, req->flags | O_CLOEXEC, req->mode);
@@ -92,6 +98,7 @@ static int uring_queue(struct rv_io *io, struct rv_io_req *req)
         io_uring_prep_fallocate(sqe, req->fd, req->flags, (off_t)req->pos, (off_t)req->len64);
         break;
     case RV_IO_OP_CLOSE: io_uring_prep_close(sqe, req->fd); break;
+    case RV_IO_OP_WRITEV: io_uring_prep_writev(sqe, req->fd, req->buf, req->len, req->pos); break;
     default: RV_ASSERT(!"unknown io op");
     }
     io_uring_sqe_set_data(sqe, req);
@@ -125,7 +132,8 @@ static int uring_poll(struct rv_io *io)
      * an idle polling shard makes no syscalls. */
     if (st->unsubmitted > 0 || io->inflight > 0) {
         int rc = io_uring_submit_and_get_events(&st->ring);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
         st->unsubmitted = 0;
     }
     return uring_reap(io, st);
@@ -142,7 +150,8 @@ static int uring_wait(struct rv_io *io, uint64_t timeout_ns)
     };
     int rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1,
                                               timeout_ns == UINT64_MAX ? NULL : &ts, NULL);
-    if (rc >= 0 || rc == -ETIME) st->unsubmitted = 0;
+    if (rc >= 0 || rc == -ETIME)
+        st->unsubmitted = 0;
     int completed = uring_reap(io, st);
     return rc < 0 && rc != -ETIME && rc != -EINTR ? rc : completed;
 }
@@ -166,7 +175,8 @@ const struct rv_io_ops rv_io_uring_ops = {
 int rv_io_uring_init(struct rv_io *io)
 {
     struct io_uring_state *st = calloc(1, sizeof(*st));
-    if (st == NULL) return -ENOMEM;
+    if (st == NULL)
+        return -ENOMEM;
     int rc = uring_setup(&st->ring, io->depth + 8);
     if (rc < 0) {
         rc = rv_errf(rc, "io_uring_queue_init(%u entries)", io->depth + 8);

@@ -62,9 +62,11 @@ void rv_msg_fini(struct rv_shard *s)
 static int task_grow(struct rv_shard *s)
 {
     uint32_t cap = s->task_cap * 2;
-    if (cap > (1u << 24)) return -ENOMEM; /* a runaway producer: refuse rather than eat memory */
+    if (cap > (1u << 24))
+        return -ENOMEM; /* a runaway producer: refuse rather than eat memory */
     struct rv_msg *t = malloc((size_t)cap * sizeof(*t));
-    if (t == NULL) return -ENOMEM;
+    if (t == NULL)
+        return -ENOMEM;
     for (uint32_t i = 0; i < s->task_len; i++)
         t[i] = s->tasks[(s->task_head + i) % s->task_cap];
     free(s->tasks);
@@ -78,7 +80,8 @@ int rv_msg_task_push(struct rv_shard *s, const struct rv_msg *m)
 {
     if (s->task_len == s->task_cap) {
         int rc = task_grow(s);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
     }
     s->tasks[(s->task_head + s->task_len) % s->task_cap] = *m;
     s->task_len++;
@@ -138,9 +141,11 @@ static int overflow_append(struct rv_outbox *ob, const struct rv_msg *m)
             ob->overflow_head = 0;
         } else {
             uint32_t cap = ob->overflow_cap == 0 ? 256 : ob->overflow_cap * 2;
-            if (cap > (1u << 24)) return -ENOMEM;
+            if (cap > (1u << 24))
+                return -ENOMEM;
             struct rv_msg *o = realloc(ob->overflow, (size_t)cap * sizeof(*o));
-            if (o == NULL) return -ENOMEM;
+            if (o == NULL)
+                return -ENOMEM;
             ob->overflow = o;
             ob->overflow_cap = cap;
         }
@@ -158,10 +163,12 @@ int rv_msg_send(struct rv_shard *s, uint32_t target, const struct rv_msg *m)
     if (ob->overflow_len == 0 && rv_spsc_push(ob->ring, m)) {
         /* Publish early in big batches so a fast producer does not fill the
          * ring before the consumer sees anything. */
-        if ((ob->ring->tail_local & 63) == 0) rv_spsc_publish(ob->ring);
+        if ((ob->ring->tail_local & 63) == 0)
+            rv_spsc_publish(ob->ring);
     } else {
         int rc = overflow_append(ob, m);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
     }
     msg_mark_dirty(s, target);
     rv_shard_count_add(&s->stats.msgs_sent, 1);
@@ -175,7 +182,8 @@ static bool outbox_refill(struct rv_outbox *ob)
         ob->overflow_head++;
         ob->overflow_len--;
     }
-    if (ob->overflow_len == 0) ob->overflow_head = 0;
+    if (ob->overflow_len == 0)
+        ob->overflow_head = 0;
     return ob->overflow_len == 0;
 }
 
@@ -188,7 +196,8 @@ void rv_shard_wake(struct rv_shard *peer)
         atomic_exchange_explicit(&peer->sleeping, 0, memory_order_acq_rel)) {
         rv_io_wake(peer->wake_fd);
         struct rv_shard *self = rv_shard_current();
-        if (self != NULL) rv_shard_count_add(&self->stats.wakeups_sent, 1);
+        if (self != NULL)
+            rv_shard_count_add(&self->stats.wakeups_sent, 1);
     }
 }
 
@@ -229,7 +238,8 @@ static uint32_t msg_drain_peer(struct rv_shard *s, uint32_t peer)
         got++;
         msg_run(s, &m);
     }
-    if (got > 0) rv_spsc_consume_done(ring);
+    if (got > 0)
+        rv_spsc_consume_done(ring);
     return got;
 }
 
@@ -251,10 +261,12 @@ uint32_t rv_msg_drain(struct rv_shard *s)
 {
     uint32_t got = 0;
     for (uint32_t peer = 0; peer < s->rt->n; peer++) {
-        if (peer != s->id) got += msg_drain_peer(s, peer);
+        if (peer != s->id)
+            got += msg_drain_peer(s, peer);
     }
     got += msg_drain_ext(s);
-    if (got > 0) rv_shard_count_add(&s->stats.msgs_received, got);
+    if (got > 0)
+        rv_shard_count_add(&s->stats.msgs_received, got);
     return got;
 }
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ void rv_runtime_config_init(struct rv_runtime_config *cfg)
         .mailbox_slots = 4096,
         .io_depth = 256,
         .pool_bytes = 64ull << 20,
+        .offload_threads = 2,
     };
 }
 
@@ -83,6 +85,8 @@ static int runtime_check_config(const struct rv_runtime_config *cfg)
     if (cfg->io_backend != RV_IO_AUTO && cfg->io_backend != RV_IO_URING &&
         cfg->io_backend != RV_IO_EPOLL)
         return rv_errf(-EINVAL, "io_backend %d: unknown", (int)cfg->io_backend);
+    if (cfg->offload_threads > 64)
+        return rv_errf(-EINVAL, "offload_threads %u: at most 64", cfg->offload_threads);
     if (cfg->shard_count > RV_SHARD_COUNT_MAX)
         return rv_errf(-EINVAL, "shard_count %u: at most %u", cfg->shard_count, RV_SHARD_COUNT_MAX);
     return 0;
@@ -93,13 +97,15 @@ static int runtime_cpus(const struct rv_runtime_config *cfg, struct rv_cpuset *o
 {
     struct rv_cpuset allowed;
     int rc = rv_topo_allowed_cpus(&allowed);
-    if (rc < 0) return rv_errf(rc, "sched_getaffinity");
+    if (rc < 0)
+        return rv_errf(rc, "sched_getaffinity");
     if (cfg->cpuset == NULL) {
         *out = allowed;
         return 0;
     }
     rc = rv_cpuset_parse(cfg->cpuset, out);
-    if (rc < 0) return rc; /* rv_cpuset_parse said what is wrong */
+    if (rc < 0)
+        return rc; /* rv_cpuset_parse said what is wrong */
     for (unsigned i = 0; i < rv_cpuset_count(out); i++) {
         int cpu = rv_cpuset_nth(out, i);
         if (!rv_cpuset_has(&allowed, (unsigned)cpu))
@@ -113,13 +119,15 @@ static int runtime_cpus(const struct rv_runtime_config *cfg, struct rv_cpuset *o
 static int runtime_check_data_dir(const char *dir)
 {
     int rc = rv_sys_mkdir_p(dir, 0755);
-    if (rc < 0) return rv_errf(rc, "data dir %s: cannot create", dir);
+    if (rc < 0)
+        return rv_errf(rc, "data dir %s: cannot create", dir);
     char probe[PATH_MAX];
     int n = snprintf(probe, sizeof(probe), "%s/.rivven-probe-%d", dir, (int)getpid());
     if (n < 0 || (size_t)n >= sizeof(probe))
         return rv_errf(-ENAMETOOLONG, "data dir %s: path too long", dir);
     int fd = rv_sys_open(probe, O_CREAT | O_WRONLY | O_TRUNC, 0600);
-    if (fd < 0) return rv_errf(fd, "data dir %s: not writable", dir);
+    if (fd < 0)
+        return rv_errf(fd, "data dir %s: not writable", dir);
     (void)rv_sys_close(fd); /* probe only */
     (void)rv_sys_unlink(probe);
     return 0;
@@ -129,7 +137,8 @@ static void runtime_free(rv_runtime_t *rt)
 {
     if (rt->shards != NULL) {
         for (uint32_t i = 0; i < rt->n; i++) {
-            if (rt->shards[i] != NULL && rt->shards[i]->wake_fd >= 0) close(rt->shards[i]->wake_fd);
+            if (rt->shards[i] != NULL && rt->shards[i]->wake_fd >= 0)
+                close(rt->shards[i]->wake_fd);
             free(rt->shards[i]);
         }
     }
@@ -148,22 +157,26 @@ static int runtime_alloc(rv_runtime_t *rt, const struct rv_cpuset *cpus)
     uint32_t n = rt->n;
     rt->shards = calloc(n, sizeof(*rt->shards));
     rt->rings = calloc((size_t)n * n, sizeof(*rt->rings));
-    if (rt->shards == NULL || rt->rings == NULL) return -ENOMEM;
+    if (rt->shards == NULL || rt->rings == NULL)
+        return -ENOMEM;
     for (size_t i = 0; i < (size_t)n * n; i++) {
         /* The diagonal (a shard to itself) stays unused; a tiny ring keeps
          * indexing uniform. */
         uint32_t slots = i / n == i % n ? 2 : rt->cfg.mailbox_slots;
         int rc = rv_spsc_init(&rt->rings[i], slots, sizeof(struct rv_msg));
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
     }
     unsigned ncpu = rv_cpuset_count(cpus);
     for (uint32_t i = 0; i < n; i++) {
         struct rv_shard *s = NULL;
-        if (posix_memalign((void **)&s, RV_CACHELINE, sizeof(*s)) != 0) return -ENOMEM;
+        if (posix_memalign((void **)&s, RV_CACHELINE, sizeof(*s)) != 0)
+            return -ENOMEM;
         memset(s, 0, sizeof(*s));
         rt->shards[i] = s;
         s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (s->wake_fd < 0) return rv_errf(-errno, "eventfd");
+        if (s->wake_fd < 0)
+            return rv_errf(-errno, "eventfd");
         s->id = i;
         s->rt = rt;
         s->cpu = rv_cpuset_nth(cpus, i % ncpu);
@@ -209,7 +222,8 @@ static void *runtime_watchdog(void *arg)
 
 static int runtime_start_watchdog(rv_runtime_t *rt)
 {
-    if (rt->cfg.stall_ms == 0) return 0;
+    if (rt->cfg.stall_ms == 0)
+        return 0;
     /* Load libgcc's unwinder now: backtrace() may allocate on first use, which
      * must not happen inside the signal handler. */
     void *frames[2];
@@ -229,7 +243,8 @@ static int runtime_start_watchdog(rv_runtime_t *rt)
 
 static void runtime_stop_watchdog(rv_runtime_t *rt)
 {
-    if (!rt->has_watchdog) return;
+    if (!rt->has_watchdog)
+        return;
     atomic_store(&rt->watchdog_stop, 1);
     pthread_join(rt->watchdog, NULL);
     sigaction(STALL_SIGNAL, &stall_old_action, NULL);
@@ -239,7 +254,8 @@ static void runtime_stop_watchdog(rv_runtime_t *rt)
 static int runtime_post(int shard, rv_ctx_task_fn *fn, void *arg)
 {
     rv_runtime_t *rt = atomic_load(&runtime_current);
-    if (rt == NULL) return -ESHUTDOWN;
+    if (rt == NULL)
+        return -ESHUTDOWN;
     return rv_runtime_submit(rt, (uint32_t)shard, fn, arg);
 }
 
@@ -284,15 +300,20 @@ int rv_runtime_open(rv_runtime_t **out, const struct rv_runtime_config *user_cfg
 {
     RV_ASSERT(out != NULL);
     RV_ASSERT(user_cfg != NULL);
-    if (rv_shard_current() != NULL) return rv_errf(-EINVAL, "rv_runtime_open called from a shard");
+    if (rv_shard_current() != NULL)
+        return rv_errf(-EINVAL, "rv_runtime_open called from a shard");
     rv_runtime_t *rt = calloc(1, sizeof(*rt));
-    if (rt == NULL) return -ENOMEM;
+    if (rt == NULL)
+        return -ENOMEM;
     rt->cfg = *user_cfg;
     struct rv_cpuset cpus;
     int rc = runtime_env_backend(&rt->cfg);
-    if (rc == 0) rc = runtime_check_config(&rt->cfg);
-    if (rc == 0) rc = runtime_cpus(&rt->cfg, &cpus);
-    if (rc < 0) goto err_free;
+    if (rc == 0)
+        rc = runtime_check_config(&rt->cfg);
+    if (rc == 0)
+        rc = runtime_cpus(&rt->cfg, &cpus);
+    if (rc < 0)
+        goto err_free;
     unsigned ncpu = rv_cpuset_count(&cpus);
     rt->n = rt->cfg.shard_count == 0 ? ncpu : rt->cfg.shard_count;
     if (rt->n > ncpu && !rt->cfg.allow_oversubscribe) {
@@ -306,7 +327,8 @@ int rv_runtime_open(rv_runtime_t **out, const struct rv_runtime_config *user_cfg
     }
     if (rt->cfg.data_dir != NULL) {
         rc = runtime_check_data_dir(rt->cfg.data_dir);
-        if (rc < 0) goto err_free;
+        if (rc < 0)
+            goto err_free;
         rt->data_dir = strdup(rt->cfg.data_dir);
         if (rt->data_dir == NULL) {
             rc = -ENOMEM;
@@ -316,15 +338,19 @@ int rv_runtime_open(rv_runtime_t **out, const struct rv_runtime_config *user_cfg
     rt->cfg.data_dir = rt->data_dir;
     rt->cfg.cpuset = NULL; /* not kept: the caller's string */
     rc = runtime_alloc(rt, &cpus);
-    if (rc < 0) goto err_free;
+    if (rc < 0)
+        goto err_free;
     rv_runtime_t *expected = NULL;
     if (!atomic_compare_exchange_strong(&runtime_current, &expected, rt)) {
         rc = rv_errf(-EBUSY, "a rivven runtime is already open in this process");
         goto err_free;
     }
     rv_ctx_set_poster(runtime_post);
-    rc = runtime_start_threads(rt);
-    if (rc < 0) goto err_unpublish;
+    rc = rv_offload_start(rt);
+    if (rc == 0)
+        rc = runtime_start_threads(rt);
+    if (rc < 0)
+        goto err_stop_offload;
     rc = runtime_start_watchdog(rt);
     if (rc < 0) {
         rv_runtime_close(rt);
@@ -335,7 +361,8 @@ int rv_runtime_open(rv_runtime_t **out, const struct rv_runtime_config *user_cfg
     *out = rt;
     return 0;
 
-err_unpublish:
+err_stop_offload:
+    rv_offload_stop(rt);
     rv_ctx_set_poster(NULL);
     atomic_store(&runtime_current, NULL);
 err_free:
@@ -371,7 +398,8 @@ static bool runtime_is_quiet(rv_runtime_t *rt)
 {
     struct runtime_snapshot a, b;
     runtime_snapshot(rt, &a);
-    if (!a.is_all_quiet || a.sent != a.received) return false;
+    if (!a.is_all_quiet || a.sent != a.received)
+        return false;
     runtime_snapshot(rt, &b);
     return b.is_all_quiet && memcmp(&a, &b, sizeof(a)) == 0;
 }
@@ -384,7 +412,8 @@ static void runtime_wake_all(rv_runtime_t *rt)
 
 void rv_runtime_close(rv_runtime_t *rt)
 {
-    if (rt == NULL) return;
+    if (rt == NULL)
+        return;
     RV_ASSERT(rv_shard_current() == NULL);
     atomic_store(&rt->state, RV_RT_CLOSING);
     runtime_wake_all(rt);
@@ -405,6 +434,7 @@ void rv_runtime_close(rv_runtime_t *rt)
     for (uint32_t i = 0; i < rt->n; i++)
         pthread_join(rt->shards[i]->thread, NULL);
     runtime_stop_watchdog(rt);
+    rv_offload_stop(rt);
     pthread_barrier_destroy(&rt->ready);
     pthread_barrier_destroy(&rt->go);
     rv_ctx_set_poster(NULL);
@@ -437,7 +467,8 @@ const char *rv_runtime_data_dir(const rv_runtime_t *rt)
 
 int rv_runtime_shard_stats(const rv_runtime_t *rt, uint32_t shard, struct rv_shard_stats *out)
 {
-    if (shard >= rt->n) return -EINVAL;
+    if (shard >= rt->n)
+        return -EINVAL;
     const struct rv_shard_counters *c = &rt->shards[shard]->stats;
 #define STAT(f) out->f = atomic_load_explicit(&c->f, memory_order_relaxed)
     STAT(loop_turns);
@@ -455,12 +486,11 @@ int rv_runtime_shard_stats(const rv_runtime_t *rt, uint32_t shard, struct rv_sha
 
 /* ---- tasks and calls -------------------------------------------------------- */
 
-static int runtime_submit_outside(rv_runtime_t *rt, struct rv_shard *target, rv_task_fn *fn,
-                                  void *arg)
+static int runtime_push_ext(rv_runtime_t *rt, struct rv_shard *target, rv_task_fn *fn, void *arg)
 {
-    if (atomic_load(&rt->state) != RV_RT_RUNNING) return -ESHUTDOWN;
     struct rv_ext_msg *e = malloc(sizeof(*e));
-    if (e == NULL) return -ENOMEM;
+    if (e == NULL)
+        return -ENOMEM;
     e->fn = fn;
     e->arg = arg;
     /* Counted before the push so rv_runtime_close never sees the receipt
@@ -471,10 +501,26 @@ static int runtime_submit_outside(rv_runtime_t *rt, struct rv_shard *target, rv_
     return 0;
 }
 
+static int runtime_submit_outside(rv_runtime_t *rt, struct rv_shard *target, rv_task_fn *fn,
+                                  void *arg)
+{
+    if (atomic_load(&rt->state) != RV_RT_RUNNING)
+        return -ESHUTDOWN;
+    return runtime_push_ext(rt, target, fn, arg);
+}
+
+void rv_runtime_post_internal(rv_runtime_t *rt, struct rv_shard *s, rv_task_fn *fn, void *arg)
+{
+    /* Losing a completion would leave its shard busy forever. */
+    int rc = runtime_push_ext(rt, s, fn, arg);
+    RV_ASSERT(rc == 0);
+}
+
 int rv_runtime_submit(rv_runtime_t *rt, uint32_t shard, rv_task_fn *fn, void *arg)
 {
     RV_ASSERT(fn != NULL);
-    if (shard >= rt->n) return rv_errf(-EINVAL, "submit: shard %u of %u", shard, rt->n);
+    if (shard >= rt->n)
+        return rv_errf(-EINVAL, "submit: shard %u of %u", shard, rt->n);
     struct rv_shard *self = rv_shard_current();
     if (self == NULL || self->rt != rt)
         return runtime_submit_outside(rt, rt->shards[shard], fn, arg);
@@ -486,7 +532,8 @@ int rv_shard_call(uint32_t target, rv_task_fn *fn, void *arg, rv_task_fn *reply)
 {
     RV_ASSERT(fn != NULL);
     struct rv_shard *self = rv_shard_current();
-    if (self == NULL) return rv_errf(-EINVAL, "rv_shard_call outside a shard");
+    if (self == NULL)
+        return rv_errf(-EINVAL, "rv_shard_call outside a shard");
     if (target >= self->rt->n)
         return rv_errf(-EINVAL, "rv_shard_call: shard %u of %u", target, self->rt->n);
     struct rv_msg m = {
@@ -500,7 +547,8 @@ int rv_timer_add(uint64_t delay_us, rv_task_fn *fn, void *arg, rv_timer_id *out)
 {
     RV_ASSERT(fn != NULL);
     struct rv_shard *self = rv_shard_current();
-    if (self == NULL) return rv_errf(-EINVAL, "rv_timer_add outside a shard");
+    if (self == NULL)
+        return rv_errf(-EINVAL, "rv_timer_add outside a shard");
     uint64_t now = rv_clock_now_ns();
     uint64_t delay_ns = delay_us > (UINT64_MAX - now) / 1000 ? UINT64_MAX - now : delay_us * 1000;
     return rv_timers_add(&self->timers, now + delay_ns, fn, arg, out);
@@ -509,7 +557,8 @@ int rv_timer_add(uint64_t delay_us, rv_task_fn *fn, void *arg, rv_timer_id *out)
 int rv_timer_cancel(rv_timer_id id)
 {
     struct rv_shard *self = rv_shard_current();
-    if (self == NULL) return rv_errf(-EINVAL, "rv_timer_cancel outside a shard");
+    if (self == NULL)
+        return rv_errf(-EINVAL, "rv_timer_cancel outside a shard");
     return rv_timers_cancel(&self->timers, id);
 }
 
@@ -519,11 +568,13 @@ static int file_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *
 {
     RV_ASSERT(cb != NULL);
     struct rv_shard *self = rv_shard_current();
-    if (self == NULL) return rv_errf(-EINVAL, "file I/O outside a shard");
+    if (self == NULL)
+        return rv_errf(-EINVAL, "file I/O outside a shard");
     if (atomic_load_explicit(&self->rt->state, memory_order_relaxed) == RV_RT_EXIT)
         return -ESHUTDOWN;
     struct rv_io_req *req = rv_io_req_get(&self->io);
-    if (req == NULL) return -EAGAIN; /* io_depth operations in flight */
+    if (req == NULL)
+        return -EAGAIN; /* io_depth operations in flight */
     req->op = (uint8_t)op;
     req->fd = fd;
     req->cb = cb;
@@ -541,7 +592,8 @@ int rv_file_open(const char *path, int flags, mode_t mode, rv_io_fn *cb, void *a
 {
     struct rv_io_req *req;
     int rc = file_req(&req, RV_IO_OP_OPEN, AT_FDCWD, cb, arg);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     req->flags = flags;
     req->mode = mode;
     /* Copied: the caller's path may be gone before the ring reads it. */
@@ -559,7 +611,8 @@ int rv_file_read(int fd, void *buf, uint32_t len, uint64_t pos, rv_io_fn *cb, vo
 {
     struct rv_io_req *req;
     int rc = file_req(&req, RV_IO_OP_READ, fd, cb, arg);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     req->buf = buf;
     req->len = len;
     req->pos = pos;
@@ -570,7 +623,8 @@ int rv_file_write(int fd, const void *buf, uint32_t len, uint64_t pos, rv_io_fn 
 {
     struct rv_io_req *req;
     int rc = file_req(&req, RV_IO_OP_WRITE, fd, cb, arg);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     req->buf = (void *)buf; /* read-only for writes */
     req->len = len;
     req->pos = pos;
@@ -588,10 +642,26 @@ int rv_file_fallocate(int fd, int mode, uint64_t pos, uint64_t len, rv_io_fn *cb
 {
     struct rv_io_req *req;
     int rc = file_req(&req, RV_IO_OP_FALLOCATE, fd, cb, arg);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     req->flags = mode;
     req->pos = pos;
     req->len64 = len;
+    return file_queue(req);
+}
+
+int rv_file_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t pos, rv_io_fn *cb,
+                   void *arg)
+{
+    if (iovcnt <= 0 || iovcnt > IOV_MAX)
+        return rv_errf(-EINVAL, "rv_file_writev: %d iovecs", iovcnt);
+    struct rv_io_req *req;
+    int rc = file_req(&req, RV_IO_OP_WRITEV, fd, cb, arg);
+    if (rc < 0)
+        return rc;
+    req->buf = (void *)iov; /* read-only */
+    req->len = (uint32_t)iovcnt;
+    req->pos = pos;
     return file_queue(req);
 }
 

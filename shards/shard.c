@@ -38,21 +38,25 @@ static int shard_init(struct rv_shard *s)
 {
     const struct rv_runtime_config *cfg = &s->rt->cfg;
     int rc = rv_topo_pin_self((unsigned)s->cpu);
-    if (rc < 0) return rv_errf(rc, "shard %u: pin to cpu %d", s->id, s->cpu);
+    if (rc < 0)
+        return rv_errf(rc, "shard %u: pin to cpu %d", s->id, s->cpu);
     /* Best effort: memory policy only; a failure costs locality, not correctness. */
     if (rv_topo_prefer_node(s->node) < 0)
         rv_debug("shard %u: cannot prefer numa node %d", s->id, s->node);
     rc = rv_io_init(&s->io, cfg->io_backend, cfg->io_depth, s->wake_fd);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     struct rv_pool_opts po = {
         .owner_shard = (int)s->id,
         .bytes_max = (size_t)cfg->pool_bytes,
         .numa_node = s->node,
     };
     rc = rv_pool_create(&s->pool, &po);
-    if (rc < 0) goto err_io;
+    if (rc < 0)
+        goto err_io;
     rc = rv_msg_init(s);
-    if (rc < 0) goto err_pool;
+    if (rc < 0)
+        goto err_pool;
     rv_timers_init(&s->timers);
     return 0;
 
@@ -76,7 +80,7 @@ static void shard_fini(struct rv_shard *s)
 static bool shard_is_locally_quiet(struct rv_shard *s)
 {
     return s->task_len == 0 && !rv_msg_has_outbound(s) && s->io.inflight == 0 &&
-           s->io.done_head == NULL;
+           s->io.done_head == NULL && s->offload_inflight == 0;
 }
 
 /* Sleep in the backend unless something arrived after the announcement. */
@@ -97,7 +101,8 @@ static void shard_try_sleep(struct rv_shard *s, uint64_t now_ns)
     rv_shard_count_add(&s->stats.sleeps, 1);
     int done = rv_io_wait(&s->io, timeout);
     atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
-    if (done > 0) rv_shard_count_add(&s->stats.io_completed, (uint64_t)done);
+    if (done > 0)
+        rv_shard_count_add(&s->stats.io_completed, (uint64_t)done);
 }
 
 static uint32_t shard_turn(struct rv_shard *s, uint64_t now_ns)
@@ -123,7 +128,8 @@ static void shard_check_stall(struct rv_shard *s, uint64_t start_ns)
 {
     uint64_t stall_ns = (uint64_t)s->rt->cfg.stall_ms * 1000000ull;
     uint64_t took = rv_clock_now_ns() - start_ns;
-    if (stall_ns == 0 || took <= stall_ns) return;
+    if (stall_ns == 0 || took <= stall_ns)
+        return;
     rv_shard_count_add(&s->stats.stalls, 1);
     rv_warn("reactor stall: loop turn took %llu us (threshold %u ms)",
             (unsigned long long)(took / 1000), s->rt->cfg.stall_ms);
@@ -149,7 +155,8 @@ static void shard_loop(struct rv_shard *s)
             idle_since = 0;
             continue;
         }
-        if (idle_since == 0) idle_since = now;
+        if (idle_since == 0)
+            idle_since = now;
         if (now - idle_since < poll_ns || rv_msg_has_outbound(s) || s->io.done_head != NULL) {
             rv_cpu_relax();
             continue;
@@ -165,7 +172,8 @@ void *rv_shard_main(void *arg)
     shard_tls = s;
     rv_ctx_set_shard_id((int)s->id);
     s->start_rc = shard_init(s);
-    if (s->start_rc < 0) rv_error("shard %u failed to start: %s", s->id, rv_err_msg());
+    if (s->start_rc < 0)
+        rv_error("shard %u failed to start: %s", s->id, rv_err_msg());
     pthread_barrier_wait(&s->rt->ready);
     pthread_barrier_wait(&s->rt->go);
     if (s->start_rc == 0) {

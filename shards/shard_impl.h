@@ -104,7 +104,9 @@ struct rv_shard {
     uint32_t *dirty_peers; /* peers with work at the next flush */
     uint32_t dirty_count;
 
-    struct rv_mpsc ext; /* from threads outside the runtime */
+    struct rv_mpsc ext;        /* from threads outside the runtime */
+    uint32_t offload_inflight; /* rv_offload jobs not yet back */
+    uint32_t offload_next;     /* round-robin over helper threads */
 
     /* Shared: set just before sleeping in the kernel; a peer that publishes
      * and then sees it set clears it and signals io.wake_fd. */
@@ -134,6 +136,8 @@ struct rv_runtime {
     pthread_barrier_t ready; /* every shard initialised (or failed) */
     pthread_barrier_t go;    /* the opener's verdict is in */
     bool is_start_failed;
+    struct rv_offload_worker *offload; /* [offload_count] helper threads */
+    uint32_t offload_count;
     pthread_t watchdog;
     bool has_watchdog;
     _Atomic int watchdog_stop;
@@ -152,6 +156,15 @@ static inline void rv_shard_count_add(_Atomic uint64_t *c, uint64_t n)
 /* shard.c */
 void *rv_shard_main(void *arg);
 void rv_shard_wake(struct rv_shard *s);
+
+/* offload.c */
+struct rv_offload_worker;
+RV_MUST_CHECK int rv_offload_start(rv_runtime_t *rt);
+void rv_offload_stop(rv_runtime_t *rt);
+
+/* runtime.c: queue fn(arg) on shard s from any thread, even while closing
+ * (completions of work the runtime already accepted must still arrive). */
+void rv_runtime_post_internal(rv_runtime_t *rt, struct rv_shard *s, rv_task_fn *fn, void *arg);
 
 /* msg.c */
 RV_MUST_CHECK int rv_msg_init(struct rv_shard *s);

@@ -38,7 +38,8 @@ static void timer_sift_up(struct rv_timers *t, uint32_t pos)
     uint32_t slot = t->heap[pos];
     while (pos > 0) {
         uint32_t parent = (pos - 1) / 2;
-        if (!timer_before(t, slot, t->heap[parent])) break;
+        if (!timer_before(t, slot, t->heap[parent]))
+            break;
         timer_place(t, pos, t->heap[parent]);
         pos = parent;
     }
@@ -50,9 +51,12 @@ static void timer_sift_down(struct rv_timers *t, uint32_t pos)
     uint32_t slot = t->heap[pos];
     for (;;) {
         uint32_t child = 2 * pos + 1;
-        if (child >= t->heap_len) break;
-        if (child + 1 < t->heap_len && timer_before(t, t->heap[child + 1], t->heap[child])) child++;
-        if (!timer_before(t, t->heap[child], slot)) break;
+        if (child >= t->heap_len)
+            break;
+        if (child + 1 < t->heap_len && timer_before(t, t->heap[child + 1], t->heap[child]))
+            child++;
+        if (!timer_before(t, t->heap[child], slot))
+            break;
         timer_place(t, pos, t->heap[child]);
         pos = child;
     }
@@ -62,12 +66,15 @@ static void timer_sift_down(struct rv_timers *t, uint32_t pos)
 static int timer_grow(struct rv_timers *t)
 {
     uint32_t cap = t->cap == 0 ? 64 : t->cap * 2;
-    if (cap > (1u << 24)) return -ENOMEM; /* 16 M timers on one shard is a runaway caller */
+    if (cap > (1u << 24))
+        return -ENOMEM; /* 16 M timers on one shard is a runaway caller */
     struct rv_timer_slot *slots = realloc(t->slots, (size_t)cap * sizeof(*slots));
-    if (slots == NULL) return -ENOMEM;
+    if (slots == NULL)
+        return -ENOMEM;
     t->slots = slots;
     uint32_t *heap = realloc(t->heap, (size_t)cap * sizeof(*heap));
-    if (heap == NULL) return -ENOMEM; /* slots grew; harmless, cap stays */
+    if (heap == NULL)
+        return -ENOMEM; /* slots grew; harmless, cap stays */
     t->heap = heap;
     for (uint32_t i = t->cap; i < cap; i++) {
         slots[i] = (struct rv_timer_slot){.gen = 1, .heap_pos = TIMER_POS_FREE};
@@ -84,7 +91,8 @@ int rv_timers_add(struct rv_timers *t, uint64_t deadline_ns, rv_task_fn *fn, voi
     RV_ASSERT(fn != NULL);
     if (t->free_head == TIMER_NONE) {
         int rc = timer_grow(t);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
     }
     uint32_t slot = t->free_head;
     struct rv_timer_slot *s = &t->slots[slot];
@@ -97,7 +105,8 @@ int rv_timers_add(struct rv_timers *t, uint64_t deadline_ns, rv_task_fn *fn, voi
     t->heap_len++;
     timer_place(t, t->heap_len - 1, slot);
     timer_sift_up(t, t->heap_len - 1);
-    if (out != NULL) *out = (uint64_t)s->gen << 32 | slot;
+    if (out != NULL)
+        *out = (uint64_t)s->gen << 32 | slot;
     return 0;
 }
 
@@ -114,7 +123,8 @@ static void timer_remove_at(struct rv_timers *t, uint32_t pos)
     struct rv_timer_slot *s = &t->slots[slot];
     s->heap_pos = TIMER_POS_FREE;
     s->gen++;
-    if (s->gen == 0) s->gen = 1;
+    if (s->gen == 0)
+        s->gen = 1;
     s->next_free = t->free_head;
     t->free_head = slot;
 }
@@ -145,7 +155,8 @@ uint32_t rv_timers_run(struct rv_timers *t, uint64_t now_ns)
     uint32_t ran = 0;
     while (ran < budget && t->heap_len > 0) {
         struct rv_timer_slot *s = &t->slots[t->heap[0]];
-        if (s->deadline_ns > now_ns) break;
+        if (s->deadline_ns > now_ns)
+            break;
         rv_task_fn *fn = s->fn;
         void *arg = s->arg;
         timer_remove_at(t, 0); /* release first: fn may add timers */

@@ -50,7 +50,8 @@ static struct demo_shard demo_shards[DEMO_SHARDS_MAX];
 static void demo_finish_one(struct demo_shard *ds)
 {
     if (ds->replies == ds->expected && ds->is_io_done) {
-        if (atomic_fetch_add(&ds->d->shards_done, 1) + 1 == ds->d->shards) sem_post(&ds->d->done);
+        if (atomic_fetch_add(&ds->d->shards_done, 1) + 1 == ds->d->shards)
+            sem_post(&ds->d->done);
     }
 }
 
@@ -65,7 +66,8 @@ static void demo_call_fn(void *arg)
 static void demo_call_reply(void *arg)
 {
     struct demo_shard *ds = arg;
-    if (rv_shard_self() != (int)ds->id) atomic_fetch_add(&ds->d->wrong_shard, 1);
+    if (rv_shard_self() != (int)ds->id)
+        atomic_fetch_add(&ds->d->wrong_shard, 1);
     ds->replies++;
     demo_finish_one(ds);
 }
@@ -73,7 +75,8 @@ static void demo_call_reply(void *arg)
 static void demo_io_closed(void *arg, int64_t res)
 {
     struct demo_shard *ds = arg;
-    if (res < 0 && ds->io_result >= 0) ds->io_result = res;
+    if (res < 0 && ds->io_result >= 0)
+        ds->io_result = res;
     ds->is_io_done = true;
     demo_finish_one(ds);
 }
@@ -82,7 +85,8 @@ static void demo_io_synced(void *arg, int64_t res)
 {
     struct demo_shard *ds = arg;
     ds->io_result = res;
-    if (rv_file_close(ds->fd, demo_io_closed, ds) < 0) demo_io_closed(ds, -EIO);
+    if (rv_file_close(ds->fd, demo_io_closed, ds) < 0)
+        demo_io_closed(ds, -EIO);
 }
 
 static void demo_io_written(void *arg, int64_t res)
@@ -93,7 +97,8 @@ static void demo_io_written(void *arg, int64_t res)
         demo_io_synced(ds, res);
         return;
     }
-    if (rv_file_fdatasync(ds->fd, demo_io_synced, ds) < 0) demo_io_synced(ds, -EIO);
+    if (rv_file_fdatasync(ds->fd, demo_io_synced, ds) < 0)
+        demo_io_synced(ds, -EIO);
 }
 
 static void demo_io_opened(void *arg, int64_t res)
@@ -168,7 +173,8 @@ static void demo_report(struct demo *d, uint64_t elapsed_ns)
     for (uint32_t i = 0; i < d->shards; i++) {
         struct demo_shard *ds = &demo_shards[i];
         struct rv_shard_stats st;
-        if (rv_runtime_shard_stats(d->rt, i, &st) < 0) continue;
+        if (rv_runtime_shard_stats(d->rt, i, &st) < 0)
+            continue;
         printf("%-6u %-4d %12llu %12llu %12llu %10llu %8llu  %s (%s)\n", i,
                rv_runtime_shard_cpu(d->rt, i), (unsigned long long)ds->replies,
                (unsigned long long)ds->calls_served, (unsigned long long)st.msgs_received,
@@ -189,7 +195,8 @@ int main(int argc, char **argv)
     struct rv_runtime_config cfg;
     rv_runtime_config_init(&cfg);
     struct demo d = {.calls = 100000, .dir = "./data"};
-    if (demo_parse(argc, argv, &cfg, &d) < 0) return 2;
+    if (demo_parse(argc, argv, &cfg, &d) < 0)
+        return 2;
     cfg.data_dir = d.dir;
     int rc = rv_runtime_open(&d.rt, &cfg);
     if (rc < 0) {

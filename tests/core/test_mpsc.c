@@ -86,7 +86,8 @@ Test(mpsc, many_producers_none_lost_and_per_producer_order_kept)
             rv_cpu_relax();
             continue;
         }
-        if (it->seq != next[it->producer]) disorder++;
+        if (it->seq != next[it->producer])
+            disorder++;
         next[it->producer] = it->seq + 1;
         got++;
     }

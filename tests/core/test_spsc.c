@@ -84,7 +84,8 @@ static void *spsc_producer(void *arg)
             batch++;
         }
         rv_spsc_publish(&p->ring);
-        if (batch == 0) rv_cpu_relax();
+        if (batch == 0)
+            rv_cpu_relax();
     }
     return NULL;
 }
@@ -97,7 +98,8 @@ static void *spsc_consumer(void *arg)
         uint64_t v;
         uint32_t batch = 0;
         while (batch < 64 && rv_spsc_pop(&p->ring, &v)) {
-            if (v != expect) p->errors++;
+            if (v != expect)
+                p->errors++;
             expect = v + 1;
             batch++;
         }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/sys.h"
@@ -46,16 +47,20 @@ static void io_step_closed(void *p, int64_t res);
 static void io_step_read(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != IO_CHUNK) c->step_errors++;
-    if (--c->reads_left > 0) return;
-    if (memcmp(c->data, c->back, (size_t)IO_CHUNK * IO_CHUNKS) != 0) c->step_errors++;
+    if (res != IO_CHUNK)
+        c->step_errors++;
+    if (--c->reads_left > 0)
+        return;
+    if (memcmp(c->data, c->back, (size_t)IO_CHUNK * IO_CHUNKS) != 0)
+        c->step_errors++;
     cr_assert_eq(rv_file_close(c->fd, io_step_closed, c), 0);
 }
 
 static void io_step_allocated(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != 0) c->step_errors++;
+    if (res != 0)
+        c->step_errors++;
     c->reads_left = IO_CHUNKS;
     for (uint32_t i = 0; i < IO_CHUNKS; i++) {
         uint64_t pos = (uint64_t)i * IO_CHUNK;
@@ -66,7 +71,8 @@ static void io_step_allocated(void *p, int64_t res)
 static void io_step_synced(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != 0) c->step_errors++;
+    if (res != 0)
+        c->step_errors++;
     cr_assert_eq(
         rv_file_fallocate(c->fd, 0, (uint64_t)IO_CHUNK * IO_CHUNKS, 1 << 20, io_step_allocated, c),
         0);
@@ -75,8 +81,10 @@ static void io_step_synced(void *p, int64_t res)
 static void io_step_written(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != IO_CHUNK) c->step_errors++;
-    if (--c->writes_left == 0) cr_assert_eq(rv_file_fdatasync(c->fd, io_step_synced, c), 0);
+    if (res != IO_CHUNK)
+        c->step_errors++;
+    if (--c->writes_left == 0)
+        cr_assert_eq(rv_file_fdatasync(c->fd, io_step_synced, c), 0);
 }
 
 static void io_step_opened(void *p, int64_t res)
@@ -94,7 +102,8 @@ static void io_step_opened(void *p, int64_t res)
 static void io_step_closed(void *p, int64_t res)
 {
     struct io_case *c = p;
-    if (res != 0) c->step_errors++;
+    if (res != 0)
+        c->step_errors++;
     test_signal_post(&c->done);
 }
 
@@ -152,21 +161,24 @@ static void io_err_cb_open(void *p, int64_t res)
 {
     struct io_err_case *c = p;
     c->open_res = res;
-    if (--c->pending == 0) test_signal_post(&c->done);
+    if (--c->pending == 0)
+        test_signal_post(&c->done);
 }
 
 static void io_err_cb_read(void *p, int64_t res)
 {
     struct io_err_case *c = p;
     c->read_res = res;
-    if (--c->pending == 0) test_signal_post(&c->done);
+    if (--c->pending == 0)
+        test_signal_post(&c->done);
 }
 
 static void io_err_cb_write(void *p, int64_t res)
 {
     struct io_err_case *c = p;
     c->write_res = res;
-    if (--c->pending == 0) test_signal_post(&c->done);
+    if (--c->pending == 0)
+        test_signal_post(&c->done);
 }
 
 static char io_err_buf[64];
@@ -216,7 +228,8 @@ static void io_depth_cb(void *p, int64_t res)
 {
     struct io_depth_case *c = p;
     (void)res;
-    if (++c->completed == 4) test_signal_post(&c->done);
+    if (++c->completed == 4)
+        test_signal_post(&c->done);
 }
 
 static void io_depth_start(void *p)
@@ -293,4 +306,57 @@ static void io_outside_cb(void *p, int64_t res)
 Test(io, file_ops_outside_a_shard_are_refused)
 {
     cr_assert_eq(rv_file_fdatasync(0, io_outside_cb, NULL), -EINVAL);
+}
+
+/* A gather write lands every iovec at the right place. */
+struct io_writev_case {
+    int fd;
+    struct iovec iov[3];
+    int64_t res;
+    struct test_signal done;
+};
+
+static void io_writev_cb(void *p, int64_t res)
+{
+    struct io_writev_case *c = p;
+    c->res = res;
+    test_signal_post(&c->done);
+}
+
+static void io_writev_start(void *p)
+{
+    struct io_writev_case *c = p;
+    cr_assert_eq(rv_file_writev(c->fd, c->iov, 3, 4, io_writev_cb, c), 0);
+    cr_assert_eq(rv_file_writev(c->fd, c->iov, 0, 4, io_writev_cb, c), -EINVAL);
+}
+
+static void io_writev(enum rv_io_backend kind)
+{
+    rv_runtime_t *rt = io_open(kind, 8);
+    char path[] = "/tmp/rivven-writev-XXXXXX";
+    struct io_writev_case c = {.fd = mkstemp(path)};
+    cr_assert_geq(c.fd, 0);
+    c.iov[0] = (struct iovec){.iov_base = "head", .iov_len = 4};
+    c.iov[1] = (struct iovec){.iov_base = "-body-", .iov_len = 6};
+    c.iov[2] = (struct iovec){.iov_base = "tail", .iov_len = 4};
+    test_signal_init(&c.done);
+    cr_assert_eq(rv_runtime_submit(rt, 0, io_writev_start, &c), 0);
+    test_signal_wait(&c.done);
+    cr_assert_eq(c.res, 14);
+    char back[18] = {0};
+    cr_assert_eq(pread(c.fd, back, sizeof(back), 0), 18);
+    cr_assert(memcmp(back + 4, "head-body-tail", 14) == 0);
+    rv_runtime_close(rt);
+    close(c.fd);
+    unlink(path);
+}
+
+Test(io, writev_gathers_on_io_uring)
+{
+    io_writev(RV_IO_URING);
+}
+
+Test(io, writev_gathers_on_epoll)
+{
+    io_writev(RV_IO_EPOLL);
 }

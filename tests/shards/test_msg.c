@@ -87,8 +87,10 @@ static void order_reply(void *p)
 {
     uint64_t *seq = p;
     uint32_t src = (uint32_t)(*seq >> 32);
-    if ((*seq & 0xffffffffu) != order.next_reply[src]++) order.errors++;
-    if (order.next_reply[src] == ORDER_N) test_signal_post(&order.done[src]);
+    if ((*seq & 0xffffffffu) != order.next_reply[src]++)
+        order.errors++;
+    if (order.next_reply[src] == ORDER_N)
+        test_signal_post(&order.done[src]);
 }
 
 static void order_start(void *p)
@@ -136,7 +138,8 @@ static void ext_fn(void *p)
     uint64_t *item = p;
     uint32_t th = (uint32_t)(*item >> 32);
     uint64_t n = *item & 0xffffffffu;
-    if (n != ext_last[th]) ext_disorder++;
+    if (n != ext_last[th])
+        ext_disorder++;
     ext_last[th] = n + 1;
     ext_count++;
 }

@@ -170,7 +170,8 @@ static void chain_hop(void *p)
         int rc = rv_file_write(c->fd, &c->byte, 1, c->hops_left, chain_write_done, c);
         cr_assert_eq(rc, 0);
     }
-    if (c->hops_left-- == 0) return;
+    if (c->hops_left-- == 0)
+        return;
     uint32_t next = (uint32_t)(rv_shard_self() + 1) % 3;
     cr_assert_eq(rv_shard_call(next, chain_hop, c, NULL), 0);
 }
@@ -193,4 +194,43 @@ Test(runtime, close_drains_messages_and_io_in_flight)
     cr_assert_eq(atomic_load(&chain_writes_done), (uint64_t)CHAINS * (CHAIN_HOPS / 100 + 1));
     close(fd);
     unlink(path);
+}
+
+/* Blocking work runs on a helper thread and completes back on the shard. */
+struct offload_case {
+    int work_shard;
+    int done_shard;
+    _Atomic int done_count;
+    struct test_signal done;
+};
+
+static void offload_work(void *p)
+{
+    struct offload_case *c = p;
+    c->work_shard = rv_shard_self();
+    usleep(50000); /* a blocking call: fine here, never on a shard */
+}
+
+static void offload_done(void *p)
+{
+    struct offload_case *c = p;
+    c->done_shard = rv_shard_self();
+    atomic_fetch_add(&c->done_count, 1);
+}
+
+static void offload_start(void *p)
+{
+    cr_assert_eq(rv_offload(offload_work, p, offload_done), 0);
+}
+
+Test(runtime, offload_runs_off_shard_and_close_waits_for_it)
+{
+    rv_runtime_t *rt = test_rt_open(2);
+    struct offload_case c = {.work_shard = 99, .done_shard = -1};
+    test_run_on(rt, 1, offload_start, &c);
+    rv_runtime_close(rt); /* the job is still sleeping on its helper */
+    cr_assert_eq(atomic_load(&c.done_count), 1);
+    cr_assert_eq(c.work_shard, -1, "work ran on a helper thread");
+    cr_assert_eq(c.done_shard, 1, "done ran on the calling shard");
+    cr_assert_eq(rv_offload(offload_work, &c, offload_done), -EINVAL, "not on a shard");
 }

@@ -80,7 +80,8 @@ static inline void test_signal_wait(struct test_signal *s)
     do {                                                                                           \
         for (int wait_i_ = 0; wait_i_ < 1000; wait_i_++) {                                         \
             cr_assert_eq(rv_runtime_shard_stats((rt), (shard), &(st)), 0);                         \
-            if (cond) break;                                                                       \
+            if (cond)                                                                              \
+                break;                                                                             \
             usleep(1000);                                                                          \
         }                                                                                          \
     } while (0)

@@ -90,7 +90,8 @@ static inline void shim_fail(const char *file, int line, const char *expr, const
 /* The message arguments are optional: "" glues onto a literal format. */
 #define SHIM_CHECK(cond, expr, ...)                                                                \
     do {                                                                                           \
-        if (!(cond)) shim_fail(__FILE__, __LINE__, expr, " " __VA_ARGS__);                         \
+        if (!(cond))                                                                               \
+            shim_fail(__FILE__, __LINE__, expr, " " __VA_ARGS__);                                  \
     } while (0)
 
 #define cr_assert(c, ...)          SHIM_CHECK((c), #c, __VA_ARGS__)
@@ -135,16 +136,19 @@ int main(int argc, char **argv)
     int ran = 0, skipped = 0;
     for (int i = 0; i < shim_entry_count; i++) {
         const struct shim_entry *e = &shim_entries[i];
-        if (e->fn == NULL) continue;
+        if (e->fn == NULL)
+            continue;
         const struct shim_opts *so = shim_suite_of(e->suite);
         if (e->opts->signal != 0 || e->opts->exit_code != 0 || e->opts->disabled) {
             printf("[SKIP] %s::%s (needs a process of its own)\n", e->suite, e->name);
             skipped++;
             continue;
         }
-        if (so != NULL && so->init != NULL) so->init();
+        if (so != NULL && so->init != NULL)
+            so->init();
         e->fn();
-        if (so != NULL && so->fini != NULL) so->fini();
+        if (so != NULL && so->fini != NULL)
+            so->fini();
         printf("[PASS] %s::%s\n", e->suite, e->name);
         fflush(stdout);
         ran++;
