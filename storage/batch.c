@@ -1,0 +1,2 @@
+/* storage/batch.c - being written. */
+#include <stddef.h>

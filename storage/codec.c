@@ -1,0 +1,2 @@
+/* storage/codec.c - being written. */
+#include <stddef.h>

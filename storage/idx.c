@@ -1,0 +1,2 @@
+/* storage/idx.c - being written. */
+#include <stddef.h>

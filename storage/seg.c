@@ -1,0 +1,2 @@
+/* storage/seg.c - being written. */
+#include <stddef.h>

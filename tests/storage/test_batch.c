@@ -1,0 +1,2 @@
+/* tests/storage/test_batch.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/storage/test_codec.c - being written. */
+#include <criterion/criterion.h>

@@ -1,0 +1,2 @@
+/* tests/storage/test_idx.c - being written. */
+#include <criterion/criterion.h>

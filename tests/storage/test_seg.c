@@ -1,0 +1,2 @@
+/* tests/storage/test_seg.c - being written. */
+#include <criterion/criterion.h>
