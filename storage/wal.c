@@ -1,0 +1,956 @@
+/*
+ * storage/wal.c - the shard WAL with group commit (see wal.h for the format
+ * and the rules).
+ *
+ * Group life:
+ *
+ *   FREE -> OPEN (collecting appends) -> WRITING (gather write in the ring)
+ *        -> SYNCING (fdatasync, if any append asked) -> FREE (callbacks ran)
+ *
+ * Groups go to the disk strictly one after another, in LSN order: the next
+ * group is written only when the previous one finished, which is what makes
+ * later groups larger under load (natural group commit). Rolling to a new
+ * file sits between two groups: sync the old file, rename the spare, go on.
+ */
+#include "storage/wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/crc32c.h"
+#include "core/err.h"
+#include "core/sys.h"
+#include "core/trace.h"
+#include "rivven.h"
+
+#define WAL_SPARE_NAME "spare.wal.tmp"
+#define WAL_READ_CHUNK (1u << 20)
+
+enum wal_group_state {
+    WAL_GROUP_FREE = 0,
+    WAL_GROUP_OPEN,
+    WAL_GROUP_WRITING,
+    WAL_GROUP_SYNCING,
+};
+
+struct wal_waiter {
+    rv_wal_done_fn *done;
+    void *arg;
+    uint64_t lsn;
+};
+
+struct wal_group {
+    uint8_t state; /* enum wal_group_state */
+    bool needs_sync;
+    uint32_t count;     /* records */
+    uint32_t iov_count; /* iov entries used: a header each, a payload each if any */
+    uint64_t bytes;     /* record bytes, headers included */
+    uint64_t lsn;       /* LSN of the first record */
+    struct rv_wal *wal;
+    uint8_t headers[RV_WAL_GROUP_RECORDS][RV_WAL_HEADER_BYTES];
+    struct iovec iov[2 * RV_WAL_GROUP_RECORDS];
+    struct wal_waiter waiters[RV_WAL_GROUP_RECORDS];
+};
+
+enum wal_spare_state {
+    WAL_SPARE_MISSING = 0,
+    WAL_SPARE_CREATING,
+    WAL_SPARE_READY,
+};
+
+struct wal_job;
+
+struct rv_wal {
+    struct rv_wal_config cfg;
+    char *dir;
+    int fd;                       /* current file */
+    uint64_t file_start;          /* its start LSN */
+    uint64_t end_lsn;             /* next LSN to assign (runs ahead of what is written) */
+    uint64_t write_lsn;           /* everything below is written */
+    uint64_t durable_lsn;         /* everything below is synced */
+    int spare_fd;                 /* the preallocated next file, or -1 */
+    uint8_t spare_state;          /* enum wal_spare_state */
+    bool is_rolling;              /* between two groups, switching files */
+    bool is_failed;               /* a failed fdatasync: sticky */
+    bool is_flush_queued;         /* a flush task is queued on the shard */
+    struct wal_job *roll_waiting; /* a roll waiting for the spare being created */
+    uint32_t jobs;                /* rv_offload jobs in flight (they use this struct) */
+    struct wal_group *groups;     /* [RV_WAL_GROUPS], used as a ring */
+    uint32_t group_head;          /* oldest group not FREE */
+    uint32_t group_count;         /* groups not FREE */
+    uint64_t *files;              /* start LSNs of the files on disk, ascending; last: current */
+    uint32_t file_count;
+    uint32_t file_cap;
+    struct rv_wal_stats stats;
+};
+
+/* ---- encoding ------------------------------------------------------------------- */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+static void wal_encode_header(uint8_t *h, uint8_t type, uint64_t lsn, uint64_t key,
+                              const void *payload, uint32_t len)
+{
+    put_u32(h + 4, len);
+    h[8] = type;
+    h[9] = 0;
+    h[10] = h[11] = 0;
+    put_u64(h + 12, lsn);
+    put_u64(h + 20, key);
+    uint32_t crc = rv_crc32c(0, h + 4, RV_WAL_HEADER_BYTES - 4);
+    put_u32(h, rv_crc32c(crc, payload, len));
+}
+
+static int wal_file_path(char *out, size_t len, const char *dir, uint64_t start)
+{
+    int n = snprintf(out, len, "%s/%020llu.wal", dir, (unsigned long long)start);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* ---- the file list ---------------------------------------------------------------- */
+
+static int wal_files_push(struct rv_wal *w, uint64_t start)
+{
+    if (w->file_count == w->file_cap) {
+        uint32_t cap = w->file_cap ? w->file_cap * 2 : 16;
+        uint64_t *f = realloc(w->files, cap * sizeof(*f));
+        if (f == NULL)
+            return -ENOMEM;
+        w->files = f;
+        w->file_cap = cap;
+    }
+    w->files[w->file_count++] = start;
+    return 0;
+}
+
+static int wal_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Parse "<20 digits>.wal"; false for other names. */
+static bool wal_parse_name(const char *name, uint64_t *start)
+{
+    size_t n = strlen(name);
+    if (n != 24 || strcmp(name + 20, ".wal") != 0)
+        return false;
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    *start = v;
+    return true;
+}
+
+static int wal_list(struct rv_wal *w)
+{
+    DIR *d = opendir(w->dir);
+    if (d == NULL)
+        return rv_errf(-errno, "wal %s: opendir", w->dir);
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        uint64_t start;
+        if (wal_parse_name(de->d_name, &start))
+            rc = wal_files_push(w, start);
+    }
+    closedir(d);
+    if (rc == 0 && w->file_count > 1)
+        qsort(w->files, w->file_count, sizeof(*w->files), wal_cmp_u64);
+    return rc;
+}
+
+/* ---- replay (blocking, at open) ------------------------------------------------------ */
+
+struct wal_reader {
+    int fd;
+    uint64_t file_size;
+    uint8_t *buf;     /* WAL_READ_CHUNK bytes */
+    uint64_t buf_pos; /* file position of buf[0] */
+    uint32_t buf_len; /* valid bytes in buf */
+    uint8_t *big;     /* for records larger than a chunk */
+};
+
+/* Make [pos, pos + len) available; returns a pointer, or NULL on a read error
+ * (*err set) or when the range passes the end of the file (*err 0). */
+static const uint8_t *wal_reader_get(struct wal_reader *r, uint64_t pos, uint32_t len, int *err)
+{
+    *err = 0;
+    if (pos + len > r->file_size)
+        return NULL;
+    if (pos >= r->buf_pos && pos + len <= r->buf_pos + r->buf_len)
+        return r->buf + (pos - r->buf_pos);
+    uint8_t *dst = r->buf;
+    uint32_t want = WAL_READ_CHUNK;
+    if (len > WAL_READ_CHUNK) {
+        free(r->big);
+        r->big = malloc(len);
+        if (r->big == NULL) {
+            *err = -ENOMEM;
+            return NULL;
+        }
+        dst = r->big;
+        want = len;
+    } else if (r->file_size - pos < want) {
+        want = (uint32_t)(r->file_size - pos);
+    }
+    ssize_t n = rv_sys_pread(r->fd, dst, want, (off_t)pos);
+    if (n < 0 || (uint32_t)n < len) {
+        *err = n < 0 ? (int)n : -EIO;
+        return NULL;
+    }
+    if (dst == r->buf) {
+        r->buf_pos = pos;
+        r->buf_len = (uint32_t)n;
+    }
+    return dst;
+}
+
+static bool wal_is_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Scan one file from pos. Returns 0 with *end at the clean end, 1 when an
+ * invalid record starts at *end, or -errno. */
+static int wal_replay_file(struct wal_reader *r, uint64_t start, uint64_t pos, rv_wal_replay_fn *fn,
+                           void *arg, struct rv_wal_report *rep, uint64_t *end)
+{
+    for (;;) {
+        *end = pos;
+        int err;
+        const uint8_t *h = wal_reader_get(r, pos, RV_WAL_HEADER_BYTES, &err);
+        if (h == NULL)
+            return err; /* 0: the file ends here */
+        if (wal_is_zero(h, RV_WAL_HEADER_BYTES))
+            return 0; /* the preallocated, never written part */
+        uint32_t len = get_u32(h + 4);
+        if (len > RV_WAL_RECORD_MAX || get_u64(h + 12) != start + pos)
+            return 1;
+        const uint8_t *rec = wal_reader_get(r, pos, RV_WAL_HEADER_BYTES + len, &err);
+        if (rec == NULL)
+            return err < 0 ? err : 1; /* a record cut by the end of the file */
+        uint32_t crc = rv_crc32c(0, rec + 4, RV_WAL_HEADER_BYTES - 4 + (size_t)len);
+        if (crc != get_u32(rec))
+            return 1;
+        struct rv_wal_record out = {
+            .lsn = start + pos,
+            .key = get_u64(rec + 20),
+            .type = rec[8],
+            .payload = rec + RV_WAL_HEADER_BYTES,
+            .len = len,
+        };
+        if (fn != NULL) {
+            int rc = fn(arg, &out);
+            if (rc != 0)
+                return rc < 0 ? rc : -EINVAL;
+        }
+        rep->records++;
+        pos += RV_WAL_HEADER_BYTES + (uint64_t)len;
+    }
+}
+
+static int wal_remove_files_after(struct rv_wal *w, uint32_t i, struct rv_wal_report *rep)
+{
+    char path[PATH_MAX];
+    for (uint32_t j = i + 1; j < w->file_count; j++) {
+        int rc = wal_file_path(path, sizeof(path), w->dir, w->files[j]);
+        if (rc == 0)
+            rc = rv_sys_unlink(path);
+        if (rc < 0 && rc != -ENOENT)
+            return rv_errf(rc, "wal %s: remove after cut", path);
+        rep->files_removed++;
+    }
+    w->file_count = i + 1;
+    return 0;
+}
+
+/* Discard everything from LSN `cut` on: zero the rest of file i, drop later files. */
+static int wal_cut(struct rv_wal *w, uint32_t i, uint64_t cut, struct rv_wal_report *rep)
+{
+    char path[PATH_MAX];
+    int rc = wal_file_path(path, sizeof(path), w->dir, w->files[i]);
+    if (rc < 0)
+        return rc;
+    int fd = rv_sys_open(path, O_RDWR, 0);
+    if (fd < 0)
+        return rv_errf(fd, "wal %s: open to cut", path);
+    struct stat st;
+    rc = rv_sys_fstat(fd, &st);
+    uint64_t pos = cut - w->files[i];
+    if (rc == 0 && (uint64_t)st.st_size > pos)
+        rep->cut_bytes += (uint64_t)st.st_size - pos; /* an upper bound: zeros included */
+    /* Truncate and re-extend: the tail reads as zeros, so no stale record past
+     * the cut can ever be taken for a valid one. */
+    if (rc == 0)
+        rc = rv_sys_ftruncate(fd, (off_t)pos);
+    if (rc == 0)
+        rc = rv_sys_fallocate(fd, 0, 0, (off_t)w->cfg.file_bytes);
+    if (rc == 0)
+        rc = rv_sys_fdatasync(fd);
+    (void)rv_sys_close(fd); /* errors above decide */
+    if (rc < 0)
+        return rv_errf(rc, "wal %s: cut at %llu", path, (unsigned long long)pos);
+    rc = wal_remove_files_after(w, i, rep);
+    return rc < 0 ? rc : rv_sys_fsync_dir(w->dir);
+}
+
+/* Replay file i; *end receives the LSN where valid data ends. 1: cut there. */
+static int wal_replay_one(struct rv_wal *w, struct wal_reader *r, uint32_t i, uint64_t from_lsn,
+                          rv_wal_replay_fn *fn, void *arg, struct rv_wal_report *rep, uint64_t *end)
+{
+    uint64_t start = w->files[i];
+    char path[PATH_MAX];
+    int rc = wal_file_path(path, sizeof(path), w->dir, start);
+    if (rc < 0)
+        return rc;
+    r->fd = rv_sys_open(path, O_RDONLY, 0);
+    if (r->fd < 0)
+        return rv_errf(r->fd, "wal %s: open", path);
+    struct stat st;
+    rc = rv_sys_fstat(r->fd, &st);
+    r->file_size = rc == 0 ? (uint64_t)st.st_size : 0;
+    r->buf_len = 0;
+    uint64_t pos = from_lsn > start ? from_lsn - start : 0;
+    uint64_t file_end = 0;
+    if (rc == 0)
+        rc = wal_replay_file(r, start, pos, fn, arg, rep, &file_end);
+    (void)rv_sys_close(r->fd); /* read-only */
+    r->fd = -1;
+    *end = start + file_end;
+    if (rc == 1)
+        rv_warn("wal %s: invalid record at byte %llu: cutting the log there", path,
+                (unsigned long long)file_end);
+    return rc;
+}
+
+static int wal_replay(struct rv_wal *w, uint64_t from_lsn, rv_wal_replay_fn *fn, void *arg,
+                      struct rv_wal_report *rep)
+{
+    struct wal_reader r = {.fd = -1, .buf = malloc(WAL_READ_CHUNK)};
+    if (r.buf == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    uint64_t end = from_lsn;
+    for (uint32_t i = 0; i < w->file_count && rc == 0; i++) {
+        bool has_next = i + 1 < w->file_count;
+        if (has_next && w->files[i + 1] <= from_lsn)
+            continue; /* wholly before the checkpoint */
+        rc = wal_replay_one(w, &r, i, from_lsn, fn, arg, rep, &end);
+        if (rc == 1) {
+            rep->cut_reason = -EBADMSG;
+            rc = wal_cut(w, i, end, rep);
+            break;
+        }
+        if (rc == 0 && has_next && w->files[i + 1] != end) {
+            rv_warn("wal %s: file %llu ends at lsn %llu but the next starts at %llu: cutting",
+                    w->dir, (unsigned long long)w->files[i], (unsigned long long)end,
+                    (unsigned long long)w->files[i + 1]);
+            rep->cut_reason = -EBADMSG;
+            rc = wal_cut(w, i, end, rep);
+            break;
+        }
+    }
+    free(r.buf);
+    free(r.big);
+    rep->end_lsn = end;
+    return rc;
+}
+
+/* ---- open and close ------------------------------------------------------------------ */
+
+void rv_wal_config_init(struct rv_wal_config *cfg)
+{
+    *cfg = (struct rv_wal_config){
+        .file_bytes = 64ull << 20,
+        .group_bytes_max = 1u << 20,
+        .group_window_us = 0,
+    };
+}
+
+/* Open (creating if asked) a WAL file and preallocate it to file_bytes. */
+static int wal_open_file(const struct rv_wal *w, const char *path, int extra_flags)
+{
+    int fd = rv_sys_open(path, O_RDWR | extra_flags, 0644);
+    if (fd < 0)
+        return rv_errf(fd, "wal %s: open", path);
+    int rc = rv_sys_fallocate(fd, 0, 0, (off_t)w->cfg.file_bytes);
+    if (rc == -EOPNOTSUPP) /* a filesystem without fallocate: extend instead */
+        rc = rv_sys_ftruncate(fd, (off_t)w->cfg.file_bytes);
+    if (rc == 0)
+        rc = rv_sys_fdatasync(fd);
+    if (rc < 0) {
+        (void)rv_sys_close(fd); /* already failing */
+        return rv_errf(rc, "wal %s: preallocate %llu bytes", path,
+                       (unsigned long long)w->cfg.file_bytes);
+    }
+    return fd;
+}
+
+/* A fresh, zeroed, preallocated spare file. Blocking. */
+static int wal_make_spare(const struct rv_wal *w)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/" WAL_SPARE_NAME, w->dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    int fd = wal_open_file(w, path, O_CREAT | O_TRUNC);
+    if (fd < 0)
+        return fd;
+    int rc = rv_sys_fsync_dir(w->dir);
+    if (rc < 0) {
+        (void)rv_sys_close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static int wal_open_current(struct rv_wal *w, uint64_t end)
+{
+    if (w->file_count == 0) {
+        int rc = wal_files_push(w, end);
+        if (rc < 0)
+            return rc;
+    }
+    w->file_start = w->files[w->file_count - 1];
+    char path[PATH_MAX];
+    int rc = wal_file_path(path, sizeof(path), w->dir, w->file_start);
+    if (rc < 0)
+        return rc;
+    int fd = wal_open_file(w, path, O_CREAT);
+    if (fd < 0)
+        return fd;
+    w->fd = fd;
+    w->end_lsn = w->write_lsn = w->durable_lsn = end;
+    return rv_sys_fsync_dir(w->dir);
+}
+
+int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_lsn,
+                rv_wal_replay_fn *fn, void *arg, struct rv_wal_report *report)
+{
+    RV_ASSERT(out != NULL && cfg != NULL && cfg->dir != NULL);
+    RV_ASSERT(cfg->file_bytes >= 4096);
+    RV_ASSERT(cfg->group_bytes_max > 0 && cfg->group_bytes_max <= cfg->file_bytes);
+    struct rv_wal_report local;
+    struct rv_wal_report *rep = report != NULL ? report : &local;
+    *rep = (struct rv_wal_report){0};
+    struct rv_wal *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    w->cfg = *cfg;
+    w->fd = w->spare_fd = -1;
+    w->dir = strdup(cfg->dir);
+    w->groups = calloc(RV_WAL_GROUPS, sizeof(*w->groups));
+    int rc = w->dir != NULL && w->groups != NULL ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = rv_sys_mkdir_p(cfg->dir, 0755);
+    if (rc == 0)
+        rc = wal_list(w);
+    if (rc == 0)
+        rc = wal_replay(w, from_lsn, fn, arg, rep);
+    if (rc == 0)
+        rc = wal_open_current(w, rep->end_lsn);
+    if (rc < 0) {
+        rv_wal_close(w);
+        return rc;
+    }
+    w->spare_fd = wal_make_spare(w);
+    /* No spare (disk full) is not fatal: the next roll tries again. */
+    w->spare_state = w->spare_fd >= 0 ? WAL_SPARE_READY : WAL_SPARE_MISSING;
+    for (uint32_t i = 0; i < RV_WAL_GROUPS; i++)
+        w->groups[i].wal = w;
+    *out = w;
+    return 0;
+}
+
+void rv_wal_close(rv_wal_t *w)
+{
+    if (w == NULL)
+        return;
+    RV_ASSERT(w->group_count == 0); /* the caller waited for rv_wal_is_idle */
+    RV_ASSERT(w->jobs == 0);
+    if (w->fd >= 0)
+        (void)rv_sys_close(w->fd); /* synced, or never acknowledged as durable */
+    if (w->spare_fd >= 0)
+        (void)rv_sys_close(w->spare_fd);
+    free(w->groups);
+    free(w->files);
+    free(w->dir);
+    free(w);
+}
+
+/* ---- group commit (owner shard) -------------------------------------------------------- */
+
+static void wal_flush(struct rv_wal *w);
+
+static struct wal_group *wal_group_at(struct rv_wal *w, uint32_t i)
+{
+    return &w->groups[(w->group_head + i) % RV_WAL_GROUPS];
+}
+
+static void wal_flush_task(void *arg)
+{
+    struct rv_wal *w = arg;
+    w->is_flush_queued = false;
+    wal_flush(w);
+}
+
+static void wal_queue_flush(struct rv_wal *w, uint64_t delay_us)
+{
+    if (w->is_flush_queued)
+        return;
+    /* A task for ourselves runs next turn, after every append of this turn
+     * joined the group: that is the group commit. */
+    int rc = delay_us > 0 ? rv_timer_add(delay_us, wal_flush_task, w, NULL)
+                          : rv_shard_call((uint32_t)rv_shard_self(), wal_flush_task, w, NULL);
+    RV_ASSERT(rc == 0); /* only -ENOMEM, and a lost flush would strand appends */
+    w->is_flush_queued = true;
+}
+
+/* Fail every group from index `from` (relative to head) on: each waiter gets
+ * err, and their LSNs are taken back (nothing after the last write exists). */
+static void wal_fail_groups(struct rv_wal *w, uint32_t from, int err)
+{
+    uint32_t n = w->group_count;
+    w->end_lsn = w->write_lsn;
+    w->group_count = from; /* before the callbacks: they may append again */
+    for (uint32_t i = from; i < n; i++) {
+        struct wal_group *g = &w->groups[(w->group_head + i) % RV_WAL_GROUPS];
+        uint32_t count = g->count;
+        g->state = WAL_GROUP_FREE;
+        g->count = 0;
+        w->stats.failures += count;
+        for (uint32_t j = 0; j < count; j++)
+            g->waiters[j].done(g->waiters[j].arg, err);
+    }
+}
+
+/* The head group finished (written, and synced if asked): tell its waiters. */
+static void wal_group_complete(struct rv_wal *w, struct wal_group *g)
+{
+    RV_ASSERT(g == wal_group_at(w, 0));
+    for (uint32_t j = 0; j < g->count; j++)
+        g->waiters[j].done(g->waiters[j].arg, (int64_t)g->waiters[j].lsn);
+    g->state = WAL_GROUP_FREE;
+    g->count = 0;
+    w->group_head = (w->group_head + 1) % RV_WAL_GROUPS;
+    w->group_count--;
+    wal_flush(w);
+}
+
+static void wal_sync_done(void *arg, int64_t res)
+{
+    struct wal_group *g = arg;
+    struct rv_wal *w = g->wal;
+    if (res < 0) {
+        /* Sticky: after a failed fdatasync the page cache may have dropped the
+         * data; nothing written since the last good sync can be trusted. */
+        rv_error("wal %s: fdatasync failed: %s; refusing all further appends", w->dir,
+                 rv_strerror((int)res));
+        w->is_failed = true;
+        w->write_lsn = w->durable_lsn;
+        wal_fail_groups(w, 0, -EIO);
+        return;
+    }
+    w->durable_lsn = g->lsn + g->bytes;
+    wal_group_complete(w, g);
+}
+
+static void wal_write_done(void *arg, int64_t res)
+{
+    struct wal_group *g = arg;
+    struct rv_wal *w = g->wal;
+    if (res < 0 || (uint64_t)res != g->bytes) {
+        /* A short write of a regular file means the disk is full. */
+        int err = res < 0 ? (int)res : -ENOSPC;
+        rv_warn("wal %s: write of %llu bytes at lsn %llu failed: %s", w->dir,
+                (unsigned long long)g->bytes, (unsigned long long)g->lsn, rv_strerror(err));
+        wal_fail_groups(w, 0, err);
+        return;
+    }
+    w->write_lsn = g->lsn + g->bytes;
+    w->stats.bytes += g->bytes;
+    if (!g->needs_sync) {
+        wal_group_complete(w, g);
+        return;
+    }
+    g->state = WAL_GROUP_SYNCING;
+    w->stats.syncs++;
+    int rc = rv_file_fdatasync(w->fd, wal_sync_done, g);
+    if (rc < 0)
+        wal_sync_done(g, rc);
+}
+
+static void wal_roll(struct rv_wal *w);
+
+static void wal_flush(struct rv_wal *w)
+{
+    if (w->is_rolling || w->group_count == 0)
+        return;
+    struct wal_group *g = wal_group_at(w, 0);
+    if (g->state != WAL_GROUP_OPEN || g->count == 0)
+        return; /* in flight: its completion flushes the next */
+    RV_ASSERT(g->lsn == w->write_lsn);
+    if (g->lsn - w->file_start + g->bytes > w->cfg.file_bytes) {
+        wal_roll(w);
+        return;
+    }
+    g->state = WAL_GROUP_WRITING;
+    w->stats.groups++;
+    int rc =
+        rv_file_writev(w->fd, g->iov, (int)g->iov_count, g->lsn - w->file_start, wal_write_done, g);
+    if (rc == -EAGAIN) {
+        g->state = WAL_GROUP_OPEN; /* the ring is full: try again shortly */
+        w->stats.groups--;
+        wal_queue_flush(w, 50);
+    } else if (rc < 0) {
+        wal_write_done(g, rc);
+    }
+}
+
+/* The group an append goes to: the newest open group with room, or a new one. */
+static struct wal_group *wal_group_for(struct rv_wal *w, uint64_t rec_bytes)
+{
+    if (w->group_count > 0) {
+        struct wal_group *g = wal_group_at(w, w->group_count - 1);
+        if (g->state == WAL_GROUP_OPEN && g->count < RV_WAL_GROUP_RECORDS &&
+            g->bytes + rec_bytes <= w->cfg.group_bytes_max)
+            return g;
+    }
+    if (w->group_count == RV_WAL_GROUPS)
+        return NULL;
+    struct wal_group *g = wal_group_at(w, w->group_count);
+    RV_ASSERT(g->state == WAL_GROUP_FREE);
+    w->group_count++;
+    g->state = WAL_GROUP_OPEN;
+    g->needs_sync = false;
+    g->count = 0;
+    g->iov_count = 0;
+    g->bytes = 0;
+    g->lsn = w->end_lsn;
+    return g;
+}
+
+int rv_wal_append(rv_wal_t *w, enum rv_wal_type type, uint64_t key, const void *payload,
+                  uint32_t len, bool needs_sync, rv_wal_done_fn *done, void *arg)
+{
+    RV_ASSERT(done != NULL);
+    RV_ASSERT(len == 0 || payload != NULL);
+    if (w->is_failed)
+        return -EIO;
+    uint64_t rec_bytes = RV_WAL_HEADER_BYTES + (uint64_t)len;
+    if (len > RV_WAL_RECORD_MAX || rec_bytes > w->cfg.file_bytes)
+        return rv_errf(-EMSGSIZE, "wal: record of %u bytes", len);
+    struct wal_group *g = wal_group_for(w, rec_bytes);
+    if (g == NULL)
+        return -ENOBUFS;
+    uint32_t j = g->count;
+    uint64_t lsn = w->end_lsn;
+    wal_encode_header(g->headers[j], (uint8_t)type, lsn, key, payload, len);
+    g->iov[g->iov_count++] =
+        (struct iovec){.iov_base = g->headers[j], .iov_len = RV_WAL_HEADER_BYTES};
+    if (len > 0)
+        g->iov[g->iov_count++] = (struct iovec){.iov_base = (void *)payload, .iov_len = len};
+    g->waiters[j] = (struct wal_waiter){.done = done, .arg = arg, .lsn = lsn};
+    g->count++;
+    g->bytes += rec_bytes;
+    g->needs_sync |= needs_sync;
+    w->end_lsn += rec_bytes;
+    w->stats.appends++;
+    if (g == wal_group_at(w, 0) && !w->is_rolling)
+        wal_queue_flush(w, g->bytes >= w->cfg.group_bytes_max ? 0 : w->cfg.group_window_us);
+    return 0;
+}
+
+/* ---- rolling and releasing files --------------------------------------------------------- */
+
+struct wal_job {
+    struct rv_wal *w;
+    uint64_t lsn; /* roll: the new file's start */
+    int spare_fd; /* roll: the spare; spare: the result */
+    int rc;
+    uint64_t *starts; /* release: files to delete */
+    uint32_t count;
+};
+
+static void wal_roll_rename(struct wal_job *job);
+
+static void wal_spare_work(void *arg)
+{
+    struct wal_job *job = arg;
+    job->spare_fd = wal_make_spare(job->w);
+    job->rc = job->spare_fd < 0 ? job->spare_fd : 0;
+}
+
+static void wal_spare_done(void *arg)
+{
+    struct wal_job *job = arg;
+    struct rv_wal *w = job->w;
+    w->jobs--;
+    if (job->rc == 0) {
+        w->spare_fd = job->spare_fd;
+        w->spare_state = WAL_SPARE_READY;
+    } else {
+        w->spare_state = WAL_SPARE_MISSING; /* the next roll tries again */
+        rv_warn("wal %s: cannot prepare the next file: %s", w->dir, rv_strerror(job->rc));
+    }
+    free(job);
+    struct wal_job *roll = w->roll_waiting;
+    if (roll != NULL) {
+        w->roll_waiting = NULL;
+        wal_roll_rename(roll);
+    }
+}
+
+static void wal_start_spare(struct rv_wal *w)
+{
+    if (w->spare_state != WAL_SPARE_MISSING)
+        return;
+    struct wal_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return; /* the next roll makes one itself */
+    job->w = w; /* before a helper thread can see the job */
+    job->spare_fd = -1;
+    if (rv_offload(wal_spare_work, job, wal_spare_done) < 0) {
+        free(job);
+        return;
+    }
+    w->jobs++;
+    w->spare_state = WAL_SPARE_CREATING;
+}
+
+/* Helper thread: make sure a spare exists, then give it the new file's name. */
+static void wal_roll_work(void *arg)
+{
+    struct wal_job *job = arg;
+    struct rv_wal *w = job->w;
+    if (job->spare_fd < 0) {
+        job->spare_fd = wal_make_spare(w);
+        if (job->spare_fd < 0) {
+            job->rc = job->spare_fd;
+            return;
+        }
+    }
+    char from[PATH_MAX], to[PATH_MAX];
+    int n = snprintf(from, sizeof(from), "%s/" WAL_SPARE_NAME, w->dir);
+    job->rc = n < 0 || (size_t)n >= sizeof(from) ? -ENAMETOOLONG : 0;
+    if (job->rc == 0)
+        job->rc = wal_file_path(to, sizeof(to), w->dir, job->lsn);
+    if (job->rc == 0)
+        job->rc = rv_sys_rename(from, to);
+    if (job->rc == 0)
+        job->rc = rv_sys_fsync_dir(w->dir);
+}
+
+static void wal_close_done(void *arg, int64_t res)
+{
+    (void)arg;
+    (void)res; /* the file was fdatasynced before the roll */
+}
+
+static void wal_roll_done(void *arg)
+{
+    struct wal_job *job = arg;
+    struct rv_wal *w = job->w;
+    w->jobs--;
+    w->is_rolling = false;
+    if (job->rc < 0) {
+        if (job->spare_fd >= 0) {
+            w->spare_fd = job->spare_fd;
+            w->spare_state = WAL_SPARE_READY;
+        }
+        rv_warn("wal %s: roll to lsn %llu failed: %s", w->dir, (unsigned long long)job->lsn,
+                rv_strerror(job->rc));
+        int err = job->rc;
+        free(job);
+        wal_fail_groups(w, 0, err);
+        return;
+    }
+    if (rv_file_close(w->fd, wal_close_done, NULL) < 0)
+        (void)rv_sys_close(w->fd); /* ring full: a close does not block */
+    w->fd = job->spare_fd;
+    w->file_start = job->lsn;
+    if (wal_files_push(w, job->lsn) < 0)
+        rv_warn("wal %s: file list full; file %llu will not be released", w->dir,
+                (unsigned long long)job->lsn);
+    w->stats.rolls++;
+    free(job);
+    wal_start_spare(w);
+    wal_flush(w);
+}
+
+/* Give the spare (or, when there is none, a new one) the new file's name. */
+static void wal_roll_rename(struct wal_job *job)
+{
+    struct rv_wal *w = job->w;
+    job->spare_fd = w->spare_state == WAL_SPARE_READY ? w->spare_fd : -1;
+    w->spare_fd = -1;
+    w->spare_state = WAL_SPARE_MISSING;
+    if (rv_offload(wal_roll_work, job, wal_roll_done) < 0) {
+        w->is_rolling = false;
+        if (job->spare_fd >= 0) {
+            w->spare_fd = job->spare_fd;
+            w->spare_state = WAL_SPARE_READY;
+        }
+        free(job);
+        wal_fail_groups(w, 0, -ENOMEM);
+        return;
+    }
+    w->jobs++;
+}
+
+static void wal_roll_synced(void *arg, int64_t res)
+{
+    struct wal_job *job = arg;
+    struct rv_wal *w = job->w;
+    if (res < 0) {
+        w->is_rolling = false;
+        w->is_failed = true;
+        rv_error("wal %s: fdatasync before roll failed: %s", w->dir, rv_strerror((int)res));
+        free(job);
+        wal_fail_groups(w, 0, -EIO);
+        return;
+    }
+    w->durable_lsn = w->write_lsn;
+    if (w->spare_state == WAL_SPARE_CREATING) {
+        /* Two jobs must never race on the spare's name: wait for that one. */
+        w->roll_waiting = job;
+        return;
+    }
+    wal_roll_rename(job);
+}
+
+static void wal_roll(struct rv_wal *w)
+{
+    struct wal_job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        wal_fail_groups(w, 0, -ENOMEM);
+        return;
+    }
+    *job = (struct wal_job){.w = w, .lsn = w->write_lsn, .spare_fd = -1};
+    w->is_rolling = true;
+    int rc = rv_file_fdatasync(w->fd, wal_roll_synced, job);
+    if (rc < 0) {
+        w->is_rolling = false;
+        free(job);
+        wal_queue_flush(w, 50); /* the ring is full: try again */
+    }
+}
+
+static void wal_release_work(void *arg)
+{
+    struct wal_job *job = arg;
+    for (uint32_t i = 0; i < job->count; i++) {
+        char path[PATH_MAX];
+        int rc = wal_file_path(path, sizeof(path), job->w->dir, job->starts[i]);
+        if (rc == 0)
+            rc = rv_sys_unlink(path);
+        if (rc < 0 && rc != -ENOENT)
+            job->rc = rc;
+    }
+    int rc = rv_sys_fsync_dir(job->w->dir);
+    if (job->rc == 0)
+        job->rc = rc;
+}
+
+static void wal_release_done(void *arg)
+{
+    struct wal_job *job = arg;
+    job->w->jobs--;
+    if (job->rc < 0)
+        rv_warn("wal %s: removing old files: %s", job->w->dir, rv_strerror(job->rc));
+    free(job->starts);
+    free(job);
+}
+
+void rv_wal_release(rv_wal_t *w, uint64_t lsn)
+{
+    uint32_t n = 0;
+    while (n + 1 < w->file_count && w->files[n + 1] <= lsn)
+        n++; /* file n ends where file n + 1 starts; the current file stays */
+    if (n == 0)
+        return;
+    struct wal_job *job = calloc(1, sizeof(*job));
+    uint64_t *starts = malloc(n * sizeof(*starts));
+    if (job == NULL || starts == NULL) {
+        free(job);
+        free(starts);
+        return; /* released at the next checkpoint */
+    }
+    memcpy(starts, w->files, n * sizeof(*starts));
+    *job = (struct wal_job){.w = w, .starts = starts, .count = n};
+    w->jobs++;
+    if (rv_offload(wal_release_work, job, wal_release_done) < 0) {
+        wal_release_done(job);
+        return;
+    }
+    memmove(w->files, w->files + n, (w->file_count - n) * sizeof(*w->files));
+    w->file_count -= n;
+}
+
+/* ---- queries ------------------------------------------------------------------------------- */
+
+uint64_t rv_wal_end_lsn(const rv_wal_t *w)
+{
+    return w->end_lsn;
+}
+
+uint64_t rv_wal_durable_lsn(const rv_wal_t *w)
+{
+    return w->durable_lsn;
+}
+
+bool rv_wal_is_idle(const rv_wal_t *w)
+{
+    return w->group_count == 0 && !w->is_rolling && !w->is_flush_queued && w->jobs == 0;
+}
+
+bool rv_wal_is_failed(const rv_wal_t *w)
+{
+    return w->is_failed;
+}
+
+uint32_t rv_wal_file_count(const rv_wal_t *w)
+{
+    return w->file_count;
+}
+
+void rv_wal_get_stats(const rv_wal_t *w, struct rv_wal_stats *out)
+{
+    *out = w->stats;
+}

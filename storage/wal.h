@@ -1,0 +1,145 @@
+/*
+ * storage/wal.h - the write-ahead log of one shard, with group commit.
+ *
+ * Every append of every partition of a shard goes to that shard's WAL first;
+ * an acks=all append completes only when the group commit holding it is on
+ * disk (one fdatasync for every append of the group, whatever its partition).
+ *
+ * Files: DATA/wal/shard-<n>/<start lsn, 20 digits>.wal, preallocated to
+ * file_bytes. The LSN is a byte position in the shard's endless WAL stream; a
+ * record at LSN x sits at byte x - start in the file named start. A record is
+ *
+ *   u32 crc32c   CRC-32C of everything after this field (header and payload)
+ *   u32 len      payload bytes
+ *   u8  type     RV_WAL_* (what the payload is)
+ *   u8  flags    0
+ *   u16 reserved 0
+ *   u64 lsn      its own LSN (catches stale bytes in reused space)
+ *   u64 key      the partition it belongs to (storage/plog.h), or 0
+ *   ... payload
+ *
+ * little-endian. Replay reads records in order from a checkpoint LSN and stops
+ * at the first one that is not valid: all-zero bytes are the clean end of a
+ * preallocated file, anything else is a torn or corrupt tail, which is cut
+ * (reported), together with any later file.
+ *
+ * Group commit: appends made during one reactor turn join the open group; a
+ * group is written with one gather write when the previous group finished
+ * (or, with group_window_us, after that long if it is still small), and
+ * fdatasynced when any of its appends asked for it. At most
+ * RV_WAL_GROUPS groups are open or in flight; beyond that appends get -ENOBUFS
+ * (backpressure). A failed write fails every append of its group and changes
+ * nothing on disk that replay would accept; a failed fdatasync is sticky: the
+ * WAL refuses every later append with -EIO (a failed fsync cannot be retried
+ * safely: the kernel may have dropped the dirty pages).
+ *
+ * Rolling: when a group does not fit in the current file, the file is
+ * fdatasynced, the spare file (preallocated in the background) is renamed to
+ * its LSN name, and writing continues there. A file is deleted once a
+ * checkpoint covers all of it (rv_wal_release).
+ *
+ * Threads: rv_wal_open and rv_wal_close block and run before/after the shard
+ * serves; everything else runs on the owner shard only.
+ */
+#ifndef RV_STORAGE_WAL_H
+#define RV_STORAGE_WAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/assert.h"
+
+#define RV_WAL_HEADER_BYTES  28
+#define RV_WAL_GROUPS        8
+#define RV_WAL_GROUP_RECORDS 512
+#define RV_WAL_RECORD_MAX    (64u << 20) /* payload bytes */
+
+enum rv_wal_type {
+    RV_WAL_BATCH = 1, /* payload: one Kafka RecordBatch v2 of partition `key` */
+    RV_WAL_META = 2,  /* payload: a catalog change (storage/store.c) */
+};
+
+typedef struct rv_wal rv_wal_t;
+
+struct rv_wal_config {
+    const char *dir;          /* the shard's WAL directory (created if missing) */
+    uint64_t file_bytes;      /* size of each preallocated file (default 64 MiB) */
+    uint32_t group_bytes_max; /* close a group at this size (default 1 MiB) */
+    uint32_t group_window_us; /* wait this long for more appends (default 0) */
+};
+
+/* One replayed record. payload is valid only during the callback. */
+struct rv_wal_record {
+    uint64_t lsn;
+    uint64_t key;
+    uint8_t type;
+    const uint8_t *payload;
+    uint32_t len;
+};
+
+/* Return 0 to go on, or a -errno to stop replay (rv_wal_open fails with it). */
+typedef int rv_wal_replay_fn(void *arg, const struct rv_wal_record *rec);
+
+struct rv_wal_report {
+    uint64_t records;       /* records replayed (lsn >= from) */
+    uint64_t end_lsn;       /* where the next record goes */
+    uint64_t cut_bytes;     /* torn/corrupt tail bytes discarded (0 if clean) */
+    uint32_t files_removed; /* later files dropped after a cut */
+    int cut_reason;         /* 0, or -EBADMSG for a corrupt record */
+};
+
+/* Completion of one append: the record's LSN (>= 0) once written (and synced
+ * if asked), or -errno. Runs on the owner shard. */
+typedef void rv_wal_done_fn(void *arg, int64_t lsn_or_err);
+
+/* Lifecycle (blocking). */
+
+void rv_wal_config_init(struct rv_wal_config *cfg);
+
+/*
+ * Open the WAL in cfg->dir: replay every valid record with lsn >= from_lsn
+ * through fn (may be NULL), cut an invalid tail, make sure a current file and
+ * a spare exist, and return the WAL ready to append at the end. Returns 0,
+ * or -errno (the replay callback's error, I/O errors, -EBADMSG for a WAL file
+ * whose name does not parse). On failure nothing is left open.
+ */
+RV_MUST_CHECK int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_lsn,
+                              rv_wal_replay_fn *fn, void *arg, struct rv_wal_report *report);
+
+/* Close files and free. No append may be in flight (rv_wal_is_idle). NULL ok. */
+void rv_wal_close(rv_wal_t *wal);
+
+/* Operations (owner shard). */
+
+/*
+ * Append one record. payload must stay valid until done runs. needs_sync asks
+ * for the group to be fdatasynced before done. Returns 0 (done will run), or
+ * -EIO after a failed fsync, -ENOBUFS when every group is busy, -EMSGSIZE for a
+ * payload over RV_WAL_RECORD_MAX; done is not called then.
+ */
+RV_MUST_CHECK int rv_wal_append(rv_wal_t *wal, enum rv_wal_type type, uint64_t key,
+                                const void *payload, uint32_t len, bool needs_sync,
+                                rv_wal_done_fn *done, void *arg);
+
+/* Every file that ends at or before `lsn` is no longer needed (a checkpoint
+ * covers it): delete it in the background. */
+void rv_wal_release(rv_wal_t *wal, uint64_t lsn);
+
+/* Queries. */
+uint64_t rv_wal_end_lsn(const rv_wal_t *wal);     /* next LSN to be assigned */
+uint64_t rv_wal_durable_lsn(const rv_wal_t *wal); /* everything below is synced */
+bool rv_wal_is_idle(const rv_wal_t *wal);         /* nothing open or in flight */
+bool rv_wal_is_failed(const rv_wal_t *wal);
+uint32_t rv_wal_file_count(const rv_wal_t *wal);
+
+struct rv_wal_stats {
+    uint64_t appends;
+    uint64_t groups; /* gather writes issued */
+    uint64_t syncs;  /* fdatasyncs issued */
+    uint64_t bytes;  /* record bytes written */
+    uint64_t rolls;
+    uint64_t failures; /* appends failed by I/O errors */
+};
+void rv_wal_get_stats(const rv_wal_t *wal, struct rv_wal_stats *out);
+
+#endif /* RV_STORAGE_WAL_H */

@@ -1,0 +1,487 @@
+/* tests/storage/test_wal.c - tests storage/wal.c: group commit, replay, cuts, faults. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/sys.h"
+#include "storage/wal.h"
+#include "tests/support/rt.h"
+
+static char dir[] = "/tmp/rivven-wal-XXXXXX";
+static char wal_dir[128];
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/rivven-wal-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(wal_dir, sizeof(wal_dir), "%s/wal", dir);
+}
+
+static void teardown(void)
+{
+    rv_sys_fault_clear();
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(wal, .init = setup, .fini = teardown, .timeout = 120);
+
+static void release_fn(void *p);
+static void big_fn(void *p);
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+#define MAXREC 20000
+
+struct appender {
+    rv_wal_t *wal;
+    uint32_t count; /* records to append */
+    uint32_t first; /* payload number of the first */
+    uint32_t size;  /* payload bytes */
+    bool needs_sync;
+    int64_t results[MAXREC];
+    uint32_t done;
+    int append_rc; /* first failing rv_wal_append return, or 0 */
+    struct test_signal all_done;
+};
+
+static uint8_t payloads[MAXREC][256];
+
+static void fill_payload(uint32_t n, uint32_t size)
+{
+    for (uint32_t i = 0; i < size; i++)
+        payloads[n][i] = (uint8_t)(n * 31 + i);
+}
+
+static void appender_done(void *arg, int64_t lsn_or_err)
+{
+    struct appender *a = arg;
+    a->results[a->done++] = lsn_or_err;
+    if (a->done == a->count)
+        test_signal_post(&a->all_done);
+}
+
+static void appender_run(void *arg)
+{
+    struct appender *a = arg;
+    for (uint32_t i = 0; i < a->count; i++) {
+        uint32_t n = a->first + i;
+        fill_payload(n, a->size);
+        int rc = rv_wal_append(a->wal, RV_WAL_BATCH, 1000 + n, payloads[n], a->size, a->needs_sync,
+                               appender_done, a);
+        if (rc < 0) {
+            a->append_rc = rc;
+            a->count = a->done; /* no callback for the refused ones */
+            if (a->done == a->count)
+                test_signal_post(&a->all_done);
+            return;
+        }
+    }
+}
+
+/* Append `count` records on shard 0 and wait for every completion. */
+static struct appender *append_n(rv_runtime_t *rt, rv_wal_t *wal, uint32_t first, uint32_t count,
+                                 uint32_t size, bool needs_sync)
+{
+    static struct appender a;
+    memset(&a, 0, sizeof(a));
+    a = (struct appender){
+        .wal = wal, .count = count, .first = first, .size = size, .needs_sync = needs_sync};
+    test_signal_init(&a.all_done);
+    test_run_on(rt, 0, appender_run, &a);
+    if (a.count > 0)
+        test_signal_wait(&a.all_done);
+    return &a;
+}
+
+struct replayed {
+    uint32_t count;
+    uint64_t lsns[MAXREC];
+    uint64_t keys[MAXREC];
+    uint32_t bad_payloads;
+    int fail_at; /* return an error at this record, -1 never */
+};
+
+static int replay_cb(void *arg, const struct rv_wal_record *rec)
+{
+    struct replayed *r = arg;
+    if ((int)r->count == r->fail_at)
+        return -ECANCELED;
+    uint32_t n = (uint32_t)(rec->key - 1000);
+    if (n >= MAXREC || rec->type != RV_WAL_BATCH)
+        r->bad_payloads++;
+    else if (memcmp(rec->payload, payloads[n], rec->len) != 0)
+        r->bad_payloads++;
+    r->lsns[r->count] = rec->lsn;
+    r->keys[r->count] = rec->key;
+    r->count++;
+    return 0;
+}
+
+static rv_wal_t *wal_open_dir(uint64_t file_bytes, uint64_t from, struct replayed *r,
+                              struct rv_wal_report *rep)
+{
+    struct rv_wal_config cfg;
+    rv_wal_config_init(&cfg);
+    cfg.dir = wal_dir;
+    cfg.file_bytes = file_bytes;
+    cfg.group_bytes_max = (uint32_t)(file_bytes / 4);
+    rv_wal_t *w = NULL;
+    int rc = rv_wal_open(&w, &cfg, from, r ? replay_cb : NULL, r, rep);
+    cr_assert_eq(rc, 0, "rv_wal_open: %s: %s", rv_strerror(rc), rv_err_msg());
+    return w;
+}
+
+static struct replayed replay;
+
+static void reset_replay(void)
+{
+    memset(&replay, 0, sizeof(replay));
+    replay.fail_at = -1;
+}
+
+/* Close on the test thread once shard 0 has nothing in flight. */
+struct idle_check {
+    rv_wal_t *wal;
+    bool is_idle;
+};
+
+static void idle_probe(void *arg)
+{
+    struct idle_check *c = arg;
+    c->is_idle = rv_wal_is_idle(c->wal);
+}
+
+static void wal_close_when_idle(rv_runtime_t *rt, rv_wal_t *w)
+{
+    struct idle_check c = {.wal = w};
+    for (int i = 0; i < 2000 && !c.is_idle; i++) {
+        test_run_on(rt, 0, idle_probe, &c);
+        if (!c.is_idle)
+            usleep(1000);
+    }
+    cr_assert(c.is_idle, "wal never became idle");
+    rv_wal_close(w);
+}
+
+static uint32_t count_files(const char *suffix)
+{
+    DIR *d = opendir(wal_dir);
+    cr_assert_not_null(d);
+    uint32_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name), s = strlen(suffix);
+        if (l > s && strcmp(de->d_name + l - s, suffix) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+Test(wal, fresh_directory_gets_a_current_file_and_a_spare)
+{
+    struct rv_wal_report rep;
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, &rep);
+    cr_assert_eq(rv_wal_end_lsn(w), 0);
+    cr_assert_eq(rep.records, 0);
+    cr_assert_eq(count_files(".wal"), 1);
+    cr_assert_eq(count_files(".tmp"), 1, "spare");
+    rv_wal_close(w);
+}
+
+Test(wal, synced_appends_replay_in_order_with_their_lsns)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    struct appender *a = append_n(rt, w, 0, 500, 100, true);
+    cr_assert_eq(a->append_rc, 0);
+    cr_assert_eq(a->done, 500);
+    for (uint32_t i = 0; i < 500; i++)
+        cr_assert_eq(a->results[i], (int64_t)i * (RV_WAL_HEADER_BYTES + 100), "lsn of %u", i);
+    uint64_t end = rv_wal_end_lsn(w);
+    cr_assert_eq(rv_wal_durable_lsn(w), end);
+    struct rv_wal_stats st;
+    rv_wal_get_stats(w, &st);
+    cr_assert_lt(st.syncs, 50, "500 appends in one turn share few fdatasyncs (%llu)",
+                 (unsigned long long)st.syncs);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    reset_replay();
+    struct rv_wal_report rep;
+    w = wal_open_dir(1 << 20, 0, &replay, &rep);
+    cr_assert_eq(replay.count, 500);
+    cr_assert_eq(replay.bad_payloads, 0);
+    cr_assert_eq(rep.cut_bytes, 0);
+    cr_assert_eq(rep.end_lsn, end);
+    cr_assert_eq(rv_wal_end_lsn(w), end, "appends continue at the end");
+    for (uint32_t i = 0; i < 500; i++)
+        cr_assert_eq(replay.keys[i], 1000 + i);
+    rv_wal_close(w);
+}
+
+Test(wal, replay_starts_at_the_checkpoint_lsn)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    struct appender *a = append_n(rt, w, 0, 100, 50, true);
+    uint64_t from = (uint64_t)a->results[40];
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    w = wal_open_dir(1 << 20, from, &replay, NULL);
+    cr_assert_eq(replay.count, 60);
+    cr_assert_eq(replay.keys[0], 1040);
+    rv_wal_close(w);
+}
+
+Test(wal, rolls_across_files_and_release_deletes_covered_ones)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(64 << 10, 0, NULL, NULL);
+    /* 3000 records of 228 bytes: about 10 files of 64 KiB. */
+    struct appender *a = NULL;
+    for (uint32_t round = 0; round < 6; round++) {
+        a = append_n(rt, w, round * 500, 500, 200, round % 2 == 0);
+        cr_assert_eq(a->append_rc, 0);
+        for (uint32_t i = 0; i < 500; i++)
+            cr_assert_geq(a->results[i], 0, "append %u failed: %s", i,
+                          rv_strerror((int)a->results[i]));
+    }
+    uint64_t end = rv_wal_end_lsn(w);
+    struct rv_wal_stats st;
+    rv_wal_get_stats(w, &st);
+    cr_assert_geq(st.rolls, 8);
+    uint32_t files = rv_wal_file_count(w);
+    cr_assert_geq(files, 9);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    reset_replay();
+    struct rv_wal_report rep;
+    w = wal_open_dir(64 << 10, 0, &replay, &rep);
+    cr_assert_eq(replay.count, 3000);
+    cr_assert_eq(replay.bad_payloads, 0);
+    cr_assert_eq(rep.end_lsn, end);
+    for (uint32_t i = 1; i < 3000; i++)
+        cr_assert_gt(replay.lsns[i], replay.lsns[i - 1]);
+
+    rt = test_rt_open(1);
+    struct rv_wal *wp = w;
+    uint64_t half = replay.lsns[1500];
+    struct {
+        rv_wal_t *w;
+        uint64_t lsn;
+    } rel = {wp, half};
+    test_run_on(rt, 0, release_fn, &rel);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    cr_assert_lt(count_files(".wal"), files, "covered files were removed");
+    reset_replay();
+    w = wal_open_dir(64 << 10, half, &replay, NULL);
+    cr_assert_eq(replay.count, 1500, "everything from the checkpoint is still there");
+    rv_wal_close(w);
+}
+
+static void release_fn(void *p)
+{
+    struct {
+        rv_wal_t *w;
+        uint64_t lsn;
+    } *rel = p;
+    rv_wal_release(rel->w, rel->lsn);
+}
+
+/* The one WAL file's path. */
+static void first_file(char *out, size_t len)
+{
+    DIR *d = opendir(wal_dir);
+    struct dirent *de;
+    out[0] = '\0';
+    while ((de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) == 24 && strstr(de->d_name, ".wal"))
+            snprintf(out, len, "%s/%s", wal_dir, de->d_name);
+    }
+    closedir(d);
+    cr_assert_neq(out[0], '\0');
+}
+
+static void write_byte(const char *path, off_t pos, uint8_t v)
+{
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, &v, 1, pos), 1);
+    close(fd);
+}
+
+Test(wal, corrupt_record_cuts_the_tail_and_nothing_stale_comes_back)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    struct appender *a = append_n(rt, w, 0, 100, 100, true);
+    int64_t lsn50 = a->results[50];
+    wal_close_when_idle(rt, w);
+    char path[256];
+    first_file(path, sizeof(path));
+    write_byte(path, lsn50 + RV_WAL_HEADER_BYTES + 10, 0xEE); /* inside record 50's payload */
+
+    reset_replay();
+    struct rv_wal_report rep;
+    w = wal_open_dir(1 << 20, 0, &replay, &rep);
+    cr_assert_eq(replay.count, 50, "records before the corrupt one");
+    cr_assert_eq(replay.bad_payloads, 0);
+    cr_assert_eq(rep.cut_reason, -EBADMSG);
+    cr_assert_gt(rep.cut_bytes, 0);
+    cr_assert_eq(rv_wal_end_lsn(w), (uint64_t)lsn50);
+    /* Write 10 short records where 50 long ones were: records 60.. of the old
+     * tail must not reappear behind them. */
+    a = append_n(rt, w, 5000, 10, 10, true);
+    cr_assert_eq(a->results[0], lsn50);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    reset_replay();
+    w = wal_open_dir(1 << 20, 0, &replay, &rep);
+    cr_assert_eq(replay.count, 60);
+    cr_assert_eq(replay.keys[59], 1000 + 5009);
+    cr_assert_eq(rep.cut_bytes, 0, "clean after the cut");
+    rv_wal_close(w);
+}
+
+Test(wal, torn_record_at_the_end_of_the_file_is_cut)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    struct appender *a = append_n(rt, w, 0, 20, 100, true);
+    int64_t lsn19 = a->results[19];
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    char path[256];
+    first_file(path, sizeof(path));
+    cr_assert_eq(truncate(path, lsn19 + 40), 0); /* a torn write of record 19 */
+    reset_replay();
+    struct rv_wal_report rep;
+    w = wal_open_dir(1 << 20, 0, &replay, &rep);
+    cr_assert_eq(replay.count, 19);
+    cr_assert_eq(rv_wal_end_lsn(w), (uint64_t)lsn19);
+    rv_wal_close(w);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_size, 1 << 20, "preallocated again after the cut");
+}
+
+Test(wal, replay_callback_error_fails_the_open)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    append_n(rt, w, 0, 10, 10, true);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    replay.fail_at = 3;
+    struct rv_wal_config cfg;
+    rv_wal_config_init(&cfg);
+    cfg.dir = wal_dir;
+    cfg.file_bytes = 1 << 20;
+    rv_wal_t *w2 = NULL;
+    cr_assert_eq(rv_wal_open(&w2, &cfg, 0, replay_cb, &replay, NULL), -ECANCELED);
+    cr_assert_null(w2);
+}
+
+static rv_runtime_t *epoll_rt(void)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = 1;
+    cfg.io_backend = RV_IO_EPOLL; /* file syscalls go through the fault shim */
+    rv_runtime_t *rt = NULL;
+    cr_assert_eq(rv_runtime_open(&rt, &cfg), 0);
+    return rt;
+}
+
+static void arm_fault(void *arg)
+{
+    int *spec = arg;
+    rv_sys_fault_fail_nth((uint32_t)spec[0], spec[1]);
+}
+
+Test(wal, failed_fdatasync_fails_the_group_and_is_sticky)
+{
+    rv_runtime_t *rt = epoll_rt();
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    int spec[2] = {2, -EIO}; /* call 1: the gather write; call 2: fdatasync */
+    test_run_on(rt, 0, arm_fault, spec);
+    struct appender *a = append_n(rt, w, 0, 5, 10, true);
+    cr_assert(rv_sys_fault_fired());
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert_eq(a->results[i], -EIO, "append %u", i);
+    cr_assert(rv_wal_is_failed(w));
+    a = append_n(rt, w, 10, 1, 10, true);
+    cr_assert_eq(a->append_rc, -EIO, "sticky");
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+}
+
+Test(wal, disk_full_write_fails_the_group_then_appends_work_again)
+{
+    rv_runtime_t *rt = epoll_rt();
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    int spec[2] = {1, -ENOSPC};
+    test_run_on(rt, 0, arm_fault, spec);
+    struct appender *a = append_n(rt, w, 0, 5, 10, true);
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert_eq(a->results[i], -ENOSPC);
+    cr_assert_not(rv_wal_is_failed(w));
+    cr_assert_eq(rv_wal_end_lsn(w), 0, "LSNs of the failed group are taken back");
+    a = append_n(rt, w, 100, 3, 10, true);
+    cr_assert_eq(a->results[0], 0);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    w = wal_open_dir(1 << 20, 0, &replay, NULL);
+    cr_assert_eq(replay.count, 3, "only the appends that succeeded");
+    cr_assert_eq(replay.keys[0], 1100);
+    rv_wal_close(w);
+}
+
+Test(wal, oversized_record_is_refused)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(64 << 10, 0, NULL, NULL);
+    static uint8_t big[70 << 10];
+    struct {
+        rv_wal_t *w;
+        int rc;
+    } c = {w, 0};
+    (void)big;
+    test_run_on(rt, 0, big_fn, &c);
+    cr_assert_eq(c.rc, -EMSGSIZE);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+}
+
+static void never_called(void *arg, int64_t res)
+{
+    (void)arg;
+    (void)res;
+    cr_assert_fail("no completion for a refused append");
+}
+
+static void big_fn(void *p)
+{
+    static uint8_t big[70 << 10];
+    struct {
+        rv_wal_t *w;
+        int rc;
+    } *c = p;
+    c->rc = rv_wal_append(c->w, RV_WAL_BATCH, 1, big, sizeof(big), true, never_called, NULL);
+}
