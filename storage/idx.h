@@ -31,7 +31,8 @@ struct rv_idx_entry {
 };
 
 struct rv_tidx_entry {
-    int64_t timestamp_ms; /* max timestamp seen so far, strictly increasing */
+    int64_t timestamp_ms; /* largest batch max timestamp before the next entry's
+                             offset (the last entry: of all); strictly increasing */
     uint32_t rel_offset;  /* an offset at or before the first record with ts >= it */
 };
 
@@ -54,10 +55,14 @@ void rv_idx_fini(struct rv_idx *idx);
 void rv_idx_reset(struct rv_idx *idx);
 
 /*
- * Account for a batch appended at byte `pos` holding offsets [first, last] with
- * max timestamp max_ts_ms, size `bytes`. Adds an offset entry when
+ * Account for a batch appended at byte `pos` whose first offset is `first`,
+ * with max timestamp max_ts_ms, size `bytes`. Adds an offset entry when
  * interval_bytes have passed since the last one (the very first batch always
- * gets one) and a time entry when max_ts_ms exceeds the last time entry.
+ * gets one). When max_ts_ms exceeds the last time entry, a time entry at the
+ * last offset entry's offset holds it (the existing one there is raised), so
+ * the time index is as sparse as the offset index. Batches come in order;
+ * noting the batch of the last offset entry again (tail recovery starts
+ * there) adds no offset entry and re-notes the time entries from there on.
  * -ENOMEM when an array cannot grow (the index stays valid, only sparser).
  */
 RV_MUST_CHECK int rv_idx_note_batch(struct rv_idx *idx, uint64_t first, uint32_t pos,
@@ -77,7 +82,9 @@ void rv_idx_truncate(struct rv_idx *idx, uint64_t offset, uint32_t pos);
 /* Files (blocking: call at start-up or through rv_offload). */
 
 /* Write both index files for segment `base` in dir_path (.index, .timeindex),
- * replacing old ones, and fdatasync them. */
+ * replacing old ones crash-safely: each goes to "<name>.tmp", is fdatasynced
+ * and renamed over <name>; then the directory is fsynced. On failure each file
+ * holds its old or its new entries, whole, and no .tmp is left. */
 RV_MUST_CHECK int rv_idx_save(const struct rv_idx *idx, const char *dir_path);
 /*
  * Load both files, checking that entries increase, relative offsets and

@@ -37,8 +37,12 @@ struct rv_seg_recovery {
     uint64_t batches;         /* valid batches in the scanned range */
     uint64_t scanned_bytes;   /* bytes read and checked */
     uint64_t truncated_bytes; /* invalid tail cut off (0 when clean) */
-    bool is_index_rebuilt;    /* the index files were missing or invalid */
-    int tail_error;           /* why the scan stopped early (0, or -EBADMSG...) */
+    bool is_index_rebuilt;    /* rebuilt from the log: FULL mode, or the index files
+                                 were missing, invalid or did not match the log */
+    int tail_error;           /* why the scan stopped early: 0; -ENODATA (the file
+                                 ends inside a batch); -EBADMSG (corrupt, or offsets
+                                 go backwards or leave the segment); or another
+                                 rv_batch_parse code (-EMSGSIZE...) */
 };
 
 enum rv_seg_scan_mode {
@@ -71,15 +75,27 @@ RV_MUST_CHECK int rv_seg_create(const char *dir_path, uint64_t base_offset);
  * (fsynced), and fill next_offset, size_bytes, max_timestamp_ms. A batch
  * "is valid" when rv_batch_parse accepts it and its base offset is at least
  * the previous batch's next offset. Never leaves a corrupt tail in place.
- * max_batch_bytes bounds what a batch may claim. Returns 0 or -errno.
+ * max_batch_bytes bounds what a batch may claim (a batch above it is cut: pass
+ * the largest size ever accepted, not a lowered current limit). TAIL mode
+ * falls back to a full scan when the index is missing, invalid, or its last
+ * entry does not name a valid batch with that offset. The index files are
+ * saved when the index was rebuilt or the tail changed. Returns 0 or -errno
+ * (-ENOENT: no .log; -EFBIG: a .log of 4 GiB or more; -EIO...); on failure the
+ * counters are untouched and the index is empty, and running recovery again
+ * gives the result a successful run would have given.
  */
 RV_MUST_CHECK int rv_seg_recover(struct rv_seg *seg, const char *dir_path,
                                  enum rv_seg_scan_mode mode, uint32_t max_batch_bytes,
                                  struct rv_seg_recovery *report);
 
 /* Visit every valid batch of a .log file from byte position `pos`; stops at
- * the first invalid one (returned as its -errno with *stop_pos set), at the end
- * (0), or when fn returns non-zero (that value). Used by verify and dump. */
+ * the first invalid one (returned as its rv_batch_parse code, or -ENODATA when
+ * the file ends inside it), at the end (0), or when fn returns non-zero (that
+ * value). *stop_pos is then the position of that invalid batch, the end, or
+ * the batch fn stopped at. A read error is returned as its -errno; -EINVAL when
+ * pos is past the end. "Valid" here is rv_batch_parse's verdict only (offsets
+ * are the caller's to check). Reads with pread in 1 MiB windows (a batch larger
+ * than that whole, up to max_batch_bytes). Used by verify and dump. */
 RV_MUST_CHECK int rv_seg_scan_file(int fd, uint64_t pos, uint32_t max_batch_bytes,
                                    rv_seg_batch_fn *fn, void *arg, uint64_t *stop_pos);
 
