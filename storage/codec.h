@@ -97,7 +97,7 @@ RV_MUST_CHECK int rv_codec_compress_level(enum rv_codec c, int level, const uint
 /* Decompress in_len bytes of c-compressed `in` into out; out_cap is the hard limit on
  * the output. The decompressed size goes to *out_len. Returns 0; -EMSGSIZE when the
  * output would exceed out_cap; -EBADMSG when the input is corrupt, truncated, or
- * followed by trailing bytes; -EINVAL for an unknown codec; -ENOBUFS when this
+ * followed by trailing bytes; -EINVAL for an unknown codec or in_len >= 2^31; -ENOBUFS when this
  * thread's codec context cannot be allocated. On failure out holds garbage and
  * *out_len is untouched. Input bytes are untrusted: nothing here asserts on them. */
 RV_MUST_CHECK int rv_codec_decompress(enum rv_codec c, const uint8_t *in, size_t in_len,
