@@ -35,6 +35,8 @@ static void teardown(void)
 
 TestSuite(idx, .init = setup, .fini = teardown);
 TestSuite(idx_fault, .init = setup, .fini = teardown);
+/* Death tests make no directory: an abort skips .fini. */
+TestSuite(idx_death);
 
 /* LeakSanitizer's check, linked in ASan builds only. Tests call it at their
  * end: Criterion neither sees a leak report at exit nor fails a test for an
@@ -192,7 +194,7 @@ Test(idx, renoting_the_last_indexed_batch_adds_nothing)
     assert_no_leaks();
 }
 
-Test(idx, out_of_order_batch_aborts, .signal = SIGABRT)
+Test(idx_death, out_of_order_batch_aborts, .signal = SIGABRT)
 {
     struct rv_idx idx;
     rv_idx_init(&idx, BASE, 0);
