@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -180,6 +181,172 @@ struct rv_shard_stats {
 /* A snapshot of a shard's counters (any thread; values may be slightly stale).
  * -EINVAL for a bad shard. */
 int rv_runtime_shard_stats(const rv_runtime_t *rt, uint32_t shard, struct rv_shard_stats *out);
+
+/* ---- Storage: topics, produce, fetch (second part) ------------------------- */
+
+/*
+ * The durable log engine on top of a runtime that has a data_dir. Topics have
+ * partitions; each partition lives on one shard (a stable hash of topic and
+ * partition) and every call for it travels to that shard. Records are stored
+ * as Kafka RecordBatch v2, appended through the shard's write-ahead log with
+ * group commit.
+ */
+typedef struct rv_store rv_store_t;
+
+enum rv_acks {
+    RV_ACKS_NONE = 0,   /* complete once appended in memory (and written to the WAL) */
+    RV_ACKS_LEADER = 1, /* the same on a single node */
+    RV_ACKS_ALL = -1,   /* complete once the WAL group holding it is fdatasynced */
+};
+
+#define RV_OFFSET_LATEST   (-1) /* rv_list_offset: the log end (next offset) */
+#define RV_OFFSET_EARLIEST (-2) /* rv_list_offset: the log start */
+
+struct rv_store_config {
+    uint64_t hot_bytes;              /* hot tier budget per shard (default 64 MiB) */
+    uint64_t wal_file_bytes;         /* preallocated WAL file size (default 64 MiB) */
+    uint32_t wal_group_window_us;    /* wait this long for a group to fill (default 0) */
+    uint32_t checkpoint_interval_ms; /* sync segments and trim the WAL (default 2000) */
+    uint32_t retention_check_ms;     /* how often retention runs (default 30000) */
+};
+
+void rv_store_config_init(struct rv_store_config *cfg);
+
+/*
+ * Open the storage engine in the runtime's data_dir, recovering what is there
+ * (segments, then the WAL since the last checkpoint). Blocking; any thread that
+ * is not a shard. -EINVAL when the runtime has no data_dir, -EBADMSG for a
+ * data directory rivven cannot read, I/O errors. On failure nothing stays open.
+ */
+int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_config *cfg);
+
+/* Finish in-flight appends, make everything durable, close. Every fetch result
+ * must have been released. Blocking; not from a shard. NULL is a no-op. */
+void rv_store_close(rv_store_t *st);
+
+#define RV_TOPIC_NAME_MAX 249
+
+struct rv_topic_config {
+    int32_t partitions;           /* default 1 */
+    int64_t retention_ms;         /* retention.ms: default 7 days; -1 keeps forever */
+    int64_t retention_bytes;      /* retention.bytes: per partition; -1 no limit */
+    int64_t segment_bytes;        /* segment.bytes: default 1 GiB */
+    int64_t segment_ms;           /* segment.ms: default 7 days */
+    int32_t max_message_bytes;    /* max.message.bytes: largest batch (default 1048512) */
+    int32_t index_interval_bytes; /* index.interval.bytes: default 4096 */
+    char compression[16];         /* compression.type: producer|none|gzip|snappy|lz4|zstd */
+    char cleanup_policy[16];      /* cleanup.policy: delete|compact */
+    char timestamp_type[16];      /* message.timestamp.type: CreateTime|LogAppendTime */
+};
+
+void rv_topic_config_init(struct rv_topic_config *cfg);
+/* Set one setting by its Kafka name ("retention.ms", ...). -ENOENT for an
+ * unknown name, -EINVAL for a bad value (rv_err_msg says which). */
+int rv_topic_config_set(struct rv_topic_config *cfg, const char *name, const char *value);
+/* The value of a setting by its Kafka name, as text into buf. -ENOENT. */
+int rv_topic_config_get(const struct rv_topic_config *cfg, const char *name, char *buf, size_t len);
+
+/* Blocking topic administration (not from a shard). Names follow Kafka's
+ * rules: 1..249 of [a-zA-Z0-9._-], not "." or "..". -EINVAL (bad name or
+ * config), -EEXIST, -ENOENT. */
+int rv_topic_create(rv_store_t *st, const char *name, const struct rv_topic_config *cfg);
+int rv_topic_delete(rv_store_t *st, const char *name);
+int rv_topic_describe(rv_store_t *st, const char *name, struct rv_topic_config *out);
+/* Change settings of a topic (not its partition count). */
+int rv_topic_alter(rv_store_t *st, const char *name, const struct rv_topic_config *cfg);
+/* Every topic name, malloc'd; free with rv_topic_list_free. */
+int rv_topic_list(rv_store_t *st, char ***out_names, uint32_t *out_count);
+void rv_topic_list_free(char **names, uint32_t count);
+
+struct rv_partition_info {
+    int64_t log_start;      /* first offset still stored */
+    int64_t high_watermark; /* next offset; what consumers may read up to */
+    uint64_t size_bytes;
+    uint32_t segments;
+    uint32_t shard; /* the owner */
+};
+/* Blocking. -ENOENT for an unknown topic or partition. */
+int rv_partition_info(rv_store_t *st, const char *topic, int32_t partition,
+                      struct rv_partition_info *out);
+
+struct rv_record_header {
+    const char *key;
+    int32_t key_len;
+    const void *value;
+    int32_t value_len; /* -1: null */
+};
+
+struct rv_record {
+    const void *key;
+    int32_t key_len; /* -1: null key */
+    const void *value;
+    int32_t value_len;    /* -1: null value (a tombstone) */
+    int64_t timestamp_ms; /* 0: now */
+    const struct rv_record_header *headers;
+    uint32_t header_count;
+};
+
+typedef void rv_produce_fn(void *arg, int64_t base_offset_or_err);
+
+/*
+ * Append records to a partition as one batch (compressed as the topic says).
+ * The records are copied before the call returns. cb(arg, base offset or
+ * -errno) runs later on the partition's shard. Errors at call time (cb is not
+ * called): -ENOENT (unknown topic/partition), -EMSGSIZE (batch over
+ * max.message.bytes), -EINVAL, -ENOMEM, -ESHUTDOWN. Later through cb: -EIO,
+ * -ENOSPC (disk full), -ENOBUFS (WAL saturated: retry). Any thread.
+ */
+int rv_produce(rv_store_t *st, const char *topic, int32_t partition, const struct rv_record *recs,
+               uint32_t count, enum rv_acks acks, rv_produce_fn *cb, void *arg);
+/* Blocking rv_produce for threads outside the runtime: the base offset or -errno. */
+int64_t rv_produce_sync(rv_store_t *st, const char *topic, int32_t partition,
+                        const struct rv_record *recs, uint32_t count, enum rv_acks acks);
+
+/* The answer of a fetch: whole batches starting at the one holding the
+ * offset, read with rv_fetch_next, released with rv_fetch_release. */
+typedef struct rv_fetch_result rv_fetch_result_t;
+
+struct rv_record_view {
+    int64_t offset;
+    int64_t timestamp_ms;
+    const void *key; /* valid until the next rv_fetch_next or release */
+    int32_t key_len; /* -1: null */
+    const void *value;
+    int32_t value_len; /* -1: null */
+    uint32_t header_count;
+};
+
+/* res (NULL when err < 0) belongs to the callback, which must release it. */
+typedef void rv_fetch_fn(void *arg, rv_fetch_result_t *res, int err);
+
+/*
+ * Read from `offset` up to about max_bytes (at least one batch when there is
+ * one). Errors: -ERANGE when offset is below the log start or beyond the high
+ * watermark, -ENOENT, -EIO. cb runs on the partition's shard. Any thread.
+ */
+int rv_fetch(rv_store_t *st, const char *topic, int32_t partition, int64_t offset,
+             uint32_t max_bytes, rv_fetch_fn *cb, void *arg);
+/* Blocking rv_fetch for threads outside the runtime. */
+int rv_fetch_sync(rv_store_t *st, const char *topic, int32_t partition, int64_t offset,
+                  uint32_t max_bytes, rv_fetch_result_t **out);
+/* The next record at or after the requested offset: 1, 0 at the end, -EBADMSG
+ * for a batch that does not decode (never returned as data). */
+int rv_fetch_next(rv_fetch_result_t *res, struct rv_record_view *out);
+int64_t rv_fetch_high_watermark(const rv_fetch_result_t *res);
+int64_t rv_fetch_log_start(const rv_fetch_result_t *res);
+/* The raw batches, for callers that forward them (index i < count). */
+uint32_t rv_fetch_batch_ranges(const rv_fetch_result_t *res);
+const void *rv_fetch_batch_range(const rv_fetch_result_t *res, uint32_t i, uint32_t *len);
+/* Any thread. NULL is a no-op. */
+void rv_fetch_release(rv_fetch_result_t *res);
+
+/* Blocking: the offset for `when` (RV_OFFSET_EARLIEST, RV_OFFSET_LATEST, or a
+ * timestamp in ms: the first offset whose timestamp is >= it, or -1 when none
+ * is), or -errno. */
+int64_t rv_list_offset(rv_store_t *st, const char *topic, int32_t partition, int64_t when);
+/* Blocking: move the log start to `offset` (<= high watermark) and delete the
+ * segments wholly below it. The new log start, or -ERANGE, -ENOENT, -EIO. */
+int64_t rv_delete_records(rv_store_t *st, const char *topic, int32_t partition, int64_t offset);
 
 #ifdef __cplusplus
 }

@@ -76,6 +76,7 @@ struct rv_wal {
     uint64_t end_lsn;             /* next LSN to assign (runs ahead of what is written) */
     uint64_t write_lsn;           /* everything below is written */
     uint64_t durable_lsn;         /* everything below is synced */
+    uint64_t complete_lsn;        /* everything below completed (callbacks ran) */
     int spare_fd;                 /* the preallocated next file, or -1 */
     uint8_t spare_state;          /* enum wal_spare_state */
     bool is_rolling;              /* between two groups, switching files */
@@ -456,7 +457,7 @@ static int wal_open_current(struct rv_wal *w, uint64_t end)
     if (fd < 0)
         return fd;
     w->fd = fd;
-    w->end_lsn = w->write_lsn = w->durable_lsn = end;
+    w->end_lsn = w->write_lsn = w->durable_lsn = w->complete_lsn = end;
     return rv_sys_fsync_dir(w->dir);
 }
 
@@ -568,6 +569,7 @@ static void wal_group_complete(struct rv_wal *w, struct wal_group *g)
         g->waiters[j].done(g->waiters[j].arg, (int64_t)g->waiters[j].lsn);
     g->state = WAL_GROUP_FREE;
     g->count = 0;
+    w->complete_lsn = g->lsn + g->bytes;
     w->group_head = (w->group_head + 1) % RV_WAL_GROUPS;
     w->group_count--;
     wal_flush(w);
@@ -928,6 +930,11 @@ void rv_wal_release(rv_wal_t *w, uint64_t lsn)
 uint64_t rv_wal_end_lsn(const rv_wal_t *w)
 {
     return w->end_lsn;
+}
+
+uint64_t rv_wal_complete_lsn(const rv_wal_t *w)
+{
+    return w->complete_lsn;
 }
 
 uint64_t rv_wal_durable_lsn(const rv_wal_t *w)

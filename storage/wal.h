@@ -128,7 +128,9 @@ void rv_wal_release(rv_wal_t *wal, uint64_t lsn);
 /* Queries. */
 uint64_t rv_wal_end_lsn(const rv_wal_t *wal);     /* next LSN to be assigned */
 uint64_t rv_wal_durable_lsn(const rv_wal_t *wal); /* everything below is synced */
-bool rv_wal_is_idle(const rv_wal_t *wal);         /* nothing open or in flight */
+/* Every record below has completed (its callback ran): a checkpoint LSN. */
+uint64_t rv_wal_complete_lsn(const rv_wal_t *wal);
+bool rv_wal_is_idle(const rv_wal_t *wal); /* nothing open or in flight */
 bool rv_wal_is_failed(const rv_wal_t *wal);
 uint32_t rv_wal_file_count(const rv_wal_t *wal);
 

@@ -1,0 +1,1273 @@
+/*
+ * storage/plog.c - a partition log on its owner shard (see plog.h).
+ *
+ * State of the active segment's file:
+ *
+ *   WRITABLE --(a batch would pass segment.bytes or segment.ms)--> ROLLING
+ *   ROLLING: applies queue; once in-flight writes finished, a helper thread
+ *            fsyncs the old file, saves its index and creates the next file
+ *   ROLLING --(new file open)--> WRITABLE (queued batches are written)
+ *   any write error --> FAILED (sticky: appends get -EIO until reopened; the
+ *            data is safe in the WAL and replayed into the segment at start)
+ */
+#include "storage/plog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/pool.h"
+#include "core/sys.h"
+#include "core/trace.h"
+#include "storage/batch.h"
+
+#define PLOG_READ_MIN   (64u << 10)
+#define PLOG_READ_MAX   ((1u << 20) - 64)
+#define PLOG_START_FILE "log-start"
+
+enum plog_state {
+    PLOG_WRITABLE = 0,
+    PLOG_ROLLING,
+    PLOG_FAILED,
+};
+
+struct hot_entry {
+    struct hot_entry *prev; /* partition list, ascending offsets */
+    struct hot_entry *next;
+    struct hot_entry *lru_prev; /* shard-wide, oldest first */
+    struct hot_entry *lru_next;
+    struct rv_plog *log;
+    rv_buf_t *buf; /* our reference */
+    const uint8_t *bytes;
+    uint32_t len;
+    bool is_on_disk; /* its segment write completed */
+    int64_t base;
+    int64_t last;
+    int64_t max_ts;
+};
+
+struct rv_hot {
+    uint64_t budget_bytes;
+    struct hot_entry *oldest;
+    struct hot_entry *newest;
+    struct rv_hot_stats stats;
+};
+
+/* An append between rv_plog_append and its WAL completion; also a queued
+ * segment write while the log rolls. */
+struct append_op {
+    struct rv_plog *log;
+    struct append_op *next; /* the roll queue */
+    rv_buf_t *buf;
+    uint8_t *bytes;
+    uint32_t len;
+    int64_t base;
+    int64_t last;
+    int64_t max_ts;
+    rv_plog_append_fn *done;
+    void *arg;
+};
+
+struct plog_waiter {
+    rv_plog_offset_fn *done;
+    void *arg;
+};
+
+struct rv_plog {
+    char *dir;
+    uint64_t key;
+    struct rv_plog_config cfg;
+    struct rv_plog_shard *shard; /* NULL until attached */
+    int fd;                      /* active segment, read-write */
+    uint8_t state;               /* enum plog_state */
+    int64_t log_start;
+    int64_t leo;         /* applied: visible to fetches */
+    int64_t next_offset; /* assigned */
+    struct rv_seg *segs; /* ascending; the last is active */
+    uint32_t seg_count;
+    uint32_t seg_cap;
+    struct hot_entry *hot_first;
+    struct hot_entry *hot_last;
+    struct append_op *roll_head; /* applies waiting for the roll */
+    struct append_op *roll_tail;
+    uint32_t writes_inflight;  /* segment writes in the ring */
+    uint32_t jobs;             /* helper jobs and async I/O chains in flight */
+    uint32_t appends_inflight; /* in the WAL */
+    bool is_dirty;             /* written since the last sync */
+    bool is_roll_job;          /* the roll's helper job is running */
+    bool is_syncing;           /* a checkpoint fdatasync is in flight */
+    struct plog_waiter ckpt;   /* a checkpoint waiting for writes to drain */
+    bool has_ckpt;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static struct rv_seg *plog_active(struct rv_plog *log)
+{
+    RV_ASSERT(log->seg_count > 0);
+    return &log->segs[log->seg_count - 1];
+}
+
+static int plog_seg_push(struct rv_plog *log, uint64_t base)
+{
+    if (log->seg_count == log->seg_cap) {
+        uint32_t cap = log->seg_cap ? log->seg_cap * 2 : 2;
+        struct rv_seg *s = realloc(log->segs, cap * sizeof(*s));
+        if (s == NULL)
+            return -ENOMEM;
+        log->segs = s;
+        log->seg_cap = cap;
+    }
+    rv_seg_init(&log->segs[log->seg_count++], base, log->cfg.index_interval);
+    return 0;
+}
+
+static int plog_path(char *out, size_t len, const struct rv_plog *log, uint64_t base,
+                     const char *suffix)
+{
+    return rv_idx_file_name(out, len, log->dir, base, suffix);
+}
+
+static void *plog_pool_get(struct rv_plog *log, size_t size)
+{
+    return rv_pool_get(log->shard->pool, size);
+}
+
+/* ---- blocking open, replay, sync (start-up / helper threads) ------------------------------- */
+
+static int plog_read_start(struct rv_plog *log)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/" PLOG_START_FILE, log->dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    int fd = rv_sys_open(path, O_RDONLY, 0);
+    if (fd == -ENOENT)
+        return 0;
+    if (fd < 0)
+        return rv_errf(fd, "%s: open", path);
+    char text[32] = {0};
+    ssize_t r = rv_sys_pread(fd, text, sizeof(text) - 1, 0);
+    (void)rv_sys_close(fd); /* read-only */
+    char *end = NULL;
+    long long v = r > 0 ? strtoll(text, &end, 10) : -1;
+    if (r <= 0 || v < 0 || end == text)
+        return rv_errf(-EBADMSG, "%s: not a log start offset", path);
+    log->log_start = v;
+    return 0;
+}
+
+static int plog_open_segments(struct rv_plog *log)
+{
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    int rc = rv_seg_list(log->dir, &bases, &count);
+    if (rc < 0)
+        return rc;
+    if (count == 0) {
+        rc = rv_seg_create(log->dir, (uint64_t)log->log_start);
+        if (rc == 0)
+            rc = plog_seg_push(log, (uint64_t)log->log_start);
+        free(bases);
+        return rc;
+    }
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        rc = plog_seg_push(log, bases[i]);
+        if (rc < 0)
+            break;
+        struct rv_seg_recovery rep;
+        rc = rv_seg_recover(&log->segs[i], log->dir, RV_SEG_SCAN_TAIL, log->cfg.max_batch_bytes,
+                            &rep);
+        if (rc == 0 && rep.truncated_bytes > 0)
+            rv_warn("log %s: segment %" PRIu64 ": cut %" PRIu64 " invalid bytes", log->dir,
+                    bases[i], rep.truncated_bytes);
+    }
+    free(bases);
+    return rc;
+}
+
+static int plog_open_active_fd(struct rv_plog *log)
+{
+    char path[PATH_MAX];
+    int rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
+    if (rc < 0)
+        return rc;
+    int fd = rv_sys_open(path, O_RDWR, 0);
+    if (fd < 0)
+        return rv_errf(fd, "%s: open", path);
+    log->fd = fd;
+    return 0;
+}
+
+int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv_plog_config *cfg)
+{
+    struct rv_plog *log = calloc(1, sizeof(*log));
+    if (log == NULL)
+        return -ENOMEM;
+    log->dir = strdup(dir);
+    log->key = key;
+    log->cfg = *cfg;
+    log->fd = -1;
+    int rc = log->dir != NULL ? rv_sys_mkdir_p(dir, 0755) : -ENOMEM;
+    if (rc == 0)
+        rc = plog_read_start(log);
+    if (rc == 0)
+        rc = plog_open_segments(log);
+    if (rc == 0)
+        rc = plog_open_active_fd(log);
+    if (rc < 0) {
+        rv_plog_close(log);
+        return rc;
+    }
+    struct rv_seg *first = &log->segs[0];
+    if ((uint64_t)log->log_start < first->base_offset)
+        log->log_start = (int64_t)first->base_offset;
+    log->leo = log->next_offset = (int64_t)plog_active(log)->next_offset;
+    if (log->leo < log->log_start) /* everything was deleted: start there */
+        log->leo = log->next_offset = log->log_start;
+    *out = log;
+    return 0;
+}
+
+/* Create the next segment file and open it (blocking). */
+static int plog_roll_blocking(struct rv_plog *log, uint64_t base)
+{
+    int rc = rv_sys_fdatasync(log->fd);
+    if (rc == 0)
+        rc = rv_idx_save(&plog_active(log)->idx, log->dir);
+    if (rc == 0)
+        rc = rv_seg_create(log->dir, base);
+    if (rc == 0)
+        rc = rv_sys_fsync_dir(log->dir);
+    if (rc < 0)
+        return rc;
+    (void)rv_sys_close(log->fd); /* synced above */
+    log->fd = -1;
+    rc = plog_seg_push(log, base);
+    return rc < 0 ? rc : plog_open_active_fd(log);
+}
+
+static bool plog_needs_roll(struct rv_plog *log, uint32_t len, int64_t now_ms)
+{
+    struct rv_seg *s = plog_active(log);
+    if (s->size_bytes == 0)
+        return false;
+    if (s->size_bytes + len > log->cfg.segment_bytes)
+        return true;
+    return log->cfg.segment_ms > 0 && s->created_ms > 0 &&
+           now_ms - s->created_ms >= log->cfg.segment_ms;
+}
+
+/* Account for a batch written at the end of the active segment. */
+static void plog_note_written(struct rv_plog *log, uint64_t pos, uint32_t len, int64_t base,
+                              int64_t last, int64_t max_ts)
+{
+    struct rv_seg *s = plog_active(log);
+    if (rv_idx_note_batch(&s->idx, (uint64_t)base, (uint32_t)pos, len, max_ts) < 0)
+        rv_debug("log %s: index entry dropped (no memory)", log->dir);
+    if (s->size_bytes == 0)
+        s->created_ms = rv_clock_wall_ms();
+    s->size_bytes = pos + len;
+    s->next_offset = (uint64_t)last + 1;
+    if (max_ts > s->max_timestamp_ms)
+        s->max_timestamp_ms = max_ts;
+    log->is_dirty = true;
+}
+
+int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len)
+{
+    struct rv_batch_view v;
+    int n = rv_batch_parse(batch, len, log->cfg.max_batch_bytes, &v);
+    if (n < 0)
+        return rv_errf(n, "log %s: replayed batch is invalid", log->dir);
+    int64_t last = rv_batch_last_offset(&v);
+    if (last < log->leo)
+        return 0; /* already in the segment */
+    if (v.base_offset < log->leo)
+        return rv_errf(-EBADMSG,
+                       "log %s: replayed batch %" PRId64 "..%" PRId64
+                       " overlaps the log end %" PRId64,
+                       log->dir, v.base_offset, last, log->leo);
+    if (v.base_offset > log->leo)
+        rv_warn("log %s: offsets %" PRId64 "..%" PRId64 " missing before replayed batch", log->dir,
+                log->leo, v.base_offset - 1);
+    int rc = 0;
+    if (plog_needs_roll(log, len, rv_clock_wall_ms()))
+        rc = plog_roll_blocking(log, (uint64_t)v.base_offset);
+    uint64_t pos = plog_active(log)->size_bytes;
+    ssize_t w = rc == 0 ? rv_sys_pwrite(log->fd, batch, len, (off_t)pos) : rc;
+    if (w < 0 || (uint32_t)w != len)
+        return rv_errf(w < 0 ? (int)w : -ENOSPC, "log %s: replay write", log->dir);
+    plog_note_written(log, pos, len, v.base_offset, last, v.max_timestamp);
+    log->leo = log->next_offset = last + 1;
+    return 0;
+}
+
+int rv_plog_sync_blocking(rv_plog_t *log)
+{
+    if (log->fd < 0 || log->state == PLOG_FAILED)
+        return log->state == PLOG_FAILED ? -EIO : 0;
+    int rc = rv_sys_fdatasync(log->fd);
+    if (rc == 0)
+        rc = rv_idx_save(&plog_active(log)->idx, log->dir);
+    if (rc == 0)
+        log->is_dirty = false;
+    return rc;
+}
+
+void rv_plog_attach(rv_plog_t *log, struct rv_plog_shard *shard)
+{
+    log->shard = shard;
+}
+
+/* ---- the hot tier ---------------------------------------------------------------------------- */
+
+int rv_hot_create(struct rv_hot **out, uint64_t budget_bytes)
+{
+    struct rv_hot *hot = calloc(1, sizeof(*hot));
+    if (hot == NULL)
+        return -ENOMEM;
+    hot->budget_bytes = budget_bytes;
+    *out = hot;
+    return 0;
+}
+
+void rv_hot_destroy(struct rv_hot *hot)
+{
+    if (hot == NULL)
+        return;
+    RV_ASSERT(hot->oldest == NULL); /* every log was closed first */
+    free(hot);
+}
+
+void rv_hot_get_stats(const struct rv_hot *hot, struct rv_hot_stats *out)
+{
+    *out = hot->stats;
+}
+
+static void hot_unlink(struct rv_hot *hot, struct hot_entry *e)
+{
+    struct rv_plog *log = e->log;
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        log->hot_first = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        log->hot_last = e->prev;
+    if (e->lru_prev != NULL)
+        e->lru_prev->lru_next = e->lru_next;
+    else
+        hot->oldest = e->lru_next;
+    if (e->lru_next != NULL)
+        e->lru_next->lru_prev = e->lru_prev;
+    else
+        hot->newest = e->lru_prev;
+    hot->stats.bytes -= e->len;
+    hot->stats.batches--;
+    rv_buf_put(e->buf);
+    rv_pool_put(e);
+}
+
+/* Evict the oldest batches beyond the budget; never one not yet on disk. */
+static void hot_trim(struct rv_hot *hot)
+{
+    struct hot_entry *e = hot->oldest;
+    while (hot->stats.bytes > hot->budget_bytes && e != NULL) {
+        struct hot_entry *next = e->lru_next;
+        if (e->is_on_disk) {
+            hot_unlink(hot, e);
+            hot->stats.evicted++;
+        }
+        e = next;
+    }
+}
+
+static struct hot_entry *hot_add(struct rv_plog *log, struct append_op *op)
+{
+    struct rv_hot *hot = log->shard->hot;
+    struct hot_entry *e = plog_pool_get(log, sizeof(*e));
+    if (e == NULL)
+        return NULL; /* no memory for the entry: the batch is served from disk */
+    *e = (struct hot_entry){
+        .log = log,
+        .buf = op->buf,
+        .bytes = op->bytes,
+        .len = op->len,
+        .base = op->base,
+        .last = op->last,
+        .max_ts = op->max_ts,
+    };
+    rv_buf_get(op->buf);
+    e->prev = log->hot_last;
+    if (log->hot_last != NULL)
+        log->hot_last->next = e;
+    else
+        log->hot_first = e;
+    log->hot_last = e;
+    e->lru_prev = hot->newest;
+    if (hot->newest != NULL)
+        hot->newest->lru_next = e;
+    else
+        hot->oldest = e;
+    hot->newest = e;
+    hot->stats.bytes += e->len;
+    hot->stats.batches++;
+    return e;
+}
+
+/* Drop this log's hot batches below `offset` (those on disk). */
+static void hot_drop_below(struct rv_plog *log, int64_t offset)
+{
+    struct hot_entry *e = log->hot_first;
+    while (e != NULL && e->last < offset) {
+        struct hot_entry *next = e->next;
+        if (e->is_on_disk)
+            hot_unlink(log->shard->hot, e);
+        e = next;
+    }
+}
+
+/* ---- append and apply ---------------------------------------------------------------------- */
+
+static void plog_fail(struct rv_plog *log, int err)
+{
+    if (log->state != PLOG_FAILED)
+        rv_error("log %s: segment write failed: %s; appends refused until reopened "
+                 "(the data is safe in the WAL)",
+                 log->dir, rv_strerror(err));
+    log->state = PLOG_FAILED;
+}
+
+static void plog_ckpt_try(struct rv_plog *log);
+
+static void plog_write_done(void *arg, int64_t res)
+{
+    struct hot_entry *e = arg;
+    struct rv_plog *log = e->log;
+    RV_ASSERT(log->writes_inflight > 0);
+    log->writes_inflight--;
+    if (res < 0 || (uint32_t)res != e->len)
+        plog_fail(log, res < 0 ? (int)res : -ENOSPC);
+    e->is_on_disk = true;
+    rv_buf_put(e->buf); /* the write's reference */
+    hot_trim(log->shard->hot);
+    plog_ckpt_try(log);
+}
+
+/* Write one applied batch at the end of the active segment. */
+static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_entry *e)
+{
+    struct rv_seg *s = plog_active(log);
+    uint64_t pos = s->size_bytes;
+    plog_note_written(log, pos, op->len, op->base, op->last, op->max_ts);
+    if (e == NULL || log->state == PLOG_FAILED)
+        return;          /* replayed from the WAL at the next start */
+    rv_buf_get(op->buf); /* held by the write until it completes */
+    log->writes_inflight++;
+    int rc = rv_file_write(log->fd, op->bytes, op->len, pos, plog_write_done, e);
+    if (rc < 0)
+        plog_write_done(e, rc);
+}
+
+static void plog_roll_start(struct rv_plog *log, uint64_t base);
+
+static void plog_apply(struct rv_plog *log, struct append_op *op)
+{
+    struct hot_entry *e = hot_add(log, op);
+    log->leo = op->last + 1;
+    if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms()))
+        plog_roll_start(log, (uint64_t)op->base);
+    if (log->state == PLOG_ROLLING) {
+        /* Keep the op (and its buffer) until the new segment exists. */
+        op->next = NULL;
+        op->arg = e; /* its hot entry, for the write completion */
+        if (log->roll_tail != NULL)
+            log->roll_tail->next = op;
+        else
+            log->roll_head = op;
+        log->roll_tail = op;
+        return;
+    }
+    plog_write(log, op, e);
+    rv_buf_put(op->buf);
+    rv_pool_put(op);
+}
+
+static void plog_wal_done(void *arg, int64_t lsn_or_err)
+{
+    struct append_op *op = arg;
+    struct rv_plog *log = op->log;
+    RV_ASSERT(log->appends_inflight > 0);
+    log->appends_inflight--;
+    rv_plog_append_fn *done = op->done;
+    void *done_arg = op->arg;
+    int64_t base = op->base;
+    if (lsn_or_err < 0) {
+        /* This and every later append of the log failed together: their
+         * offsets were never visible and are assigned again. */
+        if (log->next_offset > base)
+            log->next_offset = base;
+        rv_buf_put(op->buf);
+        rv_pool_put(op);
+        done(done_arg, lsn_or_err);
+        return;
+    }
+    plog_apply(log, op);
+    done(done_arg, base);
+}
+
+int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
+                   rv_plog_append_fn *done, void *arg)
+{
+    RV_ASSERT(log->shard != NULL);
+    if (log->state == PLOG_FAILED)
+        return -EIO;
+    struct rv_batch_view v;
+    int n = rv_batch_parse(batch, len, log->cfg.max_batch_bytes, &v);
+    if (n < 0)
+        return n;
+    if ((uint32_t)n != len)
+        return rv_errf(-EINVAL, "append: %u bytes hold more than one batch", len);
+    struct append_op *op = plog_pool_get(log, sizeof(*op));
+    if (op == NULL)
+        return -ENOBUFS;
+    int64_t base = log->next_offset;
+    rv_batch_set_base_offset(batch, base);
+    int64_t max_ts = v.max_timestamp;
+    if (log->cfg.is_log_append_time) {
+        max_ts = rv_clock_wall_ms();
+        rv_batch_set_log_append_time(batch, max_ts);
+    }
+    *op = (struct append_op){.log = log,
+                             .buf = buf,
+                             .bytes = batch,
+                             .len = len,
+                             .base = base,
+                             .last = base + v.last_offset_delta,
+                             .max_ts = max_ts,
+                             .done = done,
+                             .arg = arg};
+    int rc = rv_wal_append(log->shard->wal, RV_WAL_BATCH, log->key, batch, len, acks == RV_ACKS_ALL,
+                           plog_wal_done, op);
+    if (rc < 0) {
+        rv_pool_put(op);
+        return rc;
+    }
+    rv_buf_get(buf);
+    log->next_offset = op->last + 1;
+    log->appends_inflight++;
+    return 0;
+}
+
+/* ---- rolling (owner shard + one helper job) ------------------------------------------------- */
+
+struct roll_job {
+    struct rv_plog *log;
+    uint64_t base;
+    int old_fd;
+    int new_fd;
+    int rc;
+    struct rv_idx idx; /* a copy of the old segment's index, saved by the helper */
+};
+
+static void plog_roll_work(void *arg)
+{
+    struct roll_job *job = arg;
+    struct rv_plog *log = job->log;
+    job->rc = rv_sys_fdatasync(job->old_fd);
+    if (job->rc == 0)
+        job->rc = rv_idx_save(&job->idx, log->dir);
+    if (job->rc == 0)
+        job->rc = rv_seg_create(log->dir, job->base);
+    if (job->rc == 0)
+        job->rc = rv_sys_fsync_dir(log->dir);
+    if (job->rc < 0)
+        return;
+    char path[PATH_MAX];
+    job->rc = plog_path(path, sizeof(path), log, job->base, ".log");
+    job->new_fd = job->rc == 0 ? rv_sys_open(path, O_RDWR, 0) : job->rc;
+    if (job->new_fd < 0)
+        job->rc = job->new_fd;
+}
+
+static void plog_roll_start(struct rv_plog *log, uint64_t base);
+
+static void plog_roll_flush_queue(struct rv_plog *log)
+{
+    while (log->roll_head != NULL) {
+        struct append_op *op = log->roll_head;
+        if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms())) {
+            /* What waited for this roll fills the new segment too: roll again. */
+            plog_roll_start(log, (uint64_t)op->base);
+            return;
+        }
+        log->roll_head = op->next;
+        if (log->roll_head == NULL)
+            log->roll_tail = NULL;
+        plog_write(log, op, op->arg);
+        rv_buf_put(op->buf);
+        rv_pool_put(op);
+    }
+}
+
+static void plog_roll_done(void *arg)
+{
+    struct roll_job *job = arg;
+    struct rv_plog *log = job->log;
+    log->jobs--;
+    log->is_roll_job = false;
+    rv_idx_fini(&job->idx);
+    if (job->rc < 0 || plog_seg_push(log, job->base) < 0) {
+        if (job->new_fd >= 0)
+            (void)rv_sys_close(job->new_fd);
+        plog_fail(log, job->rc < 0 ? job->rc : -ENOMEM);
+        plog_roll_flush_queue(log); /* accounted only; replayed at start */
+        free(job);
+        return;
+    }
+    (void)rv_sys_close(job->old_fd); /* synced by the helper */
+    log->fd = job->new_fd;
+    log->state = PLOG_WRITABLE;
+    free(job);
+    plog_roll_flush_queue(log);
+    plog_ckpt_try(log);
+}
+
+static int idx_copy(struct rv_idx *dst, const struct rv_idx *src)
+{
+    *dst = *src;
+    dst->entries = NULL;
+    dst->tentries = NULL;
+    dst->cap = dst->tcap = 0;
+    size_t eb = (size_t)src->count * sizeof(*src->entries);
+    size_t tb = (size_t)src->tcount * sizeof(*src->tentries);
+    dst->entries = eb ? malloc(eb) : NULL;
+    dst->tentries = tb ? malloc(tb) : NULL;
+    if ((eb && dst->entries == NULL) || (tb && dst->tentries == NULL)) {
+        rv_idx_fini(dst);
+        return -ENOMEM;
+    }
+    if (eb)
+        memcpy(dst->entries, src->entries, eb);
+    if (tb)
+        memcpy(dst->tentries, src->tentries, tb);
+    dst->cap = src->count;
+    dst->tcap = src->tcount;
+    return 0;
+}
+
+/* Continue a roll once the old segment has no write in flight. */
+static void plog_roll_continue(struct rv_plog *log)
+{
+    struct roll_job *job = calloc(1, sizeof(*job));
+    int rc = job != NULL ? idx_copy(&job->idx, &plog_active(log)->idx) : -ENOMEM;
+    if (rc == 0) {
+        job->log = log;
+        job->base = plog_active(log)->next_offset;
+        job->old_fd = log->fd;
+        job->new_fd = -1;
+        rc = rv_offload(plog_roll_work, job, plog_roll_done);
+    }
+    if (rc < 0) {
+        if (job != NULL)
+            rv_idx_fini(&job->idx);
+        free(job);
+        plog_fail(log, rc);
+        plog_roll_flush_queue(log);
+        return;
+    }
+    log->jobs++;
+    log->is_roll_job = true;
+}
+
+static void plog_roll_start(struct rv_plog *log, uint64_t base)
+{
+    (void)base;                /* the new segment starts at the old one's end */
+    log->state = PLOG_ROLLING; /* a waiting checkpoint resumes after the roll */
+    if (log->writes_inflight == 0 && !log->is_syncing)
+        plog_roll_continue(log);
+}
+
+/* A checkpoint or a roll waits for in-flight writes; see who is next. */
+static void plog_ckpt_sync_done(void *arg, int64_t res)
+{
+    struct rv_plog *log = arg;
+    log->jobs--;
+    log->is_syncing = false;
+    struct plog_waiter w = log->ckpt;
+    log->has_ckpt = false;
+    if (res < 0)
+        plog_fail(log, (int)res);
+    else
+        log->is_dirty = false;
+    w.done(w.arg, res < 0 ? res : 0);
+    plog_ckpt_try(log); /* a roll may have waited for this sync */
+}
+
+static void plog_ckpt_try(struct rv_plog *log)
+{
+    if (log->writes_inflight > 0 || log->is_syncing)
+        return;
+    if (log->state == PLOG_ROLLING) {
+        if (!log->is_roll_job)
+            plog_roll_continue(log);
+        return; /* a waiting checkpoint resumes when the roll is done */
+    }
+    if (!log->has_ckpt)
+        return;
+    if (log->state == PLOG_FAILED) {
+        log->has_ckpt = false;
+        log->ckpt.done(log->ckpt.arg, -EIO);
+        return;
+    }
+    log->jobs++;
+    log->is_syncing = true;
+    int rc = rv_file_fdatasync(log->fd, plog_ckpt_sync_done, log);
+    if (rc < 0)
+        plog_ckpt_sync_done(log, rc);
+}
+
+void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg)
+{
+    if (!log->is_dirty || log->has_ckpt) {
+        done(arg, log->has_ckpt ? -EBUSY : 0);
+        return;
+    }
+    log->ckpt = (struct plog_waiter){.done = done, .arg = arg};
+    log->has_ckpt = true;
+    plog_ckpt_try(log);
+}
+
+/* ---- fetch ---------------------------------------------------------------------------------- */
+
+static void fetch_add_slice(struct rv_plog_fetch *res, rv_buf_t *buf, const uint8_t *bytes,
+                            uint32_t len)
+{
+    RV_ASSERT(res->slice_count < RV_FETCH_SLICES);
+    rv_buf_get(buf);
+    res->slices[res->slice_count++] =
+        (struct rv_fetch_slice){.buf = buf, .bytes = bytes, .len = len};
+}
+
+void rv_plog_fetch_release(struct rv_plog_fetch *res)
+{
+    for (uint32_t i = 0; i < res->slice_count; i++)
+        rv_buf_put(res->slices[i].buf);
+    res->slice_count = 0;
+}
+
+/* Answer from memory if the hot tier holds `offset`. */
+static bool fetch_from_hot(struct rv_plog *log, int64_t offset, uint32_t max_bytes,
+                           struct rv_plog_fetch *res)
+{
+    struct hot_entry *e = log->hot_last;
+    if (e == NULL || log->hot_first->base > offset)
+        return false;
+    while (e->prev != NULL && e->prev->last >= offset)
+        e = e->prev; /* tailing consumers are near the end: walk back */
+    uint32_t bytes = 0;
+    for (; e != NULL && res->slice_count < RV_FETCH_SLICES; e = e->next) {
+        if (bytes > 0 && bytes + e->len > max_bytes)
+            break;
+        fetch_add_slice(res, e->buf, e->bytes, e->len);
+        bytes += e->len;
+    }
+    log->shard->hot->stats.hits++;
+    return true;
+}
+
+struct fetch_op {
+    struct rv_plog *log;
+    int64_t offset;
+    uint32_t max_bytes;
+    uint32_t seg_index;
+    uint64_t seg_base;
+    uint64_t pos;
+    uint32_t want;
+    int fd;
+    bool is_own_fd;
+    bool has_retried; /* read again at the first batch, whole */
+    rv_buf_t *buf;
+    rv_plog_fetch_fn *done;
+    void *arg;
+    struct rv_plog_fetch res;
+};
+
+static void fetch_finish(struct fetch_op *op, int err);
+
+static void fetch_closed(void *arg, int64_t res)
+{
+    (void)res; /* read-only descriptor */
+    struct fetch_op *op = arg;
+    op->is_own_fd = false;
+    fetch_finish(op, op->res.err);
+}
+
+static void fetch_finish(struct fetch_op *op, int err)
+{
+    struct rv_plog *log = op->log;
+    op->res.err = err;
+    if (op->is_own_fd && op->fd >= 0) {
+        if (rv_file_close(op->fd, fetch_closed, op) == 0)
+            return;
+        (void)rv_sys_close(op->fd); /* ring full: close directly */
+    }
+    if (op->buf != NULL)
+        rv_buf_put(op->buf);
+    op->res.high_watermark = log->leo;
+    op->res.log_start = log->log_start;
+    log->jobs--;
+    op->done(op->arg, &op->res);
+    rv_pool_put(op);
+}
+
+static void fetch_read(struct fetch_op *op);
+
+/* Pick the batches of the read buffer that the fetch wants. */
+static void fetch_read_done(void *arg, int64_t n)
+{
+    struct fetch_op *op = arg;
+    if (n < 0) {
+        fetch_finish(op, (int)n);
+        return;
+    }
+    const uint8_t *data = rv_buf_cdata(op->buf);
+    struct rv_batch_iter it;
+    rv_batch_iter_init(&it, data, (size_t)n, op->log->cfg.max_batch_bytes);
+    struct rv_batch_view v;
+    const uint8_t *first = NULL;
+    size_t bytes = 0;
+    int rc;
+    while ((rc = rv_batch_iter_next(&it, &v)) == 1) {
+        if (rv_batch_last_offset(&v) < op->offset)
+            continue;
+        if (first == NULL)
+            first = v.bytes;
+        else if (bytes + v.size_bytes > op->max_bytes)
+            break;
+        bytes = (size_t)(v.bytes + v.size_bytes - first);
+    }
+    if (first != NULL) {
+        rv_buf_freeze(op->buf);
+        fetch_add_slice(&op->res, op->buf, first, (uint32_t)bytes);
+        fetch_finish(op, 0);
+        return;
+    }
+    size_t used = (size_t)n - rv_batch_iter_rest_bytes(&it);
+    if (rc == 0 && rv_batch_iter_rest_bytes(&it) >= RV_BATCH_LOG_OVERHEAD_BYTES &&
+        !op->has_retried) {
+        /* The batch we need did not fit: read it whole. */
+        const uint8_t *p = data + used;
+        uint32_t blen = (uint32_t)p[8] << 24 | (uint32_t)p[9] << 16 | (uint32_t)p[10] << 8 | p[11];
+        op->pos += used;
+        op->want = blen + RV_BATCH_LOG_OVERHEAD_BYTES;
+        op->has_retried = true;
+        rv_buf_put(op->buf);
+        op->buf = NULL;
+        fetch_read(op);
+        return;
+    }
+    fetch_finish(op, 0); /* nothing at or after the offset here (yet) */
+}
+
+static void fetch_read(struct fetch_op *op)
+{
+    if (op->want > PLOG_READ_MAX)
+        op->want = PLOG_READ_MAX;
+    int rc = rv_buf_alloc(op->log->shard->pool, op->want, &op->buf);
+    if (rc < 0) {
+        fetch_finish(op, rc);
+        return;
+    }
+    rc = rv_file_read(op->fd, rv_buf_data(op->buf), op->want, op->pos, fetch_read_done, op);
+    if (rc < 0)
+        fetch_finish(op, rc);
+}
+
+static void fetch_opened(void *arg, int64_t fd)
+{
+    struct fetch_op *op = arg;
+    if (fd < 0) {
+        fetch_finish(op, (int)fd); /* e.g. deleted by retention meanwhile */
+        return;
+    }
+    op->fd = (int)fd;
+    op->is_own_fd = true;
+    fetch_read(op);
+}
+
+static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_bytes,
+                            rv_plog_fetch_fn *done, void *arg)
+{
+    uint32_t i = log->seg_count - 1;
+    while (i > 0 && log->segs[i].base_offset > (uint64_t)offset)
+        i--;
+    while (i + 1 < log->seg_count && log->segs[i].next_offset <= (uint64_t)offset)
+        i++; /* an offset in a gap between segments: the next one */
+    struct fetch_op *op = plog_pool_get(log, sizeof(*op));
+    if (op == NULL) {
+        struct rv_plog_fetch res = {.err = -ENOBUFS};
+        done(arg, &res);
+        return;
+    }
+    struct rv_seg *s = &log->segs[i];
+    uint64_t pos = rv_idx_lookup(&s->idx, (uint64_t)offset);
+    uint64_t avail = s->size_bytes > pos ? s->size_bytes - pos : 0;
+    uint64_t want = (uint64_t)max_bytes + log->cfg.index_interval;
+    want = want < PLOG_READ_MIN ? PLOG_READ_MIN : want;
+    *op = (struct fetch_op){.log = log,
+                            .offset = offset,
+                            .max_bytes = max_bytes,
+                            .seg_index = i,
+                            .seg_base = s->base_offset,
+                            .pos = pos,
+                            .want = (uint32_t)(want < avail ? want : avail),
+                            .fd = -1,
+                            .done = done,
+                            .arg = arg};
+    log->jobs++;
+    log->shard->hot->stats.misses++;
+    if (op->want == 0) {
+        fetch_finish(op, 0);
+        return;
+    }
+    if (i == log->seg_count - 1 && log->state != PLOG_ROLLING) {
+        op->fd = log->fd;
+        fetch_read(op);
+        return;
+    }
+    char path[PATH_MAX];
+    int rc = plog_path(path, sizeof(path), log, s->base_offset, ".log");
+    if (rc == 0)
+        rc = rv_file_open(path, O_RDONLY, 0, fetch_opened, op);
+    if (rc < 0)
+        fetch_finish(op, rc);
+}
+
+void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_fetch_fn *done,
+                   void *arg)
+{
+    struct rv_plog_fetch res = {.high_watermark = log->leo, .log_start = log->log_start};
+    if (offset < log->log_start || offset > log->leo) {
+        res.err = -ERANGE;
+        done(arg, &res);
+        return;
+    }
+    if (offset == log->leo || fetch_from_hot(log, offset, max_bytes, &res)) {
+        done(arg, &res);
+        return;
+    }
+    fetch_from_disk(log, offset, max_bytes, done, arg);
+}
+
+/* ---- offsets by timestamp ---------------------------------------------------------------- */
+
+/* The first offset with timestamp >= ts inside one batch (uncompressed batches
+ * are walked; a compressed one answers with its base offset). */
+static int64_t batch_offset_for_time(const struct rv_batch_view *v, int64_t ts)
+{
+    if (v->max_timestamp < ts)
+        return -1;
+    if (rv_batch_codec(v) != RV_CODEC_NONE || rv_batch_has_log_append_time(v))
+        return v->base_offset;
+    struct rv_batch_record_iter it;
+    rv_batch_record_iter_init(&it, v, v->records, v->records_bytes);
+    struct rv_batch_record r;
+    while (rv_batch_record_iter_next(&it, &r) == 1) {
+        if (r.timestamp_ms >= ts)
+            return r.offset;
+    }
+    return v->base_offset;
+}
+
+static int64_t hot_offset_for_time(struct rv_plog *log, int64_t ts)
+{
+    for (struct hot_entry *e = log->hot_first; e != NULL; e = e->next) {
+        if (e->max_ts < ts)
+            continue;
+        struct rv_batch_view v;
+        if (rv_batch_parse(e->bytes, e->len, log->cfg.max_batch_bytes, &v) > 0)
+            return batch_offset_for_time(&v, ts);
+    }
+    return -1;
+}
+
+struct time_job {
+    struct rv_plog *log;
+    int64_t ts;
+    uint64_t pos;
+    uint64_t seg_base;
+    int64_t found; /* -1: none */
+    int rc;
+    int64_t hot_found;
+    rv_plog_offset_fn *done;
+    void *arg;
+};
+
+static int time_scan_batch(void *arg, const struct rv_batch_view *v, uint64_t pos)
+{
+    (void)pos;
+    struct time_job *job = arg;
+    job->found = batch_offset_for_time(v, job->ts);
+    return job->found >= 0 ? 1 : 0;
+}
+
+static void time_work(void *arg)
+{
+    struct time_job *job = arg;
+    char path[PATH_MAX];
+    job->rc = plog_path(path, sizeof(path), job->log, job->seg_base, ".log");
+    int fd = job->rc == 0 ? rv_sys_open(path, O_RDONLY, 0) : job->rc;
+    if (fd < 0) {
+        job->rc = fd;
+        return;
+    }
+    uint64_t stop;
+    int rc =
+        rv_seg_scan_file(fd, job->pos, job->log->cfg.max_batch_bytes, time_scan_batch, job, &stop);
+    job->rc = rc < 0 && rc != -ENODATA ? rc : 0; /* a torn tail just ends the scan */
+    (void)rv_sys_close(fd);                      /* read-only */
+}
+
+static void time_done(void *arg)
+{
+    struct time_job *job = arg;
+    job->log->jobs--;
+    int64_t best = job->found;
+    if (job->hot_found >= 0 && (best < 0 || job->hot_found < best))
+        best = job->hot_found;
+    job->done(job->arg, job->rc < 0 ? job->rc : best);
+    free(job);
+}
+
+void rv_plog_offset_for_time(rv_plog_t *log, int64_t ts_ms, rv_plog_offset_fn *done, void *arg)
+{
+    int64_t hot = hot_offset_for_time(log, ts_ms);
+    uint32_t i = 0;
+    while (i < log->seg_count && log->segs[i].max_timestamp_ms < ts_ms)
+        i++;
+    if (i == log->seg_count ||
+        (log->hot_first != NULL && (uint64_t)log->hot_first->base <= log->segs[i].base_offset)) {
+        done(arg, hot); /* the hot tier holds all of that segment */
+        return;
+    }
+    struct rv_seg *s = &log->segs[i];
+    int64_t start = rv_idx_lookup_time(&s->idx, ts_ms);
+    uint64_t pos = rv_idx_lookup(&s->idx, start >= 0 ? (uint64_t)start : s->base_offset);
+    struct time_job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        done(arg, -ENOMEM);
+        return;
+    }
+    *job = (struct time_job){.log = log,
+                             .ts = ts_ms,
+                             .pos = pos,
+                             .seg_base = s->base_offset,
+                             .found = -1,
+                             .hot_found = hot,
+                             .done = done,
+                             .arg = arg};
+    if (rv_offload(time_work, job, time_done) < 0) {
+        free(job);
+        done(arg, -ENOMEM);
+        return;
+    }
+    log->jobs++;
+}
+
+/* ---- deleting: retention and delete_records ------------------------------------------------ */
+
+struct delete_job {
+    struct rv_plog *log;
+    uint64_t *bases; /* segments to remove */
+    uint32_t count;
+    int64_t new_start; /* >= 0: persist as the log start first */
+    int rc;
+    rv_plog_offset_fn *done;
+    void *arg;
+};
+
+static int plog_write_start(const char *dir, int64_t start)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/" PLOG_START_FILE, dir);
+    int m = snprintf(tmp, sizeof(tmp), "%s/" PLOG_START_FILE ".tmp", dir);
+    if (n < 0 || (size_t)n >= sizeof(path) || m < 0 || (size_t)m >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%" PRId64 "\n", start);
+    int fd = rv_sys_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return fd;
+    ssize_t w = rv_sys_pwrite(fd, text, (size_t)len, 0);
+    int rc = w == len ? rv_sys_fdatasync(fd) : (w < 0 ? (int)w : -ENOSPC);
+    int crc = rv_sys_close(fd);
+    if (rc == 0)
+        rc = crc;
+    if (rc == 0)
+        rc = rv_sys_rename(tmp, path);
+    return rc < 0 ? rc : rv_sys_fsync_dir(dir);
+}
+
+static void delete_work(void *arg)
+{
+    struct delete_job *job = arg;
+    if (job->new_start >= 0)
+        job->rc = plog_write_start(job->log->dir, job->new_start);
+    for (uint32_t i = 0; i < job->count && job->rc == 0; i++)
+        job->rc = rv_seg_remove(job->log->dir, job->bases[i]);
+}
+
+static void delete_done(void *arg)
+{
+    struct delete_job *job = arg;
+    job->log->jobs--;
+    if (job->rc < 0)
+        rv_warn("log %s: deleting old segments: %s", job->log->dir, rv_strerror(job->rc));
+    if (job->done != NULL)
+        job->done(job->arg, job->rc < 0 ? job->rc : job->log->log_start);
+    free(job->bases);
+    free(job);
+}
+
+/* Drop the first `count` segments (never the active one) and delete their files. */
+static void plog_drop_segments(struct rv_plog *log, uint32_t count, int64_t persist_start,
+                               rv_plog_offset_fn *done, void *arg)
+{
+    RV_ASSERT(count < log->seg_count);
+    struct delete_job *job = calloc(1, sizeof(*job));
+    uint64_t *bases = count ? malloc(count * sizeof(*bases)) : NULL;
+    if (job == NULL || (count && bases == NULL)) {
+        free(job);
+        free(bases);
+        if (done != NULL)
+            done(arg, -ENOMEM);
+        return;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        bases[i] = log->segs[i].base_offset;
+        rv_seg_fini(&log->segs[i]);
+    }
+    memmove(log->segs, log->segs + count, (log->seg_count - count) * sizeof(*log->segs));
+    log->seg_count -= count;
+    if ((int64_t)log->segs[0].base_offset > log->log_start)
+        log->log_start = (int64_t)log->segs[0].base_offset;
+    hot_drop_below(log, log->log_start);
+    *job = (struct delete_job){.log = log,
+                               .bases = bases,
+                               .count = count,
+                               .new_start = persist_start,
+                               .done = done,
+                               .arg = arg};
+    if (rv_offload(delete_work, job, delete_done) < 0) {
+        job->rc = -ENOMEM;
+        log->jobs++;
+        delete_done(job);
+        return;
+    }
+    log->jobs++;
+}
+
+void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *done, void *arg)
+{
+    if (offset < 0 || offset > log->leo) {
+        done(arg, -ERANGE);
+        return;
+    }
+    if (offset <= log->log_start) {
+        done(arg, log->log_start);
+        return;
+    }
+    log->log_start = offset;
+    uint32_t count = 0;
+    while (count + 1 < log->seg_count && log->segs[count].next_offset <= (uint64_t)offset)
+        count++;
+    plog_drop_segments(log, count, offset, done, arg);
+}
+
+void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
+{
+    uint32_t count = 0;
+    uint64_t total = rv_plog_size_bytes(log);
+    while (count + 1 < log->seg_count) {
+        const struct rv_seg *s = &log->segs[count];
+        bool is_old = log->cfg.retention_ms >= 0 && s->max_timestamp_ms >= 0 &&
+                      s->max_timestamp_ms < now_ms - log->cfg.retention_ms;
+        bool is_over = log->cfg.retention_bytes >= 0 &&
+                       total - s->size_bytes >= (uint64_t)log->cfg.retention_bytes;
+        if (!is_old && !is_over)
+            break;
+        total -= s->size_bytes;
+        count++;
+    }
+    if (count > 0) {
+        int64_t start = (int64_t)log->segs[count].base_offset;
+        plog_drop_segments(log, count, start > log->log_start ? start : -1, NULL, NULL);
+    }
+}
+
+/* ---- configuration, queries, close --------------------------------------------------------- */
+
+void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg)
+{
+    log->cfg = *cfg;
+}
+
+int64_t rv_plog_log_start(const rv_plog_t *log)
+{
+    return log->log_start;
+}
+
+int64_t rv_plog_high_watermark(const rv_plog_t *log)
+{
+    return log->leo;
+}
+
+uint64_t rv_plog_size_bytes(const rv_plog_t *log)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < log->seg_count; i++)
+        total += log->segs[i].size_bytes;
+    return total;
+}
+
+uint32_t rv_plog_segment_count(const rv_plog_t *log)
+{
+    return log->seg_count;
+}
+
+bool rv_plog_is_idle(const rv_plog_t *log)
+{
+    return log->writes_inflight == 0 && log->jobs == 0 && log->appends_inflight == 0 &&
+           log->roll_head == NULL && !log->has_ckpt;
+}
+
+uint64_t rv_plog_key(const rv_plog_t *log)
+{
+    return log->key;
+}
+
+void rv_plog_close(rv_plog_t *log)
+{
+    if (log == NULL)
+        return;
+    RV_ASSERT(rv_plog_is_idle(log));
+    while (log->hot_first != NULL)
+        hot_unlink(log->shard->hot, log->hot_first);
+    if (log->fd >= 0)
+        (void)rv_sys_close(log->fd); /* synced by the caller, or replayed from the WAL */
+    for (uint32_t i = 0; i < log->seg_count; i++)
+        rv_seg_fini(&log->segs[i]);
+    free(log->segs);
+    free(log->dir);
+    free(log);
+}

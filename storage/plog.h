@@ -1,0 +1,159 @@
+/*
+ * storage/plog.h - one partition's log on its owner shard: offsets, segments,
+ * the hot tier, appends through the shard WAL, fetches, retention.
+ *
+ * Append path (owner shard, no copy of the batch bytes):
+ *
+ *   rv_plog_append: validate, stamp the base offset in place (next_offset),
+ *     hand the bytes to the shard WAL (group commit)
+ *   WAL group done (written; synced too when any append of the group asked
+ *     for acks=all): apply, i.e. write the batch to the active segment
+ *     through the ring, note it in the index, put it in the hot tier, move
+ *     the log end offset, then complete the append
+ *   WAL failure: the append fails and its offsets are taken back (a failed
+ *     group fails every later group too, so they come back as a suffix)
+ *
+ * So everything a consumer can see is in the WAL first, and an acks=all
+ * append completes only after its group's fdatasync.
+ *
+ * The hot tier keeps whole batches (references to their pool buffers) so
+ * tailing consumers never read the disk; a per-shard byte budget evicts the
+ * oldest batches first, never one whose segment write has not completed.
+ *
+ * Offsets: log_start <= (hot and segment data) < leo <= next_offset; next
+ * offsets are assigned but not yet applied. The high watermark is the leo
+ * (a single copy: what is applied is what is committed).
+ */
+#ifndef RV_STORAGE_PLOG_H
+#define RV_STORAGE_PLOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/assert.h"
+#include "core/buf.h"
+#include "rivven.h"
+#include "storage/seg.h"
+#include "storage/wal.h"
+
+typedef struct rv_plog rv_plog_t;
+struct rv_hot;
+
+/* What a log needs from its topic's configuration. */
+struct rv_plog_config {
+    uint64_t segment_bytes;   /* roll after this many bytes */
+    int64_t segment_ms;       /* roll a segment this old (<= 0: never) */
+    int64_t retention_ms;     /* delete segments older (< 0: keep) */
+    int64_t retention_bytes;  /* delete oldest segments beyond (< 0: no limit) */
+    uint32_t index_interval;  /* bytes between offset index entries */
+    uint32_t max_batch_bytes; /* largest batch accepted */
+    bool is_log_append_time;  /* stamp batches with the broker's clock */
+};
+
+/* The shard context every log of a shard shares. */
+struct rv_plog_shard {
+    rv_wal_t *wal;
+    rv_pool_t *pool;
+    struct rv_hot *hot; /* the shard's hot tier */
+    uint32_t shard;
+};
+
+typedef void rv_plog_append_fn(void *arg, int64_t base_offset_or_err);
+
+/* A fetch answer: up to RV_FETCH_SLICES ranges of whole batches. */
+#define RV_FETCH_SLICES 64
+struct rv_fetch_slice {
+    rv_buf_t *buf; /* a reference, released with the result */
+    const uint8_t *bytes;
+    uint32_t len;
+};
+
+struct rv_plog_fetch {
+    int err; /* 0, -ERANGE (offset out of range), -EIO */
+    int64_t high_watermark;
+    int64_t log_start;
+    uint32_t slice_count;
+    struct rv_fetch_slice slices[RV_FETCH_SLICES];
+};
+
+typedef void rv_plog_fetch_fn(void *arg, struct rv_plog_fetch *res);
+
+/* Lifecycle. */
+
+/*
+ * Open the log in dir (created if missing) with blocking I/O: recover its
+ * segments (the last one fully), read its log start offset. For start-up and
+ * helper threads. key is the WAL key of the partition.
+ */
+RV_MUST_CHECK int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key,
+                               const struct rv_plog_config *cfg);
+/* Apply a replayed WAL batch with blocking I/O (recovery, before serving).
+ * Batches below the log end are skipped (already in a segment). */
+RV_MUST_CHECK int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len);
+/* Make everything written durable with blocking I/O: fdatasync the active
+ * segment and save its index. */
+RV_MUST_CHECK int rv_plog_sync_blocking(rv_plog_t *log);
+/* Attach to the owner shard (after open/replay, on that shard). */
+void rv_plog_attach(rv_plog_t *log, struct rv_plog_shard *shard);
+/* Close: the log must be idle (rv_plog_is_idle). Frees everything. NULL ok. */
+void rv_plog_close(rv_plog_t *log);
+
+/* Operations (owner shard). */
+
+/*
+ * Append one batch held in buf (a pool buffer of the owner shard, not frozen;
+ * batch points into it). Takes a reference on buf. done gets the base offset
+ * or -errno: -EBADMSG/-EINVAL/-EMSGSIZE/-EPROTONOSUPPORT for a bad batch
+ * (done is not called: the error is returned), -EIO after a storage failure,
+ * -ENOBUFS when the WAL is saturated (returned).
+ */
+RV_MUST_CHECK int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,
+                                 int acks, rv_plog_append_fn *done, void *arg);
+
+/* Fetch batches from `offset`, up to about max_bytes (always at least one
+ * whole batch). done runs on this shard, possibly before the call returns. */
+void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_fetch_fn *done,
+                   void *arg);
+/* Release the references of a fetch answer (any thread). */
+void rv_plog_fetch_release(struct rv_plog_fetch *res);
+
+/* The first offset whose record timestamp is >= ts_ms, or -1 (none). Async:
+ * may read the disk. */
+typedef void rv_plog_offset_fn(void *arg, int64_t offset_or_err);
+void rv_plog_offset_for_time(rv_plog_t *log, int64_t ts_ms, rv_plog_offset_fn *done, void *arg);
+
+/* Move the log start to offset (<= high watermark; -ERANGE otherwise) and
+ * delete whole segments below it. done gets the new log start or -errno once
+ * the new start is durable. */
+void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *done, void *arg);
+
+/* Apply retention (time and size) now; deletes in the background. */
+void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms);
+
+/* Make segment data durable up to now (checkpoint): done(arg, 0 or -errno). */
+void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg);
+
+/* Change the configuration (alter configs). */
+void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg);
+
+/* Queries (owner shard). */
+int64_t rv_plog_log_start(const rv_plog_t *log);
+int64_t rv_plog_high_watermark(const rv_plog_t *log);
+uint64_t rv_plog_size_bytes(const rv_plog_t *log);
+uint32_t rv_plog_segment_count(const rv_plog_t *log);
+bool rv_plog_is_idle(const rv_plog_t *log);
+uint64_t rv_plog_key(const rv_plog_t *log);
+
+/* The shard's hot tier. */
+RV_MUST_CHECK int rv_hot_create(struct rv_hot **out, uint64_t budget_bytes);
+void rv_hot_destroy(struct rv_hot *hot);
+struct rv_hot_stats {
+    uint64_t bytes;
+    uint64_t batches;
+    uint64_t hits;   /* fetches answered from memory */
+    uint64_t misses; /* fetches that read the disk */
+    uint64_t evicted;
+};
+void rv_hot_get_stats(const struct rv_hot *hot, struct rv_hot_stats *out);
+
+#endif /* RV_STORAGE_PLOG_H */

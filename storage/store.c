@@ -1,0 +1,1528 @@
+/*
+ * storage/store.c - the storage engine of rivven.h: topics, placement,
+ * recovery, checkpoints, retention, and the produce/fetch entry points.
+ *
+ * Ownership: every partition log belongs to one shard (a stable hash of the
+ * topic name and the partition) and is only touched there; a call from any
+ * other thread travels to the owner as a task. Each shard has its own WAL,
+ * buffer pool and hot tier (struct store_shard). The topic catalog is the one
+ * shared structure: read-mostly, guarded by a reader-writer lock that only
+ * topic administration ever takes for writing.
+ *
+ * Start-up (rv_store_open, blocking): read the catalog, open every partition
+ * log (recovering its segments), replay every shard WAL from its checkpoint
+ * into the logs, sync what the replay wrote and move the checkpoints, then
+ * hand each log to its shard. Replaying every WAL into every log before the
+ * shards start means a changed shard count needs nothing special.
+ *
+ * Checkpoint (per shard, every checkpoint_interval_ms): take the LSN below
+ * which every WAL record has been applied, fdatasync every log written since
+ * the last checkpoint, record the LSN in DATA/wal/shard-<n>/checkpoint, and
+ * delete the WAL files it covers.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/hmap.h"
+#include "core/pool.h"
+#include "core/sys.h"
+#include "core/trace.h"
+#include "storage/batch.h"
+#include "storage/plog.h"
+#include "storage/topic.h"
+#include "storage/wal.h"
+
+#define STORE_CKPT_FILE "checkpoint"
+
+struct store_topic {
+    char *name;
+    uint32_t id;
+    uint64_t name_hash;
+    struct rv_topic_config cfg;
+    bool is_deleted;
+};
+
+struct store_shard {
+    rv_store_t *st;
+    uint32_t id;
+    struct rv_plog_shard ps; /* wal, pool, hot tier */
+    struct rv_hmap logs;     /* WAL key -> rv_plog_t * */
+    rv_timer_id ckpt_timer;
+    rv_timer_id retention_timer;
+    bool is_closing;
+    bool is_ckpt_running;
+    uint32_t ckpt_pending;
+    int ckpt_err;
+    uint64_t ckpt_target; /* LSN the running checkpoint covers */
+    uint64_t ckpt_lsn;    /* LSN of the last checkpoint on disk */
+};
+
+struct rv_store {
+    rv_runtime_t *rt;
+    char *dir;
+    struct rv_store_config cfg;
+    uint32_t n;
+    struct store_shard *shards;
+    pthread_rwlock_t lock; /* the catalog below */
+    struct store_topic **topics;
+    uint32_t topic_count;
+    uint32_t topic_cap;
+    uint32_t next_id;
+};
+
+void rv_store_config_init(struct rv_store_config *cfg)
+{
+    *cfg = (struct rv_store_config){
+        .hot_bytes = 64ull << 20,
+        .wal_file_bytes = 64ull << 20,
+        .wal_group_window_us = 0,
+        .checkpoint_interval_ms = 2000,
+        .retention_check_ms = 30000,
+    };
+}
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static uint64_t store_key(uint32_t topic_id, int32_t partition)
+{
+    return (uint64_t)topic_id << 32 | (uint32_t)partition;
+}
+
+static uint32_t store_owner(const rv_store_t *st, uint64_t name_hash, int32_t partition)
+{
+    return (uint32_t)((name_hash + (uint64_t)partition) % st->n);
+}
+
+static void store_plog_config(const struct rv_topic_config *cfg, struct rv_plog_config *out)
+{
+    *out = (struct rv_plog_config){
+        .segment_bytes = (uint64_t)cfg->segment_bytes,
+        .segment_ms = cfg->segment_ms,
+        .retention_ms = cfg->retention_ms,
+        .retention_bytes = cfg->retention_bytes,
+        .index_interval = (uint32_t)cfg->index_interval_bytes,
+        .max_batch_bytes = RV_TOPIC_BATCH_MAX, /* accept what a lower limit once let in */
+        .is_log_append_time = strcmp(cfg->timestamp_type, "LogAppendTime") == 0,
+    };
+}
+
+static int store_part_dir(char *out, size_t len, const rv_store_t *st, const char *topic,
+                          int32_t partition)
+{
+    int n = snprintf(out, len, "%s/topics/%s/%d", st->dir, topic, partition);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int store_wal_dir(char *out, size_t len, const char *dir, uint32_t shard)
+{
+    int n = snprintf(out, len, "%s/wal/shard-%u", dir, shard);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Run fn(arg) on a shard and wait (outside threads only). */
+struct store_wait {
+    rv_task_fn *fn;
+    void *arg;
+    sem_t done;
+};
+
+static void store_wait_run(void *p)
+{
+    struct store_wait *w = p;
+    w->fn(w->arg);
+}
+
+static void store_wait_post(struct store_wait *w)
+{
+    sem_post(&w->done);
+}
+
+/* fn(w) runs on the shard and must call store_wait_post(w) (now or later)
+ * exactly once. w is the first member of the caller's argument struct, so fn
+ * receives that struct. */
+static int store_run_wait(rv_store_t *st, uint32_t shard, rv_task_fn *fn, struct store_wait *w)
+{
+    w->fn = fn;
+    w->arg = w;
+    sem_init(&w->done, 0, 0);
+    int rc = rv_runtime_submit(st->rt, shard, store_wait_run, w);
+    if (rc == 0) {
+        while (sem_wait(&w->done) < 0 && errno == EINTR)
+            ;
+    }
+    sem_destroy(&w->done);
+    return rc;
+}
+
+/* ---- the catalog (lock held by the caller) ------------------------------------------------ */
+
+static struct store_topic *catalog_find(rv_store_t *st, const char *name)
+{
+    for (uint32_t i = 0; i < st->topic_count; i++) {
+        if (!st->topics[i]->is_deleted && strcmp(st->topics[i]->name, name) == 0)
+            return st->topics[i];
+    }
+    return NULL;
+}
+
+static struct store_topic *catalog_find_id(rv_store_t *st, uint32_t id)
+{
+    for (uint32_t i = 0; i < st->topic_count; i++) {
+        if (st->topics[i]->id == id)
+            return st->topics[i];
+    }
+    return NULL;
+}
+
+static int catalog_add(rv_store_t *st, const char *name, uint32_t id,
+                       const struct rv_topic_config *cfg, struct store_topic **out)
+{
+    if (st->topic_count == st->topic_cap) {
+        uint32_t cap = st->topic_cap ? st->topic_cap * 2 : 16;
+        struct store_topic **t = realloc(st->topics, cap * sizeof(*t));
+        if (t == NULL)
+            return -ENOMEM;
+        st->topics = t;
+        st->topic_cap = cap;
+    }
+    struct store_topic *t = calloc(1, sizeof(*t));
+    if (t == NULL || (t->name = strdup(name)) == NULL) {
+        free(t);
+        return -ENOMEM;
+    }
+    t->id = id;
+    t->cfg = *cfg;
+    t->name_hash = rv_hmap_hash_bytes(name, strlen(name));
+    st->topics[st->topic_count++] = t;
+    if (id >= st->next_id)
+        st->next_id = id + 1;
+    if (out != NULL)
+        *out = t;
+    return 0;
+}
+
+static void catalog_remove(rv_store_t *st, struct store_topic *t)
+{
+    for (uint32_t i = 0; i < st->topic_count; i++) {
+        if (st->topics[i] == t) {
+            st->topics[i] = st->topics[--st->topic_count];
+            break;
+        }
+    }
+    free(t->name);
+    free(t);
+}
+
+/* What a request needs to know about its topic, copied under the read lock. */
+struct store_route {
+    uint64_t key;
+    uint32_t owner;
+    enum rv_codec codec;
+    int32_t max_batch;
+};
+
+static int store_route(rv_store_t *st, const char *topic, int32_t partition, struct store_route *r)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    struct store_topic *t = catalog_find(st, topic);
+    int rc = 0;
+    if (t == NULL || partition < 0 || partition >= t->cfg.partitions) {
+        rc = -ENOENT;
+    } else {
+        r->key = store_key(t->id, partition);
+        r->owner = store_owner(st, t->name_hash, partition);
+        r->codec = rv_topic_codec(&t->cfg);
+        r->max_batch = t->cfg.max_message_bytes;
+    }
+    pthread_rwlock_unlock(&st->lock);
+    return rc == 0 ? 0 : rv_errf(rc, "unknown topic or partition %s-%d", topic, partition);
+}
+
+/* ---- per-shard checkpoint and retention (owner shard) ---------------------------------------- */
+
+static void ckpt_tick(void *arg);
+
+static void ckpt_arm(struct store_shard *ss)
+{
+    if (ss->is_closing)
+        return;
+    if (rv_timer_add((uint64_t)ss->st->cfg.checkpoint_interval_ms * 1000, ckpt_tick, ss,
+                     &ss->ckpt_timer) < 0)
+        rv_warn("store: shard %u cannot arm its checkpoint timer", ss->id);
+}
+
+static int store_write_ckpt(const char *dir, uint32_t shard, uint64_t lsn)
+{
+    char wdir[PATH_MAX], path[PATH_MAX + 32], tmp[PATH_MAX + 32];
+    int rc = store_wal_dir(wdir, sizeof(wdir), dir, shard);
+    if (rc < 0)
+        return rc;
+    snprintf(path, sizeof(path), "%s/" STORE_CKPT_FILE, wdir);
+    snprintf(tmp, sizeof(tmp), "%s/" STORE_CKPT_FILE ".tmp", wdir);
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%" PRIu64 "\n", lsn);
+    int fd = rv_sys_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return fd;
+    ssize_t w = rv_sys_pwrite(fd, text, (size_t)len, 0);
+    rc = w == len ? rv_sys_fdatasync(fd) : (w < 0 ? (int)w : -ENOSPC);
+    int crc = rv_sys_close(fd);
+    if (rc == 0)
+        rc = crc;
+    if (rc == 0)
+        rc = rv_sys_rename(tmp, path);
+    return rc < 0 ? rc : rv_sys_fsync_dir(wdir);
+}
+
+static uint64_t store_read_ckpt(const char *dir, uint32_t shard)
+{
+    char path[PATH_MAX];
+    if (store_wal_dir(path, sizeof(path), dir, shard) < 0)
+        return 0;
+    strncat(path, "/" STORE_CKPT_FILE, sizeof(path) - strlen(path) - 1);
+    int fd = rv_sys_open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return 0; /* no checkpoint yet: replay everything */
+    char text[32] = {0};
+    ssize_t n = rv_sys_pread(fd, text, sizeof(text) - 1, 0);
+    (void)rv_sys_close(fd); /* read-only */
+    return n > 0 ? strtoull(text, NULL, 10) : 0;
+}
+
+struct ckpt_job {
+    struct store_shard *ss;
+    uint64_t lsn;
+    int rc;
+};
+
+static void ckpt_file_work(void *arg)
+{
+    struct ckpt_job *job = arg;
+    job->rc = store_write_ckpt(job->ss->st->dir, job->ss->id, job->lsn);
+}
+
+static void ckpt_file_done(void *arg)
+{
+    struct ckpt_job *job = arg;
+    struct store_shard *ss = job->ss;
+    ss->is_ckpt_running = false;
+    if (job->rc < 0) {
+        rv_warn("store: shard %u checkpoint file: %s", ss->id, rv_strerror(job->rc));
+    } else {
+        ss->ckpt_lsn = job->lsn;
+        rv_wal_release(ss->ps.wal, job->lsn);
+    }
+    free(job);
+    ckpt_arm(ss);
+}
+
+static void ckpt_logs_synced(struct store_shard *ss)
+{
+    struct ckpt_job *job = malloc(sizeof(*job));
+    if (ss->ckpt_err < 0 || job == NULL ||
+        (*job = (struct ckpt_job){.ss = ss, .lsn = ss->ckpt_target},
+         rv_offload(ckpt_file_work, job, ckpt_file_done) < 0)) {
+        if (ss->ckpt_err < 0)
+            rv_warn("store: shard %u checkpoint: %s", ss->id, rv_strerror(ss->ckpt_err));
+        free(job);
+        ss->is_ckpt_running = false;
+        ckpt_arm(ss);
+    }
+}
+
+static void ckpt_log_done(void *arg, int64_t res)
+{
+    struct store_shard *ss = arg;
+    if (res < 0 && ss->ckpt_err == 0)
+        ss->ckpt_err = (int)res;
+    if (--ss->ckpt_pending == 0)
+        ckpt_logs_synced(ss);
+}
+
+static void ckpt_tick(void *arg)
+{
+    struct store_shard *ss = arg;
+    uint64_t target = rv_wal_complete_lsn(ss->ps.wal);
+    if (ss->is_closing || ss->is_ckpt_running || target == ss->ckpt_lsn) {
+        ckpt_arm(ss);
+        return;
+    }
+    ss->is_ckpt_running = true;
+    ss->ckpt_target = target;
+    ss->ckpt_err = 0;
+    ss->ckpt_pending = 1; /* held until every log was asked */
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
+        ss->ckpt_pending++;
+        rv_plog_checkpoint((rv_plog_t *)(uintptr_t)val, ckpt_log_done, ss);
+    }
+    ckpt_log_done(ss, 0);
+}
+
+static void retention_tick(void *arg)
+{
+    struct store_shard *ss = arg;
+    if (ss->is_closing)
+        return;
+    int64_t now = rv_clock_wall_ms();
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+        rv_plog_enforce_retention((rv_plog_t *)(uintptr_t)val, now);
+    if (rv_timer_add((uint64_t)ss->st->cfg.retention_check_ms * 1000, retention_tick, ss,
+                     &ss->retention_timer) < 0)
+        rv_warn("store: shard %u cannot arm its retention timer", ss->id);
+}
+
+/* ---- shard set-up and tear-down (owner shard) --------------------------------------------- */
+
+struct attach_args {
+    struct store_wait w;
+    struct store_shard *ss;
+    rv_plog_t **logs; /* logs to attach (owned by this shard) */
+    uint32_t count;
+    int rc;
+};
+
+static void shard_attach_logs(void *p)
+{
+    struct attach_args *a = p;
+    struct store_shard *ss = a->ss;
+    for (uint32_t i = 0; i < a->count && a->rc == 0; i++) {
+        rv_plog_attach(a->logs[i], &ss->ps);
+        a->rc = rv_hmap_put(&ss->logs, rv_plog_key(a->logs[i]), (uint64_t)(uintptr_t)a->logs[i]);
+    }
+    store_wait_post(&a->w);
+}
+
+static void shard_setup(void *p)
+{
+    struct attach_args *a = p;
+    struct store_shard *ss = a->ss;
+    struct rv_pool_opts po = {.owner_shard = (int)ss->id,
+                              .bytes_max = ss->st->cfg.hot_bytes + (256ull << 20),
+                              .numa_node = -1};
+    a->rc = rv_pool_create(&ss->ps.pool, &po);
+    if (a->rc == 0)
+        a->rc = rv_hot_create(&ss->ps.hot, ss->st->cfg.hot_bytes);
+    if (a->rc == 0)
+        a->rc = rv_hmap_init(&ss->logs, 64, true);
+    if (a->rc == 0) {
+        ckpt_arm(ss);
+        if (rv_timer_add((uint64_t)ss->st->cfg.retention_check_ms * 1000, retention_tick, ss,
+                         &ss->retention_timer) < 0)
+            rv_warn("store: shard %u cannot arm its retention timer", ss->id);
+    }
+    store_wait_post(&a->w);
+}
+
+/* Wait on the shard until its logs and WAL have nothing in flight. */
+static void shard_quiesce(void *p)
+{
+    struct attach_args *a = p;
+    struct store_shard *ss = a->ss;
+    if (!ss->is_closing) {
+        ss->is_closing = true;
+        (void)rv_timer_cancel(ss->ckpt_timer);      /* may have fired: fine */
+        (void)rv_timer_cancel(ss->retention_timer); /* likewise */
+    }
+    bool is_idle = ss->ps.wal == NULL || rv_wal_is_idle(ss->ps.wal);
+    is_idle &= !ss->is_ckpt_running;
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (is_idle && rv_hmap_next(&ss->logs, &cursor, &key, &val))
+        is_idle = rv_plog_is_idle((rv_plog_t *)(uintptr_t)val);
+    if (is_idle) {
+        store_wait_post(&a->w);
+        return;
+    }
+    if (rv_timer_add(500, shard_quiesce, a, NULL) < 0)
+        store_wait_post(&a->w); /* cannot wait: close proceeds */
+}
+
+static void shard_teardown(void *p)
+{
+    struct attach_args *a = p;
+    struct store_shard *ss = a->ss;
+    if (a->rc == 0) { /* first visit: close the logs and the hot tier */
+        uint32_t cursor = 0;
+        uint64_t key, val;
+        while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+            rv_plog_close((rv_plog_t *)(uintptr_t)val);
+        rv_hmap_fini(&ss->logs);
+        rv_hot_destroy(ss->ps.hot);
+        ss->ps.hot = NULL;
+        a->rc = 1;
+    }
+    /* Buffers released on other threads may still be on their way home. */
+    if (ss->ps.pool != NULL && rv_pool_in_use_bytes(ss->ps.pool) > 0 && a->count++ < 2000 &&
+        rv_timer_add(1000, shard_teardown, a, NULL) == 0)
+        return;
+    if (ss->ps.pool != NULL && rv_pool_in_use_bytes(ss->ps.pool) == 0)
+        rv_pool_destroy(ss->ps.pool);
+    else if (ss->ps.pool != NULL)
+        rv_warn("store: shard %u: %zu buffer bytes never released; leaking the pool", ss->id,
+                rv_pool_in_use_bytes(ss->ps.pool));
+    ss->ps.pool = NULL;
+    rv_wal_close(ss->ps.wal);
+    ss->ps.wal = NULL;
+    store_wait_post(&a->w);
+}
+
+/* ---- open: catalog, logs, WAL replay ------------------------------------------------------- */
+
+struct recovery {
+    rv_store_t *st;
+    struct rv_hmap logs;    /* key -> log, every partition */
+    struct rv_hmap touched; /* keys the replay wrote to */
+    uint64_t replayed;
+    uint64_t skipped;
+};
+
+static int recovery_replay(void *arg, const struct rv_wal_record *rec)
+{
+    struct recovery *r = arg;
+    uint64_t val;
+    if (rec->type != RV_WAL_BATCH || !rv_hmap_get(&r->logs, rec->key, &val)) {
+        r->skipped++; /* a deleted topic's batch */
+        return 0;
+    }
+    int rc = rv_plog_replay((rv_plog_t *)(uintptr_t)val, rec->payload, rec->len);
+    if (rc < 0) {
+        rv_warn("store: replaying lsn %" PRIu64 ": %s", rec->lsn, rv_err_msg());
+        return rc == -EBADMSG ? 0 : rc; /* a bad batch is skipped; I/O errors stop */
+    }
+    r->replayed++;
+    return rv_hmap_put(&r->touched, rec->key, 1);
+}
+
+static int store_load_catalog(rv_store_t *st)
+{
+    char **names = NULL;
+    uint32_t count = 0;
+    int rc = rv_topic_meta_list(st->dir, &names, &count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t id;
+        struct rv_topic_config cfg;
+        if (rc == 0)
+            rc = rv_topic_meta_load(st->dir, names[i], &id, &cfg);
+        if (rc == 0 && catalog_find_id(st, id) != NULL)
+            rc = rv_errf(-EBADMSG, "topic %s: id %u used twice", names[i], id);
+        if (rc == 0)
+            rc = catalog_add(st, names[i], id, &cfg, NULL);
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+static int store_open_logs(rv_store_t *st, struct recovery *r)
+{
+    for (uint32_t i = 0; i < st->topic_count; i++) {
+        struct store_topic *t = st->topics[i];
+        struct rv_plog_config pcfg;
+        store_plog_config(&t->cfg, &pcfg);
+        for (int32_t p = 0; p < t->cfg.partitions; p++) {
+            char dir[PATH_MAX];
+            rv_plog_t *log;
+            int rc = store_part_dir(dir, sizeof(dir), st, t->name, p);
+            if (rc == 0)
+                rc = rv_plog_open(&log, dir, store_key(t->id, p), &pcfg);
+            if (rc == 0)
+                rc = rv_hmap_put(&r->logs, store_key(t->id, p), (uint64_t)(uintptr_t)log);
+            if (rc < 0)
+                return rv_errf(rc, "topic %s partition %d: %s", t->name, p, rv_err_msg());
+        }
+    }
+    return 0;
+}
+
+static uint32_t store_wal_dirs(const rv_store_t *st)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/wal", st->dir);
+    uint32_t n = st->n;
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return n;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        unsigned k;
+        if (sscanf(de->d_name, "shard-%u", &k) == 1 && k + 1 > n && k < 4096)
+            n = k + 1;
+    }
+    closedir(d);
+    return n;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path) < 0 ? -errno : 0;
+}
+
+static int store_remove_tree(const char *path)
+{
+    int rc = nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return rc < 0 ? -errno : rc;
+}
+
+/* Replay every WAL directory; keep the WALs of existing shards. */
+static int store_replay_wals(rv_store_t *st, struct recovery *r)
+{
+    uint32_t dirs = store_wal_dirs(st);
+    int rc = 0;
+    for (uint32_t k = 0; k < dirs && rc == 0; k++) {
+        char wdir[PATH_MAX];
+        rc = store_wal_dir(wdir, sizeof(wdir), st->dir, k);
+        struct rv_wal_config wc;
+        rv_wal_config_init(&wc);
+        wc.dir = wdir;
+        wc.file_bytes = st->cfg.wal_file_bytes;
+        wc.group_bytes_max =
+            (uint32_t)(wc.file_bytes / 4 < (1u << 20) ? wc.file_bytes / 4 : (1u << 20));
+        wc.group_window_us = st->cfg.wal_group_window_us;
+        uint64_t from = store_read_ckpt(st->dir, k);
+        rv_wal_t *wal = NULL;
+        struct rv_wal_report rep;
+        if (rc == 0)
+            rc = rv_wal_open(&wal, &wc, from, recovery_replay, r, &rep);
+        if (rc < 0)
+            break;
+        if (rep.records > 0 || rep.cut_bytes > 0)
+            rv_info("store: wal shard-%u: replayed %" PRIu64 " records from lsn %" PRIu64 "%s", k,
+                    rep.records, from, rep.cut_bytes ? " (cut a torn tail)" : "");
+        if (k < st->n) {
+            st->shards[k].ps.wal = wal;
+        } else {
+            rv_wal_close(wal);
+        }
+    }
+    return rc;
+}
+
+/* Make the replayed data durable in the segments and move every checkpoint
+ * past what was replayed; drop WAL directories of shards that no longer exist. */
+static int store_settle(rv_store_t *st, struct recovery *r)
+{
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    int rc = 0;
+    while (rc == 0 && rv_hmap_next(&r->touched, &cursor, &key, &val)) {
+        uint64_t logv;
+        if (rv_hmap_get(&r->logs, key, &logv))
+            rc = rv_plog_sync_blocking((rv_plog_t *)(uintptr_t)logv);
+    }
+    uint32_t dirs = store_wal_dirs(st);
+    for (uint32_t k = 0; k < dirs && rc == 0; k++) {
+        if (k < st->n) {
+            uint64_t end = rv_wal_end_lsn(st->shards[k].ps.wal);
+            rc = store_write_ckpt(st->dir, k, end);
+            st->shards[k].ckpt_lsn = end;
+        } else {
+            char wdir[PATH_MAX];
+            rc = store_wal_dir(wdir, sizeof(wdir), st->dir, k);
+            if (rc == 0)
+                rc = store_remove_tree(wdir);
+        }
+    }
+    return rc;
+}
+
+static int store_attach_all(rv_store_t *st, struct recovery *r)
+{
+    int rc = 0;
+    for (uint32_t k = 0; k < st->n && rc == 0; k++) {
+        struct attach_args a = {.ss = &st->shards[k]};
+        rc = store_run_wait(st, k, shard_setup, &a.w);
+        rc = rc < 0 ? rc : a.rc;
+    }
+    for (uint32_t k = 0; k < st->n && rc == 0; k++) {
+        struct attach_args a = {.ss = &st->shards[k]};
+        a.logs = malloc((rv_hmap_count(&r->logs) + 1) * sizeof(*a.logs));
+        if (a.logs == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < st->topic_count; i++) {
+            struct store_topic *t = st->topics[i];
+            for (int32_t p = 0; p < t->cfg.partitions; p++) {
+                uint64_t val;
+                if (store_owner(st, t->name_hash, p) == k &&
+                    rv_hmap_get(&r->logs, store_key(t->id, p), &val))
+                    a.logs[a.count++] = (rv_plog_t *)(uintptr_t)val;
+            }
+        }
+        rc = store_run_wait(st, k, shard_attach_logs, &a.w);
+        rc = rc < 0 ? rc : a.rc;
+        free(a.logs);
+    }
+    return rc;
+}
+
+static void store_free(rv_store_t *st)
+{
+    for (uint32_t i = 0; i < st->topic_count; i++) {
+        free(st->topics[i]->name);
+        free(st->topics[i]);
+    }
+    free(st->topics);
+    free(st->shards);
+    free(st->dir);
+    pthread_rwlock_destroy(&st->lock);
+    free(st);
+}
+
+static void recovery_fini(struct recovery *r, bool is_failed)
+{
+    if (is_failed) {
+        uint32_t cursor = 0;
+        uint64_t key, val;
+        while (rv_hmap_next(&r->logs, &cursor, &key, &val))
+            rv_plog_close((rv_plog_t *)(uintptr_t)val);
+    }
+    rv_hmap_fini(&r->logs);
+    rv_hmap_fini(&r->touched);
+}
+
+int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_config *cfg)
+{
+    RV_ASSERT(out != NULL && rt != NULL && cfg != NULL);
+    const char *dir = rv_runtime_data_dir(rt);
+    if (dir == NULL)
+        return rv_errf(-EINVAL, "rv_store_open: the runtime has no data_dir");
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_store_open: not from a shard");
+    rv_store_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return -ENOMEM;
+    pthread_rwlock_init(&st->lock, NULL);
+    st->rt = rt;
+    st->cfg = *cfg;
+    st->n = rv_runtime_shard_count(rt);
+    st->dir = strdup(dir);
+    st->shards = calloc(st->n, sizeof(*st->shards));
+    struct recovery r = {.st = st};
+    int rc = st->dir && st->shards ? 0 : -ENOMEM;
+    for (uint32_t k = 0; k < st->n && rc == 0; k++)
+        st->shards[k] = (struct store_shard){.st = st, .id = k};
+    if (rc == 0)
+        rc = rv_hmap_init(&r.logs, 64, true);
+    if (rc == 0)
+        rc = rv_hmap_init(&r.touched, 64, true);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/topics", dir);
+    if (rc == 0)
+        rc = rv_sys_mkdir_p(path, 0755);
+    if (rc == 0)
+        rc = store_load_catalog(st);
+    if (rc == 0)
+        rc = store_open_logs(st, &r);
+    if (rc == 0)
+        rc = store_replay_wals(st, &r);
+    if (rc == 0)
+        rc = store_settle(st, &r);
+    if (rc == 0)
+        rc = store_attach_all(st, &r);
+    if (rc < 0) {
+        /* Not attached yet when we fail before store_attach_all finished its
+         * first pass; a half-attached store is closed the normal way. */
+        recovery_fini(&r, true);
+        for (uint32_t k = 0; k < st->n; k++)
+            rv_wal_close(st->shards[k].ps.wal);
+        store_free(st);
+        return rc;
+    }
+    if (r.replayed > 0)
+        rv_info("store: recovered %" PRIu64 " batches from the WAL (%" PRIu64 " skipped)",
+                r.replayed, r.skipped);
+    recovery_fini(&r, false);
+    *out = st;
+    return 0;
+}
+
+void rv_store_close(rv_store_t *st)
+{
+    if (st == NULL)
+        return;
+    RV_ASSERT(rv_shard_self() < 0);
+    for (uint32_t k = 0; k < st->n; k++) {
+        struct attach_args a = {.ss = &st->shards[k]};
+        (void)store_run_wait(st, k, shard_quiesce, &a.w); /* only -ESHUTDOWN: a bug */
+    }
+    /* Every shard is idle for storage now: sync from here (blocking is fine). */
+    for (uint32_t k = 0; k < st->n; k++) {
+        struct store_shard *ss = &st->shards[k];
+        uint32_t cursor = 0;
+        uint64_t key, val;
+        int rc = 0;
+        while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
+            int r = rv_plog_sync_blocking((rv_plog_t *)(uintptr_t)val);
+            rc = rc < 0 ? rc : r;
+        }
+        if (rc == 0 && ss->ps.wal != NULL)
+            rc = store_write_ckpt(st->dir, k, rv_wal_end_lsn(ss->ps.wal));
+        if (rc < 0)
+            rv_warn("store: shard %u: final sync failed (%s); the WAL will be replayed", k,
+                    rv_strerror(rc));
+        struct attach_args a = {.ss = ss};
+        (void)store_run_wait(st, k, shard_teardown, &a.w);
+    }
+    store_free(st);
+}
+
+/* ---- produce -------------------------------------------------------------------------------- */
+
+struct produce_op {
+    rv_store_t *st;
+    uint64_t key;
+    uint8_t *batch; /* malloc'd; copied into a pool buffer on the owner */
+    uint32_t len;
+    int acks;
+    rv_produce_fn *cb;
+    void *arg;
+};
+
+static size_t produce_bound(const struct rv_record *recs, uint32_t count)
+{
+    size_t n = RV_BATCH_HEADER_BYTES;
+    for (uint32_t i = 0; i < count; i++) {
+        n += RV_BATCH_RECORD_OVERHEAD_MAX + (recs[i].key_len > 0 ? (size_t)recs[i].key_len : 0) +
+             (recs[i].value_len > 0 ? (size_t)recs[i].value_len : 0);
+        for (uint32_t h = 0; h < recs[i].header_count; h++) {
+            const struct rv_record_header *hd = &recs[i].headers[h];
+            n += 10 + (hd->key_len > 0 ? (size_t)hd->key_len : 0) +
+                 (hd->value_len > 0 ? (size_t)hd->value_len : 0);
+        }
+    }
+    return n;
+}
+
+static int produce_add(struct rv_batch_builder *b, const struct rv_record *r, int64_t now)
+{
+    struct rv_batch_record_header hs[64];
+    if (r->header_count > RV_ARRAY_LEN(hs))
+        return rv_errf(-EINVAL, "produce: %u headers (at most 64)", r->header_count);
+    for (uint32_t h = 0; h < r->header_count; h++)
+        hs[h] = (struct rv_batch_record_header){.key = (const uint8_t *)r->headers[h].key,
+                                                .key_len = r->headers[h].key_len,
+                                                .value = r->headers[h].value,
+                                                .value_len = r->headers[h].value_len};
+    if ((r->key_len > 0 && r->key == NULL) || (r->value_len > 0 && r->value == NULL) ||
+        r->key_len < -1 || r->value_len < -1)
+        return rv_errf(-EINVAL, "produce: a record's key or value does not match its length");
+    return rv_batch_builder_add(b, r->timestamp_ms > 0 ? r->timestamp_ms : now, r->key, r->key_len,
+                                r->value, r->value_len, hs, r->header_count);
+}
+
+/* Build one batch (compressed as the topic says) into a malloc'd buffer. */
+static int produce_build(const struct store_route *rt, const struct rv_record *recs, uint32_t count,
+                         uint8_t **out, uint32_t *out_len)
+{
+    if (count == 0)
+        return rv_errf(-EINVAL, "produce: no records");
+    size_t cap = produce_bound(recs, count);
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return -ENOMEM;
+    struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                     .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                     .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                     .producer_epoch = -1};
+    struct rv_batch_builder b;
+    int64_t now = rv_clock_wall_ms();
+    int rc = rv_batch_builder_init(&b, buf, cap, &params);
+    for (uint32_t i = 0; i < count && rc == 0; i++)
+        rc = produce_add(&b, &recs[i], now);
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    size_t len = 0;
+    uint8_t *res = buf;
+    if (rt->codec == RV_CODEC_NONE) {
+        rc = rv_batch_builder_finish(&b, &len);
+    } else {
+        size_t zcap = rv_batch_compressed_bound(rt->codec, b.pos);
+        res = malloc(zcap);
+        rc = res == NULL ? -ENOMEM
+                         : rv_batch_builder_finish_compressed(
+                               &b, rt->codec, rv_codec_default_level(rt->codec), res, zcap, &len);
+        free(buf);
+    }
+    if (rc == 0 && len > (size_t)rt->max_batch)
+        rc = rv_errf(-EMSGSIZE, "produce: batch of %zu bytes over max.message.bytes %d", len,
+                     rt->max_batch);
+    if (rc < 0) {
+        free(res);
+        return rc;
+    }
+    *out = res;
+    *out_len = (uint32_t)len;
+    return 0;
+}
+
+static void produce_done(void *arg, int64_t base)
+{
+    struct produce_op *op = arg;
+    op->cb(op->arg, base);
+    free(op);
+}
+
+static void produce_on_owner(void *arg)
+{
+    struct produce_op *op = arg;
+    struct store_shard *ss = &op->st->shards[rv_shard_self()];
+    uint64_t val;
+    rv_buf_t *buf = NULL;
+    int rc = rv_hmap_get(&ss->logs, op->key, &val) ? 0 : -ENOENT;
+    if (rc == 0)
+        rc = rv_buf_alloc(ss->ps.pool, op->len, &buf);
+    if (rc == 0) {
+        uint8_t *data = rv_buf_data(buf);
+        memcpy(data, op->batch, op->len);
+        rv_buf_set_len(buf, op->len);
+        rc = rv_plog_append((rv_plog_t *)(uintptr_t)val, buf, data, op->len, op->acks, produce_done,
+                            op);
+        rv_buf_put(buf); /* the log holds its own reference */
+    }
+    free(op->batch);
+    op->batch = NULL;
+    if (rc < 0)
+        produce_done(op, rc);
+}
+
+int rv_produce(rv_store_t *st, const char *topic, int32_t partition, const struct rv_record *recs,
+               uint32_t count, enum rv_acks acks, rv_produce_fn *cb, void *arg)
+{
+    RV_ASSERT(cb != NULL);
+    struct store_route route;
+    int rc = store_route(st, topic, partition, &route);
+    if (rc < 0)
+        return rc;
+    struct produce_op *op = malloc(sizeof(*op));
+    if (op == NULL)
+        return -ENOMEM;
+    *op = (struct produce_op){.st = st, .key = route.key, .acks = acks, .cb = cb, .arg = arg};
+    rc = produce_build(&route, recs, count, &op->batch, &op->len);
+    if (rc == 0)
+        rc = rv_runtime_submit(st->rt, route.owner, produce_on_owner, op);
+    if (rc < 0) {
+        free(op->batch);
+        free(op);
+    }
+    return rc;
+}
+
+struct sync_wait {
+    sem_t sem;
+    int64_t result;
+    rv_fetch_result_t *res;
+};
+
+static void sync_produce_done(void *arg, int64_t result)
+{
+    struct sync_wait *w = arg;
+    w->result = result;
+    sem_post(&w->sem);
+}
+
+static void sync_wait(struct sync_wait *w)
+{
+    while (sem_wait(&w->sem) < 0 && errno == EINTR)
+        ;
+    sem_destroy(&w->sem);
+}
+
+int64_t rv_produce_sync(rv_store_t *st, const char *topic, int32_t partition,
+                        const struct rv_record *recs, uint32_t count, enum rv_acks acks)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_produce_sync: not from a shard (it would wait forever)");
+    struct sync_wait w;
+    sem_init(&w.sem, 0, 0);
+    int rc = rv_produce(st, topic, partition, recs, count, acks, sync_produce_done, &w);
+    if (rc < 0) {
+        sem_destroy(&w.sem);
+        return rc;
+    }
+    sync_wait(&w);
+    return w.result;
+}
+
+/* ---- fetch ---------------------------------------------------------------------------------- */
+
+struct rv_fetch_result {
+    struct rv_plog_fetch f;
+    int64_t offset; /* requested: records below it are skipped */
+    uint32_t slice; /* next slice to open */
+    bool has_slice;
+    bool has_batch;
+    struct rv_batch_iter bit;
+    struct rv_batch_view batch;
+    struct rv_batch_record_iter rit;
+    uint8_t *scratch; /* decompressed records of the current batch */
+    size_t scratch_cap;
+};
+
+struct fetch_op {
+    rv_store_t *st;
+    uint64_t key;
+    int64_t offset;
+    uint32_t max_bytes;
+    rv_fetch_fn *cb;
+    void *arg;
+};
+
+static void fetch_done(void *arg, struct rv_plog_fetch *f)
+{
+    struct fetch_op *op = arg;
+    int err = f->err;
+    rv_fetch_result_t *res = err == 0 ? calloc(1, sizeof(*res)) : NULL;
+    if (err == 0 && res == NULL)
+        err = -ENOMEM;
+    if (err < 0) {
+        rv_plog_fetch_release(f);
+        op->cb(op->arg, NULL, err);
+    } else {
+        res->f = *f; /* the references move to the result */
+        res->offset = op->offset;
+        for (uint32_t i = 0; i < res->f.slice_count; i++)
+            rv_buf_freeze(res->f.slices[i].buf); /* read-only from here, on any thread */
+        op->cb(op->arg, res, 0);
+    }
+    free(op);
+}
+
+static void fetch_on_owner(void *arg)
+{
+    struct fetch_op *op = arg;
+    struct store_shard *ss = &op->st->shards[rv_shard_self()];
+    uint64_t val;
+    if (!rv_hmap_get(&ss->logs, op->key, &val)) {
+        struct rv_plog_fetch f = {.err = -ENOENT};
+        fetch_done(op, &f);
+        return;
+    }
+    rv_plog_fetch((rv_plog_t *)(uintptr_t)val, op->offset, op->max_bytes, fetch_done, op);
+}
+
+int rv_fetch(rv_store_t *st, const char *topic, int32_t partition, int64_t offset,
+             uint32_t max_bytes, rv_fetch_fn *cb, void *arg)
+{
+    RV_ASSERT(cb != NULL);
+    struct store_route route;
+    int rc = store_route(st, topic, partition, &route);
+    if (rc < 0)
+        return rc;
+    struct fetch_op *op = malloc(sizeof(*op));
+    if (op == NULL)
+        return -ENOMEM;
+    *op = (struct fetch_op){.st = st,
+                            .key = route.key,
+                            .offset = offset,
+                            .max_bytes = max_bytes ? max_bytes : 1,
+                            .cb = cb,
+                            .arg = arg};
+    rc = rv_runtime_submit(st->rt, route.owner, fetch_on_owner, op);
+    if (rc < 0)
+        free(op);
+    return rc;
+}
+
+static void sync_fetch_done(void *arg, rv_fetch_result_t *res, int err)
+{
+    struct sync_wait *w = arg;
+    w->res = res;
+    w->result = err;
+    sem_post(&w->sem);
+}
+
+int rv_fetch_sync(rv_store_t *st, const char *topic, int32_t partition, int64_t offset,
+                  uint32_t max_bytes, rv_fetch_result_t **out)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_fetch_sync: not from a shard (it would wait forever)");
+    struct sync_wait w = {0};
+    sem_init(&w.sem, 0, 0);
+    int rc = rv_fetch(st, topic, partition, offset, max_bytes, sync_fetch_done, &w);
+    if (rc < 0) {
+        sem_destroy(&w.sem);
+        return rc;
+    }
+    sync_wait(&w);
+    if (w.result < 0)
+        return (int)w.result;
+    *out = w.res;
+    return 0;
+}
+
+/* Decompress the current batch's records into the result's scratch buffer. */
+static int fetch_decompress(rv_fetch_result_t *res)
+{
+    struct rv_batch_view *v = &res->batch;
+    size_t cap = res->scratch_cap ? res->scratch_cap : (1u << 20);
+    for (;;) {
+        if (cap > res->scratch_cap) {
+            uint8_t *p = realloc(res->scratch, cap);
+            if (p == NULL)
+                return -ENOMEM;
+            res->scratch = p;
+            res->scratch_cap = cap;
+        }
+        size_t n = 0;
+        int rc = rv_codec_decompress(rv_batch_codec(v), v->records, v->records_bytes, res->scratch,
+                                     cap, &n);
+        if (rc == -EMSGSIZE && cap < (64u << 20)) {
+            cap *= 2; /* bounded: a batch never expands past 64 MiB here */
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+        rc = rv_batch_validate_records(v, res->scratch, n);
+        if (rc < 0)
+            return rc;
+        rv_batch_record_iter_init(&res->rit, v, res->scratch, n);
+        return 0;
+    }
+}
+
+/* Open the next batch worth reading: 1, 0 at the end, -errno. */
+static int fetch_next_batch(rv_fetch_result_t *res)
+{
+    for (;;) {
+        if (!res->has_slice) {
+            if (res->slice >= res->f.slice_count)
+                return 0;
+            const struct rv_fetch_slice *s = &res->f.slices[res->slice++];
+            rv_batch_iter_init(&res->bit, s->bytes, s->len, RV_TOPIC_BATCH_MAX);
+            res->has_slice = true;
+        }
+        int rc = rv_batch_iter_next(&res->bit, &res->batch);
+        if (rc == 0) {
+            res->has_slice = false;
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+        if (rv_batch_is_control(&res->batch) || rv_batch_last_offset(&res->batch) < res->offset)
+            continue;
+        if (rv_batch_codec(&res->batch) == RV_CODEC_NONE) {
+            rv_batch_record_iter_init(&res->rit, &res->batch, res->batch.records,
+                                      res->batch.records_bytes);
+        } else {
+            rc = fetch_decompress(res);
+            if (rc < 0)
+                return rc;
+        }
+        return 1;
+    }
+}
+
+int rv_fetch_next(rv_fetch_result_t *res, struct rv_record_view *out)
+{
+    for (;;) {
+        if (!res->has_batch) {
+            int rc = fetch_next_batch(res);
+            if (rc <= 0)
+                return rc < 0 ? -EBADMSG : 0;
+            res->has_batch = true;
+        }
+        struct rv_batch_record r;
+        int rc = rv_batch_record_iter_next(&res->rit, &r);
+        if (rc == 0) {
+            res->has_batch = false;
+            continue;
+        }
+        if (rc < 0)
+            return -EBADMSG;
+        if (r.offset < res->offset)
+            continue;
+        *out = (struct rv_record_view){.offset = r.offset,
+                                       .timestamp_ms = r.timestamp_ms,
+                                       .key = r.key,
+                                       .key_len = r.key_len,
+                                       .value = r.value,
+                                       .value_len = r.value_len,
+                                       .header_count = r.header_count};
+        return 1;
+    }
+}
+
+int64_t rv_fetch_high_watermark(const rv_fetch_result_t *res)
+{
+    return res->f.high_watermark;
+}
+
+int64_t rv_fetch_log_start(const rv_fetch_result_t *res)
+{
+    return res->f.log_start;
+}
+
+uint32_t rv_fetch_batch_ranges(const rv_fetch_result_t *res)
+{
+    return res->f.slice_count;
+}
+
+const void *rv_fetch_batch_range(const rv_fetch_result_t *res, uint32_t i, uint32_t *len)
+{
+    RV_ASSERT(i < res->f.slice_count);
+    *len = res->f.slices[i].len;
+    return res->f.slices[i].bytes;
+}
+
+void rv_fetch_release(rv_fetch_result_t *res)
+{
+    if (res == NULL)
+        return;
+    rv_plog_fetch_release(&res->f);
+    free(res->scratch);
+    free(res);
+}
+
+/* ---- blocking partition calls: list offsets, delete records, info ----------------------------- */
+
+enum part_call_kind {
+    PART_LIST_OFFSET,
+    PART_DELETE_RECORDS,
+    PART_INFO,
+};
+
+struct part_call {
+    struct store_wait w;
+    rv_store_t *st;
+    uint64_t key;
+    uint8_t kind;
+    int64_t arg; /* the "when" or the offset */
+    int64_t result;
+    struct rv_partition_info info;
+};
+
+static void part_call_done(void *arg, int64_t result)
+{
+    struct part_call *c = arg;
+    c->result = result;
+    store_wait_post(&c->w);
+}
+
+static void part_call_run(void *arg)
+{
+    struct part_call *c = arg;
+    struct store_shard *ss = &c->st->shards[rv_shard_self()];
+    uint64_t val;
+    if (!rv_hmap_get(&ss->logs, c->key, &val)) {
+        part_call_done(c, -ENOENT);
+        return;
+    }
+    rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    switch (c->kind) {
+    case PART_LIST_OFFSET:
+        if (c->arg == RV_OFFSET_EARLIEST)
+            part_call_done(c, rv_plog_log_start(log));
+        else if (c->arg == RV_OFFSET_LATEST)
+            part_call_done(c, rv_plog_high_watermark(log));
+        else
+            rv_plog_offset_for_time(log, c->arg, part_call_done, c);
+        break;
+    case PART_DELETE_RECORDS: rv_plog_delete_records(log, c->arg, part_call_done, c); break;
+    default:
+        c->info = (struct rv_partition_info){.log_start = rv_plog_log_start(log),
+                                             .high_watermark = rv_plog_high_watermark(log),
+                                             .size_bytes = rv_plog_size_bytes(log),
+                                             .segments = rv_plog_segment_count(log),
+                                             .shard = ss->id};
+        part_call_done(c, 0);
+    }
+}
+
+static int64_t part_call(rv_store_t *st, const char *topic, int32_t partition, struct part_call *c)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "blocking storage call from a shard");
+    struct store_route route;
+    int rc = store_route(st, topic, partition, &route);
+    if (rc < 0)
+        return rc;
+    c->st = st;
+    c->key = route.key;
+    rc = store_run_wait(st, route.owner, part_call_run, &c->w);
+    return rc < 0 ? rc : c->result;
+}
+
+int64_t rv_list_offset(rv_store_t *st, const char *topic, int32_t partition, int64_t when)
+{
+    struct part_call c = {.kind = PART_LIST_OFFSET, .arg = when};
+    if (when < RV_OFFSET_EARLIEST)
+        return rv_errf(-EINVAL, "list offset: %lld is neither a timestamp nor earliest/latest",
+                       (long long)when);
+    return part_call(st, topic, partition, &c);
+}
+
+int64_t rv_delete_records(rv_store_t *st, const char *topic, int32_t partition, int64_t offset)
+{
+    struct part_call c = {.kind = PART_DELETE_RECORDS, .arg = offset};
+    return part_call(st, topic, partition, &c);
+}
+
+int rv_partition_info(rv_store_t *st, const char *topic, int32_t partition,
+                      struct rv_partition_info *out)
+{
+    struct part_call c = {.kind = PART_INFO};
+    int64_t rc = part_call(st, topic, partition, &c);
+    if (rc == 0)
+        *out = c.info;
+    return (int)rc;
+}
+
+/* ---- topic administration (blocking, outside threads) --------------------------------------- */
+
+struct topic_call {
+    struct store_wait w;
+    struct store_shard *ss;
+    uint32_t topic_id;
+    rv_plog_t **logs;
+    uint32_t count;
+    struct rv_plog_config pcfg;
+    int rc;
+};
+
+static void topic_attach(void *p)
+{
+    struct topic_call *c = p;
+    for (uint32_t i = 0; i < c->count && c->rc == 0; i++) {
+        rv_plog_attach(c->logs[i], &c->ss->ps);
+        c->rc = rv_hmap_put(&c->ss->logs, rv_plog_key(c->logs[i]), (uint64_t)(uintptr_t)c->logs[i]);
+    }
+    store_wait_post(&c->w);
+}
+
+/* Remove the topic's logs once idle, closing them. */
+static void topic_detach(void *p)
+{
+    struct topic_call *c = p;
+    struct store_shard *ss = c->ss;
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
+        if ((uint32_t)(key >> 32) == c->topic_id && !rv_plog_is_idle((rv_plog_t *)(uintptr_t)val)) {
+            if (rv_timer_add(1000, topic_detach, c, NULL) == 0)
+                return; /* appends or reads still in flight: look again shortly */
+        }
+    }
+    cursor = 0;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
+        if ((uint32_t)(key >> 32) != c->topic_id)
+            continue;
+        (void)rv_hmap_del(&ss->logs, key, NULL); /* found just now */
+        rv_plog_close((rv_plog_t *)(uintptr_t)val);
+        cursor = 0; /* deletion moves entries: start over */
+    }
+    store_wait_post(&c->w);
+}
+
+static void topic_reconfigure(void *p)
+{
+    struct topic_call *c = p;
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&c->ss->logs, &cursor, &key, &val)) {
+        if ((uint32_t)(key >> 32) == c->topic_id)
+            rv_plog_set_config((rv_plog_t *)(uintptr_t)val, &c->pcfg);
+    }
+    store_wait_post(&c->w);
+}
+
+/* Open every partition of a new topic and hand each to its shard. */
+static int topic_open_all(rv_store_t *st, const char *name, uint32_t id, uint64_t name_hash,
+                          const struct rv_topic_config *cfg)
+{
+    struct rv_plog_config pcfg;
+    store_plog_config(cfg, &pcfg);
+    rv_plog_t **logs = calloc((size_t)cfg->partitions, sizeof(*logs));
+    if (logs == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    for (int32_t p = 0; p < cfg->partitions && rc == 0; p++) {
+        char dir[PATH_MAX];
+        rc = store_part_dir(dir, sizeof(dir), st, name, p);
+        if (rc == 0)
+            rc = rv_plog_open(&logs[p], dir, store_key(id, p), &pcfg);
+    }
+    for (uint32_t k = 0; k < st->n && rc == 0; k++) {
+        struct topic_call c = {.ss = &st->shards[k]};
+        c.logs = malloc((size_t)cfg->partitions * sizeof(*c.logs));
+        if (c.logs == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (int32_t p = 0; p < cfg->partitions; p++) {
+            if (store_owner(st, name_hash, p) == k) {
+                c.logs[c.count++] = logs[p];
+                logs[p] = NULL; /* the shard owns it now */
+            }
+        }
+        rc = store_run_wait(st, k, topic_attach, &c.w);
+        rc = rc < 0 ? rc : c.rc;
+        free(c.logs);
+    }
+    for (int32_t p = 0; p < cfg->partitions; p++)
+        rv_plog_close(logs[p]); /* those never handed over */
+    free(logs);
+    return rc;
+}
+
+static void topic_detach_all(rv_store_t *st, uint32_t id)
+{
+    for (uint32_t k = 0; k < st->n; k++) {
+        struct topic_call c = {.ss = &st->shards[k], .topic_id = id};
+        (void)store_run_wait(st, k, topic_detach, &c.w); /* -ESHUTDOWN only: a bug */
+    }
+}
+
+int rv_topic_create(rv_store_t *st, const char *name, const struct rv_topic_config *cfg)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_topic_create: not from a shard");
+    if (!rv_topic_name_is_valid(name))
+        return rv_errf(-EINVAL,
+                       "topic name \"%s\": 1..%d characters of [a-zA-Z0-9._-], not "
+                       "\".\" or \"..\"",
+                       name, RV_TOPIC_NAME_MAX);
+    int rc = rv_topic_config_check(cfg);
+    if (rc < 0)
+        return rc;
+    pthread_rwlock_wrlock(&st->lock);
+    struct store_topic *t = NULL;
+    rc = catalog_find(st, name) != NULL ? -EEXIST : 0;
+    if (rc == 0)
+        rc = catalog_add(st, name, st->next_id, cfg, &t);
+    if (rc == 0)
+        t->is_deleted = true; /* invisible until every partition is ready */
+    pthread_rwlock_unlock(&st->lock);
+    if (rc < 0)
+        return rc == -EEXIST ? rv_errf(rc, "topic %s already exists", name) : rc;
+    rc = rv_topic_meta_save(st->dir, name, t->id, cfg);
+    if (rc == 0)
+        rc = topic_open_all(st, name, t->id, t->name_hash, cfg);
+    pthread_rwlock_wrlock(&st->lock);
+    if (rc == 0)
+        t->is_deleted = false;
+    pthread_rwlock_unlock(&st->lock);
+    if (rc < 0) {
+        int err = rc;
+        topic_detach_all(st, t->id);
+        if (rv_topic_meta_remove(st->dir, name) < 0) /* best effort: already failing */
+            rv_warn("topic %s: could not remove its half-made description", name);
+        pthread_rwlock_wrlock(&st->lock);
+        catalog_remove(st, t);
+        pthread_rwlock_unlock(&st->lock);
+        return err;
+    }
+    return 0;
+}
+
+int rv_topic_delete(rv_store_t *st, const char *name)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_topic_delete: not from a shard");
+    pthread_rwlock_wrlock(&st->lock);
+    struct store_topic *t = catalog_find(st, name);
+    if (t != NULL)
+        t->is_deleted = true; /* no new request reaches it */
+    pthread_rwlock_unlock(&st->lock);
+    if (t == NULL)
+        return rv_errf(-ENOENT, "no topic %s", name);
+    int rc = rv_topic_meta_remove(st->dir, name);
+    topic_detach_all(st, t->id);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/topics/%s", st->dir, name);
+    int rm = store_remove_tree(dir);
+    if (rm < 0 && rm != -ENOENT)
+        rv_warn("topic %s: removing %s: %s", name, dir, rv_strerror(rm));
+    pthread_rwlock_wrlock(&st->lock);
+    catalog_remove(st, t);
+    pthread_rwlock_unlock(&st->lock);
+    return rc;
+}
+
+int rv_topic_describe(rv_store_t *st, const char *name, struct rv_topic_config *out)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    struct store_topic *t = catalog_find(st, name);
+    if (t != NULL)
+        *out = t->cfg;
+    pthread_rwlock_unlock(&st->lock);
+    return t != NULL ? 0 : rv_errf(-ENOENT, "no topic %s", name);
+}
+
+int rv_topic_alter(rv_store_t *st, const char *name, const struct rv_topic_config *cfg)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_topic_alter: not from a shard");
+    int rc = rv_topic_config_check(cfg);
+    if (rc < 0)
+        return rc;
+    pthread_rwlock_wrlock(&st->lock);
+    struct store_topic *t = catalog_find(st, name);
+    uint32_t id = t != NULL ? t->id : 0;
+    if (t == NULL)
+        rc = rv_errf(-ENOENT, "no topic %s", name);
+    else if (cfg->partitions != t->cfg.partitions)
+        rc = rv_errf(-EINVAL, "topic %s: partitions cannot change here", name);
+    else if ((rc = rv_topic_meta_save(st->dir, name, id, cfg)) == 0)
+        t->cfg = *cfg;
+    pthread_rwlock_unlock(&st->lock);
+    if (rc < 0)
+        return rc;
+    for (uint32_t k = 0; k < st->n; k++) {
+        struct topic_call c = {.ss = &st->shards[k], .topic_id = id};
+        store_plog_config(cfg, &c.pcfg);
+        (void)store_run_wait(st, k, topic_reconfigure, &c.w); /* -ESHUTDOWN only */
+    }
+    return 0;
+}
+
+int rv_topic_list(rv_store_t *st, char ***out_names, uint32_t *out_count)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    uint32_t n = 0;
+    char **names = calloc(st->topic_count + 1, sizeof(*names));
+    int rc = names != NULL ? 0 : -ENOMEM;
+    for (uint32_t i = 0; i < st->topic_count && rc == 0; i++) {
+        if (st->topics[i]->is_deleted)
+            continue;
+        names[n] = strdup(st->topics[i]->name);
+        rc = names[n] != NULL ? 0 : -ENOMEM;
+        n += rc == 0;
+    }
+    pthread_rwlock_unlock(&st->lock);
+    if (rc < 0) {
+        rv_topic_list_free(names, n);
+        return rc;
+    }
+    *out_names = names;
+    *out_count = n;
+    return 0;
+}
+
+void rv_topic_list_free(char **names, uint32_t count)
+{
+    if (names == NULL)
+        return;
+    for (uint32_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+}

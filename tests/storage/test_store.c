@@ -1,0 +1,310 @@
+/* tests/storage/test_store.c - tests storage/store.c + plog.c through the public API. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rivven.h"
+#include "tests/support/rt.h"
+
+static char dir[64];
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/rivven-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 120);
+
+struct env {
+    rv_runtime_t *rt;
+    rv_store_t *st;
+};
+
+static struct env env_open_cfg(uint32_t shards, const struct rv_store_config *scfg)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = shards;
+    cfg.allow_oversubscribe = true;
+    cfg.data_dir = dir;
+    struct env e = {0};
+    int rc = rv_runtime_open(&e.rt, &cfg);
+    cr_assert_eq(rc, 0, "runtime: %s", rv_err_msg());
+    rc = rv_store_open(&e.st, e.rt, scfg);
+    cr_assert_eq(rc, 0, "store: %s: %s", rv_strerror(rc), rv_err_msg());
+    return e;
+}
+
+static struct env env_open(uint32_t shards)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    return env_open_cfg(shards, &scfg);
+}
+
+static void env_close(struct env *e)
+{
+    rv_store_close(e->st);
+    rv_runtime_close(e->rt);
+}
+
+static void make_topic(struct env *e, const char *name, int32_t partitions, const char *k,
+                       const char *v)
+{
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = partitions;
+    if (k != NULL)
+        cr_assert_eq(rv_topic_config_set(&tc, k, v), 0, "%s", rv_err_msg());
+    int rc = rv_topic_create(e->st, name, &tc);
+    cr_assert_eq(rc, 0, "create %s: %s", name, rv_err_msg());
+}
+
+static int64_t produce_one(struct env *e, const char *topic, int32_t p, uint32_t i,
+                           enum rv_acks acks)
+{
+    char key[32], val[128];
+    int kl = snprintf(key, sizeof(key), "key-%u", i);
+    int vl = snprintf(val, sizeof(val), "value-%u-%0*u", i, (int)(i % 50), i);
+    struct rv_record r = {.key = key, .key_len = kl, .value = val, .value_len = vl};
+    return rv_produce_sync(e->st, topic, p, &r, 1, acks);
+}
+
+/* Read every record from `from` and check values; returns how many. */
+static uint32_t read_all(struct env *e, const char *topic, int32_t p, int64_t from, uint32_t first)
+{
+    int64_t offset = from;
+    uint32_t n = 0;
+    for (int guard = 0; guard < 100000; guard++) {
+        rv_fetch_result_t *res = NULL;
+        int rc = rv_fetch_sync(e->st, topic, p, offset, 64 << 10, &res);
+        cr_assert_eq(rc, 0, "fetch at %lld: %s", (long long)offset, rv_strerror(rc));
+        struct rv_record_view v;
+        int got = 0;
+        while ((rc = rv_fetch_next(res, &v)) == 1) {
+            char want[128];
+            uint32_t i = first + (uint32_t)(v.offset - from);
+            int wl = snprintf(want, sizeof(want), "value-%u-%0*u", i, (int)(i % 50), i);
+            cr_assert_eq(v.offset, offset, "offsets are contiguous");
+            cr_assert_eq(v.value_len, wl);
+            cr_assert(memcmp(v.value, want, (size_t)wl) == 0, "value of offset %lld",
+                      (long long)v.offset);
+            offset++;
+            n++;
+            got++;
+        }
+        cr_assert_eq(rc, 0);
+        int64_t hw = rv_fetch_high_watermark(res);
+        rv_fetch_release(res);
+        if (offset >= hw)
+            break;
+        cr_assert_gt(got, 0, "progress");
+    }
+    return n;
+}
+
+Test(store, produce_fetch_and_survive_a_restart)
+{
+    struct env e = env_open(2);
+    make_topic(&e, "orders", 3, NULL, NULL);
+    for (uint32_t i = 0; i < 300; i++) {
+        int64_t off = produce_one(&e, "orders", (int32_t)(i % 3), i / 3 + (i % 3) * 1000,
+                                  i % 2 ? RV_ACKS_ALL : RV_ACKS_LEADER);
+        cr_assert_eq(off, (int64_t)(i / 3), "offset of record %u: %lld (%s)", i, (long long)off,
+                     rv_err_msg());
+    }
+    for (int32_t p = 0; p < 3; p++)
+        cr_assert_eq(read_all(&e, "orders", p, 0, (uint32_t)p * 1000), 100);
+    env_close(&e);
+
+    e = env_open(2);
+    for (int32_t p = 0; p < 3; p++) {
+        cr_assert_eq(read_all(&e, "orders", p, 0, (uint32_t)p * 1000), 100, "after restart");
+        cr_assert_eq(rv_list_offset(e.st, "orders", p, RV_OFFSET_LATEST), 100);
+        cr_assert_eq(rv_list_offset(e.st, "orders", p, RV_OFFSET_EARLIEST), 0);
+    }
+    cr_assert_eq(produce_one(&e, "orders", 1, 1100, RV_ACKS_ALL), 100, "appends continue");
+    env_close(&e);
+}
+
+Test(store, a_different_shard_count_still_finds_everything)
+{
+    struct env e = env_open(3);
+    make_topic(&e, "moves", 4, NULL, NULL);
+    for (uint32_t i = 0; i < 40; i++)
+        cr_assert_geq(
+            produce_one(&e, "moves", (int32_t)(i % 4), i / 4 + (i % 4) * 1000, RV_ACKS_ALL), 0);
+    env_close(&e);
+    e = env_open(1);
+    for (int32_t p = 0; p < 4; p++)
+        cr_assert_eq(read_all(&e, "moves", p, 0, (uint32_t)p * 1000), 10);
+    env_close(&e);
+}
+
+Test(store, topic_administration_errors_are_clear)
+{
+    struct env e = env_open(1);
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    cr_assert_eq(rv_topic_create(e.st, "", &tc), -EINVAL);
+    cr_assert_eq(rv_topic_create(e.st, "..", &tc), -EINVAL);
+    cr_assert_eq(rv_topic_create(e.st, "bad/name", &tc), -EINVAL);
+    char longname[300];
+    memset(longname, 'a', 250);
+    longname[250] = '\0';
+    cr_assert_eq(rv_topic_create(e.st, longname, &tc), -EINVAL);
+    cr_assert_eq(rv_topic_create(e.st, "ok.topic_1-x", &tc), 0);
+    cr_assert_eq(rv_topic_create(e.st, "ok.topic_1-x", &tc), -EEXIST);
+    cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "soon"), -EINVAL);
+    cr_assert_eq(rv_topic_config_set(&tc, "no.such.setting", "1"), -ENOENT);
+    cr_assert_eq(rv_topic_config_set(&tc, "compression.type", "brotli"), -EINVAL);
+    tc.partitions = 0;
+    cr_assert_eq(rv_topic_create(e.st, "zero", &tc), -EINVAL);
+    cr_assert_eq(produce_one(&e, "missing", 0, 0, RV_ACKS_ALL), -ENOENT);
+    cr_assert_eq(produce_one(&e, "ok.topic_1-x", 1, 0, RV_ACKS_ALL), -ENOENT, "partition 1");
+    rv_fetch_result_t *res;
+    cr_assert_eq(rv_fetch_sync(e.st, "ok.topic_1-x", 0, 5, 1000, &res), -ERANGE);
+    cr_assert_eq(rv_topic_delete(e.st, "missing"), -ENOENT);
+    char **names;
+    uint32_t count;
+    cr_assert_eq(rv_topic_list(e.st, &names, &count), 0);
+    cr_assert_eq(count, 1);
+    cr_assert_str_eq(names[0], "ok.topic_1-x");
+    rv_topic_list_free(names, count);
+    cr_assert_eq(rv_topic_delete(e.st, "ok.topic_1-x"), 0);
+    cr_assert_eq(produce_one(&e, "ok.topic_1-x", 0, 0, RV_ACKS_ALL), -ENOENT);
+    cr_assert_eq(rv_topic_create(e.st, "ok.topic_1-x", &tc.partitions == 0 ? &tc : &tc), -EINVAL);
+    env_close(&e);
+    e = env_open(1);
+    cr_assert_eq(rv_topic_list(e.st, &names, &count), 0);
+    cr_assert_eq(count, 0, "deleted topics stay deleted");
+    rv_topic_list_free(names, count);
+    env_close(&e);
+}
+
+Test(store, every_codec_round_trips)
+{
+    struct env e = env_open(1);
+    const char *codecs[] = {"gzip", "snappy", "lz4", "zstd", "none"};
+    for (int c = 0; c < 5; c++) {
+        char name[32];
+        snprintf(name, sizeof(name), "t-%s", codecs[c]);
+        make_topic(&e, name, 1, "compression.type", codecs[c]);
+        struct rv_record recs[50];
+        char vals[50][64];
+        for (int i = 0; i < 50; i++) {
+            int n = snprintf(vals[i], sizeof(vals[i]), "value-%u-%0*u", (unsigned)i, i % 50,
+                             (unsigned)i);
+            recs[i] =
+                (struct rv_record){.key = NULL, .key_len = -1, .value = vals[i], .value_len = n};
+        }
+        cr_assert_eq(rv_produce_sync(e.st, name, 0, recs, 50, RV_ACKS_ALL), 0, "%s", codecs[c]);
+        cr_assert_eq(read_all(&e, name, 0, 0, 0), 50, "%s", codecs[c]);
+    }
+    env_close(&e);
+}
+
+Test(store, small_segments_roll_and_old_data_comes_from_disk)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 16 << 10; /* tiny hot tier: early offsets are read from segments */
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "rolls", 1, "segment.bytes", "4096");
+    for (uint32_t i = 0; i < 2000; i++)
+        cr_assert_eq(produce_one(&e, "rolls", 0, i, i % 10 ? RV_ACKS_NONE : RV_ACKS_ALL), i);
+    struct rv_partition_info info;
+    cr_assert_eq(rv_partition_info(e.st, "rolls", 0, &info), 0);
+    cr_assert_gt(info.segments, 20, "segments: %u", info.segments);
+    cr_assert_eq(info.high_watermark, 2000);
+    cr_assert_eq(read_all(&e, "rolls", 0, 0, 0), 2000);
+    cr_assert_eq(read_all(&e, "rolls", 0, 1234, 1234), 766, "from the middle");
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    cr_assert_eq(read_all(&e, "rolls", 0, 0, 0), 2000);
+    env_close(&e);
+}
+
+Test(store, delete_records_moves_the_log_start_durably)
+{
+    struct env e = env_open(1);
+    make_topic(&e, "trim", 1, "segment.bytes", "2048");
+    for (uint32_t i = 0; i < 500; i++)
+        cr_assert_eq(produce_one(&e, "trim", 0, i, RV_ACKS_ALL), i);
+    struct rv_partition_info before;
+    cr_assert_eq(rv_partition_info(e.st, "trim", 0, &before), 0);
+    cr_assert_eq(rv_delete_records(e.st, "trim", 0, 300), 300);
+    cr_assert_eq(rv_delete_records(e.st, "trim", 0, 900), -ERANGE, "beyond the high watermark");
+    struct rv_partition_info after;
+    cr_assert_eq(rv_partition_info(e.st, "trim", 0, &after), 0);
+    cr_assert_eq(after.log_start, 300);
+    cr_assert_lt(after.segments, before.segments, "whole segments below were deleted");
+    rv_fetch_result_t *res;
+    cr_assert_eq(rv_fetch_sync(e.st, "trim", 0, 299, 1000, &res), -ERANGE);
+    cr_assert_eq(read_all(&e, "trim", 0, 300, 300), 200);
+    env_close(&e);
+    e = env_open(1);
+    cr_assert_eq(rv_list_offset(e.st, "trim", 0, RV_OFFSET_EARLIEST), 300, "after restart");
+    env_close(&e);
+}
+
+Test(store, retention_by_bytes_deletes_old_segments)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.retention_check_ms = 20;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "keep", 1, "segment.bytes", "2048");
+    struct rv_topic_config tc;
+    cr_assert_eq(rv_topic_describe(e.st, "keep", &tc), 0);
+    cr_assert_eq(rv_topic_config_set(&tc, "retention.bytes", "8192"), 0);
+    cr_assert_eq(rv_topic_alter(e.st, "keep", &tc), 0);
+    for (uint32_t i = 0; i < 600; i++)
+        cr_assert_eq(produce_one(&e, "keep", 0, i, RV_ACKS_LEADER), i);
+    struct rv_partition_info info = {0};
+    for (int i = 0; i < 300 && (info.log_start == 0 || info.size_bytes > 8192 + 2048); i++) {
+        usleep(10000); /* retention runs every 20 ms */
+        cr_assert_eq(rv_partition_info(e.st, "keep", 0, &info), 0);
+    }
+    cr_assert_gt(info.log_start, 0, "retention moved the log start");
+    cr_assert_leq(info.size_bytes, 8192 + 2048 + 1024, "size %llu, start %lld, segs %u",
+                  (unsigned long long)info.size_bytes, (long long)info.log_start, info.segments);
+    cr_assert_eq(read_all(&e, "keep", 0, info.log_start, (uint32_t)info.log_start),
+                 600 - (uint32_t)info.log_start);
+    env_close(&e);
+}
+
+Test(store, offsets_by_timestamp)
+{
+    struct env e = env_open(1);
+    make_topic(&e, "times", 1, "segment.bytes", "1024");
+    for (uint32_t i = 0; i < 100; i++) {
+        char v[16];
+        int n = snprintf(v, sizeof(v), "v%u", i);
+        struct rv_record r = {.key_len = -1,
+                              .value = v,
+                              .value_len = n,
+                              .timestamp_ms = 1700000000000 + (int64_t)i * 1000};
+        cr_assert_eq(rv_produce_sync(e.st, "times", 0, &r, 1, RV_ACKS_ALL), i);
+    }
+    cr_assert_eq(rv_list_offset(e.st, "times", 0, 1700000000000), 0);
+    cr_assert_eq(rv_list_offset(e.st, "times", 0, 1700000042000), 42);
+    cr_assert_eq(rv_list_offset(e.st, "times", 0, 1700000042500), 43);
+    cr_assert_eq(rv_list_offset(e.st, "times", 0, 1800000000000), -1, "none that late");
+    env_close(&e);
+    e = env_open(1);
+    cr_assert_eq(rv_list_offset(e.st, "times", 0, 1700000077000), 77, "from disk after restart");
+    env_close(&e);
+}
