@@ -791,6 +791,7 @@ struct fetch_op {
     uint32_t max_bytes;
     uint32_t seg_index;
     uint64_t seg_base;
+    uint64_t seg_next; /* the segment's end offset when the fetch started */
     uint64_t pos;
     uint32_t want;
     int fd;
@@ -846,8 +847,20 @@ static void fetch_read_done(void *arg, int64_t n)
     struct rv_batch_view v;
     const uint8_t *first = NULL;
     size_t bytes = 0;
+    int64_t prev_last = (int64_t)op->seg_base - 1;
     int rc;
     while ((rc = rv_batch_iter_next(&it, &v)) == 1) {
+        /* The CRC does not cover the base offset: check it against the
+         * segment, so a damaged one is never served. */
+        if (v.base_offset <= prev_last || rv_batch_last_offset(&v) >= (int64_t)op->seg_next) {
+            rv_warn("log %s: segment %" PRIu64 " holds a batch with offsets %" PRId64 "..%" PRId64
+                    " out of place at byte %" PRIu64 "; not served",
+                    op->log->dir, op->seg_base, v.base_offset, rv_batch_last_offset(&v),
+                    op->pos + (uint64_t)(v.bytes - data));
+            rc = -EBADMSG;
+            break;
+        }
+        prev_last = rv_batch_last_offset(&v);
         if (rv_batch_last_offset(&v) < op->offset)
             continue;
         if (first == NULL)
