@@ -1,5 +1,2151 @@
-/* tools/rivven-bench.c - being written. */
-int main(void)
+/*
+ * tools/rivven-bench.c - micro-benchmarks of the runtime, each printed beside
+ * the machine's own limit measured in the same run (docs/benchmarks.md).
+ *
+ *   rivven-bench mailbox  cross-shard messages, shard 0 -> shard 1: one-way
+ *                         throughput with batched publish and with one message
+ *                         per loop turn, round trips with and without
+ *                         busy-polling, the CPU cost of polling idle and at
+ *                         1000 round trips/s; limits: the bare SPSC ring and
+ *                         the cache-line round trip between the two CPUs;
+ *                         baseline: a mutex + condvar queue on the same CPUs
+ *   rivven-bench io       rv_file_* on io_uring, epoll and io_uring without
+ *                         polling: sequential 1 MiB writes ending in one
+ *                         fdatasync, and 4 KiB write + fdatasync pairs;
+ *                         limits: fio (io_uring engine) on the same directory,
+ *                         memcpy
+ *   rivven-bench all      both
+ *
+ * Threading: every runtime measurement runs in shard tasks. The main thread
+ * opens and closes runtimes (one at a time), starts a measurement with
+ * rv_runtime_submit and waits for its done flag: the shard writes every result
+ * field, then sets the flag with release; the main thread reads the fields
+ * after an acquire load. While it waits it watches a progress counter and
+ * breaks stalls (see bench_wait), reading the shards' shared atomics from
+ * shards/shard_impl.h to tell a lost wake-up from a busy machine. Results are
+ * collected as named figures and printed at the end, as tables or as one JSON
+ * object (--json).
+ *
+ * Exit status: 0 success, 1 a benchmark could not run (runtime open, I/O
+ * error), 2 bad usage.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/hist.h"
+#include "core/topo.h"
+#include "rivven.h"
+#include "shards/shard_impl.h"
+
+extern char **environ;
+
+#define BENCH_NAME "rivven-bench"
+
+/* Mailbox benchmark. */
+#define MB_BURST       256           /* messages per sender task, batched */
+#define MB_ACK_EVERY   256           /* messages per acknowledging reply */
+#define MB_WINDOW      2048          /* sent and not yet acknowledged, at most (ring: 4096) */
+#define MB_CHECK_EVERY 64            /* sender task runs between clock reads */
+#define MB_PACE_US     1000          /* the paced round trip: one per millisecond */
+#define MB_WINDOW_NS   1000000000ull /* the idle and paced CPU windows */
+#define MB_SETTLE_NS   100000000ull  /* let shards fall asleep before an idle window */
+#define BENCH_NUDGE_NS 2000000ull    /* no reply for this long: a stall, nudge the shards */
+#define HW_PING_NS     100000000ull  /* each cache-line ping-pong measurement */
+#define HW_PING_BATCH  1024          /* round trips per timed batch */
+#define MB_RING_SLOTS  4096          /* the runtime's default ring, for the bare ring */
+#define MQ_SLOTS       4096          /* the mutex queue's capacity, like a mailbox ring */
+
+RV_STATIC_ASSERT(MB_WINDOW % MB_ACK_EVERY == 0);
+RV_STATIC_ASSERT(MB_BURST <= MB_WINDOW);
+
+/* I/O benchmark. */
+#define IO_SEQ_BLOCK     (1u << 20) /* bytes per sequential write */
+#define IO_SEQ_DEPTH     8          /* sequential writes in flight */
+#define IO_SEQ_BYTES_MAX (1ull << 30)
+#define IO_SYNC_BLOCK    4096u
+#define MEMCPY_BYTES     (64u << 20)
+#define FIO_ARG_COUNT    20
+#define FIO_JSON_MAX     (8u << 20)
+
+/* ---- options ------------------------------------------------------------- */
+
+struct bench_opts {
+    const char *cmd;      /* "mailbox", "io" or "all" */
+    uint32_t shard_count; /* shards per runtime */
+    const char *cpuset;   /* NULL: the process's CPUs */
+    double duration_s;    /* per measurement */
+    bool is_json;
+    const char *dir;    /* NULL: a temporary directory under /var/tmp */
+    char cpus_text[64]; /* the CPUs in use, for the report */
+    int cpu_ids[2];     /* the CPUs of shards 0 and 1 */
+};
+
+static void bench_usage(FILE *out)
 {
+    fprintf(out, "usage: " BENCH_NAME " [options] mailbox|io|all\n"
+                 "\n"
+                 "  mailbox          cross-shard message throughput and round-trip latency\n"
+                 "                   (needs 2 shards), polling cost, mutex+condvar baseline\n"
+                 "  io               file writes through io_uring and epoll, against fio\n"
+                 "  all              both\n"
+                 "\n"
+                 "options:\n"
+                 "  --shards N       shards per runtime (default 2, or fewer if fewer CPUs)\n"
+                 "  --cpuset LIST    CPUs to run on, e.g. 0-1 or 2,5 (default: all allowed)\n"
+                 "  --duration SECS  length of each measurement, fractions allowed (default 2)\n"
+                 "  --json           print one JSON object with every figure\n"
+                 "  --dir PATH       directory for the io files (default: a temporary\n"
+                 "                   directory under /var/tmp, removed afterwards)\n"
+                 "  --help           this text\n");
+}
+
+/* Print a usage error and return the exit status for it. */
+static int __attribute__((format(printf, 1, 2))) bench_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs(BENCH_NAME ": ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (see " BENCH_NAME " --help)\n", stderr);
+    return 2;
+}
+
+static bool opts_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static bool opts_parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    /* The comparisons also reject NaN. */
+    if (end == s || *end != '\0' || errno != 0 || !(v >= 0.01 && v <= 3600.0))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int opts_check_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return bench_usage_error("--dir %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return bench_usage_error("--dir %s: not a directory", dir);
+    if (access(dir, W_OK | X_OK) < 0)
+        return bench_usage_error("--dir %s: not writable", dir);
+    return 0;
+}
+
+/* Check the cpuset against the process's CPUs, pick the default shard count. */
+static int opts_resolve_cpus(struct bench_opts *o, bool has_shards)
+{
+    struct rv_cpuset allowed, cpus;
+    if (rv_topo_allowed_cpus(&allowed) < 0)
+        return bench_usage_error("cannot read this process's CPUs");
+    cpus = allowed;
+    if (o->cpuset != NULL) {
+        if (rv_cpuset_parse(o->cpuset, &cpus) < 0)
+            return bench_usage_error("--cpuset %s: %s", o->cpuset, rv_err_msg());
+        for (unsigned i = 0; i < rv_cpuset_count(&cpus); i++) {
+            int cpu = rv_cpuset_nth(&cpus, i);
+            if (!rv_cpuset_has(&allowed, (unsigned)cpu))
+                return bench_usage_error("--cpuset %s: cpu %d is not available to this process",
+                                         o->cpuset, cpu);
+        }
+    }
+    unsigned n = rv_cpuset_count(&cpus);
+    /* As the runtime places shards: shard i on the i-th CPU of the set. */
+    o->cpu_ids[0] = rv_cpuset_nth(&cpus, 0);
+    o->cpu_ids[1] = rv_cpuset_nth(&cpus, n > 1 ? 1 : 0);
+    if (!has_shards)
+        o->shard_count = n < 2 ? n : 2;
+    if (o->shard_count > n)
+        return bench_usage_error("--shards %u: only %u cpus to run on (one shard per cpu)",
+                                 o->shard_count, n);
+    if (rv_cpuset_format(&cpus, o->cpus_text, sizeof(o->cpus_text)) < 0)
+        snprintf(o->cpus_text, sizeof(o->cpus_text), "%u cpus", n);
+    return 0;
+}
+
+static const struct option opts_long[] = {
+    {"shards", required_argument, NULL, 's'},
+    {"cpuset", required_argument, NULL, 'c'},
+    {"duration", required_argument, NULL, 'd'},
+    {"json", no_argument, NULL, 'j'},
+    {"dir", required_argument, NULL, 'D'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Fill *o from argv. Returns -1 to go on, or the exit status (0 for --help). */
+static int opts_parse(int argc, char **argv, struct bench_opts *o)
+{
+    bool has_shards = false;
+    int c;
+    *o = (struct bench_opts){.duration_s = 2.0};
+    opterr = 0; /* our own messages */
+    while ((c = getopt_long(argc, argv, ":h", opts_long, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (!opts_parse_u32(optarg, 1, RV_SHARD_COUNT_MAX, &o->shard_count))
+                return bench_usage_error("--shards %s: expected a number from 1 to %u", optarg,
+                                         RV_SHARD_COUNT_MAX);
+            has_shards = true;
+            break;
+        case 'c': o->cpuset = optarg; break;
+        case 'd':
+            if (!opts_parse_seconds(optarg, &o->duration_s))
+                return bench_usage_error("--duration %s: expected seconds from 0.01 to 3600",
+                                         optarg);
+            break;
+        case 'j': o->is_json = true; break;
+        case 'D': o->dir = optarg; break;
+        case 'h': bench_usage(stdout); return 0;
+        case ':': return bench_usage_error("option %s needs a value", argv[optind - 1]);
+        default: return bench_usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return bench_usage_error("missing command: mailbox, io or all");
+    if (optind + 1 < argc)
+        return bench_usage_error("unexpected argument '%s'", argv[optind + 1]);
+    o->cmd = argv[optind];
+    if (strcmp(o->cmd, "mailbox") != 0 && strcmp(o->cmd, "io") != 0 && strcmp(o->cmd, "all") != 0)
+        return bench_usage_error("unknown command '%s': expected mailbox, io or all", o->cmd);
+    if (o->dir != NULL && opts_check_dir(o->dir) != 0)
+        return 2;
+    if (opts_resolve_cpus(o, has_shards) != 0)
+        return 2;
+    if (strcmp(o->cmd, "mailbox") == 0 && o->shard_count < 2)
+        return bench_usage_error(has_shards
+                                     ? "mailbox needs --shards 2 or more"
+                                     : "mailbox needs 2 shards, and only 1 cpu is available");
+    return -1;
+}
+
+/* ---- figures --------------------------------------------------------------- */
+
+#define FIG_COUNT_MAX 256 /* a full run has about 140 */
+
+enum fig_kind {
+    FIG_NUMBER = 0,
+    FIG_TEXT,
+};
+
+struct bench_fig {
+    const char *section; /* JSON object and table it belongs to */
+    char key[48];        /* JSON key inside the section */
+    char label[48];      /* table label; "" keeps the figure out of the table */
+    const char *unit;    /* "msg/s", "rt/s", "op/s", "ns", "MB/s", "GB/s", "%", "" */
+    enum fig_kind kind;
+    double value;   /* FIG_NUMBER */
+    char text[160]; /* FIG_TEXT */
+    char note[128]; /* the comparison printed beside the value */
+};
+
+static struct bench_fig bench_figs[FIG_COUNT_MAX];
+static uint32_t bench_fig_count;
+
+static struct bench_fig *fig_num(const char *section, const char *key, const char *label,
+                                 double value, const char *unit)
+{
+    RV_ASSERT(bench_fig_count < FIG_COUNT_MAX);
+    struct bench_fig *f = &bench_figs[bench_fig_count++];
+    f->section = section;
+    snprintf(f->key, sizeof(f->key), "%s", key);
+    snprintf(f->label, sizeof(f->label), "%s", label);
+    f->unit = unit;
+    f->kind = FIG_NUMBER;
+    f->value = value;
+    return f;
+}
+
+/* fig_num with a printf-formatted key. */
+static struct bench_fig *__attribute__((format(printf, 5, 6)))
+fig_numf(const char *section, const char *label, double value, const char *unit,
+         const char *key_fmt, ...)
+{
+    char key[64];
+    va_list ap;
+    va_start(ap, key_fmt);
+    vsnprintf(key, sizeof(key), key_fmt, ap);
+    va_end(ap);
+    return fig_num(section, key, label, value, unit);
+}
+
+static struct bench_fig *__attribute__((format(printf, 4, 5)))
+fig_text(const char *section, const char *key, const char *label, const char *fmt, ...)
+{
+    struct bench_fig *f = fig_num(section, key, label, 0, "");
+    va_list ap;
+    f->kind = FIG_TEXT;
+    va_start(ap, fmt);
+    vsnprintf(f->text, sizeof(f->text), fmt, ap);
+    va_end(ap);
+    return f;
+}
+
+static void __attribute__((format(printf, 2, 3)))
+fig_note(struct bench_fig *f, const char *fmt, ...)
+{
+    va_list ap;
+    if (f == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(f->note, sizeof(f->note), fmt, ap);
+    va_end(ap);
+}
+
+/* The figure section.key, or NULL. */
+static struct bench_fig *fig_find(const char *section, const char *key)
+{
+    for (uint32_t i = 0; i < bench_fig_count; i++) {
+        if (strcmp(bench_figs[i].section, section) == 0 && strcmp(bench_figs[i].key, key) == 0)
+            return &bench_figs[i];
+    }
+    return NULL;
+}
+
+/* The figure's value, 0 when it is missing. */
+static double fig_value(const char *section, const char *key)
+{
+    const struct bench_fig *f = fig_find(section, key);
+    return f == NULL ? 0 : f->value;
+}
+
+/* p50, p99, p99.9 and max of h as <prefix>_p50_ns ..., labelled "  p50" ... to sit
+ * under the figure they belong to. */
+static void fig_hist(const char *section, const char *prefix, const struct rv_hist *h)
+{
+    static const struct {
+        const char *key;
+        const char *name;
+        double pct;
+    } points[] = {
+        {"p50", "p50", 50.0}, {"p99", "p99", 99.0}, {"p999", "p99.9", 99.9}, {"max", "max", 100.0}};
+    for (size_t i = 0; i < RV_ARRAY_LEN(points); i++) {
+        char key[48], text[48];
+        snprintf(key, sizeof(key), "%s_%s_ns", prefix, points[i].key);
+        snprintf(text, sizeof(text), "  %s", points[i].name);
+        fig_num(section, key, text, (double)rv_hist_percentile(h, points[i].pct), "ns");
+    }
+}
+
+/* How often the main thread had to wake the shards during a measurement, and
+ * how often a shard slept on messages (see bench_wait); in the table only when
+ * it happened. */
+static void fig_stalls(const char *prefix, uint64_t nudges, uint64_t lost_wakeups)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%.38s_stalls", prefix);
+    fig_num("mailbox", key, nudges > 0 ? "  stalls > 2 ms, nudged" : "", (double)nudges, "");
+    fig_numf("mailbox", lost_wakeups > 0 ? "  of which lost wake-ups" : "", (double)lost_wakeups,
+             "", "%.38s_lost_wakeups", prefix);
+}
+
+static double bench_rate(uint64_t count, uint64_t elapsed_ns)
+{
+    return elapsed_ns == 0 ? 0 : (double)count * 1e9 / (double)elapsed_ns;
+}
+
+static bool unit_is_rate(const char *unit)
+{
+    return strcmp(unit, "msg/s") == 0 || strcmp(unit, "rt/s") == 0 || strcmp(unit, "op/s") == 0;
+}
+
+/* A value for people: scaled to a readable unit ("30.1" "us", "23.4" "M msg/s"). */
+static void fig_format(double v, const char *u, char *num, size_t num_len, char *unit,
+                       size_t unit_len)
+{
+    const char *prefix = "";
+    if (strcmp(u, "ns") == 0 && v >= 1e7) {
+        v /= 1e6;
+        u = "ms";
+    } else if (strcmp(u, "ns") == 0 && v >= 1e4) {
+        v /= 1e3;
+        u = "us";
+    } else if (unit_is_rate(u) && v >= 1e6) {
+        v /= 1e6;
+        prefix = "M ";
+    } else if (unit_is_rate(u) && v >= 1e4) {
+        v /= 1e3;
+        prefix = "k ";
+    }
+    bool is_whole = v == (double)(int64_t)v && v < 1e15;
+    int prec = is_whole || v >= 100 ? 0 : v >= 10 ? 1 : 2;
+    snprintf(num, num_len, "%.*f", prec, v);
+    snprintf(unit, unit_len, "%s%s", prefix, u);
+}
+
+/* Set f's note to "<what>: <value unit>" (nothing when f is NULL). */
+static void fig_note_value(struct bench_fig *f, const char *what, double v, const char *u)
+{
+    char num[32], unit[24];
+    fig_format(v, u, num, sizeof(num), unit, sizeof(unit));
+    fig_note(f, "%s: %s %s", what, num, unit);
+}
+
+static void bench_print_text(const struct bench_opts *o)
+{
+    const char *done[8];
+    uint32_t done_count = 0;
+    printf("%s %d.%d.%d: %u shard%s on cpus %s, %.2g s per measurement\n", BENCH_NAME,
+           RIVVEN_VERSION_MAJOR, RIVVEN_VERSION_MINOR, RIVVEN_VERSION_PATCH, o->shard_count,
+           o->shard_count == 1 ? "" : "s", o->cpus_text, o->duration_s);
+    for (uint32_t i = 0; i < bench_fig_count; i++) {
+        const char *section = bench_figs[i].section;
+        bool is_done = false;
+        for (uint32_t k = 0; k < done_count; k++)
+            is_done |= strcmp(done[k], section) == 0;
+        if (is_done || done_count == RV_ARRAY_LEN(done))
+            continue;
+        done[done_count++] = section;
+        bool has_heading = false;
+        for (uint32_t j = i; j < bench_fig_count; j++) {
+            const struct bench_fig *f = &bench_figs[j];
+            if (strcmp(f->section, section) != 0 || f->label[0] == '\0')
+                continue;
+            if (!has_heading)
+                printf("\n%s\n", section);
+            has_heading = true;
+            char num[32], unit[24];
+            if (f->kind == FIG_TEXT)
+                printf("  %-38s %s\n", f->label, f->text);
+            else {
+                fig_format(f->value, f->unit, num, sizeof(num), unit, sizeof(unit));
+                printf("  %-38s %10s %-9s %s\n", f->label, num, unit, f->note);
+            }
+        }
+    }
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void bench_print_json(void)
+{
+    const char *done[8];
+    uint32_t done_count = 0;
+    printf("{\n  \"tool\": \"%s\",\n  \"version\": \"%d.%d.%d\"", BENCH_NAME, RIVVEN_VERSION_MAJOR,
+           RIVVEN_VERSION_MINOR, RIVVEN_VERSION_PATCH);
+    for (uint32_t i = 0; i < bench_fig_count; i++) {
+        const char *section = bench_figs[i].section;
+        bool is_done = false;
+        for (uint32_t k = 0; k < done_count; k++)
+            is_done |= strcmp(done[k], section) == 0;
+        if (is_done || done_count == RV_ARRAY_LEN(done))
+            continue;
+        done[done_count++] = section;
+        printf(",\n  \"%s\": {", section);
+        const char *sep = "\n";
+        for (uint32_t j = i; j < bench_fig_count; j++) {
+            const struct bench_fig *f = &bench_figs[j];
+            if (strcmp(f->section, section) != 0)
+                continue;
+            printf("%s    \"%s\": ", sep, f->key);
+            if (f->kind == FIG_TEXT)
+                json_string(f->text);
+            else
+                printf("%.10g", f->value);
+            sep = ",\n";
+        }
+        printf("\n  }");
+    }
+    printf("\n}\n");
+}
+
+/* ---- runtime helpers ------------------------------------------------------- */
+
+static void bench_config(const struct bench_opts *o, struct rv_runtime_config *cfg)
+{
+    rv_runtime_config_init(cfg);
+    cfg->shard_count = o->shard_count;
+    cfg->cpuset = o->cpuset;
+    /* No stall watchdog: its 5 ms tick thread shares the CPUs under test, and on
+     * a busy machine (or in the epoll backend's blocking fdatasync, by design)
+     * its backtrace signals would interrupt the very loop being measured. */
+    cfg->stall_ms = 0;
+}
+
+static int bench_open(rv_runtime_t **out, const struct rv_runtime_config *cfg)
+{
+    int rc = rv_runtime_open(out, cfg);
+    if (rc < 0) {
+        const char *msg = rv_err_msg();
+        fprintf(stderr, BENCH_NAME ": cannot open the runtime: %s\n",
+                msg[0] != '\0' ? msg : rv_strerror(rc));
+    }
+    return rc;
+}
+
+static void bench_sleep_ns(uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+                          .tv_nsec = (long)(ns % 1000000000ull)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+/* What the main thread watches while a measurement runs on the shards. */
+struct bench_watch {
+    _Atomic int is_done;       /* set once by shard 0 with release, after the results */
+    _Atomic uint64_t progress; /* bumped by shard 0 at every reply (relaxed) */
+    uint64_t nudges;           /* main thread's: stalls it broke by waking the shards */
+    uint64_t lost_wakeups;     /* main thread's: stalls with a shard asleep on messages */
+};
+
+static void bench_nudge(void *arg)
+{
+    (void)arg; /* the point is the wake-up that delivers it */
+}
+
+/* Whether shard `id` sleeps although a peer published messages for it, a
+ * wake-up the sender owed it. Reads the shared atomics of shard_impl.h. */
+static bool bench_is_lost_wakeup(rv_runtime_t *rt, uint32_t id)
+{
+    if (!atomic_load(&rt->shards[id]->sleeping))
+        return false;
+    for (uint32_t peer = 0; peer < rt->n; peer++) {
+        struct rv_spsc *ring = &rt->rings[(size_t)peer * rt->n + id];
+        if (peer != id && atomic_load(&ring->tail) != atomic_load(&ring->head))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Wait for shard 0 to finish. Without rt, sleep through the expected time first
+ * so the main thread steals no cycles from the shards. With rt (cross-shard
+ * measurements), check progress every BENCH_NUDGE_NS. No reply for that long
+ * is a stall: the machine took a shard's CPU, or a message sits in a ring
+ * behind a shard that sleeps (a lost wake-up, told apart by looking at both).
+ * Either way wake both shards from outside, count it and go on, rather than
+ * hang.
+ */
+static void bench_wait(struct bench_watch *w, rv_runtime_t *rt, uint64_t expect_ns)
+{
+    uint64_t last = UINT64_MAX;
+    if (rt == NULL)
+        bench_sleep_ns(expect_ns);
+    /* Acquire pairs with the shard's release: its result fields are visible. */
+    while (!atomic_load_explicit(&w->is_done, memory_order_acquire)) {
+        bench_sleep_ns(rt == NULL ? 1000000 : BENCH_NUDGE_NS);
+        uint64_t now = atomic_load_explicit(&w->progress, memory_order_relaxed);
+        if (rt == NULL || now != last || atomic_load(&w->is_done)) {
+            last = now;
+            continue;
+        }
+        w->nudges++;
+        for (uint32_t i = 0; i < 2; i++) {
+            w->lost_wakeups += bench_is_lost_wakeup(rt, i);
+            (void)rv_runtime_submit(rt, i, bench_nudge, NULL); /* best effort */
+        }
+    }
+}
+
+static void bench_progress(struct bench_watch *w)
+{
+    /* Single writer: a relaxed load and store. */
+    atomic_store_explicit(&w->progress,
+                          atomic_load_explicit(&w->progress, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static void bench_set_done(struct bench_watch *w)
+{
+    /* Release: every result field written before is visible to the waiter. */
+    atomic_store_explicit(&w->is_done, 1, memory_order_release);
+}
+
+static uint64_t bench_duration_ns(const struct bench_opts *o)
+{
+    return (uint64_t)(o->duration_s * 1e9);
+}
+
+/* CPU time used so far by a thread (0 if it cannot be read). */
+static uint64_t bench_thread_cpu_ns(pthread_t thread)
+{
+    clockid_t clock;
+    struct timespec ts;
+    if (pthread_getcpuclockid(thread, &clock) != 0 || clock_gettime(clock, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct bench_cpu {
+    uint64_t shards_ns;  /* shards 0 and 1 together */
+    uint64_t process_ns; /* every thread of the process */
+};
+
+static void bench_cpu_sample(rv_runtime_t *rt, struct bench_cpu *out)
+{
+    struct timespec ts;
+    out->shards_ns = 0;
+    for (uint32_t i = 0; i < 2 && i < rt->n; i++)
+        out->shards_ns += bench_thread_cpu_ns(rt->shards[i]->thread);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    out->process_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double bench_cpu_pct(const struct bench_cpu *a, const struct bench_cpu *b, uint64_t wall_ns,
+                            bool is_process)
+{
+    uint64_t used = is_process ? b->process_ns - a->process_ns : b->shards_ns - a->shards_ns;
+    /* Shards: the average of shards 0 and 1, in percent of one core each. */
+    double cores = is_process ? 1.0 : 2.0;
+    return wall_ns == 0 ? 0 : 100.0 * (double)used / ((double)wall_ns * cores);
+}
+
+/* Shard counters, CPU times and the time, before and after a measurement. */
+struct bench_sample {
+    struct rv_shard_stats s0;
+    struct rv_shard_stats s1;
+    struct bench_cpu cpu;
+    uint64_t now_ns;
+};
+
+static void bench_sample_take(rv_runtime_t *rt, struct bench_sample *out)
+{
+    (void)rv_runtime_shard_stats(rt, 0, &out->s0); /* shards 0 and 1 exist: cannot fail */
+    (void)rv_runtime_shard_stats(rt, 1, &out->s1);
+    bench_cpu_sample(rt, &out->cpu);
+    out->now_ns = rv_clock_now_ns();
+}
+
+/* The share of wall time shards 0 and 1 were on their CPUs: about 100% for a
+ * spinning measurement on an otherwise idle machine, less when other processes
+ * (or the hypervisor) took the CPUs. */
+static void fig_cpu_share(const char *prefix, const struct bench_sample *a,
+                          const struct bench_sample *b)
+{
+    fig_numf("mailbox", "  shards on cpu (of wall time)",
+             bench_cpu_pct(&a->cpu, &b->cpu, b->now_ns - a->now_ns, false), "%",
+             "%.40s_shard_cpu_pct", prefix);
+}
+
+static int hw_ping_run(const struct bench_opts *o, double *out_ns);
+
+/* The cache-line round trip measured just before <prefix>, under its figure. */
+static void fig_line_rtt(const char *prefix, double ns)
+{
+    fig_numf("mailbox", "  cache-line round trip just before", ns, "ns", "%.40s_line_rtt_ns",
+             prefix);
+}
+
+/* ---- mailbox: one-way throughput --------------------------------------------- */
+
+/* Shard 0 streams calls to shard 1 and keeps at most MB_WINDOW of them
+ * unacknowledged: every MB_ACK_EVERY-th call carries a reply, and calls and
+ * replies run in order, so a reply proves every call before it ran. The rings
+ * (4096 slots) never fill, so this measures the ring, not overflow growth. */
+struct mb_flow {
+    rv_runtime_t *rt;
+    uint64_t duration_ns;
+    uint64_t deadline_ns;
+    uint64_t start_ns;
+    uint64_t end_ns; /* the last acknowledgement arrived */
+    uint64_t sent;
+    uint64_t acked;
+    uint32_t burst; /* calls per sender task: MB_BURST, or 1 for a turn per call */
+    uint32_t runs;  /* sender task runs, to read the clock every MB_CHECK_EVERY */
+    bool is_stopping;
+    int err;
+    struct bench_watch watch;
+    uint64_t received RV_ALIGNED_CACHE; /* shard 1's, on its own cache line */
+};
+
+static void mb_flow_count(void *arg)
+{
+    struct mb_flow *f = arg;
+    f->received++;
+}
+
+static void mb_flow_ack(void *arg)
+{
+    struct mb_flow *f = arg;
+    f->acked += MB_ACK_EVERY;
+    bench_progress(&f->watch);
+}
+
+static void mb_flow_finish(struct mb_flow *f, int err)
+{
+    f->end_ns = rv_clock_now_ns();
+    f->err = err;
+    bench_set_done(&f->watch);
+}
+
+static void mb_flow_send(void *arg)
+{
+    struct mb_flow *f = arg;
+    if (!f->is_stopping && f->runs++ % MB_CHECK_EVERY == 0 && rv_clock_now_ns() >= f->deadline_ns)
+        f->is_stopping = true;
+    uint64_t room = MB_WINDOW - (f->sent - f->acked);
+    uint64_t count = room < f->burst ? room : f->burst;
+    if (f->is_stopping) {
+        /* Round up to an acknowledged call, then wait for the last reply. */
+        uint64_t tail = (MB_ACK_EVERY - f->sent % MB_ACK_EVERY) % MB_ACK_EVERY;
+        count = count < tail ? count : tail;
+        if (tail == 0 && f->acked == f->sent) {
+            mb_flow_finish(f, 0);
+            return;
+        }
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        f->sent++;
+        rv_task_fn *reply = f->sent % MB_ACK_EVERY == 0 ? mb_flow_ack : NULL;
+        int rc = rv_shard_call(1, mb_flow_count, f, reply);
+        if (rc < 0) {
+            mb_flow_finish(f, rc);
+            return;
+        }
+    }
+    /* To itself: the local task queue, run at the next loop turn, after this
+     * turn's flush published the calls. */
+    int rc = rv_runtime_submit(f->rt, 0, mb_flow_send, f);
+    if (rc < 0)
+        mb_flow_finish(f, rc);
+}
+
+static void mb_flow_start(void *arg)
+{
+    struct mb_flow *f = arg;
+    f->start_ns = rv_clock_now_ns();
+    f->deadline_ns = f->start_ns + f->duration_ns;
+    mb_flow_send(f);
+}
+
+/* The figures of one flow: <key>_msgs_per_s in the table, the counters that
+ * explain it (messages per receiver turn, sender turns, wake-ups) in JSON. */
+static void mb_flow_figures(const struct mb_flow *f, const char *key, const char *label,
+                            const struct bench_sample *a, const struct bench_sample *b)
+{
+    char name[64];
+    fig_numf("mailbox", label, bench_rate(f->sent, f->end_ns - f->start_ns), "msg/s",
+             "%s_msgs_per_s", key);
+    fig_cpu_share(key, a, b);
+    fig_stalls(key, f->watch.nudges, f->watch.lost_wakeups);
+    fig_numf("mailbox", "", (double)f->sent, "", "%s_msgs", key);
+    uint64_t turns1 = b->s1.loop_turns - a->s1.loop_turns;
+    fig_numf("mailbox", "", turns1 == 0 ? 0 : (double)f->sent / (double)turns1, "",
+             "%s_receiver_msgs_per_turn", key);
+    fig_numf("mailbox", "", (double)(b->s0.loop_turns - a->s0.loop_turns), "", "%s_sender_turns",
+             key);
+    snprintf(name, sizeof(name), "%s_wakeups", key);
+    fig_num(
+        "mailbox", name, "",
+        (double)(b->s0.wakeups_sent - a->s0.wakeups_sent + b->s1.wakeups_sent - a->s1.wakeups_sent),
+        "");
+}
+
+/* Measure one flow and add its figures as <key>_msgs_per_s and diagnostics. */
+static int mb_flow_measure(rv_runtime_t *rt, const struct bench_opts *o, uint32_t burst,
+                           const char *key, const char *label)
+{
+    struct mb_flow *f = aligned_alloc(RV_CACHELINE, sizeof(*f));
+    if (f == NULL)
+        return -ENOMEM;
+    memset(f, 0, sizeof(*f));
+    f->rt = rt;
+    f->burst = burst;
+    f->duration_ns = bench_duration_ns(o);
+    struct bench_sample a, b;
+    double line_ns = 0;
+    int rc = hw_ping_run(o, &line_ns);
+    bench_sample_take(rt, &a);
+    if (rc == 0)
+        rc = rv_runtime_submit(rt, 0, mb_flow_start, f);
+    if (rc == 0) {
+        bench_wait(&f->watch, rt, bench_duration_ns(o));
+        rc = f->err;
+    }
+    bench_sample_take(rt, &b);
+    if (rc == 0 && f->received != f->sent)
+        rc = -EPROTO;
+    if (rc < 0)
+        fprintf(stderr, BENCH_NAME ": mailbox %s: %s\n", key, rv_strerror(rc));
+    else {
+        mb_flow_figures(f, key, label, &a, &b);
+        fig_line_rtt(key, line_ns);
+    }
+    free(f);
+    return rc;
+}
+
+/* ---- mailbox: round trips ------------------------------------------------------ */
+
+/* Shard 0 calls a no-op on shard 1 and times the reply: back to back, or one
+ * per MB_PACE_US timer tick (is_paced) to model light traffic. */
+struct mb_rtt {
+    uint64_t duration_ns;
+    uint64_t deadline_ns;
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t sent_ns; /* the call in flight left at this time */
+    uint64_t count;
+    bool is_paced;
+    bool is_waiting; /* paced: a call is in flight */
+    int err;
+    struct bench_watch watch;
+    struct rv_hist hist; /* shard 0's */
+};
+
+static void mb_rtt_noop(void *arg)
+{
+    (void)arg;
+}
+
+static void mb_rtt_finish(struct mb_rtt *r, int err)
+{
+    r->end_ns = rv_clock_now_ns();
+    r->err = err;
+    bench_set_done(&r->watch);
+}
+
+static void mb_rtt_reply(void *arg);
+
+static void mb_rtt_call(struct mb_rtt *r)
+{
+    r->sent_ns = rv_clock_now_ns();
+    r->is_waiting = true;
+    int rc = rv_shard_call(1, mb_rtt_noop, r, mb_rtt_reply);
+    if (rc < 0)
+        mb_rtt_finish(r, rc);
+}
+
+static void mb_rtt_reply(void *arg)
+{
+    struct mb_rtt *r = arg;
+    uint64_t now = rv_clock_now_ns();
+    rv_hist_record(&r->hist, now - r->sent_ns);
+    r->count++;
+    r->is_waiting = false;
+    bench_progress(&r->watch);
+    if (r->is_paced)
+        return; /* the next tick calls */
+    if (now >= r->deadline_ns)
+        mb_rtt_finish(r, 0);
+    else
+        mb_rtt_call(r);
+}
+
+static void mb_rtt_tick(void *arg)
+{
+    struct mb_rtt *r = arg;
+    if (rv_clock_now_ns() >= r->deadline_ns && !r->is_waiting) {
+        mb_rtt_finish(r, 0);
+        return;
+    }
+    if (!r->is_waiting)
+        mb_rtt_call(r);
+    int rc = rv_timer_add(MB_PACE_US, mb_rtt_tick, r, NULL);
+    if (rc < 0)
+        mb_rtt_finish(r, rc);
+}
+
+static void mb_rtt_start(void *arg)
+{
+    struct mb_rtt *r = arg;
+    r->start_ns = rv_clock_now_ns();
+    r->deadline_ns = r->start_ns + r->duration_ns;
+    if (r->is_paced)
+        mb_rtt_tick(r);
+    else
+        mb_rtt_call(r);
+}
+
+/* Run round trips for duration_ns; *out holds the results (free it). */
+static int mb_rtt_run(rv_runtime_t *rt, uint64_t duration_ns, bool is_paced, struct mb_rtt **out)
+{
+    struct mb_rtt *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    rv_hist_init(&r->hist);
+    r->duration_ns = duration_ns;
+    r->is_paced = is_paced;
+    int rc = rv_runtime_submit(rt, 0, mb_rtt_start, r);
+    if (rc == 0) {
+        bench_wait(&r->watch, rt, duration_ns);
+        rc = r->err;
+    }
+    if (rc < 0) {
+        fprintf(stderr, BENCH_NAME ": mailbox round trip: %s\n", rv_strerror(rc));
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* Back-to-back round trips on a runtime that polls poll_us before sleeping. */
+static int mb_rtt_measure(rv_runtime_t *rt, const struct bench_opts *o, uint32_t poll_us)
+{
+    struct mb_rtt *r;
+    struct bench_sample a, b;
+    double line_ns = 0;
+    int rc = hw_ping_run(o, &line_ns);
+    if (rc < 0)
+        return rc;
+    bench_sample_take(rt, &a);
+    rc = mb_rtt_run(rt, bench_duration_ns(o), false, &r);
+    bench_sample_take(rt, &b);
+    if (rc < 0)
+        return rc;
+    char key[48], label[48];
+    snprintf(key, sizeof(key), "rtt_poll%u_per_s", poll_us);
+    snprintf(label, sizeof(label), "round trips, poll %u us", poll_us);
+    fig_num("mailbox", key, label, bench_rate(r->count, r->end_ns - r->start_ns), "rt/s");
+    snprintf(key, sizeof(key), "rtt_poll%u", poll_us);
+    fig_hist("mailbox", key, &r->hist);
+    fig_cpu_share(key, &a, &b);
+    fig_stalls(key, r->watch.nudges, r->watch.lost_wakeups);
+    fig_line_rtt(key, line_ns);
+    free(r);
+    return 0;
+}
+
+/* ---- mailbox: the latency / idle CPU trade-off ---------------------------------- */
+
+/* CPU use of an idle runtime, then of one round trip per millisecond, and
+ * the latency of those round trips, with poll_us of busy-polling. */
+static int mb_tradeoff_measure(const struct bench_opts *o, uint32_t poll_us)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_t *rt;
+    bench_config(o, &cfg);
+    cfg.poll_us = poll_us;
+    int rc = bench_open(&rt, &cfg);
+    if (rc < 0)
+        return rc;
+    struct bench_cpu a, b;
+    bench_sleep_ns(MB_SETTLE_NS);
+    bench_cpu_sample(rt, &a);
+    uint64_t t0 = rv_clock_now_ns();
+    bench_sleep_ns(MB_WINDOW_NS);
+    bench_cpu_sample(rt, &b);
+    uint64_t idle_ns = rv_clock_now_ns() - t0;
+    struct mb_rtt *r = NULL;
+    struct bench_cpu c, d;
+    bench_cpu_sample(rt, &c);
+    t0 = rv_clock_now_ns();
+    rc = mb_rtt_run(rt, MB_WINDOW_NS, true, &r);
+    bench_cpu_sample(rt, &d);
+    uint64_t paced_ns = rv_clock_now_ns() - t0;
+    rv_runtime_close(rt);
+    if (rc < 0)
+        return rc;
+    char key[48], label[48];
+    snprintf(key, sizeof(key), "poll%u_idle_cpu_pct", poll_us);
+    snprintf(label, sizeof(label), "poll %u us: idle CPU per shard", poll_us);
+    fig_num("mailbox", key, label, bench_cpu_pct(&a, &b, idle_ns, false), "%");
+    fig_numf("mailbox", "", bench_cpu_pct(&a, &b, idle_ns, true), "%",
+             "poll%u_idle_process_cpu_pct", poll_us);
+    snprintf(key, sizeof(key), "poll%u_paced_cpu_pct", poll_us);
+    snprintf(label, sizeof(label), "poll %u us: 1k rt/s, CPU per shard", poll_us);
+    fig_num("mailbox", key, label, bench_cpu_pct(&c, &d, paced_ns, false), "%");
+    fig_numf("mailbox", "", bench_cpu_pct(&c, &d, paced_ns, true), "%",
+             "poll%u_paced_process_cpu_pct", poll_us);
+    snprintf(key, sizeof(key), "poll%u_paced_rtt", poll_us);
+    fig_hist("mailbox", key, &r->hist);
+    fig_stalls(key, r->watch.nudges, r->watch.lost_wakeups);
+    fig_numf("mailbox", "", (double)r->count, "", "poll%u_paced_count", poll_us);
+    free(r);
+    return 0;
+}
+
+/* ---- mailbox: the mutex + condition variable baseline ----------------------------- */
+
+/* A bounded FIFO of 32-byte messages under one mutex, as a naive design would
+ * hand work between threads: one message per lock, a signal per operation. */
+struct mq {
+    pthread_mutex_t lock;
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    uint32_t head;
+    uint32_t len;
+    struct rv_msg slots[MQ_SLOTS];
+};
+
+static void mq_init(struct mq *q)
+{
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->not_empty, NULL);
+    pthread_cond_init(&q->not_full, NULL);
+    q->head = 0;
+    q->len = 0;
+}
+
+static void mq_fini(struct mq *q)
+{
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->not_empty);
+    pthread_cond_destroy(&q->not_full);
+}
+
+static void mq_push(struct mq *q, const struct rv_msg *m)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->len == MQ_SLOTS)
+        pthread_cond_wait(&q->not_full, &q->lock);
+    q->slots[(q->head + q->len) % MQ_SLOTS] = *m;
+    q->len++;
+    pthread_cond_signal(&q->not_empty);
+    pthread_mutex_unlock(&q->lock);
+}
+
+static void mq_pop(struct mq *q, struct rv_msg *out)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->len == 0)
+        pthread_cond_wait(&q->not_empty, &q->lock);
+    *out = q->slots[q->head];
+    q->head = (q->head + 1) % MQ_SLOTS;
+    q->len--;
+    pthread_cond_signal(&q->not_full);
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* Two plain threads pinned to the CPUs of shards 0 (thread A) and 1 (thread
+ * B): the mutex baseline and the machine's own limits. */
+struct pair_bench {
+    struct mq to_b;      /* thread A -> thread B */
+    struct mq to_a;      /* thread B -> thread A (round trips) */
+    struct rv_spsc ring; /* the bare ring: thread A -> thread B */
+    int cpu_a;
+    int cpu_b;
+    uint64_t duration_ns;
+    pthread_barrier_t go;
+    uint64_t start_ns; /* thread A */
+    uint64_t end_ns;   /* one-way: thread B, round trips: thread A */
+    uint64_t count;
+    int err;                           /* a failed pin */
+    struct rv_hist hist;               /* thread A */
+    _Atomic int ball RV_ALIGNED_CACHE; /* ping-pong: 1 A served, 0 B returned, 2 stop */
+    _Atomic int is_aborted;            /* thread B never started */
+    uint64_t best_batch_ns;            /* ping-pong: the fastest batch, thread A */
+};
+
+static void pair_thread_begin(struct pair_bench *b, int cpu)
+{
+    int rc = rv_topo_pin_self((unsigned)cpu);
+    if (rc < 0)
+        b->err = rc; /* either thread's write; both finish before the reader joins */
+    pthread_barrier_wait(&b->go);
+}
+
+static void *mq_oneway_producer(void *arg)
+{
+    struct pair_bench *b = arg;
+    struct rv_msg m = {.kind = RV_MSG_TASK};
+    pair_thread_begin(b, b->cpu_a);
+    b->start_ns = rv_clock_now_ns();
+    uint64_t deadline = b->start_ns + b->duration_ns;
+    for (uint64_t i = 1;; i++) {
+        mq_push(&b->to_b, &m);
+        if (i % MB_CHECK_EVERY == 0 && rv_clock_now_ns() >= deadline)
+            break;
+    }
+    m.kind = 0; /* the end */
+    mq_push(&b->to_b, &m);
+    return NULL;
+}
+
+static void *mq_oneway_consumer(void *arg)
+{
+    struct pair_bench *b = arg;
+    struct rv_msg m;
+    pair_thread_begin(b, b->cpu_b);
+    for (;;) {
+        mq_pop(&b->to_b, &m);
+        if (m.kind == 0)
+            break;
+        b->count++;
+    }
+    b->end_ns = rv_clock_now_ns();
+    return NULL;
+}
+
+static void *mq_rtt_client(void *arg)
+{
+    struct pair_bench *b = arg;
+    struct rv_msg m = {.kind = RV_MSG_CALL};
+    pair_thread_begin(b, b->cpu_a);
+    b->start_ns = rv_clock_now_ns();
+    uint64_t deadline = b->start_ns + b->duration_ns;
+    uint64_t now = b->start_ns;
+    while (now < deadline) {
+        uint64_t sent = now;
+        mq_push(&b->to_b, &m);
+        mq_pop(&b->to_a, &m);
+        now = rv_clock_now_ns();
+        rv_hist_record(&b->hist, now - sent);
+        b->count++;
+    }
+    b->end_ns = now;
+    m.kind = 0;
+    mq_push(&b->to_b, &m);
+    return NULL;
+}
+
+static void *mq_rtt_server(void *arg)
+{
+    struct pair_bench *b = arg;
+    struct rv_msg m;
+    pair_thread_begin(b, b->cpu_b);
+    for (;;) {
+        mq_pop(&b->to_b, &m);
+        if (m.kind == 0)
+            break;
+        mq_push(&b->to_a, &m);
+    }
+    return NULL;
+}
+
+/* Run fa on thread A and fb on thread B; abort_a ends thread A alone when
+ * thread B cannot start. */
+static int pair_run(struct pair_bench *b, void *(*fa)(void *), void *(*fb)(void *),
+                    void (*abort_a)(struct pair_bench *))
+{
+    pthread_t ta, tb;
+    pthread_barrier_init(&b->go, NULL, 2);
+    b->count = 0;
+    rv_hist_init(&b->hist);
+    int rc = pthread_create(&ta, NULL, fa, b);
+    if (rc == 0) {
+        rc = pthread_create(&tb, NULL, fb, b);
+        if (rc != 0) {
+            /* Thread A waits at the barrier for B: stand in for it. */
+            pthread_barrier_wait(&b->go);
+            abort_a(b);
+        } else {
+            pthread_join(tb, NULL);
+        }
+        pthread_join(ta, NULL);
+    }
+    pthread_barrier_destroy(&b->go);
+    return rc != 0 ? -rc : b->err;
+}
+
+static void mq_abort(struct pair_bench *b)
+{
+    struct rv_msg end = {.kind = 0};
+    mq_push(&b->to_b, &end);
+    mq_push(&b->to_a, &end);
+}
+
+/* The baseline on the CPUs of shards 0 and 1. */
+static int mq_measure(const struct bench_opts *o)
+{
+    struct pair_bench *b = calloc(1, sizeof(*b));
+    double line_ns[2] = {0, 0};
+    if (b == NULL)
+        return -ENOMEM;
+    b->cpu_a = o->cpu_ids[0];
+    b->cpu_b = o->cpu_ids[1];
+    b->duration_ns = bench_duration_ns(o);
+    mq_init(&b->to_b);
+    mq_init(&b->to_a);
+    int rc = hw_ping_run(o, &line_ns[0]);
+    if (rc == 0)
+        rc = pair_run(b, mq_oneway_producer, mq_oneway_consumer, mq_abort);
+    if (rc == 0) {
+        fig_num("mailbox", "mutex_oneway_msgs_per_s", "mutex+condvar one-way",
+                bench_rate(b->count, b->end_ns - b->start_ns), "msg/s");
+        fig_line_rtt("mutex_oneway", line_ns[0]);
+        rc = hw_ping_run(o, &line_ns[1]);
+    }
+    if (rc == 0)
+        rc = pair_run(b, mq_rtt_client, mq_rtt_server, mq_abort);
+    mq_fini(&b->to_b);
+    mq_fini(&b->to_a);
+    if (rc == 0) {
+        fig_num("mailbox", "mutex_rtt_per_s", "mutex+condvar round trips",
+                bench_rate(b->count, b->end_ns - b->start_ns), "rt/s");
+        fig_hist("mailbox", "mutex_rtt", &b->hist);
+        fig_line_rtt("mutex_rtt", line_ns[1]);
+    } else {
+        fprintf(stderr, BENCH_NAME ": mutex baseline: %s\n", rv_strerror(rc));
+    }
+    free(b);
+    return rc;
+}
+
+/* ---- mailbox: the machine's limits ---------------------------------------------- */
+
+/* Cache-line ping-pong: thread A serves, thread B returns, HW_PING_NS long.
+ * The result is the fastest batch of HW_PING_BATCH round trips, so that a
+ * thread preempted now and then does not inflate it. */
+static void *hw_ping(void *arg)
+{
+    struct pair_bench *b = arg;
+    pair_thread_begin(b, b->cpu_a);
+    uint64_t batch_start = rv_clock_now_ns();
+    uint64_t deadline = batch_start + HW_PING_NS;
+    int ball = 0;
+    b->best_batch_ns = UINT64_MAX;
+    for (uint64_t i = 1; ball != 2; i++) {
+        /* Release/acquire: the only data is the flag's own cache line. */
+        atomic_store_explicit(&b->ball, 1, memory_order_release);
+        while ((ball = atomic_load_explicit(&b->ball, memory_order_acquire)) == 1)
+            rv_cpu_relax();
+        if (i % HW_PING_BATCH != 0)
+            continue;
+        uint64_t now = rv_clock_now_ns();
+        b->best_batch_ns =
+            now - batch_start < b->best_batch_ns ? now - batch_start : b->best_batch_ns;
+        batch_start = now;
+        if (now >= deadline)
+            break;
+    }
+    atomic_store_explicit(&b->ball, 2, memory_order_release);
+    return NULL;
+}
+
+static void *hw_pong(void *arg)
+{
+    struct pair_bench *b = arg;
+    pair_thread_begin(b, b->cpu_b);
+    for (;;) {
+        int ball = atomic_load_explicit(&b->ball, memory_order_acquire);
+        if (ball == 2)
+            break;
+        if (ball == 1)
+            atomic_store_explicit(&b->ball, 0, memory_order_release);
+        else
+            rv_cpu_relax();
+    }
+    return NULL;
+}
+
+static void hw_ping_abort(struct pair_bench *b)
+{
+    atomic_store(&b->ball, 2);
+}
+
+/* Copy m into the bare ring, waiting for room; false once aborted. */
+static bool hw_ring_put(struct pair_bench *b, const struct rv_msg *m)
+{
+    struct rv_msg *slot;
+    while ((slot = rv_spsc_reserve(&b->ring)) == NULL) {
+        rv_spsc_publish(&b->ring);
+        if (atomic_load_explicit(&b->is_aborted, memory_order_relaxed))
+            return false;
+        rv_cpu_relax();
+    }
+    *slot = *m;
+    rv_spsc_commit(&b->ring);
+    return true;
+}
+
+/* The mailbox's ring without the runtime: the same slots, the same publish
+ * every 64 messages, the same consumer batches of up to 256. */
+static void *hw_ring_producer(void *arg)
+{
+    struct pair_bench *b = arg;
+    struct rv_msg m = {.kind = RV_MSG_TASK};
+    pair_thread_begin(b, b->cpu_a);
+    b->start_ns = rv_clock_now_ns();
+    uint64_t deadline = b->start_ns + b->duration_ns;
+    for (uint64_t i = 1; hw_ring_put(b, &m); i++) {
+        if (i % 64 == 0)
+            rv_spsc_publish(&b->ring);
+        if (i % 4096 == 0 && rv_clock_now_ns() >= deadline)
+            break;
+    }
+    m.kind = 0;               /* the end */
+    (void)hw_ring_put(b, &m); /* false only when aborted: nobody reads it then */
+    rv_spsc_publish(&b->ring);
+    return NULL;
+}
+
+static void *hw_ring_consumer(void *arg)
+{
+    struct pair_bench *b = arg;
+    bool is_end = false;
+    pair_thread_begin(b, b->cpu_b);
+    while (!is_end) {
+        struct rv_msg *slot;
+        uint32_t got = 0;
+        while (got < RV_SHARD_MSGS_PER_PEER && (slot = rv_spsc_peek(&b->ring)) != NULL) {
+            is_end = slot->kind == 0;
+            rv_spsc_consume(&b->ring);
+            got++;
+            if (is_end)
+                break;
+        }
+        b->count += got - is_end;
+        if (got > 0)
+            rv_spsc_consume_done(&b->ring);
+        else
+            rv_cpu_relax();
+    }
+    b->end_ns = rv_clock_now_ns();
+    return NULL;
+}
+
+static void hw_ring_abort(struct pair_bench *b)
+{
+    atomic_store(&b->is_aborted, 1);
+}
+
+/* The cache-line round trip between the CPUs of shards 0 and 1 right now, in
+ * *out_ns: the floor under any cross-shard round trip. The hypervisor may move
+ * the vCPUs while we run (one core complex or two: a factor of 8 here), so it
+ * is taken next to every mailbox measurement. */
+static int hw_ping_run(const struct bench_opts *o, double *out_ns)
+{
+    struct pair_bench *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return -ENOMEM;
+    b->cpu_a = o->cpu_ids[0];
+    b->cpu_b = o->cpu_ids[1];
+    int rc = pair_run(b, hw_ping, hw_pong, hw_ping_abort);
+    if (rc == 0)
+        *out_ns = b->best_batch_ns == UINT64_MAX ? 0 : (double)b->best_batch_ns / HW_PING_BATCH;
+    else
+        fprintf(stderr, BENCH_NAME ": ping-pong: %s\n", rv_strerror(rc));
+    free(b);
+    return rc;
+}
+
+/* The bare ring's one-way throughput between the two CPUs. */
+static int hw_ring_measure(const struct bench_opts *o)
+{
+    struct pair_bench *b = calloc(1, sizeof(*b));
+    double line_ns = 0;
+    if (b == NULL)
+        return -ENOMEM;
+    b->cpu_a = o->cpu_ids[0];
+    b->cpu_b = o->cpu_ids[1];
+    b->duration_ns = bench_duration_ns(o);
+    int rc = hw_ping_run(o, &line_ns);
+    if (rc == 0)
+        rc = rv_spsc_init(&b->ring, MB_RING_SLOTS, sizeof(struct rv_msg));
+    if (rc == 0) {
+        rc = pair_run(b, hw_ring_producer, hw_ring_consumer, hw_ring_abort);
+        rv_spsc_fini(&b->ring);
+    }
+    if (rc == 0) {
+        fig_num("mailbox", "ring_oneway_msgs_per_s", "bare spsc ring one-way (no runtime)",
+                bench_rate(b->count, b->end_ns - b->start_ns), "msg/s");
+        fig_line_rtt("ring_oneway", line_ns);
+    } else {
+        fprintf(stderr, BENCH_NAME ": bare ring: %s\n", rv_strerror(rc));
+    }
+    free(b);
+    return rc;
+}
+
+/* Put the baseline beside each mailbox figure. */
+static void mb_add_notes(void)
+{
+    double base = fig_value("mailbox", "mutex_oneway_msgs_per_s");
+    double ring = fig_value("mailbox", "ring_oneway_msgs_per_s");
+    const char *flows[] = {"batched_msgs_per_s", "unbatched_msgs_per_s"};
+    for (size_t i = 0; i < RV_ARRAY_LEN(flows); i++) {
+        struct bench_fig *f = fig_find("mailbox", flows[i]);
+        if (f != NULL && base > 0 && ring > 0)
+            fig_note(f, "bare ring %.1f M (%.0f%%), mutex %.2f M (x%.1f)", ring / 1e6,
+                     100.0 * f->value / ring, base / 1e6, f->value / base);
+    }
+    const char *points[] = {"p50", "p99", "p999", "max"};
+    for (size_t i = 0; i < RV_ARRAY_LEN(points); i++) {
+        char key[48];
+        snprintf(key, sizeof(key), "mutex_rtt_%s_ns", points[i]);
+        double v = fig_value("mailbox", key);
+        for (uint32_t poll = 0; poll <= 50; poll += 50) {
+            snprintf(key, sizeof(key), "rtt_poll%u_%s_ns", poll, points[i]);
+            fig_note_value(fig_find("mailbox", key), "mutex+condvar", v, "ns");
+        }
+    }
+    struct bench_fig *f = fig_find("mailbox", "rtt_poll50_per_s");
+    double v = fig_value("mailbox", "mutex_rtt_per_s");
+    fig_note_value(f, "mutex+condvar", v, "rt/s");
+    fig_note_value(fig_find("mailbox", "rtt_poll0_per_s"), "mutex+condvar", v, "rt/s");
+}
+
+/* The runtime's measurements: flows and round trips with the default poll,
+ * round trips without polling, and the poll trade-off. */
+static int mb_runtime_measure(const struct bench_opts *o)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_t *rt;
+    bench_config(o, &cfg); /* poll_us: the default, 50 */
+    int rc = bench_open(&rt, &cfg);
+    if (rc < 0)
+        return rc;
+    RV_ASSERT(rv_runtime_shard_cpu(rt, 0) == o->cpu_ids[0]);
+    RV_ASSERT(rv_runtime_shard_cpu(rt, 1) == o->cpu_ids[1]);
+    fig_num("mailbox", "poll_us_default", "", cfg.poll_us, "us");
+    rc = mb_flow_measure(rt, o, MB_BURST, "batched", "one-way batched");
+    if (rc == 0)
+        rc = mb_flow_measure(rt, o, 1, "unbatched", "one-way unbatched (a turn per msg)");
+    if (rc == 0)
+        rc = mb_rtt_measure(rt, o, cfg.poll_us);
+    rv_runtime_close(rt);
+    if (rc < 0)
+        return rc;
+    cfg.poll_us = 0;
+    rc = bench_open(&rt, &cfg);
+    if (rc < 0)
+        return rc;
+    rc = mb_rtt_measure(rt, o, 0);
+    rv_runtime_close(rt);
+    static const uint32_t polls[] = {0, 50, 200};
+    for (size_t i = 0; i < RV_ARRAY_LEN(polls) && rc == 0; i++)
+        rc = mb_tradeoff_measure(o, polls[i]);
+    return rc;
+}
+
+static int bench_mailbox(const struct bench_opts *o)
+{
+    fig_text("mailbox", "path", "path", "shard 0 (cpu %d) -> shard 1 (cpu %d)", o->cpu_ids[0],
+             o->cpu_ids[1]);
+    int rc = hw_ring_measure(o);
+    if (rc == 0)
+        rc = mb_runtime_measure(o);
+    if (rc == 0)
+        rc = mq_measure(o);
+    if (rc == 0)
+        mb_add_notes();
+    return rc;
+}
+
+/* ---- io: one file job on a shard ------------------------------------------------ */
+
+/* A file written from shard 0: sequential IO_SEQ_BLOCK writes, IO_SEQ_DEPTH in
+ * flight, then one fdatasync (is_seq); or IO_SYNC_BLOCK appends each followed
+ * by fdatasync, timed from write to sync completion. The job ends with the
+ * file closed; err holds the first failure. */
+struct io_job {
+    const char *path;
+    const uint8_t *buf; /* the data of every write */
+    bool is_seq;
+    uint64_t duration_ns; /* UINT64_MAX: bytes_max alone ends the sequential job */
+    uint64_t bytes_max;
+    int fd;
+    uint64_t deadline_ns;
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t pos_next;
+    uint64_t bytes_done;
+    uint64_t op_start_ns; /* the current write + sync began; seq: the sync began */
+    uint64_t ops;
+    uint32_t inflight;
+    bool is_stopping;
+    int err;
+    const char *err_what;
+    struct bench_watch watch;
+    struct rv_hist hist;
+};
+
+static void io_job_closed(void *arg, int64_t res)
+{
+    struct io_job *j = arg;
+    if (res < 0 && j->err == 0) {
+        j->err = (int)res;
+        j->err_what = "close";
+    }
+    bench_set_done(&j->watch);
+}
+
+static void io_job_fail(struct io_job *j, int64_t res, const char *what)
+{
+    if (j->err == 0) {
+        j->err = res < 0 ? (int)res : -EIO; /* a short write */
+        j->err_what = what;
+    }
+    j->is_stopping = true;
+}
+
+static void io_job_close(struct io_job *j)
+{
+    if (j->end_ns == 0)
+        j->end_ns = rv_clock_now_ns();
+    int rc = rv_file_close(j->fd, io_job_closed, j);
+    if (rc < 0) {
+        io_job_fail(j, rc, "close");
+        bench_set_done(&j->watch);
+    }
+}
+
+static void io_seq_synced(void *arg, int64_t res)
+{
+    struct io_job *j = arg;
+    j->end_ns = rv_clock_now_ns();
+    if (res < 0)
+        io_job_fail(j, res, "fdatasync");
+    io_job_close(j);
+}
+
+static void io_seq_written(void *arg, int64_t res);
+
+/* Keep IO_SEQ_DEPTH writes in flight; once stopped and drained, sync. */
+static void io_seq_fill(struct io_job *j)
+{
+    while (!j->is_stopping && j->inflight < IO_SEQ_DEPTH) {
+        if (j->pos_next >= j->bytes_max || rv_clock_now_ns() >= j->deadline_ns) {
+            j->is_stopping = true;
+            break;
+        }
+        int rc = rv_file_write(j->fd, j->buf, IO_SEQ_BLOCK, j->pos_next, io_seq_written, j);
+        if (rc < 0) {
+            io_job_fail(j, rc, "write");
+            break;
+        }
+        j->pos_next += IO_SEQ_BLOCK;
+        j->inflight++;
+    }
+    if (!j->is_stopping || j->inflight > 0)
+        return;
+    j->op_start_ns = rv_clock_now_ns(); /* the writes are done: the sync starts */
+    int rc = j->err < 0 ? j->err : rv_file_fdatasync(j->fd, io_seq_synced, j);
+    if (rc < 0) {
+        io_job_fail(j, rc, "fdatasync");
+        io_job_close(j);
+    }
+}
+
+static void io_seq_written(void *arg, int64_t res)
+{
+    struct io_job *j = arg;
+    j->inflight--;
+    if (res != IO_SEQ_BLOCK)
+        io_job_fail(j, res, "write");
+    else
+        j->bytes_done += (uint64_t)res;
+    io_seq_fill(j);
+}
+
+static void io_sync_written(void *arg, int64_t res);
+static void io_sync_synced(void *arg, int64_t res);
+
+/* The next append + fdatasync, or the end. */
+static void io_sync_next(struct io_job *j)
+{
+    uint64_t now = rv_clock_now_ns();
+    if (now >= j->deadline_ns || j->is_stopping) {
+        j->end_ns = now;
+        io_job_close(j);
+        return;
+    }
+    j->op_start_ns = now;
+    int rc = rv_file_write(j->fd, j->buf, IO_SYNC_BLOCK, j->pos_next, io_sync_written, j);
+    if (rc < 0) {
+        io_job_fail(j, rc, "write");
+        io_job_close(j);
+    }
+}
+
+static void io_sync_written(void *arg, int64_t res)
+{
+    struct io_job *j = arg;
+    if (res != IO_SYNC_BLOCK) {
+        io_job_fail(j, res, "write");
+        io_job_close(j);
+        return;
+    }
+    j->pos_next += IO_SYNC_BLOCK;
+    int rc = rv_file_fdatasync(j->fd, io_sync_synced, j);
+    if (rc < 0) {
+        io_job_fail(j, rc, "fdatasync");
+        io_job_close(j);
+    }
+}
+
+static void io_sync_synced(void *arg, int64_t res)
+{
+    struct io_job *j = arg;
+    if (res < 0) {
+        io_job_fail(j, res, "fdatasync");
+        io_job_close(j);
+        return;
+    }
+    rv_hist_record(&j->hist, rv_clock_now_ns() - j->op_start_ns);
+    j->ops++;
+    io_sync_next(j);
+}
+
+static void io_job_opened(void *arg, int64_t res)
+{
+    struct io_job *j = arg;
+    if (res < 0) {
+        io_job_fail(j, res, "open");
+        bench_set_done(&j->watch);
+        return;
+    }
+    j->fd = (int)res;
+    j->start_ns = rv_clock_now_ns();
+    j->deadline_ns = j->duration_ns == UINT64_MAX ? UINT64_MAX : j->start_ns + j->duration_ns;
+    if (j->is_seq)
+        io_seq_fill(j);
+    else
+        io_sync_next(j);
+}
+
+static void io_job_start(void *arg)
+{
+    struct io_job *j = arg;
+    int rc =
+        rv_file_open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, io_job_opened, j);
+    if (rc < 0) {
+        io_job_fail(j, rc, "open");
+        bench_set_done(&j->watch);
+    }
+}
+
+/* Run a job on shard 0 and remove its file. */
+static int io_job_run(rv_runtime_t *rt, struct io_job *j)
+{
+    int rc = rv_runtime_submit(rt, 0, io_job_start, j);
+    if (rc == 0) {
+        bench_wait(&j->watch, NULL, j->duration_ns == UINT64_MAX ? 0 : j->duration_ns);
+        rc = j->err;
+    }
+    (void)unlink(j->path); /* best effort: a leftover file is harmless here */
+    if (rc < 0)
+        fprintf(stderr, BENCH_NAME ": %s %s: %s\n", j->err_what ? j->err_what : "submit", j->path,
+                rv_strerror(rc));
+    return rc;
+}
+
+/* ---- io: one backend --------------------------------------------------------------- */
+
+struct io_backend_run {
+    enum rv_io_backend backend;
+    const char *name;  /* the figure key prefix: "uring", "epoll", "uring_poll0" */
+    const char *label; /* for the table */
+    uint32_t poll_us;  /* the runtime's busy-poll before sleeping */
+    const char *dir;
+    const uint8_t *buf;     /* IO_SEQ_BLOCK bytes */
+    uint64_t seq_bytes_max; /* 0: IO_SEQ_BYTES_MAX or the duration, whichever first */
+    uint64_t seq_bytes;     /* out: bytes the sequential job wrote */
+    int cpu;                /* out: shard 0's CPU */
+};
+
+static void io_job_prepare(struct io_job *j, const struct io_backend_run *b, const char *path,
+                           bool is_seq, uint64_t duration_ns)
+{
+    memset(j, 0, sizeof(*j));
+    rv_hist_init(&j->hist);
+    j->path = path;
+    j->buf = b->buf;
+    j->is_seq = is_seq;
+    j->fd = -1;
+    j->bytes_max = b->seq_bytes_max != 0 ? b->seq_bytes_max : IO_SEQ_BYTES_MAX;
+    j->duration_ns = is_seq && b->seq_bytes_max != 0 ? UINT64_MAX : duration_ns;
+}
+
+static void io_backend_figures(const struct io_backend_run *b, const struct io_job *seq,
+                               const struct io_job *sync)
+{
+    char key[48], label[48];
+    snprintf(key, sizeof(key), "%s_seq_write_mb_per_s", b->name);
+    snprintf(label, sizeof(label), "seq 1 MiB + fdatasync, %s", b->label);
+    fig_num("io", key, label, bench_rate(seq->bytes_done, seq->end_ns - seq->start_ns) / 1e6,
+            "MB/s");
+    fig_numf("io", "", (double)seq->bytes_done, "", "%s_seq_write_bytes", b->name);
+    fig_numf("io", "", (double)(seq->op_start_ns - seq->start_ns), "ns", "%s_seq_writes_ns",
+             b->name);
+    fig_numf("io", "", (double)(seq->end_ns - seq->op_start_ns), "ns", "%s_seq_fdatasync_ns",
+             b->name);
+    snprintf(key, sizeof(key), "%s_fsync_ops_per_s", b->name);
+    snprintf(label, sizeof(label), "4 KiB write + fdatasync, %s", b->label);
+    fig_num("io", key, label, bench_rate(sync->ops, sync->end_ns - sync->start_ns), "op/s");
+    snprintf(key, sizeof(key), "%s_fsync", b->name);
+    fig_hist("io", key, &sync->hist);
+}
+
+static int io_backend_measure(const struct bench_opts *o, struct io_backend_run *b)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_t *rt;
+    bench_config(o, &cfg);
+    cfg.io_backend = b->backend;
+    cfg.poll_us = b->poll_us;
+    int rc = bench_open(&rt, &cfg);
+    if (rc < 0)
+        return rc;
+    b->cpu = rv_runtime_shard_cpu(rt, 0);
+    struct io_job *seq = malloc(sizeof(*seq));
+    struct io_job *sync = malloc(sizeof(*sync));
+    char seq_path[PATH_MAX], sync_path[PATH_MAX];
+    snprintf(seq_path, sizeof(seq_path), "%s/rivven-bench-%d-seq.dat", b->dir, (int)getpid());
+    snprintf(sync_path, sizeof(sync_path), "%s/rivven-bench-%d-sync.dat", b->dir, (int)getpid());
+    rc = seq == NULL || sync == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        io_job_prepare(seq, b, seq_path, true, bench_duration_ns(o));
+        io_job_prepare(sync, b, sync_path, false, bench_duration_ns(o));
+        rc = io_job_run(rt, seq);
+    }
+    if (rc == 0)
+        rc = io_job_run(rt, sync);
+    rv_runtime_close(rt);
+    if (rc == 0) {
+        b->seq_bytes = seq->bytes_done;
+        io_backend_figures(b, seq, sync);
+    }
+    free(seq);
+    free(sync);
+    return rc;
+}
+
+/* ---- io: fio, the machine's limit ---------------------------------------------------- */
+
+struct fio_cmd {
+    char args[FIO_ARG_COUNT][PATH_MAX + 32];
+    char *argv[FIO_ARG_COUNT + 1];
+    uint32_t argc;
+};
+
+static void __attribute__((format(printf, 2, 3))) fio_arg(struct fio_cmd *c, const char *fmt, ...)
+{
+    va_list ap;
+    RV_ASSERT(c->argc < FIO_ARG_COUNT);
+    va_start(ap, fmt);
+    vsnprintf(c->args[c->argc], sizeof(c->args[0]), fmt, ap);
+    va_end(ap);
+    c->argv[c->argc] = c->args[c->argc];
+    c->argc++;
+    c->argv[c->argc] = NULL;
+}
+
+/* Run fio with output to /dev/null. 0, -ENOENT when fio is not on PATH, or
+ * -ECHILD when it failed. */
+static int fio_spawn(struct fio_cmd *c)
+{
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    int status;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    int rc = posix_spawnp(&pid, "fio", &fa, NULL, c->argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -rc;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -ECHILD;
+}
+
+/* The text after "key" and its colon, searching from `from`; NULL if absent. */
+static const char *json_after_key(const char *from, const char *key)
+{
+    size_t len = strlen(key);
+    for (const char *p = from; p != NULL && (p = strchr(p, '"')) != NULL; p++) {
+        if (strncmp(p + 1, key, len) != 0 || p[1 + len] != '"')
+            continue;
+        const char *q = p + 2 + len;
+        q += strspn(q, " \t\r\n");
+        if (*q == ':')
+            return q + 1 + strspn(q + 1, " \t\r\n");
+    }
+    return NULL;
+}
+
+/* The number at the path keys[0] > keys[1] > ... (each searched after the last). */
+static bool json_number(const char *text, const char *const *keys, size_t count, double *out)
+{
+    const char *p = text;
+    for (size_t i = 0; i < count && p != NULL; i++)
+        p = json_after_key(p, keys[i]);
+    if (p == NULL)
+        return false;
+    char *end;
+    *out = strtod(p, &end);
+    return end != p;
+}
+
+struct fio_result {
+    double write_bytes;
+    double runtime_ms; /* includes the end_fsync */
+    double iops;
+    double sync_p50_ns;
+    double sync_p99_ns;
+};
+
+static int fio_parse(const char *path, struct fio_result *out)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -errno;
+    char *text = malloc(FIO_JSON_MAX + 1);
+    size_t len = text == NULL ? 0 : fread(text, 1, FIO_JSON_MAX, f);
+    fclose(f);
+    if (text == NULL)
+        return -ENOMEM;
+    text[len] = '\0';
+    const char *w_bytes[] = {"jobs", "write", "io_bytes"};
+    const char *w_runtime[] = {"jobs", "write", "runtime"};
+    const char *w_iops[] = {"jobs", "write", "iops"};
+    const char *s_p50[] = {"jobs", "sync", "lat_ns", "percentile", "50.000000"};
+    const char *s_p99[] = {"jobs", "sync", "lat_ns", "percentile", "99.000000"};
+    bool is_ok = json_number(text, w_bytes, 3, &out->write_bytes) &&
+                 json_number(text, w_runtime, 3, &out->runtime_ms) &&
+                 json_number(text, w_iops, 3, &out->iops);
+    if (!json_number(text, s_p50, 5, &out->sync_p50_ns))
+        out->sync_p50_ns = 0; /* only with fdatasync=1 */
+    if (!json_number(text, s_p99, 5, &out->sync_p99_ns))
+        out->sync_p99_ns = 0;
+    free(text);
+    return is_ok ? 0 : -EBADMSG;
+}
+
+/* The common fio arguments: a buffered io_uring write job pinned like shard 0. */
+static void fio_common(struct fio_cmd *c, const char *dir, const char *name, int cpu)
+{
+    fio_arg(c, "fio");
+    fio_arg(c, "--name=rivven-%s", name);
+    fio_arg(c, "--filename=%s/rivven-bench-%d-fio-%s.dat", dir, (int)getpid(), name);
+    fio_arg(c, "--output=%s/rivven-bench-%d-fio-%s.json", dir, (int)getpid(), name);
+    fio_arg(c, "--output-format=json");
+    fio_arg(c, "--ioengine=io_uring");
+    fio_arg(c, "--direct=0");
+    fio_arg(c, "--fallocate=none");
+    fio_arg(c, "--rw=write");
+    if (cpu >= 0)
+        fio_arg(c, "--cpus_allowed=%d", cpu);
+}
+
+/* Run one fio job (arguments after the common ones) and parse its result. */
+static int fio_job(struct fio_cmd *c, const char *dir, const char *name, struct fio_result *out)
+{
+    char path[PATH_MAX];
+    int rc = fio_spawn(c);
+    snprintf(path, sizeof(path), "%s/rivven-bench-%d-fio-%s.json", dir, (int)getpid(), name);
+    if (rc == 0)
+        rc = fio_parse(path, out);
+    (void)unlink(path); /* best effort cleanup of fio's files */
+    snprintf(path, sizeof(path), "%s/rivven-bench-%d-fio-%s.dat", dir, (int)getpid(), name);
+    (void)unlink(path);
+    return rc;
+}
+
+static void fio_add_figures(const struct fio_result *seq, const struct fio_result *sync)
+{
+    double fio_mbps = seq->runtime_ms > 0 ? seq->write_bytes / seq->runtime_ms / 1e3 : 0;
+    fig_num("io", "fio_seq_write_mb_per_s", "fio io_uring seq 1 MiB + end_fsync", fio_mbps, "MB/s");
+    fig_num("io", "fio_fsync_ops_per_s", "fio io_uring 4 KiB + fdatasync", sync->iops, "op/s");
+    fig_num("io", "fio_fdatasync_p50_ns", "  fio fdatasync alone p50", sync->sync_p50_ns, "ns");
+    fig_num("io", "fio_fdatasync_p99_ns", "  fio fdatasync alone p99", sync->sync_p99_ns, "ns");
+    const char *names[] = {"uring", "epoll", "uring_poll0"};
+    for (size_t i = 0; i < RV_ARRAY_LEN(names); i++) {
+        char key[48];
+        snprintf(key, sizeof(key), "%s_seq_write_mb_per_s", names[i]);
+        struct bench_fig *f = fig_find("io", key);
+        if (f != NULL && fio_mbps > 0) {
+            fig_note(f, "fio: %.0f MB/s, %.0f%%", fio_mbps, 100.0 * f->value / fio_mbps);
+            fig_numf("io", "", 100.0 * f->value / fio_mbps, "%", "%s_seq_pct_of_fio", names[i]);
+        }
+        snprintf(key, sizeof(key), "%s_fsync_ops_per_s", names[i]);
+        f = fig_find("io", key);
+        if (f != NULL && sync->iops > 0) {
+            fig_note(f, "fio: %.0f op/s, %.0f%%", sync->iops, 100.0 * f->value / sync->iops);
+            fig_numf("io", "", 100.0 * f->value / sync->iops, "%", "%s_fsync_pct_of_fio", names[i]);
+        }
+    }
+}
+
+/* fio on the same directory: the sequential job at our size, the fdatasync job
+ * for our duration. A missing or failing fio is reported, not fatal. */
+static void fio_measure(const struct bench_opts *o, const char *dir, uint64_t seq_bytes, int cpu)
+{
+    struct fio_cmd *c = calloc(1, sizeof(*c));
+    struct fio_result seq, sync;
+    int rc = c == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        fio_common(c, dir, "seq", cpu);
+        fio_arg(c, "--bs=1m");
+        fio_arg(c, "--iodepth=%u", IO_SEQ_DEPTH);
+        fio_arg(c, "--size=%llu", (unsigned long long)seq_bytes);
+        fio_arg(c, "--end_fsync=1");
+        rc = fio_job(c, dir, "seq", &seq);
+    }
+    if (rc == 0) {
+        memset(c, 0, sizeof(*c));
+        fio_common(c, dir, "fsync", cpu);
+        fio_arg(c, "--bs=4k");
+        fio_arg(c, "--iodepth=1");
+        fio_arg(c, "--fdatasync=1");
+        fio_arg(c, "--size=1g");
+        fio_arg(c, "--runtime=%llums", (unsigned long long)(bench_duration_ns(o) / 1000000));
+        rc = fio_job(c, dir, "fsync", &sync);
+    }
+    free(c);
+    if (rc == 0) {
+        fig_text("io", "fio", "fio", "io_uring engine, buffered, same directory");
+        fio_add_figures(&seq, &sync);
+    } else if (rc == -ENOENT) {
+        fig_text("io", "fio", "fio", "not found on PATH: no comparison");
+    } else {
+        fig_text("io", "fio", "fio", "failed (%s): no comparison", rv_strerror(rc));
+    }
+}
+
+/* ---- io: the benchmark ------------------------------------------------------------- */
+
+/* memcpy of a 64 MiB buffer, the best of 5: bytes copied per second. */
+static double bench_memcpy_gbps(void)
+{
+    char *src = malloc(MEMCPY_BYTES);
+    char *dst = malloc(MEMCPY_BYTES);
+    uint64_t best = UINT64_MAX;
+    if (src != NULL && dst != NULL) {
+        memset(src, 0x5a, MEMCPY_BYTES);
+        memset(dst, 0xa5, MEMCPY_BYTES); /* fault the pages in first */
+        for (int i = 0; i < 5; i++) {
+            uint64_t t0 = rv_clock_now_ns();
+            memcpy(dst, src, MEMCPY_BYTES);
+            /* Keep the copy: dst is "read" by the empty asm. */
+            __asm__ volatile("" : : "r"(dst) : "memory");
+            uint64_t took = rv_clock_now_ns() - t0;
+            best = took < best ? took : best;
+        }
+    }
+    free(src);
+    free(dst);
+    return best == UINT64_MAX || best == 0 ? 0 : (double)MEMCPY_BYTES / (double)best;
+}
+
+/* The block device under dir, e.g. "vda (254:0)". */
+static void io_describe_dir(const char *dir, char *buf, size_t len)
+{
+    struct stat st;
+    char link[PATH_MAX], target[PATH_MAX];
+    if (stat(dir, &st) < 0) {
+        snprintf(buf, len, "unknown device");
+        return;
+    }
+    unsigned maj = major(st.st_dev), min = minor(st.st_dev);
+    snprintf(link, sizeof(link), "/sys/dev/block/%u:%u", maj, min);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0) {
+        snprintf(buf, len, "device %u:%u (not a block device)", maj, min);
+        return;
+    }
+    target[n] = '\0';
+    const char *name = strrchr(target, '/');
+    snprintf(buf, len, "%.64s (%u:%u)", name != NULL ? name + 1 : target, maj, min);
+}
+
+/*
+ * io_uring and epoll with the default poll, then io_uring without polling: the
+ * io-wq worker that runs a punted buffered write or fdatasync inherits the
+ * shard's CPU, where a polling shard competes with it. The first run sets the
+ * size every later run and fio write.
+ */
+static int io_run_all(const struct bench_opts *o, const char *dir, const uint8_t *buf)
+{
+    struct rv_runtime_config defaults;
+    rv_runtime_config_init(&defaults);
+    struct io_backend_run runs[] = {
+        {.backend = RV_IO_URING, .name = "uring", .label = "io_uring", .poll_us = defaults.poll_us},
+        {.backend = RV_IO_EPOLL, .name = "epoll", .label = "epoll", .poll_us = defaults.poll_us},
+        {.backend = RV_IO_URING, .name = "uring_poll0", .label = "io_uring poll 0", .poll_us = 0},
+    };
+    uint64_t size = 0;
+    int cpu = -1;
+    for (size_t i = 0; i < RV_ARRAY_LEN(runs); i++) {
+        runs[i].dir = dir;
+        runs[i].buf = buf;
+        runs[i].seq_bytes_max = size;
+        int rc = io_backend_measure(o, &runs[i]);
+        if (rc == -ENOSYS) {
+            fig_text("io", runs[i].name, runs[i].label, "unavailable: %s", rv_err_msg());
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+        size = size != 0 ? size : runs[i].seq_bytes;
+        cpu = runs[i].cpu;
+    }
+    if (size > 0)
+        fio_measure(o, dir, size, cpu);
+    return 0;
+}
+
+static int bench_io(const struct bench_opts *o)
+{
+    char tmp[] = "/var/tmp/rivven-bench.XXXXXX";
+    char device[PATH_MAX];
+    const char *dir = o->dir;
+    if (dir == NULL && (dir = mkdtemp(tmp)) == NULL) {
+        fprintf(stderr, BENCH_NAME ": mkdtemp %s: %s\n", tmp, strerror(errno));
+        return -errno;
+    }
+    io_describe_dir(dir, device, sizeof(device));
+    fig_text("io", "dir", "directory", "%s", dir);
+    fig_text("io", "device", "device", "%s", device);
+    fig_num("io", "memcpy_gb_per_s", "memcpy 64 MiB", bench_memcpy_gbps(), "GB/s");
+    uint8_t *buf = aligned_alloc(4096, IO_SEQ_BLOCK);
+    int rc = buf == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        for (uint32_t i = 0; i < IO_SEQ_BLOCK; i++)
+            buf[i] = (uint8_t)(i * 131u + 7u); /* not zeros: no sparse shortcut anywhere */
+        rc = io_run_all(o, dir, buf);
+    }
+    free(buf);
+    if (o->dir == NULL && rmdir(dir) < 0)
+        fprintf(stderr, BENCH_NAME ": rmdir %s: %s\n", dir, strerror(errno));
+    return rc;
+}
+
+/* ---- machine ------------------------------------------------------------------------ */
+
+static void bench_machine(const struct bench_opts *o)
+{
+    char model[160] = "unknown", line[256];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        const char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+            snprintf(model, sizeof(model), "%s", colon + 2);
+            model[strcspn(model, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    struct utsname u;
+    if (uname(&u) < 0)
+        snprintf(u.release, sizeof(u.release), "unknown");
+    fig_num("machine", "online_cpus", "online cpus", rv_topo_online_cpus(), "");
+    fig_text("machine", "cpus_used", "cpus used", "%s", o->cpus_text);
+    fig_text("machine", "cpu_model", "cpu model", "%s", model);
+    fig_text("machine", "kernel", "kernel", "%s %s", u.sysname, u.release);
+    double load[1] = {-1};
+    (void)getloadavg(load, 1); /* -1 stays when unknown */
+    fig_num("machine", "loadavg_1min", "load average at start (1 min)", load[0], "");
+#if defined(__OPTIMIZE__) && defined(NDEBUG)
+    fig_text("machine", "build", "build", "optimized, NDEBUG");
+#elif defined(__OPTIMIZE__)
+    fig_text("machine", "build", "build", "optimized");
+#else
+    fig_text("machine", "build", "build", "not optimized (-O0): figures are not representative");
+#endif
+    fig_text("config", "command", "", "%s", o->cmd);
+    fig_num("config", "shards", "", o->shard_count, "");
+    fig_text("config", "cpuset", "", "%s", o->cpus_text);
+    fig_num("config", "duration_s", "", o->duration_s, "s");
+}
+
+/* Machine-wide CPU use from /proc/stat and this process's own, to tell how
+ * much of the machine others took while we measured. */
+struct bench_load {
+    uint64_t busy_ticks;  /* user, nice, system, irq, softirq of all CPUs */
+    uint64_t steal_ticks; /* taken by the hypervisor */
+    uint64_t total_ticks; /* everything, idle included */
+    uint64_t self_ns;     /* this process and its waited-for children (fio) */
+};
+
+static bool bench_load_sample(struct bench_load *out)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n = f == NULL ? 0
+                      : fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                               &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+    if (f != NULL)
+        fclose(f);
+    struct rusage self, children;
+    if (n != 8 || getrusage(RUSAGE_SELF, &self) < 0 || getrusage(RUSAGE_CHILDREN, &children) < 0)
+        return false;
+    out->busy_ticks = v[0] + v[1] + v[2] + v[5] + v[6];
+    out->steal_ticks = v[7];
+    out->total_ticks = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+    const struct timeval *tv[] = {&self.ru_utime, &self.ru_stime, &children.ru_utime,
+                                  &children.ru_stime};
+    out->self_ns = 0;
+    for (size_t i = 0; i < RV_ARRAY_LEN(tv); i++)
+        out->self_ns += (uint64_t)tv[i]->tv_sec * 1000000000ull + (uint64_t)tv[i]->tv_usec * 1000;
+    return true;
+}
+
+static void bench_load_figures(const struct bench_load *a)
+{
+    struct bench_load b;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (!bench_load_sample(&b) || hz <= 0 || b.total_ticks <= a->total_ticks)
+        return;
+    double tick_ns = 1e9 / (double)hz;
+    double total_ns = (double)(b.total_ticks - a->total_ticks) * tick_ns;
+    double others_ns =
+        (double)(b.busy_ticks - a->busy_ticks) * tick_ns - (double)(b.self_ns - a->self_ns);
+    fig_num("machine", "others_cpu_pct", "others' cpu use, of all cpus",
+            others_ns > 0 ? 100.0 * others_ns / total_ns : 0, "%");
+    fig_num("machine", "steal_pct", "hypervisor steal, of all cpus",
+            100.0 * (double)(b.steal_ticks - a->steal_ticks) * tick_ns / total_ns, "%");
+}
+
+int main(int argc, char **argv)
+{
+    struct bench_opts o;
+    int status = opts_parse(argc, argv, &o);
+    if (status >= 0)
+        return status;
+    struct bench_load load;
+    bool has_load = bench_load_sample(&load);
+    bench_machine(&o);
+    bool is_all = strcmp(o.cmd, "all") == 0;
+    int rc = 0;
+    if (strcmp(o.cmd, "mailbox") == 0 || is_all) {
+        if (o.shard_count >= 2)
+            rc = bench_mailbox(&o);
+        else
+            fig_text("mailbox", "skipped", "skipped", "needs 2 shards");
+    }
+    if (rc == 0 && (strcmp(o.cmd, "io") == 0 || is_all))
+        rc = bench_io(&o);
+    if (rc < 0)
+        return 1;
+    if (has_load)
+        bench_load_figures(&load);
+    if (o.is_json)
+        bench_print_json();
+    else
+        bench_print_text(&o);
     return 0;
 }
