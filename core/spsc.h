@@ -41,15 +41,16 @@ static inline void rv_cpu_relax(void)
 }
 
 struct rv_spsc {
-    /* Producer's cache line. */
+    /* Shared indexes, each alone on its line: the other side reads it. */
     _Atomic uint32_t tail RV_ALIGNED_CACHE; /* published: slots [head, tail) readable */
-    uint32_t tail_local;                    /* producer's next slot, >= tail */
-    uint32_t head_cache;                    /* producer's last view of head */
-    /* Consumer's cache line. */
     _Atomic uint32_t head RV_ALIGNED_CACHE; /* released: slots below are free */
-    uint32_t head_local;                    /* consumer's next slot, >= head */
-    uint32_t tail_cache;                    /* consumer's last view of tail */
-    /* Read-only after init. */
+    /* Producer-private line. */
+    uint32_t tail_local RV_ALIGNED_CACHE; /* producer's next slot, >= tail */
+    uint32_t head_cache;                  /* producer's last view of head */
+    /* Consumer-private line. */
+    uint32_t head_local RV_ALIGNED_CACHE; /* consumer's next slot, >= head */
+    uint32_t tail_cache;                  /* consumer's last view of tail */
+    /* Read-only after init (shared reads only, never invalidated). */
     uint32_t mask RV_ALIGNED_CACHE; /* capacity - 1 */
     uint32_t elem_size;             /* bytes per slot, a multiple of 8 */
     uint8_t *slots;                 /* capacity * elem_size bytes, 64-byte aligned */

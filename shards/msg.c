@@ -208,10 +208,11 @@ void rv_msg_flush(struct rv_shard *s)
         uint32_t peer = s->dirty_peers[i];
         struct rv_outbox *ob = &s->out[peer];
         bool is_drained = outbox_refill(ob);
-        if (rv_spsc_has_unpublished(ob->ring)) {
+        if (rv_spsc_has_unpublished(ob->ring))
             rv_spsc_publish(ob->ring);
-            rv_shard_wake(s->rt->shards[peer]);
-        }
+        /* Always, even when rv_msg_send already published the last slots
+         * early: a peer that fell asleep since must be signalled. */
+        rv_shard_wake(s->rt->shards[peer]);
         if (is_drained)
             ob->is_dirty = false;
         else

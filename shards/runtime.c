@@ -590,7 +590,7 @@ static int file_queue(struct rv_io_req *req)
 
 int rv_file_open(const char *path, int flags, mode_t mode, rv_io_fn *cb, void *arg)
 {
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_OPEN, AT_FDCWD, cb, arg);
     if (rc < 0)
         return rc;
@@ -609,7 +609,7 @@ int rv_file_open(const char *path, int flags, mode_t mode, rv_io_fn *cb, void *a
 
 int rv_file_read(int fd, void *buf, uint32_t len, uint64_t pos, rv_io_fn *cb, void *arg)
 {
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_READ, fd, cb, arg);
     if (rc < 0)
         return rc;
@@ -621,7 +621,7 @@ int rv_file_read(int fd, void *buf, uint32_t len, uint64_t pos, rv_io_fn *cb, vo
 
 int rv_file_write(int fd, const void *buf, uint32_t len, uint64_t pos, rv_io_fn *cb, void *arg)
 {
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_WRITE, fd, cb, arg);
     if (rc < 0)
         return rc;
@@ -633,14 +633,14 @@ int rv_file_write(int fd, const void *buf, uint32_t len, uint64_t pos, rv_io_fn 
 
 int rv_file_fdatasync(int fd, rv_io_fn *cb, void *arg)
 {
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_FDATASYNC, fd, cb, arg);
     return rc < 0 ? rc : file_queue(req);
 }
 
 int rv_file_fallocate(int fd, int mode, uint64_t pos, uint64_t len, rv_io_fn *cb, void *arg)
 {
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_FALLOCATE, fd, cb, arg);
     if (rc < 0)
         return rc;
@@ -655,7 +655,7 @@ int rv_file_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t pos, rv
 {
     if (iovcnt <= 0 || iovcnt > IOV_MAX)
         return rv_errf(-EINVAL, "rv_file_writev: %d iovecs", iovcnt);
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_WRITEV, fd, cb, arg);
     if (rc < 0)
         return rc;
@@ -667,7 +667,7 @@ int rv_file_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t pos, rv
 
 int rv_file_close(int fd, rv_io_fn *cb, void *arg)
 {
-    struct rv_io_req *req;
+    struct rv_io_req *req = NULL;
     int rc = file_req(&req, RV_IO_OP_CLOSE, fd, cb, arg);
     return rc < 0 ? rc : file_queue(req);
 }

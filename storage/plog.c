@@ -947,6 +947,7 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
                             .fd = -1,
                             .done = done,
                             .arg = arg};
+    op->seg_next = s->next_offset;
     log->jobs++;
     log->shard->hot->stats.misses++;
     if (op->want == 0) {

@@ -1,5 +1,7 @@
 /* tests/shards/test_shard.c - tests shards/shard.c: the loop, sleeping, waking, stalls. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,5 +69,42 @@ Test(shard, long_loop_turn_is_reported_as_a_stall)
     struct rv_shard_stats st;
     TEST_WAIT_STATS(rt, 0, st, st.stalls >= 1);
     cr_assert_eq(st.stalls, 1);
+    rv_runtime_close(rt);
+}
+
+/* Regression: a send that fills a 64-slot publish batch exactly published
+ * early without a wake-up, and the flush then saw nothing to publish, so a
+ * sleeping peer never learned of the messages. */
+static _Atomic int batch_replies;
+static sem_t batch_done;
+
+static void batch_reply(void *p)
+{
+    (void)p;
+    if (atomic_fetch_add(&batch_replies, 1) + 1 == 64)
+        sem_post(&batch_done);
+}
+
+static void batch_send_64(void *p)
+{
+    (void)p;
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(rv_shard_call(1, noop, NULL, batch_reply), 0);
+}
+
+Test(shard, exactly_64_messages_still_wake_a_sleeping_peer)
+{
+    rv_runtime_t *rt = test_rt_open(2);
+    sem_init(&batch_done, 0, 0);
+    atomic_store(&batch_replies, 0);
+    usleep(30000); /* shard 1 sleeps */
+    cr_assert_eq(rv_runtime_submit(rt, 0, batch_send_64, NULL), 0);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 5;
+    int rc;
+    while ((rc = sem_timedwait(&batch_done, &deadline)) < 0 && errno == EINTR)
+        ;
+    cr_assert_eq(rc, 0, "the 64 calls never completed: lost wake-up");
     rv_runtime_close(rt);
 }

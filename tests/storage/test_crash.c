@@ -119,6 +119,7 @@ static uint32_t read_partition(struct env *e, int32_t p, uint32_t *seq_at, uint3
         int rc = rv_fetch_sync(e->st, "durable", p, offset, 256 << 10, &res);
         cr_assert_eq(rc, 0, "fetch %d@%lld: %s", p, (long long)offset, rv_strerror(rc));
         struct rv_record_view v;
+        int64_t before = offset;
         while ((rc = rv_fetch_next(res, &v)) == 1) {
             cr_assert_eq(v.offset, offset, "contiguous offsets in partition %d", p);
             uint32_t seq = 0;
@@ -135,6 +136,8 @@ static uint32_t read_partition(struct env *e, int32_t p, uint32_t *seq_at, uint3
         }
         cr_assert_eq(rc, 0, "no corrupt record is ever returned");
         rv_fetch_release(res);
+        cr_assert_gt(offset, before, "fetch at %lld below the high watermark %lld made no progress",
+                     (long long)before, (long long)hw);
     }
     return n;
 }
