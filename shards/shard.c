@@ -127,8 +127,10 @@ static uint32_t shard_turn(struct rv_shard *s, uint64_t now_ns)
 static void shard_check_stall(struct rv_shard *s, uint64_t start_ns)
 {
     uint64_t stall_ns = (uint64_t)s->rt->cfg.stall_ms * 1000000ull;
+    if (stall_ns == 0)
+        return; /* no clock read when the detector is off */
     uint64_t took = rv_clock_now_ns() - start_ns;
-    if (stall_ns == 0 || took <= stall_ns)
+    if (took <= stall_ns)
         return;
     rv_shard_count_add(&s->stats.stalls, 1);
     rv_warn("reactor stall: loop turn took %llu us (threshold %u ms)",
@@ -157,7 +159,11 @@ static void shard_loop(struct rv_shard *s)
         }
         if (idle_since == 0)
             idle_since = now;
-        if (now - idle_since < poll_ns || rv_msg_has_outbound(s) || s->io.done_head != NULL) {
+        /* Poll only while nothing but the mailboxes can wake us: with file I/O
+         * in flight, sleeping in the ring lets the kernel's io-wq worker
+         * (pinned to our CPU) run, and its completion wakes us anyway. */
+        bool is_polling = now - idle_since < poll_ns && s->io.inflight == 0;
+        if (is_polling || rv_msg_has_outbound(s) || s->io.done_head != NULL) {
             rv_cpu_relax();
             continue;
         }
