@@ -53,7 +53,8 @@ int rv_buf_alloc(rv_pool_t *pool, size_t cap, rv_buf_t **out)
         return rv_errf(-EINVAL, "buf: capacity %zu not in 1..%u", cap, RV_BUF_CAP_MAX);
     rv_buf_t *b = rv_pool_get(pool, cap + RV_BUF_HEADER_BYTES);
     /* Backpressure is routine: no message formatting on this path. */
-    if (b == NULL) return -ENOBUFS;
+    if (b == NULL)
+        return -ENOBUFS;
     size_t block_size = rv_pool_block_size(b);
     RV_ASSERT(block_size >= cap + RV_BUF_HEADER_BYTES);
     *b = (struct rv_buf){
@@ -83,7 +84,8 @@ void rv_buf_get(rv_buf_t *b)
 static void buf_release(rv_buf_t *b)
 {
     RV_ASSERT(b->refs > 0);
-    if (--b->refs > 0) return;
+    if (--b->refs > 0)
+        return;
     RV_ASSERT(rv_pool_of(b) == b->pool);
     /* A use after the last put then trips the magic check (and ASan). */
     b->magic = 0;
@@ -101,7 +103,8 @@ static void buf_put_home(void *arg)
 
 void rv_buf_put(rv_buf_t *b)
 {
-    if (b == NULL) return;
+    if (b == NULL)
+        return;
     RV_ASSERT(b->magic == BUF_MAGIC);
     if (buf_is_home(b)) {
         buf_release(b);
@@ -190,7 +193,8 @@ int rv_slice_make(struct rv_slice *out, rv_buf_t *b, size_t pos, size_t len)
     RV_ASSERT(out != NULL);
     RV_ASSERT(b != NULL);
     int rc = slice_check_range(rv_buf_len(b), pos, len);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     rv_buf_get(b);
     *out = (struct rv_slice){.buf = b, .pos = (uint32_t)pos, .len = (uint32_t)len};
     return 0;
@@ -204,7 +208,8 @@ int rv_slice_sub(struct rv_slice *out, const struct rv_slice *s, size_t pos, siz
     /* Writing over s would lose its reference. */
     RV_ASSERT(out != s);
     int rc = slice_check_range(s->len, pos, len);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     RV_ASSERT((size_t)s->pos + pos + len <= rv_buf_cap(s->buf));
     rv_buf_get(s->buf);
     *out = (struct rv_slice){.buf = s->buf, .pos = s->pos + (uint32_t)pos, .len = (uint32_t)len};
@@ -213,7 +218,8 @@ int rv_slice_sub(struct rv_slice *out, const struct rv_slice *s, size_t pos, siz
 
 void rv_slice_put(struct rv_slice *s)
 {
-    if (s == NULL || s->buf == NULL) return;
+    if (s == NULL || s->buf == NULL)
+        return;
     rv_buf_put(s->buf);
     *s = (struct rv_slice){.buf = NULL, .pos = 0, .len = 0};
 }

@@ -113,6 +113,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42_run(uint32_t stat
 uint32_t rv_crc32c_sse42(uint32_t crc, const void *buf, size_t len)
 {
     RV_ASSERT(buf != NULL || len == 0);
-    if (!crc32c_has_sse42) return rv_crc32c_portable(crc, buf, len);
+    if (!crc32c_has_sse42)
+        return rv_crc32c_portable(crc, buf, len);
     return ~crc32c_sse42_run(~crc, buf, len);
 }

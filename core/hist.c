@@ -45,13 +45,16 @@ void rv_hist_merge(struct rv_hist *dst, const struct rv_hist *src)
     RV_ASSERT(dst != NULL);
     RV_ASSERT(src != NULL);
     RV_ASSERT(dst != src);
-    if (src->count == 0) return;
+    if (src->count == 0)
+        return;
     for (uint32_t i = 0; i < RV_HIST_BUCKET_COUNT; i++)
         dst->counts[i] += src->counts[i];
     dst->count += src->count;
     dst->sum += src->sum;
-    if (src->min < dst->min) dst->min = src->min;
-    if (src->max > dst->max) dst->max = src->max;
+    if (src->min < dst->min)
+        dst->min = src->min;
+    if (src->max > dst->max)
+        dst->max = src->max;
     RV_DASSERT(rv_hist_check(dst));
 }
 
@@ -60,14 +63,18 @@ uint64_t rv_hist_percentile(const struct rv_hist *h, double p)
     RV_ASSERT(h != NULL);
     RV_ASSERT(p >= 0.0); /* also false for NaN */
     RV_ASSERT(p <= 100.0);
-    if (h->count == 0) return 0;
-    if (p == 0.0) return h->min;
-    if (p == 100.0) return h->max;
+    if (h->count == 0)
+        return 0;
+    if (p == 0.0)
+        return h->min;
+    if (p == 100.0)
+        return h->max;
     /* Round to the nearest rank, as HdrHistogram does, so that floating-point
      * noise in p (99.9 is not exact) cannot push the rank up by one. */
     double rank_real = p / 100.0 * (double)h->count + 0.5;
     uint64_t rank = rank_real >= (double)h->count ? h->count : (uint64_t)rank_real;
-    if (rank == 0) rank = 1;
+    if (rank == 0)
+        rank = 1;
     uint64_t seen = 0;
     for (uint32_t i = 0; i < RV_HIST_BUCKET_COUNT; i++) {
         seen += h->counts[i];
@@ -84,7 +91,8 @@ uint64_t rv_hist_percentile(const struct rv_hist *h, double p)
 double rv_hist_mean(const struct rv_hist *h)
 {
     RV_ASSERT(h != NULL);
-    if (h->count == 0) return 0.0;
+    if (h->count == 0)
+        return 0.0;
     return (double)h->sum / (double)h->count;
 }
 
@@ -100,8 +108,11 @@ bool rv_hist_check(const struct rv_hist *h)
     uint64_t total = 0;
     for (uint32_t i = 0; i < RV_HIST_BUCKET_COUNT; i++)
         total += h->counts[i];
-    if (total != h->count) return false;
-    if (h->count == 0) return h->min == UINT64_MAX && h->max == 0 && h->sum == 0;
-    if (h->min > h->max) return false;
+    if (total != h->count)
+        return false;
+    if (h->count == 0)
+        return h->min == UINT64_MAX && h->max == 0 && h->sum == 0;
+    if (h->min > h->max)
+        return false;
     return h->counts[rv_hist_index(h->min)] != 0 && h->counts[rv_hist_index(h->max)] != 0;
 }

@@ -101,14 +101,17 @@ static inline uint64_t rv_hist_max(const struct rv_hist *h)
 /* Record `n` occurrences of v (n = 0 is a no-op). O(1). */
 static inline void rv_hist_record_n(struct rv_hist *h, uint64_t v, uint64_t n)
 {
-    if (n == 0) return;
+    if (n == 0)
+        return;
     uint32_t index = rv_hist_index(v);
     RV_ASSERT(index < RV_HIST_BUCKET_COUNT);
     h->counts[index] += n;
     h->count += n;
     h->sum += (rv_hist_sum_t)v * n;
-    if (v < h->min) h->min = v;
-    if (v > h->max) h->max = v;
+    if (v < h->min)
+        h->min = v;
+    if (v > h->max)
+        h->max = v;
 }
 
 /* Record one occurrence of v. O(1). */

@@ -32,7 +32,8 @@ static uint32_t hmap_find(const struct rv_hmap *m, uint64_t key)
     RV_ASSERT(key != 0);
     uint32_t i = hmap_home(m, key);
     for (uint64_t probes = 0; probes <= m->mask; probes++) {
-        if (m->slots[i].key == key || m->slots[i].key == 0) return i;
+        if (m->slots[i].key == key || m->slots[i].key == 0)
+            return i;
         i = (i + 1) & m->mask;
     }
     /* count_max < slot count keeps an empty slot in every table. */
@@ -43,10 +44,12 @@ static uint32_t hmap_find(const struct rv_hmap *m, uint64_t key)
 int rv_hmap_init(struct rv_hmap *m, uint32_t capacity, bool can_grow)
 {
     RV_ASSERT(m != NULL);
-    if (capacity > RV_HMAP_CAPACITY_MAX || (capacity == 0 && !can_grow)) return -EINVAL;
+    if (capacity > RV_HMAP_CAPACITY_MAX || (capacity == 0 && !can_grow))
+        return -EINVAL;
     uint64_t slots = hmap_slots_for(capacity);
     struct rv_hmap_slot *table = calloc(slots, sizeof(*table));
-    if (table == NULL) return -ENOMEM;
+    if (table == NULL)
+        return -ENOMEM;
     memset(m, 0, sizeof(*m));
     m->slots = table;
     m->mask = (uint32_t)(slots - 1);
@@ -58,7 +61,8 @@ int rv_hmap_init(struct rv_hmap *m, uint32_t capacity, bool can_grow)
 
 void rv_hmap_fini(struct rv_hmap *m)
 {
-    if (m == NULL) return;
+    if (m == NULL)
+        return;
     free(m->slots);
     memset(m, 0, sizeof(*m));
 }
@@ -68,15 +72,18 @@ static int hmap_grow(struct rv_hmap *m)
 {
     uint64_t slots_old = (uint64_t)m->mask + 1;
     uint64_t slots = slots_old * 2;
-    if (slots > HMAP_SLOTS_MAX) return -ENOBUFS;
+    if (slots > HMAP_SLOTS_MAX)
+        return -ENOBUFS;
     struct rv_hmap_slot *table = calloc(slots, sizeof(*table));
-    if (table == NULL) return -ENOMEM;
+    if (table == NULL)
+        return -ENOMEM;
     struct rv_hmap_slot *old = m->slots;
     m->slots = table;
     m->mask = (uint32_t)(slots - 1);
     m->count_max = (uint32_t)(slots * 3 / 4);
     for (uint64_t i = 0; i < slots_old; i++) {
-        if (old[i].key == 0) continue;
+        if (old[i].key == 0)
+            continue;
         uint32_t j = hmap_find(m, old[i].key);
         RV_ASSERT(m->slots[j].key == 0);
         m->slots[j] = old[i];
@@ -89,8 +96,10 @@ static int hmap_grow(struct rv_hmap *m)
 /* Make room for one more entry: grow, or refuse when the map may not. */
 static int hmap_reserve_one(struct rv_hmap *m)
 {
-    if (m->count < m->count_max) return 0;
-    if (!m->can_grow) return -ENOBUFS;
+    if (m->count < m->count_max)
+        return 0;
+    if (!m->can_grow)
+        return -ENOBUFS;
     return hmap_grow(m);
 }
 
@@ -101,7 +110,8 @@ int rv_hmap_put(struct rv_hmap *m, uint64_t key, uint64_t val)
     if (key == 0) {
         if (!m->has_zero) {
             int err = hmap_reserve_one(m);
-            if (err < 0) return err;
+            if (err < 0)
+                return err;
             m->has_zero = true;
             m->count++;
         }
@@ -112,9 +122,11 @@ int rv_hmap_put(struct rv_hmap *m, uint64_t key, uint64_t val)
     if (m->slots[i].key == 0) {
         const struct rv_hmap_slot *table_before = m->slots;
         int err = hmap_reserve_one(m);
-        if (err < 0) return err;
+        if (err < 0)
+            return err;
         /* Growing rehashed every entry, so the key's empty slot moved. */
-        if (m->slots != table_before) i = hmap_find(m, key);
+        if (m->slots != table_before)
+            i = hmap_find(m, key);
         m->slots[i].key = key;
         m->count++;
     }
@@ -131,7 +143,8 @@ static void hmap_del_shift(struct rv_hmap *m, uint32_t hole)
     for (uint64_t steps = 0; steps <= m->mask; steps++) {
         j = (j + 1) & m->mask;
         uint64_t key = m->slots[j].key;
-        if (key == 0) break;
+        if (key == 0)
+            break;
         uint32_t home = hmap_home(m, key);
         /* The entry may move to the hole if the hole lies on its probe path,
          * i.e. cyclically within [home, j). */
@@ -148,16 +161,20 @@ bool rv_hmap_del(struct rv_hmap *m, uint64_t key, uint64_t *out_old)
 {
     RV_ASSERT(m != NULL);
     if (key == 0) {
-        if (!m->has_zero) return false;
-        if (out_old != NULL) *out_old = m->zero_val;
+        if (!m->has_zero)
+            return false;
+        if (out_old != NULL)
+            *out_old = m->zero_val;
         m->has_zero = false;
         m->zero_val = 0;
         m->count--;
         return true;
     }
     uint32_t i = hmap_find(m, key);
-    if (m->slots[i].key == 0) return false;
-    if (out_old != NULL) *out_old = m->slots[i].val;
+    if (m->slots[i].key == 0)
+        return false;
+    if (out_old != NULL)
+        *out_old = m->slots[i].val;
     hmap_del_shift(m, i);
     RV_ASSERT(m->count > 0);
     m->count--;
@@ -219,11 +236,13 @@ bool rv_hmap_check(const struct rv_hmap *m)
     uint64_t entries = m->has_zero ? 1 : 0;
     for (uint64_t i = 0; i < slots; i++) {
         uint64_t key = m->slots[i].key;
-        if (key == 0) continue;
+        if (key == 0)
+            continue;
         entries++;
         /* Walk from home to i: no empty slot and no second copy of the key. */
         for (uint32_t j = hmap_home(m, key); j != i; j = (j + 1) & m->mask) {
-            if (m->slots[j].key == 0 || m->slots[j].key == key) return false;
+            if (m->slots[j].key == 0 || m->slots[j].key == key)
+                return false;
         }
     }
     return entries == m->count;

@@ -120,17 +120,20 @@ static inline uint32_t rv_hmap_capacity(const struct rv_hmap *m)
 static inline bool rv_hmap_get(const struct rv_hmap *m, uint64_t key, uint64_t *out)
 {
     if (RV_UNLIKELY(key == 0)) {
-        if (m->has_zero && out != NULL) *out = m->zero_val;
+        if (m->has_zero && out != NULL)
+            *out = m->zero_val;
         return m->has_zero;
     }
     /* The table is never full, so the probe meets the key or an empty slot. */
     for (uint32_t i = (uint32_t)rv_hmap_hash(key) & m->mask;; i = (i + 1) & m->mask) {
         const struct rv_hmap_slot *s = &m->slots[i];
         if (s->key == key) {
-            if (out != NULL) *out = s->val;
+            if (out != NULL)
+                *out = s->val;
             return true;
         }
-        if (s->key == 0) return false;
+        if (s->key == 0)
+            return false;
     }
 }
 

@@ -87,8 +87,10 @@ static bool pool_is_home(const rv_pool_t *pool)
 
 int rv_pool_class_of(size_t size)
 {
-    if (size == 0 || size > RV_POOL_BLOCK_MAX) return -1;
-    if (size <= RV_POOL_BLOCK_MIN) return 0;
+    if (size == 0 || size > RV_POOL_BLOCK_MAX)
+        return -1;
+    if (size <= RV_POOL_BLOCK_MIN)
+        return 0;
     /* ceil(log2(size)) - log2(64). */
     int cls = (64 - __builtin_clzll((unsigned long long)size - 1)) - 6;
     RV_ASSERT(cls > 0 && cls < RV_POOL_CLASS_COUNT);
@@ -105,8 +107,10 @@ size_t rv_pool_class_size(int cls)
 
 static int pool_check_opts(const struct rv_pool_opts *opts)
 {
-    if (opts->bytes_max == 0) return rv_errf(-EINVAL, "pool: bytes_max is 0");
-    if (opts->owner_shard < -1) return rv_errf(-EINVAL, "pool: owner_shard %d", opts->owner_shard);
+    if (opts->bytes_max == 0)
+        return rv_errf(-EINVAL, "pool: bytes_max is 0");
+    if (opts->owner_shard < -1)
+        return rv_errf(-EINVAL, "pool: owner_shard %d", opts->owner_shard);
     if (opts->numa_node < -1 || opts->numa_node >= POOL_NODE_MAX)
         return rv_errf(-EINVAL, "pool: numa_node %d", opts->numa_node);
     if (opts->numa_node >= 0 && numa_available() >= 0 && opts->numa_node > numa_max_node())
@@ -120,10 +124,12 @@ int rv_pool_create(rv_pool_t **out, const struct rv_pool_opts *opts)
     RV_ASSERT(out != NULL);
     RV_ASSERT(opts != NULL);
     int rc = pool_check_opts(opts);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     /* Control path: the pool itself is plain heap memory, visible to LSan. */
     rv_pool_t *pool = calloc(1, sizeof(*pool));
-    if (pool == NULL) return rv_errf(-ENOMEM, "pool: no memory for the pool");
+    if (pool == NULL)
+        return rv_errf(-ENOMEM, "pool: no memory for the pool");
     pool->owner_shard = opts->owner_shard;
     pool->numa_node = opts->numa_node;
     pool->is_numa_bound = opts->numa_node >= 0 && numa_available() >= 0;
@@ -134,7 +140,8 @@ int rv_pool_create(rv_pool_t **out, const struct rv_pool_opts *opts)
 
 void rv_pool_destroy(rv_pool_t *pool)
 {
-    if (pool == NULL) return;
+    if (pool == NULL)
+        return;
     for (int cls = 0; cls < RV_POOL_CLASS_COUNT; cls++)
         RV_ASSERT(pool->classes[cls].blocks_in_use == 0);
     struct pool_chunk *c = pool->chunks;
@@ -187,11 +194,14 @@ static struct pool_chunk *pool_chunk_new(rv_pool_t *pool, int cls)
 
     RV_ASSERT(pool->bytes_reserved <= pool->bytes_max);
     RV_ASSERT(pc->carve_next == pc->carve_end);
-    if (bytes > pool->bytes_max - pool->bytes_reserved) return NULL;
+    if (bytes > pool->bytes_max - pool->bytes_reserved)
+        return NULL;
     struct pool_chunk *c = mi_malloc_aligned(bytes, RV_POOL_CHUNK_ALIGN);
-    if (c == NULL) return NULL;
+    if (c == NULL)
+        return NULL;
     RV_ASSERT(((uintptr_t)c & (RV_POOL_CHUNK_ALIGN - 1)) == 0);
-    if (pool->is_numa_bound) pool_chunk_bind(pool, c, bytes);
+    if (pool->is_numa_bound)
+        pool_chunk_bind(pool, c, bytes);
     *c = (struct pool_chunk){
         .magic = POOL_CHUNK_MAGIC,
         .cls = (uint32_t)cls,
@@ -239,7 +249,8 @@ static void *pool_class_pop(rv_pool_t *pool, int cls)
         pc->free_head = f->next;
         return f;
     }
-    if (pc->carve_next == pc->carve_end && pool_chunk_new(pool, cls) == NULL) return NULL;
+    if (pc->carve_next == pc->carve_end && pool_chunk_new(pool, cls) == NULL)
+        return NULL;
     void *block = pc->carve_next;
     pc->carve_next += block_size;
     ASAN_UNPOISON_MEMORY_REGION(block, block_size);
@@ -296,7 +307,8 @@ static void pool_put_home(void *block)
 
 void rv_pool_put(void *block)
 {
-    if (block == NULL) return;
+    if (block == NULL)
+        return;
     struct pool_chunk *c = pool_chunk_of(block);
     rv_pool_t *pool = c->pool;
     if (pool_is_home(pool)) {
@@ -368,19 +380,24 @@ bool rv_pool_check(const rv_pool_t *pool)
     const struct pool_chunk *c = pool->chunks;
 
     for (size_t i = 0; i < pool->chunk_count; i++) {
-        if (c == NULL || c->magic != POOL_CHUNK_MAGIC || c->pool != pool) return false;
+        if (c == NULL || c->magic != POOL_CHUNK_MAGIC || c->pool != pool)
+            return false;
         if (c->cls >= RV_POOL_CLASS_COUNT || c->block_size != rv_pool_class_size((int)c->cls))
             return false;
         blocks[c->cls] += c->block_count;
         bytes += c->bytes;
         c = c->next;
     }
-    if (c != NULL || bytes != pool->bytes_reserved || bytes > pool->bytes_max) return false;
+    if (c != NULL || bytes != pool->bytes_reserved || bytes > pool->bytes_max)
+        return false;
     for (int cls = 0; cls < RV_POOL_CLASS_COUNT; cls++) {
         const struct pool_class *pc = &pool->classes[cls];
-        if (pc->blocks_total != blocks[cls]) return false;
-        if (pc->blocks_in_use + pc->blocks_free != pc->blocks_total) return false;
-        if (pc->gets - pc->puts != pc->blocks_in_use) return false;
+        if (pc->blocks_total != blocks[cls])
+            return false;
+        if (pc->blocks_in_use + pc->blocks_free != pc->blocks_total)
+            return false;
+        if (pc->gets - pc->puts != pc->blocks_in_use)
+            return false;
     }
     return true;
 }

@@ -45,7 +45,8 @@ void rv_cpuset_add(struct rv_cpuset *s, unsigned cpu)
 bool rv_cpuset_has(const struct rv_cpuset *s, unsigned cpu)
 {
     RV_ASSERT(s != NULL);
-    if (cpu >= RV_CPUSET_MAX) return false;
+    if (cpu >= RV_CPUSET_MAX)
+        return false;
     return (s->bits[cpu / 64] >> (cpu % 64)) & 1;
 }
 
@@ -103,7 +104,8 @@ static int topo_parse_cpu(const char *s, const char **pp, unsigned *out)
     }
     for (; isdigit((unsigned char)*p); p++) {
         /* Saturate instead of overflowing; the range check below reports it. */
-        if (cpu < RV_CPUSET_MAX) cpu = cpu * 10 + (unsigned long)(*p - '0');
+        if (cpu < RV_CPUSET_MAX)
+            cpu = cpu * 10 + (unsigned long)(*p - '0');
     }
     if (cpu >= RV_CPUSET_MAX)
         return rv_errf(-EINVAL, "cpuset \"%s\": CPU %.*s is out of range (at most %d CPUs)", s,
@@ -123,12 +125,14 @@ static int topo_parse_item(const char *s, const char **pp, struct rv_cpuset *set
     if (*p == ',')
         return rv_errf(-EINVAL, "cpuset \"%s\": empty item at column %zu", s, topo_column(s, p));
     int rc = topo_parse_cpu(s, &p, &first);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     last = first;
     if (*p == '-') {
         p++;
         rc = topo_parse_cpu(s, &p, &last);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
         if (last < first)
             return rv_errf(-EINVAL, "cpuset \"%s\": range %u-%u is reversed", s, first, last);
     }
@@ -148,10 +152,12 @@ int rv_cpuset_parse(const char *s, struct rv_cpuset *out)
     size_t item_max = strlen(s) + 1;
 
     rv_cpuset_clear(&set);
-    if (*p == '\0') return rv_errf(-EINVAL, "cpuset \"%s\": empty", s);
+    if (*p == '\0')
+        return rv_errf(-EINVAL, "cpuset \"%s\": empty", s);
     for (size_t i = 0; i < item_max; i++) {
         int rc = topo_parse_item(s, &p, &set);
-        if (rc < 0) return rc;
+        if (rc < 0)
+            return rc;
         if (*p == '\0') {
             *out = set;
             return 0;
@@ -181,15 +187,18 @@ int rv_cpuset_format(const struct rv_cpuset *s, char *buf, size_t len)
     RV_ASSERT(buf != NULL || len == 0);
     size_t used = 0;
 
-    if (len == 0) return -ENOSPC;
+    if (len == 0)
+        return -ENOSPC;
     buf[0] = '\0';
     for (unsigned cpu = 0; cpu < RV_CPUSET_MAX; cpu++) {
-        if (!rv_cpuset_has(s, cpu)) continue;
+        if (!rv_cpuset_has(s, cpu))
+            continue;
         unsigned last = topo_run_end(s, cpu);
         const char *sep = used > 0 ? "," : "";
         int n = last == cpu ? snprintf(buf + used, len - used, "%s%u", sep, cpu)
                             : snprintf(buf + used, len - used, "%s%u-%u", sep, cpu, last);
-        if (n < 0 || (size_t)n >= len - used) return -ENOSPC;
+        if (n < 0 || (size_t)n >= len - used)
+            return -ENOSPC;
         used += (size_t)n;
         cpu = last;
     }
@@ -215,7 +224,8 @@ static void topo_allowed_read(void)
     }
     rv_cpuset_clear(&topo_allowed);
     for (unsigned cpu = 0; cpu < RV_CPUSET_MAX; cpu++) {
-        if (CPU_ISSET(cpu, &set)) rv_cpuset_add(&topo_allowed, cpu);
+        if (CPU_ISSET(cpu, &set))
+            rv_cpuset_add(&topo_allowed, cpu);
     }
     topo_allowed_rc = 0;
 }
@@ -239,15 +249,18 @@ unsigned rv_topo_online_cpus(void)
 
 int rv_topo_cpu_node(unsigned cpu)
 {
-    if (cpu >= RV_CPUSET_MAX) return -EINVAL;
-    if (numa_available() < 0) return 0;
+    if (cpu >= RV_CPUSET_MAX)
+        return -EINVAL;
+    if (numa_available() < 0)
+        return 0;
     int node = numa_node_of_cpu((int)cpu);
     return node >= 0 ? node : -EINVAL;
 }
 
 unsigned rv_topo_node_count(void)
 {
-    if (numa_available() < 0) return 1;
+    if (numa_available() < 0)
+        return 1;
     int n = numa_num_configured_nodes();
     return n > 0 ? (unsigned)n : 1;
 }
@@ -263,7 +276,8 @@ int rv_topo_pin_self(unsigned cpu)
     if (cpu >= RV_CPUSET_MAX)
         return rv_errf(-EINVAL, "pin to CPU %u: at most %d CPUs", cpu, RV_CPUSET_MAX);
     int rc = rv_topo_allowed_cpus(&allowed);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     if (!rv_cpuset_has(&allowed, cpu)) {
         /* A truncated list still helps the reader: mark it and go on. */
         if (rv_cpuset_format(&allowed, allowed_str, sizeof(allowed_str)) < 0)
@@ -273,7 +287,8 @@ int rv_topo_pin_self(unsigned cpu)
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-    if (rc != 0) return rv_errf(-rc, "pin to CPU %u: %s", cpu, rv_strerror(rc));
+    if (rc != 0)
+        return rv_errf(-rc, "pin to CPU %u: %s", cpu, rv_strerror(rc));
     return 0;
 }
 
@@ -282,21 +297,25 @@ int rv_topo_prefer_node(int node)
     unsigned long mask[TOPO_NODE_MAX / (8 * sizeof(unsigned long))];
     const size_t bits_per_word = 8 * sizeof(unsigned long);
 
-    if (node < -1) return rv_errf(-EINVAL, "prefer NUMA node %d: no such node", node);
-    if (numa_available() < 0) return 0;
+    if (node < -1)
+        return rv_errf(-EINVAL, "prefer NUMA node %d: no such node", node);
+    if (numa_available() < 0)
+        return 0;
     if (node > numa_max_node() || node >= TOPO_NODE_MAX)
         return rv_errf(-EINVAL, "prefer NUMA node %d: no such node (max %d)", node,
                        numa_max_node());
     /* set_mempolicy rather than numa_set_preferred: the latter returns nothing
      * and prints to stderr when the kernel refuses. */
     if (node == -1) {
-        if (set_mempolicy(MPOL_DEFAULT, NULL, 0) == 0) return 0;
+        if (set_mempolicy(MPOL_DEFAULT, NULL, 0) == 0)
+            return 0;
         int err = -errno;
         return rv_errf(err, "set_mempolicy(MPOL_DEFAULT): %s", rv_strerror(err));
     }
     memset(mask, 0, sizeof(mask));
     mask[(size_t)node / bits_per_word] = 1UL << ((size_t)node % bits_per_word);
-    if (set_mempolicy(MPOL_PREFERRED, mask, TOPO_NODE_MAX + 1) == 0) return 0;
+    if (set_mempolicy(MPOL_PREFERRED, mask, TOPO_NODE_MAX + 1) == 0)
+        return 0;
     int err = -errno;
     return rv_errf(err, "set_mempolicy(MPOL_PREFERRED, %d): %s", node, rv_strerror(err));
 }

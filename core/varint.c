@@ -15,7 +15,8 @@ static int varint_decode(const uint8_t *buf, size_t len, uint64_t *out, size_t b
         uint8_t b = buf[i];
         if (i == bytes_max - 1) {
             unsigned last_bits = bits - 7 * (unsigned)i;
-            if (b >> last_bits != 0) return -EBADMSG;
+            if (b >> last_bits != 0)
+                return -EBADMSG;
         }
         v |= (uint64_t)(b & 0x7F) << (7 * i);
         if (b < 0x80) {

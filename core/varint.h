@@ -153,7 +153,8 @@ RV_MUST_CHECK static inline int rv_varint_decode_i64(const uint8_t *buf, size_t 
     RV_ASSERT(out != NULL);
     uint64_t u;
     int n = rv_varint_decode_u64(buf, len, &u);
-    if (n > 0) *out = rv_zigzag_decode64(u);
+    if (n > 0)
+        *out = rv_zigzag_decode64(u);
     return n;
 }
 
@@ -163,7 +164,8 @@ RV_MUST_CHECK static inline int rv_varint_decode_i32(const uint8_t *buf, size_t 
     RV_ASSERT(out != NULL);
     uint32_t u;
     int n = rv_varint_decode_u32(buf, len, &u);
-    if (n > 0) *out = rv_zigzag_decode32(u);
+    if (n > 0)
+        *out = rv_zigzag_decode32(u);
     return n;
 }
 

@@ -47,7 +47,10 @@ struct hot_entry {
     rv_buf_t *buf; /* our reference */
     const uint8_t *bytes;
     uint32_t len;
-    bool is_on_disk; /* its segment write completed */
+    bool is_on_disk;              /* its segment write completed */
+    bool is_malloced;             /* allocated outside the pool (the pool was exhausted) */
+    uint64_t pos;                 /* where its segment write goes */
+    struct hot_entry *retry_next; /* the log's writes to retry (disk full) */
     int64_t base;
     int64_t last;
     int64_t max_ts;
@@ -97,13 +100,16 @@ struct rv_plog {
     struct hot_entry *hot_last;
     struct append_op *roll_head; /* applies waiting for the roll */
     struct append_op *roll_tail;
-    uint32_t writes_inflight;  /* segment writes in the ring */
-    uint32_t jobs;             /* helper jobs and async I/O chains in flight */
-    uint32_t appends_inflight; /* in the WAL */
-    bool is_dirty;             /* written since the last sync */
-    bool is_roll_job;          /* the roll's helper job is running */
-    bool is_syncing;           /* a checkpoint fdatasync is in flight */
-    struct plog_waiter ckpt;   /* a checkpoint waiting for writes to drain */
+    uint32_t writes_inflight;     /* segment writes in the ring */
+    uint32_t jobs;                /* helper jobs and async I/O chains in flight */
+    uint32_t appends_inflight;    /* in the WAL */
+    bool is_dirty;                /* written since the last sync */
+    bool is_roll_job;             /* the roll's helper job is running */
+    bool is_syncing;              /* a checkpoint fdatasync is in flight */
+    bool is_disk_full;            /* a write or roll failed with ENOSPC: retrying */
+    bool is_retry_armed;          /* the retry timer is pending */
+    struct hot_entry *retry_head; /* segment writes that failed with ENOSPC */
+    struct plog_waiter ckpt;      /* a checkpoint waiting for writes to drain */
     bool has_ckpt;
 };
 
@@ -374,7 +380,10 @@ static void hot_unlink(struct rv_hot *hot, struct hot_entry *e)
     hot->stats.bytes -= e->len;
     hot->stats.batches--;
     rv_buf_put(e->buf);
-    rv_pool_put(e);
+    if (e->is_malloced)
+        free(e);
+    else
+        rv_pool_put(e);
 }
 
 /* Evict the oldest batches beyond the budget; never one not yet on disk. */
@@ -395,8 +404,11 @@ static struct hot_entry *hot_add(struct rv_plog *log, struct append_op *op)
 {
     struct rv_hot *hot = log->shard->hot;
     struct hot_entry *e = plog_pool_get(log, sizeof(*e));
+    bool is_malloced = e == NULL;
+    if (is_malloced)
+        e = malloc(sizeof(*e)); /* the segment write needs it: never skip it */
     if (e == NULL)
-        return NULL; /* no memory for the entry: the batch is served from disk */
+        return NULL;
     *e = (struct hot_entry){
         .log = log,
         .buf = op->buf,
@@ -405,6 +417,7 @@ static struct hot_entry *hot_add(struct rv_plog *log, struct append_op *op)
         .base = op->base,
         .last = op->last,
         .max_ts = op->max_ts,
+        .is_malloced = is_malloced,
     };
     rv_buf_get(op->buf);
     e->prev = log->hot_last;
@@ -449,14 +462,64 @@ static void plog_fail(struct rv_plog *log, int err)
 
 static void plog_ckpt_try(struct rv_plog *log);
 
+static void plog_write_done(void *arg, int64_t res);
+static void plog_ckpt_try(struct rv_plog *log);
+static void plog_roll_flush_queue(struct rv_plog *log);
+
+#define PLOG_RETRY_US 100000 /* how often a full disk is tried again */
+
+/* Retry every failed write (and a failed roll) now. */
+static void plog_retry_tick(void *arg)
+{
+    struct rv_plog *log = arg;
+    log->is_retry_armed = false;
+    log->jobs--;
+    struct hot_entry *e = log->retry_head;
+    log->retry_head = NULL;
+    log->is_disk_full = false; /* until a retry fails again */
+    for (; e != NULL; e = e->retry_next) {
+        log->writes_inflight++;
+        int rc = rv_file_write(log->fd, e->bytes, e->len, e->pos, plog_write_done, e);
+        if (rc < 0)
+            plog_write_done(e, rc);
+    }
+    plog_ckpt_try(log); /* continues a roll that failed */
+    if (!log->is_disk_full && log->state == PLOG_WRITABLE)
+        plog_roll_flush_queue(log);
+}
+
+/* A write (e) or a roll (e NULL) failed for lack of space. */
+static void plog_disk_full(struct rv_plog *log, struct hot_entry *e)
+{
+    if (!log->is_disk_full)
+        rv_warn("log %s: disk full; holding writes and retrying every %d ms", log->dir,
+                PLOG_RETRY_US / 1000);
+    log->is_disk_full = true;
+    if (e != NULL) {
+        e->retry_next = log->retry_head;
+        log->retry_head = e;
+    }
+    if (!log->is_retry_armed && rv_timer_add(PLOG_RETRY_US, plog_retry_tick, log, NULL) == 0) {
+        log->is_retry_armed = true;
+        log->jobs++;
+    }
+}
+
 static void plog_write_done(void *arg, int64_t res)
 {
     struct hot_entry *e = arg;
     struct rv_plog *log = e->log;
     RV_ASSERT(log->writes_inflight > 0);
     log->writes_inflight--;
-    if (res < 0 || (uint32_t)res != e->len)
-        plog_fail(log, res < 0 ? (int)res : -ENOSPC);
+    int err = res < 0 ? (int)res : (uint32_t)res != e->len ? -ENOSPC : 0;
+    if (err == -ENOSPC && log->state != PLOG_FAILED) {
+        /* Disk full: keep the batch (and its place in the file) and write it
+         * again later; later batches wait in memory meanwhile. */
+        plog_disk_full(log, e);
+        return;
+    }
+    if (err < 0)
+        plog_fail(log, err);
     e->is_on_disk = true;
     rv_buf_put(e->buf); /* the write's reference */
     hot_trim(log->shard->hot);
@@ -469,9 +532,12 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
     struct rv_seg *s = plog_active(log);
     uint64_t pos = s->size_bytes;
     plog_note_written(log, pos, op->len, op->base, op->last, op->max_ts);
+    if (e == NULL)
+        plog_fail(log, -ENOMEM); /* sticky: the WAL replays it at the next start */
     if (e == NULL || log->state == PLOG_FAILED)
-        return;          /* replayed from the WAL at the next start */
+        return;
     rv_buf_get(op->buf); /* held by the write until it completes */
+    e->pos = pos;
     log->writes_inflight++;
     int rc = rv_file_write(log->fd, op->bytes, op->len, pos, plog_write_done, e);
     if (rc < 0)
@@ -486,8 +552,9 @@ static void plog_apply(struct rv_plog *log, struct append_op *op)
     log->leo = op->last + 1;
     if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms()))
         plog_roll_start(log, (uint64_t)op->base);
-    if (log->state == PLOG_ROLLING) {
-        /* Keep the op (and its buffer) until the new segment exists. */
+    if (log->state == PLOG_ROLLING || log->is_disk_full) {
+        /* Keep the op (and its buffer) until the new segment exists or the
+         * disk has room again. */
         op->next = NULL;
         op->arg = e; /* its hot entry, for the write completion */
         if (log->roll_tail != NULL)
@@ -531,6 +598,9 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
     RV_ASSERT(log->shard != NULL);
     if (log->state == PLOG_FAILED)
         return -EIO;
+    if (log->is_disk_full)
+        return rv_errf(-ENOSPC, "log %s: the disk is full; appends resume once it has room",
+                       log->dir);
     struct rv_batch_view v;
     int n = rv_batch_parse(batch, len, log->cfg.max_batch_bytes, &v);
     if (n < 0)
@@ -603,7 +673,7 @@ static void plog_roll_start(struct rv_plog *log, uint64_t base);
 
 static void plog_roll_flush_queue(struct rv_plog *log)
 {
-    while (log->roll_head != NULL) {
+    while (log->roll_head != NULL && !log->is_disk_full) {
         struct append_op *op = log->roll_head;
         if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms())) {
             /* What waited for this roll fills the new segment too: roll again. */
@@ -626,6 +696,12 @@ static void plog_roll_done(void *arg)
     log->jobs--;
     log->is_roll_job = false;
     rv_idx_fini(&job->idx);
+    if (job->rc == -ENOSPC) {
+        (void)rv_sys_close(job->new_fd < 0 ? -1 : job->new_fd); /* none normally */
+        free(job);
+        plog_disk_full(log, NULL); /* the roll is tried again with the writes */
+        return;
+    }
     if (job->rc < 0 || plog_seg_push(log, job->base) < 0) {
         if (job->new_fd >= 0)
             (void)rv_sys_close(job->new_fd);
@@ -715,7 +791,7 @@ static void plog_ckpt_sync_done(void *arg, int64_t res)
 
 static void plog_ckpt_try(struct rv_plog *log)
 {
-    if (log->writes_inflight > 0 || log->is_syncing)
+    if (log->writes_inflight > 0 || log->is_syncing || log->retry_head != NULL)
         return;
     if (log->state == PLOG_ROLLING) {
         if (!log->is_roll_job)
@@ -1262,7 +1338,7 @@ uint32_t rv_plog_segment_count(const rv_plog_t *log)
 bool rv_plog_is_idle(const rv_plog_t *log)
 {
     return log->writes_inflight == 0 && log->jobs == 0 && log->appends_inflight == 0 &&
-           log->roll_head == NULL && !log->has_ckpt;
+           log->roll_head == NULL && !log->has_ckpt && !log->is_retry_armed;
 }
 
 uint64_t rv_plog_key(const rv_plog_t *log)

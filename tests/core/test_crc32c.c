@@ -141,7 +141,8 @@ Test(crc32c, handles_lengths_beyond_int_max)
     const size_t len = (size_t)INT32_MAX + 4097;
     uint8_t *buf =
         mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (buf == MAP_FAILED) cr_skip_test("mmap of %zu bytes failed", len);
+    if (buf == MAP_FAILED)
+        cr_skip_test("mmap of %zu bytes failed", len);
     const size_t marks[] = {0,         (size_t)1 << 30, ((size_t)1 << 30) + 1, INT32_MAX - 1,
                             INT32_MAX, len - 1};
     for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)

@@ -74,7 +74,8 @@ Test(hist, percentiles_match_sorted_sample_within_precision)
     const double ps[] = {0, 1, 25, 50, 90, 99, 99.9, 99.99, 100};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
         size_t rank = (size_t)llround(ps[i] / 100.0 * N);
-        if (rank == 0) rank = 1;
+        if (rank == 0)
+            rank = 1;
         expect_close(rv_hist_percentile(&h, ps[i]), vals[rank - 1], ps[i]);
     }
     cr_assert_eq(rv_hist_percentile(&h, 0), vals[0]);
@@ -95,7 +96,8 @@ Test(hist, buckets_are_narrower_than_one_128th)
         cr_assert_leq(high - v, v / RV_HIST_SUB_COUNT, "v %llu high %llu", (unsigned long long)v,
                       (unsigned long long)high);
         cr_assert_eq(rv_hist_index(high), rv_hist_index(v));
-        if (high != UINT64_MAX) cr_assert_eq(rv_hist_index(high + 1), rv_hist_index(v) + 1);
+        if (high != UINT64_MAX)
+            cr_assert_eq(rv_hist_index(high + 1), rv_hist_index(v) + 1);
     }
 }
 

@@ -46,7 +46,8 @@ static void expect_same_as_ref(const struct rv_hmap *m)
         uint64_t v = 0;
         bool found = rv_hmap_get(m, ref_key[i], &v);
         cr_assert_eq(found, ref_has[i], "key %llu", (unsigned long long)ref_key[i]);
-        if (found) cr_assert_eq(v, ref_val[i]);
+        if (found)
+            cr_assert_eq(v, ref_val[i]);
         present += ref_has[i];
     }
     cr_assert_eq(rv_hmap_count(m), present);
@@ -82,19 +83,22 @@ static void run_random_ops(struct rv_hmap *m, uint64_t seed)
             uint64_t v = 0;
             bool found = rv_hmap_get(m, ref_key[i], &v);
             cr_assert_eq(found, ref_has[i], "op %d", op);
-            if (found) cr_assert_eq(v, ref_val[i], "op %d", op);
+            if (found)
+                cr_assert_eq(v, ref_val[i], "op %d", op);
             break;
         }
         default: {
             uint64_t old = 0;
             bool found = rv_hmap_del(m, ref_key[i], &old);
             cr_assert_eq(found, ref_has[i], "op %d", op);
-            if (found) cr_assert_eq(old, ref_val[i], "op %d", op);
+            if (found)
+                cr_assert_eq(old, ref_val[i], "op %d", op);
             ref_has[i] = false;
             break;
         }
         }
-        if (op % 10000 == 0) expect_same_as_ref(m);
+        if (op % 10000 == 0)
+            expect_same_as_ref(m);
     }
     expect_same_as_ref(m);
 }
@@ -123,7 +127,8 @@ static void keys_with_home(uint64_t *out, size_t n, uint32_t home, uint32_t slot
 {
     for (size_t found = 0; found < n; (*next_candidate)++) {
         uint64_t k = *next_candidate;
-        if (k != 0 && ((uint32_t)rv_hmap_hash(k) & (slot_count - 1)) == home) out[found++] = k;
+        if (k != 0 && ((uint32_t)rv_hmap_hash(k) & (slot_count - 1)) == home)
+            out[found++] = k;
     }
 }
 

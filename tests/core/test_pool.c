@@ -119,7 +119,8 @@ Test(pool, class_of_picks_the_tightest_class_for_every_size)
         int cls = rv_pool_class_of(size);
         cr_assert_geq(cls, 0);
         cr_assert_geq(rv_pool_class_size(cls), size);
-        if (cls > 0) cr_assert_lt(rv_pool_class_size(cls - 1), size, "size %zu is not tight", size);
+        if (cls > 0)
+            cr_assert_lt(rv_pool_class_size(cls - 1), size, "size %zu is not tight", size);
     }
     cr_assert_eq(rv_pool_class_size(0), 64);
     cr_assert_eq(rv_pool_class_size(RV_POOL_CLASS_COUNT - 1), MiB);

@@ -241,7 +241,8 @@ static void *pin_thread_main(void *arg)
 {
     unsigned cpu = *(const unsigned *)arg;
     int rc = rv_topo_pin_self(cpu);
-    if (rc == 0 && sched_getcpu() != (int)cpu) rc = -EIO;
+    if (rc == 0 && sched_getcpu() != (int)cpu)
+        rc = -EIO;
     return (void *)(intptr_t)rc;
 }
 

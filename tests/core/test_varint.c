@@ -125,7 +125,8 @@ Test(varint, round_trips_unsigned_values_of_every_width)
         for (int round = 0; round < 64; round++) {
             /* Exactly `bits` significant bits: the top one is forced on. */
             uint64_t v = bits == 0 ? 0 : (rng_next() >> (64 - bits)) | (1ULL << (bits - 1));
-            if (round == 0 && bits > 0) v = bits == 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1;
+            if (round == 0 && bits > 0)
+                v = bits == 64 ? UINT64_MAX : ((uint64_t)1 << bits) - 1;
             uint8_t buf[RV_VARINT_U64_BYTES_MAX + 1];
             buf[RV_VARINT_U64_BYTES_MAX] = 0xEE;
             size_t n = rv_varint_encode_u64(buf, v);

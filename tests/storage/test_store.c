@@ -10,7 +10,7 @@
 #include "rivven.h"
 #include "tests/support/rt.h"
 
-static char dir[64];
+static char dir[1024];
 
 static void setup(void)
 {
@@ -20,8 +20,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    char cmd[4096];
+    if (strstr(dir, "/small/") != NULL) /* a failed full-disk test */
+        *strstr(dir, "/small/") = '\0';
+    snprintf(cmd, sizeof(cmd), "umount %s/small 2>/dev/null; rm -rf %s", dir, dir);
     cr_assert_eq(system(cmd), 0);
 }
 
@@ -307,4 +309,77 @@ Test(store, offsets_by_timestamp)
     e = env_open(1);
     cr_assert_eq(rv_list_offset(e.st, "times", 0, 1700000077000), 77, "from disk after restart");
     env_close(&e);
+}
+
+/* A full disk: produce fails with a clear error, nothing acknowledged is lost,
+ * and producing works again once space is freed. Needs a small tmpfs (root). */
+Test(store, full_disk_fails_cleanly_and_recovers_when_space_returns)
+{
+    char mnt[1024];
+    snprintf(mnt, sizeof(mnt), "%.1000s/small", dir);
+    cr_assert_eq(mkdir(mnt, 0755), 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=6m tmpfs %s 2>/dev/null", mnt);
+    if (system(cmd) != 0) {
+        cr_skip_test("cannot mount a small tmpfs here (needs root)");
+    }
+    char filler[1100];
+    snprintf(filler, sizeof(filler), "%s/filler", mnt);
+    snprintf(cmd, sizeof(cmd), "dd if=/dev/zero of=%s bs=1M count=2 status=none", filler);
+    cr_assert_eq(system(cmd), 0);
+    char data[1100];
+    snprintf(data, sizeof(data), "%s/data", mnt);
+    char saved[1024];
+    strcpy(saved, dir);
+    snprintf(dir, sizeof(dir), "%.1000s", data); /* env_open uses dir as the data dir */
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.wal_file_bytes = 512 << 10;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "full", 1, "segment.bytes", "262144");
+    static char big[2000];
+    memset(big, 'x', sizeof(big));
+    int64_t acked = 0, err = 0;
+    for (int i = 0; i < 5000 && err == 0; i++) {
+        struct rv_record r = {.key_len = -1, .value = big, .value_len = sizeof(big)};
+        int64_t off = rv_produce_sync(e.st, "full", 0, &r, 1, RV_ACKS_ALL);
+        if (off < 0)
+            err = off;
+        else
+            acked = off + 1;
+    }
+    cr_assert_eq(err, -ENOSPC, "the disk filled up: %s", rv_strerror((int)err));
+    cr_assert_gt(acked, 100);
+    cr_assert_eq(unlink(filler), 0); /* free 2 MiB */
+    int64_t off = -1;
+    for (int i = 0; i < 300 && off < 0; i++) {
+        struct rv_record r = {.key_len = -1, .value = big, .value_len = 100};
+        off = rv_produce_sync(e.st, "full", 0, &r, 1, RV_ACKS_ALL);
+        if (off < 0)
+            usleep(20000);
+    }
+    cr_assert_eq(off, acked, "producing works again at the next offset: %s",
+                 off < 0 ? rv_strerror((int)off) : "ok");
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    rv_fetch_result_t *res;
+    int64_t n = 0, offset = 0;
+    while (offset <= acked) {
+        cr_assert_eq(rv_fetch_sync(e.st, "full", 0, offset, 1 << 20, &res), 0);
+        struct rv_record_view v;
+        int got = 0;
+        while (rv_fetch_next(res, &v) == 1) {
+            cr_assert_eq(v.offset, offset);
+            offset++;
+            n++;
+            got++;
+        }
+        rv_fetch_release(res);
+        cr_assert_gt(got, 0);
+    }
+    cr_assert_eq(n, acked + 1, "every acknowledged record survived");
+    env_close(&e);
+    strcpy(dir, saved);
+    snprintf(cmd, sizeof(cmd), "umount %s", mnt);
+    cr_assert_eq(system(cmd), 0);
 }
