@@ -72,6 +72,19 @@ static void env_close(struct env *e)
     rv_runtime_close(e->rt);
 }
 
+/* rivvenctl verify over the data directory (when the build made rivvenctl). */
+static void verify_dir(int iter)
+{
+    const char *ctl = getenv("RIVVENCTL");
+    if (ctl == NULL)
+        return;
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "%s verify %s > /tmp/rivvenctl-verify.out 2>&1", ctl, dir);
+    int rc = system(cmd);
+    cr_assert_eq(rc, 0, "iteration %d: rivvenctl verify failed (see /tmp/rivvenctl-verify.out)",
+                 iter);
+}
+
 static int value_of(char *buf, size_t len, uint32_t seq)
 {
     return snprintf(buf, len, "record-%u-%0*u", seq, (int)(seq % 200), seq);
@@ -193,6 +206,7 @@ Test(crash, acknowledged_records_survive_sigkill)
                          acks[i].seq, acks[i].partition, (long long)acks[i].offset);
         }
         env_close(&e);
+        verify_dir(iter);
     }
     cr_assert_gt(ack_count, 100, "the children acknowledged something (%u)", ack_count);
 }
