@@ -107,6 +107,10 @@ struct rv_plog {
     bool is_roll_job;             /* the roll's helper job is running */
     bool is_syncing;              /* a checkpoint fdatasync is in flight */
     bool is_disk_full;            /* a write or roll failed with ENOSPC: retrying */
+    bool is_opening;              /* the active segment's descriptor is being opened */
+    uint32_t fd_users;            /* fetches reading through fd */
+    uint64_t writes_total;        /* segment writes issued (idle detection) */
+    uint64_t writes_at_sweep;     /* writes_total at the last idle sweep */
     bool is_retry_armed;          /* the retry timer is pending */
     struct hot_entry *retry_head; /* segment writes that failed with ENOSPC */
     struct plog_waiter ckpt;      /* a checkpoint waiting for writes to drain */
@@ -226,12 +230,11 @@ int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv
         rc = plog_read_start(log);
     if (rc == 0)
         rc = plog_open_segments(log);
-    if (rc == 0)
-        rc = plog_open_active_fd(log);
     if (rc < 0) {
         rv_plog_close(log);
         return rc;
     }
+    /* No descriptor until the log is used: an idle partition holds none. */
     struct rv_seg *first = &log->segs[0];
     if ((uint64_t)log->log_start < first->base_offset)
         log->log_start = (int64_t)first->base_offset;
@@ -245,7 +248,7 @@ int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv
 /* Create the next segment file and open it (blocking). */
 static int plog_roll_blocking(struct rv_plog *log, uint64_t base)
 {
-    int rc = rv_sys_fdatasync(log->fd);
+    int rc = log->fd >= 0 ? rv_sys_fdatasync(log->fd) : 0;
     if (rc == 0)
         rc = rv_idx_save(&plog_active(log)->idx, log->dir);
     if (rc == 0)
@@ -254,7 +257,8 @@ static int plog_roll_blocking(struct rv_plog *log, uint64_t base)
         rc = rv_sys_fsync_dir(log->dir);
     if (rc < 0)
         return rc;
-    (void)rv_sys_close(log->fd); /* synced above */
+    if (log->fd >= 0)
+        (void)rv_sys_close(log->fd); /* synced above */
     log->fd = -1;
     rc = plog_seg_push(log, base);
     return rc < 0 ? rc : plog_open_active_fd(log);
@@ -307,6 +311,8 @@ int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len)
     int rc = 0;
     if (plog_needs_roll(log, len, rv_clock_wall_ms()))
         rc = plog_roll_blocking(log, (uint64_t)v.base_offset);
+    if (rc == 0 && log->fd < 0)
+        rc = plog_open_active_fd(log);
     uint64_t pos = plog_active(log)->size_bytes;
     ssize_t w = rc == 0 ? rv_sys_pwrite(log->fd, batch, len, (off_t)pos) : rc;
     if (w < 0 || (uint32_t)w != len)
@@ -318,8 +324,10 @@ int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len)
 
 int rv_plog_sync_blocking(rv_plog_t *log)
 {
-    if (log->fd < 0 || log->state == PLOG_FAILED)
-        return log->state == PLOG_FAILED ? -EIO : 0;
+    if (log->state == PLOG_FAILED)
+        return -EIO;
+    if (log->fd < 0)
+        return 0; /* never written since it was opened, or closed clean */
     int rc = rv_sys_fdatasync(log->fd);
     if (rc == 0)
         rc = rv_idx_save(&plog_active(log)->idx, log->dir);
@@ -539,6 +547,7 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
     rv_buf_get(op->buf); /* held by the write until it completes */
     e->pos = pos;
     log->writes_inflight++;
+    log->writes_total++;
     int rc = rv_file_write(log->fd, op->bytes, op->len, pos, plog_write_done, e);
     if (rc < 0)
         plog_write_done(e, rc);
@@ -546,13 +555,46 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
 
 static void plog_roll_start(struct rv_plog *log, uint64_t base);
 
+static void plog_fd_opened(void *arg, int64_t res)
+{
+    struct rv_plog *log = arg;
+    log->jobs--;
+    log->is_opening = false;
+    if (res < 0) {
+        plog_fail(log, (int)res);
+        return; /* queued batches stay in memory; the WAL replays them at start */
+    }
+    log->fd = (int)res;
+    plog_roll_flush_queue(log);
+    plog_ckpt_try(log);
+}
+
+/* Open the active segment through the ring (a lazily opened or swept log). */
+static void plog_fd_open_start(struct rv_plog *log)
+{
+    if (log->is_opening)
+        return;
+    char path[PATH_MAX];
+    int rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
+    if (rc == 0)
+        rc = rv_file_open(path, O_RDWR, 0, plog_fd_opened, log);
+    if (rc < 0) {
+        plog_fail(log, rc);
+        return;
+    }
+    log->is_opening = true;
+    log->jobs++;
+}
+
 static void plog_apply(struct rv_plog *log, struct append_op *op)
 {
     struct hot_entry *e = hot_add(log, op);
     log->leo = op->last + 1;
     if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms()))
         plog_roll_start(log, (uint64_t)op->base);
-    if (log->state == PLOG_ROLLING || log->is_disk_full) {
+    if (log->state == PLOG_WRITABLE && log->fd < 0)
+        plog_fd_open_start(log);
+    if (log->state == PLOG_ROLLING || log->is_disk_full || log->fd < 0) {
         /* Keep the op (and its buffer) until the new segment exists or the
          * disk has room again. */
         op->next = NULL;
@@ -653,7 +695,7 @@ static void plog_roll_work(void *arg)
 {
     struct roll_job *job = arg;
     struct rv_plog *log = job->log;
-    job->rc = rv_sys_fdatasync(job->old_fd);
+    job->rc = job->old_fd >= 0 ? rv_sys_fdatasync(job->old_fd) : 0; /* closed: clean */
     if (job->rc == 0)
         job->rc = rv_idx_save(&job->idx, log->dir);
     if (job->rc == 0)
@@ -673,7 +715,7 @@ static void plog_roll_start(struct rv_plog *log, uint64_t base);
 
 static void plog_roll_flush_queue(struct rv_plog *log)
 {
-    while (log->roll_head != NULL && !log->is_disk_full) {
+    while (log->roll_head != NULL && !log->is_disk_full && log->fd >= 0) {
         struct append_op *op = log->roll_head;
         if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms())) {
             /* What waited for this roll fills the new segment too: roll again. */
@@ -710,7 +752,8 @@ static void plog_roll_done(void *arg)
         free(job);
         return;
     }
-    (void)rv_sys_close(job->old_fd); /* synced by the helper */
+    if (job->old_fd >= 0)
+        (void)rv_sys_close(job->old_fd); /* synced by the helper */
     log->fd = job->new_fd;
     log->state = PLOG_WRITABLE;
     free(job);
@@ -769,7 +812,7 @@ static void plog_roll_start(struct rv_plog *log, uint64_t base)
 {
     (void)base;                /* the new segment starts at the old one's end */
     log->state = PLOG_ROLLING; /* a waiting checkpoint resumes after the roll */
-    if (log->writes_inflight == 0 && !log->is_syncing)
+    if (log->writes_inflight == 0 && !log->is_syncing && !log->is_opening)
         plog_roll_continue(log);
 }
 
@@ -791,7 +834,7 @@ static void plog_ckpt_sync_done(void *arg, int64_t res)
 
 static void plog_ckpt_try(struct rv_plog *log)
 {
-    if (log->writes_inflight > 0 || log->is_syncing || log->retry_head != NULL)
+    if (log->writes_inflight > 0 || log->is_syncing || log->retry_head != NULL || log->is_opening)
         return;
     if (log->state == PLOG_ROLLING) {
         if (!log->is_roll_job)
@@ -872,6 +915,7 @@ struct fetch_op {
     uint32_t want;
     int fd;
     bool is_own_fd;
+    bool is_log_fd;   /* reading through the log's descriptor (counted in fd_users) */
     bool has_retried; /* read again at the first batch, whole */
     rv_buf_t *buf;
     rv_plog_fetch_fn *done;
@@ -900,6 +944,8 @@ static void fetch_finish(struct fetch_op *op, int err)
     }
     if (op->buf != NULL)
         rv_buf_put(op->buf);
+    if (op->is_log_fd)
+        log->fd_users--;
     op->res.high_watermark = log->leo;
     op->res.log_start = log->log_start;
     log->jobs--;
@@ -1030,8 +1076,10 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
         fetch_finish(op, 0);
         return;
     }
-    if (i == log->seg_count - 1 && log->state != PLOG_ROLLING) {
+    if (i == log->seg_count - 1 && log->state != PLOG_ROLLING && log->fd >= 0) {
         op->fd = log->fd;
+        op->is_log_fd = true;
+        log->fd_users++;
         fetch_read(op);
         return;
     }
@@ -1303,6 +1351,27 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
         int64_t start = (int64_t)log->segs[count].base_offset;
         plog_drop_segments(log, count, start > log->log_start ? start : -1, NULL, NULL);
     }
+}
+
+/* ---- idle descriptors ------------------------------------------------------------------------ */
+
+bool rv_plog_close_idle_fd(rv_plog_t *log)
+{
+    bool is_quiet = log->writes_total == log->writes_at_sweep;
+    log->writes_at_sweep = log->writes_total;
+    if (log->fd < 0 || !is_quiet || log->is_dirty || log->fd_users > 0 ||
+        log->writes_inflight > 0 || log->state != PLOG_WRITABLE || log->is_syncing ||
+        log->retry_head != NULL || log->roll_head != NULL || log->is_opening)
+        return false;
+    /* Clean (synced by a checkpoint) and unused since the last sweep. */
+    (void)rv_sys_close(log->fd); /* nothing dirty: closing cannot lose data */
+    log->fd = -1;
+    return true;
+}
+
+bool rv_plog_has_fd(const rv_plog_t *log)
+{
+    return log->fd >= 0;
 }
 
 /* ---- configuration, queries, close --------------------------------------------------------- */

@@ -133,6 +133,12 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms);
 /* Make segment data durable up to now (checkpoint): done(arg, 0 or -errno). */
 void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg);
 
+/* Close the active segment's descriptor if the log is clean (synced) and had
+ * no write since the previous call; the next write or read opens it again.
+ * True when it closed one. Called by the shard's periodic sweep. */
+bool rv_plog_close_idle_fd(rv_plog_t *log);
+bool rv_plog_has_fd(const rv_plog_t *log);
+
 /* Change the configuration (alter configs). */
 void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg);
 

@@ -61,6 +61,7 @@ struct store_shard {
     struct rv_hmap logs;     /* WAL key -> rv_plog_t * */
     rv_timer_id ckpt_timer;
     rv_timer_id retention_timer;
+    rv_timer_id sweep_timer;
     bool is_closing;
     bool is_ckpt_running;
     uint32_t ckpt_pending;
@@ -387,6 +388,22 @@ static void retention_tick(void *arg)
         rv_warn("store: shard %u cannot arm its retention timer", ss->id);
 }
 
+/* Close the descriptors of logs that stayed clean and unused since the last
+ * sweep, so idle partitions hold no descriptor. */
+static void sweep_tick(void *arg)
+{
+    struct store_shard *ss = arg;
+    if (ss->is_closing)
+        return;
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+        (void)rv_plog_close_idle_fd((rv_plog_t *)(uintptr_t)val); /* a count only */
+    if (rv_timer_add((uint64_t)ss->st->cfg.checkpoint_interval_ms * 2000, sweep_tick, ss,
+                     &ss->sweep_timer) < 0)
+        rv_warn("store: shard %u cannot arm its descriptor sweep", ss->id);
+}
+
 /* ---- shard set-up and tear-down (owner shard) --------------------------------------------- */
 
 struct attach_args {
@@ -425,6 +442,9 @@ static void shard_setup(void *p)
         if (rv_timer_add((uint64_t)ss->st->cfg.retention_check_ms * 1000, retention_tick, ss,
                          &ss->retention_timer) < 0)
             rv_warn("store: shard %u cannot arm its retention timer", ss->id);
+        if (rv_timer_add((uint64_t)ss->st->cfg.checkpoint_interval_ms * 2000, sweep_tick, ss,
+                         &ss->sweep_timer) < 0)
+            rv_warn("store: shard %u cannot arm its descriptor sweep", ss->id);
     }
     store_wait_post(&a->w);
 }
@@ -438,6 +458,7 @@ static void shard_quiesce(void *p)
         ss->is_closing = true;
         (void)rv_timer_cancel(ss->ckpt_timer);      /* may have fired: fine */
         (void)rv_timer_cancel(ss->retention_timer); /* likewise */
+        (void)rv_timer_cancel(ss->sweep_timer);     /* likewise */
     }
     bool is_idle = ss->ps.wal == NULL || rv_wal_is_idle(ss->ps.wal);
     is_idle &= !ss->is_ckpt_running;

@@ -1,5 +1,6 @@
 /* tests/storage/test_store.c - tests storage/store.c + plog.c through the public API. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -382,4 +383,45 @@ Test(store, full_disk_fails_cleanly_and_recovers_when_space_returns)
     strcpy(dir, saved);
     snprintf(cmd, sizeof(cmd), "umount %s", mnt);
     cr_assert_eq(system(cmd), 0);
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Idle partitions hold no descriptor: opening is lazy, and a sweep closes
+ * the descriptors of logs that stayed clean; the next write or read reopens. */
+Test(store, idle_partitions_hold_no_descriptor)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.checkpoint_interval_ms = 10; /* sweeps every 20 ms */
+    struct env e = env_open_cfg(1, &scfg);
+    int base = count_fds();
+    make_topic(&e, "many", 200, NULL, NULL);
+    cr_assert_lt(count_fds(), base + 10, "creating partitions opens no descriptor");
+    for (uint32_t p = 0; p < 200; p++)
+        cr_assert_eq(produce_one(&e, "many", (int32_t)p, p, RV_ACKS_ALL), 0);
+    int now = count_fds();
+    for (int i = 0; i < 200 && now >= base + 10; i++) {
+        usleep(10000);
+        now = count_fds();
+    }
+    cr_assert_lt(now, base + 10, "the sweep closed idle descriptors (%d open, base %d)", now, base);
+    for (uint32_t p = 0; p < 200; p += 7) {
+        cr_assert_eq(read_all(&e, "many", (int32_t)p, 0, p), 1, "a read reopens the segment");
+        cr_assert_eq(produce_one(&e, "many", (int32_t)p, p + 1, RV_ACKS_ALL), 1, "so does a write");
+        cr_assert_eq(read_all(&e, "many", (int32_t)p, 0, p), 2);
+    }
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    cr_assert_lt(count_fds(), base + 10, "reopening opens no partition descriptor");
+    env_close(&e);
 }
