@@ -21,4 +21,6 @@ cc -std=c11 -Wall -Werror docs/examples/hello.c $cflags -static-libgcc \
   "$(dirname "$libdir")/librivven.a" $(pkg-config --libs --static rivven | sed 's/-lrivven//') \
   -o "$dest/hello-static"
 "$dest/hello-static"
-echo "check-install: the example builds and runs against the installed librivven"
+cc -std=c11 -Wall -Werror docs/examples/store.c $cflags $libs -o "$dest/store"
+LD_LIBRARY_PATH="$dest$prefix/lib:$(dirname "$libdir")" "$dest/store" "$dest/data"
+echo "check-install: the examples build and run against the installed librivven"
