@@ -5,9 +5,9 @@
 
 void rv_mpsc_init(struct rv_mpsc *q)
 {
-    atomic_init(&q->stub.next, NULL);
-    atomic_init(&q->head, &q->stub);
-    q->tail = &q->stub;
+    atomic_init(&q->sentinel.next, NULL);
+    atomic_init(&q->head, &q->sentinel);
+    q->tail = &q->sentinel;
 }
 
 void rv_mpsc_push(struct rv_mpsc *q, struct rv_mpsc_node *node)
@@ -24,7 +24,7 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
 {
     struct rv_mpsc_node *tail = q->tail;
     struct rv_mpsc_node *next = atomic_load_explicit(&tail->next, memory_order_acquire);
-    if (tail == &q->stub) {
+    if (tail == &q->sentinel) {
         if (next == NULL)
             return NULL;
         q->tail = next;
@@ -38,8 +38,8 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
     struct rv_mpsc_node *head = atomic_load_explicit(&q->head, memory_order_acquire);
     if (tail != head)
         return NULL; /* a push is between its exchange and its link: retry later */
-    /* tail is the last node: put the stub behind it so tail can be handed out. */
-    rv_mpsc_push(q, &q->stub);
+    /* tail is the last node: put the sentinel behind it so tail can be handed out. */
+    rv_mpsc_push(q, &q->sentinel);
     next = atomic_load_explicit(&tail->next, memory_order_acquire);
     if (next != NULL) {
         q->tail = next;
@@ -51,8 +51,8 @@ struct rv_mpsc_node *rv_mpsc_pop(struct rv_mpsc *q)
 bool rv_mpsc_is_empty(struct rv_mpsc *q)
 {
     /* The consumer's tail is a real node exactly when one is waiting to be
-     * popped; head away from the stub means a push has at least begun its
+     * popped; head away from the sentinel means a push has at least begun its
      * exchange. Acquire pairs with the pusher's acq_rel exchange. */
     struct rv_mpsc_node *head = atomic_load_explicit(&q->head, memory_order_acquire);
-    return q->tail == &q->stub && head == &q->stub;
+    return q->tail == &q->sentinel && head == &q->sentinel;
 }

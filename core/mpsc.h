@@ -26,7 +26,7 @@ struct rv_mpsc_node {
 struct rv_mpsc {
     _Atomic(struct rv_mpsc_node *) head RV_ALIGNED_CACHE; /* producers exchange here */
     struct rv_mpsc_node *tail RV_ALIGNED_CACHE;           /* consumer only */
-    struct rv_mpsc_node stub;                             /* keeps the list non-empty */
+    struct rv_mpsc_node sentinel;                         /* keeps the list non-empty */
 };
 
 /* Initialise an empty queue. Cannot fail. */

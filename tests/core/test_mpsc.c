@@ -34,7 +34,7 @@ Test(mpsc, single_thread_fifo_and_emptiness)
     }
     cr_assert_null(rv_mpsc_pop(&q));
     cr_assert(rv_mpsc_is_empty(&q));
-    /* The queue works again after running dry (the stub is re-linked). */
+    /* The queue works again after running dry (the sentinel is re-linked). */
     rv_mpsc_push(&q, &items[0].node);
     cr_assert_eq(rv_mpsc_pop(&q), &items[0].node);
     cr_assert(rv_mpsc_is_empty(&q));
