@@ -32,8 +32,11 @@ void rv_kproto_arena_reset(struct rv_kproto_arena *a)
 
 int rv_kproto_arena_alloc(struct rv_kproto_arena *a, size_t size, size_t align, void **out)
 {
-    RV_ASSERT(a != NULL && out != NULL);
+    RV_ASSERT(out != NULL);
     RV_ASSERT(align != 0 && (align & (align - 1)) == 0);
+    if (a == NULL || a->buf == NULL) {
+        return -ENOBUFS;
+    }
     uintptr_t base = (uintptr_t)a->buf;
     uintptr_t start = (base + a->used_bytes + align - 1) & ~(uintptr_t)(align - 1);
     size_t pos = (size_t)(start - base);
@@ -302,7 +305,6 @@ int rv_kp_read_array(struct rv_kp_reader *r, bool is_compact, bool is_nullable,
         return -EBADMSG;
     }
     if (count > 0) {
-        RV_ASSERT(a != NULL);
         rc = rv_kproto_arena_alloc(a, (size_t)count * elem_size, elem_align, &items);
         if (rc < 0) {
             return rc;

@@ -218,8 +218,9 @@ void rv_kproto_arena_init(struct rv_kproto_arena *a, void *buf, size_t cap_bytes
 void rv_kproto_arena_reset(struct rv_kproto_arena *a);
 
 /* Take size bytes aligned to align (a power of two) into *out. -ENOBUFS when the
- * arena is exhausted (nothing taken, *out untouched). size 0 gives a non-NULL
- * pointer to no bytes. */
+ * arena is exhausted (nothing taken, *out untouched). A NULL arena is an empty one,
+ * so decoders may be given NULL for messages that need no arena: then any non-empty
+ * array or non-null nullable struct in the input is -ENOBUFS. */
 RV_MUST_CHECK int rv_kproto_arena_alloc(struct rv_kproto_arena *a, size_t size, size_t align,
                                         void **out);
 
@@ -230,7 +231,8 @@ static inline void rv_kp_reader_init(struct rv_kp_reader *r, const void *buf, si
 {
     RV_ASSERT(r != NULL);
     RV_ASSERT(buf != NULL || len == 0);
-    r->buf = buf;
+    /* Never NULL, so that r->buf + r->pos is always defined. */
+    r->buf = buf != NULL ? buf : (const uint8_t *)"";
     r->len = len;
     r->pos = 0;
 }

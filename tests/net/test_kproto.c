@@ -320,6 +320,17 @@ Test(kproto, arena_aligns_and_refuses_when_exhausted)
     rv_kproto_arena_reset(&a);
     cr_assert_eq(rv_kproto_arena_alloc(&a, 40, 1, &p), 0);
     cr_assert_eq(rv_kproto_arena_alloc(&a, SIZE_MAX, 1, &p), -ENOBUFS);
+    /* No arena at all: an empty one. */
+    cr_assert_eq(rv_kproto_arena_alloc(NULL, 1, 1, &p), -ENOBUFS);
+    struct rv_kp_reader r;
+    rv_kp_reader_init(&r, (const uint8_t[]){0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}, 8);
+    struct rv_kp_arr_i32 arr;
+    cr_assert_eq(rv_kp_read_arr_i32(&r, true, false, NULL, &arr), -ENOBUFS);
+    /* Empty input from a NULL buffer. */
+    rv_kp_reader_init(&r, NULL, 0);
+    uint32_t u;
+    cr_assert_eq(rv_kp_read_uvarint(&r, &u), -EBADMSG);
+    cr_assert_eq(rv_kp_skip(&r, 0), 0);
 }
 
 Test(kproto, writer_refuses_what_does_not_fit_or_is_invalid)
@@ -1130,18 +1141,22 @@ Test(kproto, encode_into_every_short_buffer_fails_cleanly)
 
 /* ApiVersionsRequest v3 as librdkafka 2.0.2 (python3-confluent-kafka 1.7.0) sends it,
  * built by hand from the spec; tests/data/kafka/ApiVersions-v3.bin is the capture. */
+/* clang-format off */
 static const uint8_t api_versions_v3_frame[] = {
-    0x00, 0x12,                                      /* api key 18 */
-    0x00, 0x03,                                      /* version 3 */
-    0x00, 0x00, 0x00, 0x01,                          /* correlation id 1 */
-    0x00, 0x07, 'r',  'd',  'k', 'a', 'f', 'k', 'a', /* client id: classic string */
-    0x00,                                            /* header tags: none */
-    0x17, 'c',  'o',  'n',  'f', 'l', 'u', 'e', 'n', 't', '-', 'k',
-    'a',  'f',  'k',  'a',  '-', 'p', 'y', 't', 'h', 'o', 'n', /* ClientSoftwareName: compact, 22 bytes */
-    0x14, '1',  '.',  '7',  '.', '0', '-', 'r', 'd', 'k', 'a', 'f',
-    'k',  'a',  '-',  '2',  '.', '0', '.', '2', /* ClientSoftwareVersion: compact, 19 bytes */
-    0x00,                                       /* body tags: none */
+    0x00, 0x12,                                     /* api key 18 */
+    0x00, 0x03,                                     /* version 3 */
+    0x00, 0x00, 0x00, 0x01,                         /* correlation id 1 */
+    0x00, 0x07, 'r', 'd', 'k', 'a', 'f', 'k', 'a', /* client id: classic even in v2 */
+    0x00,                                           /* header tags: none */
+    0x17,                                           /* ClientSoftwareName: 22 bytes */
+    'c', 'o', 'n', 'f', 'l', 'u', 'e', 'n', 't', '-', 'k', 'a', 'f', 'k', 'a', '-',
+    'p', 'y', 't', 'h', 'o', 'n',
+    0x14,                                           /* ClientSoftwareVersion: 19 bytes */
+    '1', '.', '7', '.', '0', '-', 'r', 'd', 'k', 'a', 'f', 'k', 'a', '-', '2', '.',
+    '0', '.', '2',
+    0x00,                                           /* body tags: none */
 };
+/* clang-format on */
 
 Test(kproto, golden_api_versions_request_v3)
 {
@@ -1176,21 +1191,23 @@ Test(kproto, golden_api_versions_request_v3)
  * name and empty tags; AllowAutoTopicCreation; no IncludeClusterAuthorizedOperations
  * (v8-10 only); IncludeTopicAuthorizedOperations; the request's empty tags. Built by
  * hand from the spec: librdkafka 2.0.2, installed here, stops at v4. */
+/* clang-format off */
 static const uint8_t metadata_v12_frame[] = {
-    0x00, 0x03,                                          /* api key 3 */
-    0x00, 0x0C,                                          /* version 12 */
-    0x00, 0x00, 0x00, 0x05,                              /* correlation id 5 */
-    0x00, 0x07, 'r',  'd',  'k',  'a',  'f',  'k',  'a', /* client id */
-    0x00,                                                /* header tags */
-    0x02,                                                /* Topics: compact, 1 entry */
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,      /* TopicId: zero uuid */
-    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,      /* */
-    0x05, 't',  'e',  's',  't',                         /* Name: compact nullable */
-    0x00,                                                /* topic tags */
-    0x01,                                                /* AllowAutoTopicCreation */
-    0x00,                                                /* IncludeTopicAuthorizedOperations */
-    0x00,                                                /* body tags */
+    0x00, 0x03,                                     /* api key 3 */
+    0x00, 0x0C,                                     /* version 12 */
+    0x00, 0x00, 0x00, 0x05,                         /* correlation id 5 */
+    0x00, 0x07, 'r', 'd', 'k', 'a', 'f', 'k', 'a', /* client id */
+    0x00,                                           /* header tags */
+    0x02,                                           /* Topics: compact, 1 entry */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* TopicId: zero uuid */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x05, 't', 'e', 's', 't',                       /* Name: compact nullable string */
+    0x00,                                           /* topic tags */
+    0x01,                                           /* AllowAutoTopicCreation */
+    0x00,                                           /* IncludeTopicAuthorizedOperations */
+    0x00,                                           /* body tags */
 };
+/* clang-format on */
 
 Test(kproto, golden_metadata_request_v12)
 {
