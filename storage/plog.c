@@ -83,7 +83,25 @@ struct plog_waiter {
     void *arg;
 };
 
+enum plog_load {
+    PLOG_LOADED = 0, /* segments recovered: usable */
+    PLOG_UNLOADED,   /* created lazily at start: nothing read yet */
+    PLOG_LOADING,    /* a helper thread is recovering it */
+    PLOG_LOAD_FAILED,
+};
+
+/* A call waiting for a lazily opened log to load. */
+struct plog_pending {
+    rv_task_fn *fn;
+    void *arg;
+    struct plog_pending *next;
+};
+
 struct rv_plog {
+    uint8_t load; /* enum plog_load */
+    int load_err; /* why loading failed */
+    struct plog_pending *pending_head;
+    struct plog_pending *pending_tail;
     char *dir;
     uint64_t key;
     struct rv_plog_config cfg;
@@ -216,22 +234,34 @@ static int plog_open_active_fd(struct rv_plog *log)
     return 0;
 }
 
-int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv_plog_config *cfg)
+int rv_plog_create(rv_plog_t **out, const char *dir, uint64_t key, const struct rv_plog_config *cfg)
 {
     struct rv_plog *log = calloc(1, sizeof(*log));
-    if (log == NULL)
+    if (log == NULL || (log->dir = strdup(dir)) == NULL) {
+        free(log);
         return -ENOMEM;
-    log->dir = strdup(dir);
+    }
     log->key = key;
     log->cfg = *cfg;
     log->fd = -1;
-    int rc = log->dir != NULL ? rv_sys_mkdir_p(dir, 0755) : -ENOMEM;
+    log->load = PLOG_UNLOADED;
+    *out = log;
+    return 0;
+}
+
+/* Recover the log's files into its fields; `load` is left to the caller, so a
+ * helper thread never writes the field its shard reads. */
+static int plog_load_data(struct rv_plog *log)
+{
+    int rc = rv_sys_mkdir_p(log->dir, 0755);
     if (rc == 0)
         rc = plog_read_start(log);
     if (rc == 0)
         rc = plog_open_segments(log);
     if (rc < 0) {
-        rv_plog_close(log);
+        for (uint32_t i = 0; i < log->seg_count; i++)
+            rv_seg_fini(&log->segs[i]);
+        log->seg_count = 0;
         return rc;
     }
     /* No descriptor until the log is used: an idle partition holds none. */
@@ -241,7 +271,101 @@ int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv
     log->leo = log->next_offset = (int64_t)plog_active(log)->next_offset;
     if (log->leo < log->log_start) /* everything was deleted: start there */
         log->leo = log->next_offset = log->log_start;
+    return 0;
+}
+
+int rv_plog_load(rv_plog_t *log)
+{
+    if (log->load == PLOG_LOADED)
+        return 0;
+    int rc = plog_load_data(log);
+    if (rc == 0)
+        log->load = PLOG_LOADED;
+    return rc;
+}
+
+int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv_plog_config *cfg)
+{
+    rv_plog_t *log;
+    int rc = rv_plog_create(&log, dir, key, cfg);
+    if (rc < 0)
+        return rc;
+    rc = rv_plog_load(log);
+    if (rc < 0) {
+        rv_plog_close(log);
+        return rc;
+    }
     *out = log;
+    return 0;
+}
+
+/* ---- lazy loading on the owner shard ---------------------------------------------------- */
+
+struct load_job {
+    struct rv_plog *log;
+    int rc;
+};
+
+static void plog_load_work(void *arg)
+{
+    struct load_job *job = arg;
+    job->rc = plog_load_data(job->log); /* the shard leaves the log alone meanwhile */
+}
+
+static void plog_load_done(void *arg)
+{
+    struct load_job *job = arg;
+    struct rv_plog *log = job->log;
+    log->jobs--;
+    log->load = PLOG_LOADED; /* on the shard: ordered after the helper's writes */
+    if (job->rc < 0) {
+        log->load = PLOG_LOAD_FAILED;
+        log->load_err = job->rc;
+        rv_error("log %s: cannot open: %s", log->dir, rv_strerror(job->rc));
+    }
+    free(job);
+    struct plog_pending *p = log->pending_head;
+    log->pending_head = log->pending_tail = NULL;
+    while (p != NULL) {
+        struct plog_pending *next = p->next;
+        p->fn(p->arg);
+        free(p);
+        p = next;
+    }
+}
+
+bool rv_plog_is_ready(const rv_plog_t *log)
+{
+    return log->load == PLOG_LOADED || log->load == PLOG_LOAD_FAILED;
+}
+
+int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg)
+{
+    if (rv_plog_is_ready(log)) {
+        fn(arg);
+        return 0;
+    }
+    struct plog_pending *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    *p = (struct plog_pending){.fn = fn, .arg = arg};
+    if (log->load == PLOG_UNLOADED) {
+        struct load_job *job = malloc(sizeof(*job));
+        log->load = PLOG_LOADING; /* before the helper can finish */
+        if (job == NULL || (*job = (struct load_job){.log = log},
+                            rv_offload(plog_load_work, job, plog_load_done) < 0)) {
+            log->load = PLOG_UNLOADED;
+            free(job);
+            free(p);
+            return -ENOMEM;
+        }
+        log->jobs++;
+    }
+    if (log->pending_tail != NULL)
+        log->pending_tail->next = p;
+    else
+        log->pending_head = p;
+    log->pending_tail = p;
     return 0;
 }
 
@@ -324,6 +448,8 @@ int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len)
 
 int rv_plog_sync_blocking(rv_plog_t *log)
 {
+    if (log->load != PLOG_LOADED)
+        return 0;
     if (log->state == PLOG_FAILED)
         return -EIO;
     if (log->fd < 0)
@@ -638,6 +764,8 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
                    rv_plog_append_fn *done, void *arg)
 {
     RV_ASSERT(log->shard != NULL);
+    if (log->load != PLOG_LOADED)
+        return log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
     if (log->state == PLOG_FAILED)
         return -EIO;
     if (log->is_disk_full)
@@ -857,6 +985,10 @@ static void plog_ckpt_try(struct rv_plog *log)
 
 void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg)
 {
+    if (log->load != PLOG_LOADED) {
+        done(arg, 0); /* not opened since start: clean */
+        return;
+    }
     if (!log->is_dirty || log->has_ckpt) {
         done(arg, log->has_ckpt ? -EBUSY : 0);
         return;
@@ -1095,6 +1227,11 @@ void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_f
                    void *arg)
 {
     struct rv_plog_fetch res = {.high_watermark = log->leo, .log_start = log->log_start};
+    if (log->load != PLOG_LOADED) {
+        res.err = log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
+        done(arg, &res);
+        return;
+    }
     if (offset < log->log_start || offset > log->leo) {
         res.err = -ERANGE;
         done(arg, &res);
@@ -1187,8 +1324,17 @@ static void time_done(void *arg)
     free(job);
 }
 
+int rv_plog_load_error(const rv_plog_t *log)
+{
+    return log->load == PLOG_LOADED ? 0 : log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
+}
+
 void rv_plog_offset_for_time(rv_plog_t *log, int64_t ts_ms, rv_plog_offset_fn *done, void *arg)
 {
+    if (log->load != PLOG_LOADED) {
+        done(arg, rv_plog_load_error(log));
+        return;
+    }
     int64_t hot = hot_offset_for_time(log, ts_ms);
     uint32_t i = 0;
     while (i < log->seg_count && log->segs[i].max_timestamp_ms < ts_ms)
@@ -1317,6 +1463,10 @@ static void plog_drop_segments(struct rv_plog *log, uint32_t count, int64_t pers
 
 void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *done, void *arg)
 {
+    if (log->load != PLOG_LOADED) {
+        done(arg, rv_plog_load_error(log));
+        return;
+    }
     if (offset < 0 || offset > log->leo) {
         done(arg, -ERANGE);
         return;
@@ -1334,6 +1484,8 @@ void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *d
 
 void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
 {
+    if (log->load != PLOG_LOADED)
+        return; /* never opened since start: nothing changed */
     uint32_t count = 0;
     uint64_t total = rv_plog_size_bytes(log);
     while (count + 1 < log->seg_count) {
@@ -1407,7 +1559,8 @@ uint32_t rv_plog_segment_count(const rv_plog_t *log)
 bool rv_plog_is_idle(const rv_plog_t *log)
 {
     return log->writes_inflight == 0 && log->jobs == 0 && log->appends_inflight == 0 &&
-           log->roll_head == NULL && !log->has_ckpt && !log->is_retry_armed;
+           log->roll_head == NULL && !log->has_ckpt && !log->is_retry_armed &&
+           log->pending_head == NULL;
 }
 
 uint64_t rv_plog_key(const rv_plog_t *log)

@@ -80,6 +80,20 @@ typedef void rv_plog_fetch_fn(void *arg, struct rv_plog_fetch *res);
 
 /* Lifecycle. */
 
+/* Create a log object for dir without touching the disk (lazy start-up): it
+ * loads on first use through rv_plog_when_ready, or with rv_plog_load. */
+RV_MUST_CHECK int rv_plog_create(rv_plog_t **out, const char *dir, uint64_t key,
+                                 const struct rv_plog_config *cfg);
+/* Load (recover) a created log with blocking I/O; 0 if already loaded. */
+RV_MUST_CHECK int rv_plog_load(rv_plog_t *log);
+/* Loaded, or failed to load (calls then return that error). */
+bool rv_plog_is_ready(const rv_plog_t *log);
+/* 0 when loaded, else why it is not (-EAGAIN while loading). */
+int rv_plog_load_error(const rv_plog_t *log);
+/* Owner shard: run fn(arg) once the log is ready, loading it on a helper
+ * thread first if needed (fn may run before this returns). -ENOMEM. */
+RV_MUST_CHECK int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg);
+
 /*
  * Open the log in dir (created if missing) with blocking I/O: recover its
  * segments (the last one fully), read its log start offset. For start-up and

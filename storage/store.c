@@ -521,7 +521,11 @@ static int recovery_replay(void *arg, const struct rv_wal_record *rec)
         r->skipped++; /* a deleted topic's batch */
         return 0;
     }
-    int rc = rv_plog_replay((rv_plog_t *)(uintptr_t)val, rec->payload, rec->len);
+    rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    int rc = rv_plog_load(log); /* written since the checkpoint: open it now */
+    if (rc < 0)
+        return rc;
+    rc = rv_plog_replay(log, rec->payload, rec->len);
     if (rc < 0) {
         rv_warn("store: replaying lsn %" PRIu64 ": %s", rec->lsn, rv_err_msg());
         return rc == -EBADMSG ? 0 : rc; /* a bad batch is skipped; I/O errors stop */
@@ -560,8 +564,8 @@ static int store_open_logs(rv_store_t *st, struct recovery *r)
             char dir[PATH_MAX];
             rv_plog_t *log;
             int rc = store_part_dir(dir, sizeof(dir), st, t->name, p);
-            if (rc == 0)
-                rc = rv_plog_open(&log, dir, store_key(t->id, p), &pcfg);
+            if (rc == 0) /* lazy: loads on first use, or when the WAL replays into it */
+                rc = rv_plog_create(&log, dir, store_key(t->id, p), &pcfg);
             if (rc == 0)
                 rc = rv_hmap_put(&r->logs, store_key(t->id, p), (uint64_t)(uintptr_t)log);
             if (rc < 0)
@@ -910,6 +914,11 @@ static void produce_on_owner(void *arg)
     uint64_t val;
     rv_buf_t *buf = NULL;
     int rc = rv_hmap_get(&ss->logs, op->key, &val) ? 0 : -ENOENT;
+    if (rc == 0 && !rv_plog_is_ready((rv_plog_t *)(uintptr_t)val)) {
+        rc = rv_plog_when_ready((rv_plog_t *)(uintptr_t)val, produce_on_owner, op);
+        if (rc == 0)
+            return; /* runs again once the log is loaded */
+    }
     if (rc == 0)
         rc = rv_buf_alloc(ss->ps.pool, op->len, &buf);
     if (rc == 0) {
@@ -1038,7 +1047,10 @@ static void fetch_on_owner(void *arg)
         fetch_done(op, &f);
         return;
     }
-    rv_plog_fetch((rv_plog_t *)(uintptr_t)val, op->offset, op->max_bytes, fetch_done, op);
+    rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    if (!rv_plog_is_ready(log) && rv_plog_when_ready(log, fetch_on_owner, op) == 0)
+        return; /* runs again once the log is loaded */
+    rv_plog_fetch(log, op->offset, op->max_bytes, fetch_done, op);
 }
 
 int rv_fetch(rv_store_t *st, const char *topic, int32_t partition, int64_t offset,
@@ -1249,6 +1261,12 @@ static void part_call_run(void *arg)
         return;
     }
     rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    if (!rv_plog_is_ready(log) && rv_plog_when_ready(log, part_call_run, c) == 0)
+        return; /* runs again once the log is loaded */
+    if (rv_plog_load_error(log) < 0) {
+        part_call_done(c, rv_plog_load_error(log));
+        return;
+    }
     switch (c->kind) {
     case PART_LIST_OFFSET:
         if (c->arg == RV_OFFSET_EARLIEST)
