@@ -10563,7 +10563,7 @@ size_t rv_kp_consumer_group_heartbeat_response_size(
     n += rv_kp_str_size(true, in->member_id);
     n += 4;
     n += 4;
-    n += 1;
+    n += 1; /* null marker */
     if (in->assignment != NULL) {
         n += kp_consumer_group_heartbeat_response_assignment_size(version, in->assignment);
     }
@@ -23213,7 +23213,7 @@ size_t rv_kp_describe_topic_partitions_request_size(
                 version, &in->topics.items[idx]);
     }
     n += 4;
-    n += 1;
+    n += 1; /* null marker */
     if (in->cursor != NULL) {
         n += kp_describe_topic_partitions_request_cursor_size(version, in->cursor);
     }
@@ -23611,7 +23611,7 @@ size_t rv_kp_describe_topic_partitions_response_size(
     for (int32_t idx = 0; idx < in->topics.count; idx++) {
         n += kp_describe_topic_partitions_response_topic_size(version, &in->topics.items[idx]);
     }
-    n += 1;
+    n += 1; /* null marker */
     if (in->next_cursor != NULL) {
         n += kp_describe_topic_partitions_response_cursor_size(version, in->next_cursor);
     }
@@ -49421,7 +49421,7 @@ size_t rv_kp_share_group_heartbeat_response_size(
     n += rv_kp_str_size(true, in->member_id);
     n += 4;
     n += 4;
-    n += 1;
+    n += 1; /* null marker */
     if (in->assignment != NULL) {
         n += kp_share_group_heartbeat_response_assignment_size(version, in->assignment);
     }

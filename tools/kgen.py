@@ -500,7 +500,20 @@ def wrap_c(line, width=100):
     return out
 
 
+def strip_parens(c):
+    """c without one pair of parentheses around all of it."""
+    if not (c.startswith("(") and c.endswith(")")):
+        return c
+    depth = 0
+    for i, ch in enumerate(c):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and i < len(c) - 1:
+            return c
+    return c[1:-1]
+
+
 def guarded(o, c, body):
+    c = strip_parens(c)
     if c == "false":
         return
     if c == "true":
@@ -613,7 +626,7 @@ def nondefault(f, e):
     return "!%s_is_default(&%s)" % (f.struct.helper, e)
 
 
-def emit_read(o, f, rd, dst, flex, nullable):
+def emit_read(o, f, rd, dst, flex, nullable, is_tagged=False):
     k = f.kind
     if k == "prim":
         o("KP_TRY(rv_kp_read_%s(%s, &%s));" % (PRIMS[f.type][1], rd, dst))
@@ -638,29 +651,12 @@ def emit_read(o, f, rd, dst, flex, nullable):
         o.close()
         o.close()
     elif f.is_ptr:
-        st = "struct %s" % f.struct.cname
-        o.open("")
-        o("int8_t marker;")
-        o("KP_TRY(rv_kp_read_i8(%s, &marker));" % rd)
-        o.open("if (marker < 0)")
-        if nullable != "true":
-            guarded(o, "!(%s)" % nullable if nullable != "false" else "true",
-                    lambda: o("return -EPROTO;"))
-        if nullable != "false":
-            o("%s = NULL;" % dst)
-        o.close("} else {")
-        o.ind += 1
-        o("void *p;")
-        o("KP_TRY(rv_kproto_arena_alloc(a, sizeof(%s), alignof(%s), &p));" % (st, st))
-        o("%s = p;" % dst)
-        o("KP_TRY(%s_decode(%s, version, %s, a));" % (f.struct.helper, rd, dst))
-        o.close()
-        o.close()
+        emit_read_ptr(o, f, rd, dst, nullable, is_tagged)
     else:
         o("KP_TRY(%s_decode(%s, version, &%s, a));" % (f.struct.helper, rd, dst))
 
 
-def emit_write(o, f, src, flex, nullable):
+def emit_write(o, f, src, flex, nullable, is_tagged=False):
     k = f.kind
     if k == "prim":
         o("KP_TRY(rv_kp_write_%s(w, %s));" % (PRIMS[f.type][1], src))
@@ -678,22 +674,60 @@ def emit_write(o, f, src, flex, nullable):
         o("KP_TRY(%s_encode(w, version, &%s.items[idx]));" % (f.struct.helper, src))
         o.close()
     elif f.is_ptr:
-        o.open("if (%s == NULL)" % src)
-        if nullable != "true":
-            guarded(o, "!(%s)" % nullable if nullable != "false" else "true",
-                    lambda: o("return -EINVAL;"))
-        if nullable != "false":
-            o("KP_TRY(rv_kp_write_i8(w, -1));")
-        o.close("} else {")
-        o.ind += 1
-        o("KP_TRY(rv_kp_write_i8(w, 1));")
-        o("KP_TRY(%s_encode(w, version, %s));" % (f.struct.helper, src))
-        o.close()
+        emit_write_ptr(o, f, src, nullable, is_tagged)
     else:
         o("KP_TRY(%s_encode(w, version, &%s));" % (f.struct.helper, src))
 
 
-def emit_size(o, f, src, flex):
+# A nullable struct is a pointer. Where the version makes it nullable it has a marker
+# before it, as in Kafka's generated code: an int8 (-1 null, 1 present), or, for a
+# tagged field, an unsigned varint (0 null, 1 present). Where the version does not, it
+# is the bare struct and must not be NULL.
+
+
+def emit_read_ptr(o, f, rd, dst, nullable, is_tagged):
+    st = "struct %s" % f.struct.cname
+    o.open("")
+    if nullable != "false":
+        init = "" if nullable == "true" else " = 1"  # present where there is no marker
+        if is_tagged:
+            o("uint32_t marker%s;" % init)
+            read, is_null = "rv_kp_read_uvarint", "marker == 0"
+        else:
+            o("int8_t marker%s;" % init)
+            read, is_null = "rv_kp_read_i8", "marker < 0"
+        guarded(o, nullable, lambda: o("KP_TRY(%s(%s, &marker));" % (read, rd)))
+        o.open("if (%s)" % is_null)
+        o("%s = NULL;" % dst)
+        o.close("} else {")
+        o.ind += 1
+    o("void *p;")
+    o("KP_TRY(rv_kproto_arena_alloc(a, sizeof(%s), alignof(%s), &p));" % (st, st))
+    o("%s = p;" % dst)
+    o("KP_TRY(%s_decode(%s, version, %s, a));" % (f.struct.helper, rd, dst))
+    if nullable != "false":
+        o.close()
+    o.close()
+
+
+def emit_write_ptr(o, f, src, nullable, is_tagged):
+    null_marker = "rv_kp_write_uvarint(w, 0)" if is_tagged else "rv_kp_write_i8(w, -1)"
+    marker = "rv_kp_write_uvarint(w, 1)" if is_tagged else "rv_kp_write_i8(w, 1)"
+    o.open("if (%s == NULL)" % src)
+    if nullable == "false":
+        o("return -EINVAL; /* %s is not nullable here */" % f.name)
+    else:
+        guarded(o, "!%s" % nullable if nullable != "true" else "false",
+                lambda: o("return -EINVAL; /* %s is not nullable here */" % f.name))
+        o("KP_TRY(%s);" % null_marker)
+    o.close("} else {")
+    o.ind += 1
+    guarded(o, nullable, lambda: o("KP_TRY(%s);" % marker))
+    o("KP_TRY(%s_encode(w, version, %s));" % (f.struct.helper, src))
+    o.close()
+
+
+def emit_size(o, f, src, flex, nullable="false"):
     k = f.kind
     if k == "prim":
         o("n += %d;" % PRIMS[f.type][2])
@@ -711,7 +745,7 @@ def emit_size(o, f, src, flex):
         o("n += %s_size(version, &%s.items[idx]);" % (f.struct.helper, src))
         o.close()
     elif f.is_ptr:
-        o("n += 1;")
+        guarded(o, nullable, lambda: o("n += 1; /* null marker */"))
         o.open("if (%s != NULL)" % src)
         o("n += %s_size(version, %s);" % (f.struct.helper, src))
         o.close()
@@ -828,7 +862,7 @@ def gen_decode_tags(s):
         o.ind += 1
         guarded(o, cond(f.tagged & f.versions, s.ctx),
                 lambda f=f: emit_read(o, f, "&v", "out->" + f.cname, "true",
-                                     null_expr(s, f, f.tagged & f.versions & s.ctx)))
+                                     null_expr(s, f, f.tagged & f.versions & s.ctx), True))
         o("break;")
         o.ind -= 1
     o("default: /* unknown tags are skipped */")
@@ -847,7 +881,7 @@ def gen_tag_size(s, f):
     o = Out()
     o.ind = 1
     o("size_t n = 0;")
-    emit_size(o, f, "in->" + f.cname, "true")
+    emit_size(o, f, "in->" + f.cname, "true", null_expr(s, f, f.tagged & f.versions & s.ctx))
     o("return n;")
     head = proto("static size_t", "%s_%s_tag_size" % (s.helper, f.cname),
                  ["int16_t version", "const struct %s *in" % s.cname], "")
@@ -900,7 +934,7 @@ def gen_encode(s):
             o("KP_TRY(rv_kp_write_tag(w, %d, %s_%s_tag_size(version, in)));"
               % (f.tag, s.helper, f.cname))
             emit_write(o, f, "in->" + f.cname, "true",
-                       null_expr(s, f, f.tagged & f.versions & s.ctx))
+                       null_expr(s, f, f.tagged & f.versions & s.ctx), True)
             o.close()
 
     guarded(o, "flex" if fc not in ("true", "false") else fc, tags)
@@ -918,7 +952,8 @@ def gen_size(s):
     o("size_t n = 0;")
     for f in s.fields:
         guarded(o, cond(untagged(f), s.ctx),
-                lambda f=f: emit_size(o, f, "in->" + f.cname, flex_name(s, f)))
+                lambda f=f: emit_size(o, f, "in->" + f.cname, flex_name(s, f),
+                                      null_expr(s, f, untagged(f) & s.ctx)))
     fc = cond(s.msg.flex, s.ctx)
     tf = tagged_fields(s)
 

@@ -860,7 +860,7 @@ static void ref_struct(struct rv_kp_writer *w, const struct rv_kp_struct_desc *d
                        int16_t v);
 
 static void ref_field(struct rv_kp_writer *w, const struct rv_kp_field_desc *fd, const uint8_t *p,
-                      int16_t v, bool is_compact)
+                      int16_t v, bool is_compact, bool is_tagged)
 {
     bool is_nullable = rv_kp_vrange_has(fd->nullable_versions, v);
     switch (fd->type) {
@@ -873,9 +873,13 @@ static void ref_field(struct rv_kp_writer *w, const struct rv_kp_field_desc *fd,
         return;
     }
     case RV_KP_TYPE_STRUCT: {
+        /* A nullable struct has a marker where the version makes it nullable: int8
+         * -1/1, or unsigned varint 0/1 when tagged. */
         const void *sp = fd->is_ptr ? *(void *const *)p : p;
-        if (fd->is_ptr) {
-            cr_assert(sp != NULL || is_nullable);
+        cr_assert(sp != NULL || is_nullable);
+        if (fd->is_ptr && is_nullable && is_tagged) {
+            ref_uvarint(w, sp == NULL ? 0 : 1);
+        } else if (fd->is_ptr && is_nullable) {
             ref_be(w, sp == NULL ? 0xFF : 1, 1);
         }
         if (sp != NULL) {
@@ -922,7 +926,7 @@ static void ref_struct(struct rv_kp_writer *w, const struct rv_kp_struct_desc *d
                 tagged[tagged_count++] = fd;
             }
         } else {
-            ref_field(w, fd, p, v, rv_kp_vrange_has(fd->flexible_versions, v));
+            ref_field(w, fd, p, v, rv_kp_vrange_has(fd->flexible_versions, v), false);
         }
     }
     if (!rv_kp_vrange_has(d->flexible_versions, v)) {
@@ -945,7 +949,7 @@ static void ref_struct(struct rv_kp_writer *w, const struct rv_kp_struct_desc *d
         struct rv_kp_writer tw;
         rv_kp_writer_init(&tw, tmp_buf[depth], sizeof(tmp_buf[depth]));
         depth++;
-        ref_field(&tw, tagged[i], (const uint8_t *)m + tagged[i]->offset, v, true);
+        ref_field(&tw, tagged[i], (const uint8_t *)m + tagged[i]->offset, v, true, true);
         depth--;
         ref_uvarint(w, (uint64_t)tagged[i]->tag);
         ref_uvarint(w, tw.pos);
