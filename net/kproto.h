@@ -203,8 +203,9 @@ struct rv_kp_api {
     int16_t api_key;
     int16_t version_min;
     int16_t version_max;
-    int16_t flexible_min; /* the first flexible version, or -1: never flexible */
-    const char *name;     /* e.g. "Metadata" */
+    int16_t flexible_min;    /* the first flexible version, or -1: never flexible */
+    bool is_latest_unstable; /* version_max is still in development (latestVersionUnstable) */
+    const char *name;        /* e.g. "Metadata" */
     const struct rv_kp_struct_desc *request;
     const struct rv_kp_struct_desc *response;
 };

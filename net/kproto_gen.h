@@ -147,12 +147,12 @@ extern const size_t rv_kp_api_count;
  * 2 for flexible versions, 0 for ControlledShutdown v0, else 1. Versions above the
  * newest count as flexible when the API has flexible versions, as Kafka reads
  * them. -EINVAL for an unknown API key or a negative version. */
-int rv_kp_request_header_version(int16_t api_key, int16_t api_version);
+RV_MUST_CHECK int rv_kp_request_header_version(int16_t api_key, int16_t api_version);
 
 /* The response header version (0 or 1) for (api_key, api_version): 1 for
  * flexible versions, except that ApiVersions responses always use 0. -EINVAL for
  * an unknown API key or a negative version. */
-int rv_kp_response_header_version(int16_t api_key, int16_t api_version);
+RV_MUST_CHECK int rv_kp_response_header_version(int16_t api_key, int16_t api_version);
 
 /* ------------------------------------------------------------------------------------------ */
 

@@ -225,6 +225,7 @@ def load_message(path):
     m.kind = d["type"]
     m.api_key = d.get("apiKey")
     m.valid = VR.parse(d["validVersions"], m.name)
+    m.unstable = bool(d.get("latestVersionUnstable", False))
     m.flex = VR.parse(d.get("flexibleVersions", "none"), m.name)
     m.structs = {}
     m.root = Struct(m, m.name, "rv_kp_" + snake(m.name), d.get("fields", []), True)
@@ -1225,11 +1226,15 @@ def gen_header(msgs, apis):
           " * 2 for flexible versions, 0 for ControlledShutdown v0, else 1. Versions above the",
           " * newest count as flexible when the API has flexible versions, as Kafka reads",
           " * them. -EINVAL for an unknown API key or a negative version. */",
-          "int rv_kp_request_header_version(int16_t api_key, int16_t api_version);", "",
+          "RV_MUST_CHECK int rv_kp_request_header_version(int16_t api_key,"
+          " int16_t api_version);",
+          "",
           "/* The response header version (0 or 1) for (api_key, api_version): 1 for",
           " * flexible versions, except that ApiVersions responses always use 0. -EINVAL for",
           " * an unknown API key or a negative version. */",
-          "int rv_kp_response_header_version(int16_t api_key, int16_t api_version);", ""]
+          "RV_MUST_CHECK int rv_kp_response_header_version(int16_t api_key,"
+          " int16_t api_version);",
+          ""]
     for m in msgs:
         o.append("/* " + "-" * 90 + " */")
         o.append("")
@@ -1319,9 +1324,9 @@ def gen_source(msgs, apis):
     o.append("")
     o.append("const struct rv_kp_api rv_kp_apis[] = {")
     for key, name, q, r in apis:
-        o.append("    {%d, %d, %d, %d, %s, &%s_desc, &%s_desc}," % (
-            key, q.valid.lo, q.valid.hi, -1 if q.flex.empty() else q.flex.lo, c_string(name),
-            q.root.cname, r.root.cname))
+        o.append("    {%d, %d, %d, %d, %s, %s, &%s_desc, &%s_desc}," % (
+            key, q.valid.lo, q.valid.hi, -1 if q.flex.empty() else q.flex.lo,
+            "true" if q.unstable else "false", c_string(name), q.root.cname, r.root.cname))
     o += ["};", "", "const size_t rv_kp_api_count = sizeof(rv_kp_apis) / sizeof(rv_kp_apis[0]);",
           ""]
     o += gen_header_versions(apis)

@@ -556,6 +556,8 @@ Test(kproto, api_table_is_sorted_and_found)
     cr_assert(p->version_min == 0 && p->version_max == 11 && p->flexible_min == 9);
     const struct rv_kp_api *s = rv_kp_api_find(RV_KP_API_SASL_HANDSHAKE);
     cr_assert(s != NULL && s->flexible_min == -1);
+    cr_assert(!p->is_latest_unstable);
+    cr_assert(rv_kp_api_find(RV_KP_API_SHARE_FETCH)->is_latest_unstable);
     cr_assert_null(rv_kp_api_find(-1));
     cr_assert_null(rv_kp_api_find(RV_KP_API_KEY_MAX + 1));
     cr_assert_null(rv_kp_api_find(INT16_MAX));
