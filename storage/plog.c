@@ -688,7 +688,8 @@ static void plog_fd_opened(void *arg, int64_t res)
     log->is_opening = false;
     if (res < 0) {
         plog_fail(log, (int)res);
-        return; /* queued batches stay in memory; the WAL replays them at start */
+        plog_roll_flush_queue(log); /* releases them: the WAL replays them at start */
+        return;
     }
     log->fd = (int)res;
     plog_roll_flush_queue(log);
@@ -843,9 +844,13 @@ static void plog_roll_start(struct rv_plog *log, uint64_t base);
 
 static void plog_roll_flush_queue(struct rv_plog *log)
 {
-    while (log->roll_head != NULL && !log->is_disk_full && log->fd >= 0) {
+    /* A failed log writes nothing more: the held batches are released (they
+     * are in the WAL and come back at the next start). */
+    bool is_failed = log->state == PLOG_FAILED;
+    while (log->roll_head != NULL &&
+           (is_failed || (log->state == PLOG_WRITABLE && !log->is_disk_full && log->fd >= 0))) {
         struct append_op *op = log->roll_head;
-        if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms())) {
+        if (!is_failed && plog_needs_roll(log, op->len, rv_clock_wall_ms())) {
             /* What waited for this roll fills the new segment too: roll again. */
             plog_roll_start(log, (uint64_t)op->base);
             return;

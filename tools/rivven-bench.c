@@ -14,7 +14,15 @@
  *                         fdatasync, and 4 KiB write + fdatasync pairs;
  *                         limits: fio (io_uring engine) on the same directory,
  *                         memcpy
- *   rivven-bench all      both
+ *   rivven-bench storage  the storage engine through the public API: append
+ *                         throughput and latency (value size x records per
+ *                         produce x acks x 1 and 2 shards) from driver tasks
+ *                         on the owner shards, fetch from the hot tier and from
+ *                         disk, reopen time after a clean close and after a
+ *                         SIGKILL, memory and descriptors per partition for
+ *                         many partitions; limits: the disk's sequential write
+ *                         and fdatasync rates (fio) from the same run
+ *   rivven-bench all      all three
  *
  * Threading: every runtime measurement runs in shard tasks. The main thread
  * opens and closes runtimes (one at a time), starts a measurement with
@@ -29,11 +37,14 @@
  * Exit status: 0 success, 1 a benchmark could not run (runtime open, I/O
  * error), 2 bad usage.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -44,6 +55,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -86,35 +98,78 @@ RV_STATIC_ASSERT(MB_BURST <= MB_WINDOW);
 #define FIO_ARG_COUNT    20
 #define FIO_JSON_MAX     (8u << 20)
 
+/* Storage benchmark. */
+#define ST_WINDOW             64             /* produces in flight per driver, at most */
+#define ST_WINDOW_BYTES       (4u << 20)     /* and batch bytes in flight, at most */
+#define ST_CELL_BYTES         (256ull << 20) /* payload per matrix cell, at most */
+#define ST_CELL_MIN_NS        50000000ull    /* shortest cell, whatever --duration says */
+#define ST_VALUE_MAX          16384u
+#define ST_BATCH_MAX          1000u
+#define ST_BATCH_HEADER       61u           /* RecordBatch v2 header bytes */
+#define ST_RECORD_OVERHEAD    16u           /* record framing with a null key, at most */
+#define ST_PARTS_DRIVEN       64u           /* partitions one st_produce drives, at most */
+#define ST_FETCH_BYTES        (32ull << 20) /* payload per fetch data set (< hot_bytes) */
+#define ST_FETCH_MAX_BYTES    (1u << 20)    /* max_bytes of each rv_fetch */
+#define ST_HOT_SMALL          (1ull << 20)  /* hot_bytes of the store that reads segments */
+#define ST_RECOVERY_BYTES     (1ull << 30)
+#define ST_RECOVERY_SLOW      (256ull << 20) /* the default on a slow disk */
+#define ST_SLOW_MBPS          400.0
+#define ST_LIMIT_SEQ_BYTES    (512ull << 20) /* fio's sequential job without the io section */
+#define ST_KILL_AFTER_NS      1500000000ull  /* the child produces this long, then SIGKILL */
+#define ST_CHILD_REPORT_NS    10000000ull    /* the child reports its acked bytes this often */
+#define ST_PARTITIONS_DEFAULT 10000u
+#define ST_PART_WINDOW        512u
+
+/* The parts of the storage benchmark (--only). */
+#define ST_PART_PRODUCE    (1u << 0)
+#define ST_PART_FETCH      (1u << 1)
+#define ST_PART_RECOVERY   (1u << 2)
+#define ST_PART_PARTITIONS (1u << 3)
+#define ST_PART_ALL        0xfu
+
+RV_STATIC_ASSERT(ST_VALUE_MAX <= IO_SEQ_BLOCK);
+
 /* ---- options ------------------------------------------------------------- */
 
 struct bench_opts {
-    const char *cmd;      /* "mailbox", "io" or "all" */
+    const char *cmd;      /* "mailbox", "io", "storage" or "all" */
     uint32_t shard_count; /* shards per runtime */
     const char *cpuset;   /* NULL: the process's CPUs */
     double duration_s;    /* per measurement */
     bool is_json;
-    const char *dir;    /* NULL: a temporary directory under /var/tmp */
-    char cpus_text[64]; /* the CPUs in use, for the report */
-    int cpu_ids[2];     /* the CPUs of shards 0 and 1 */
+    const char *dir;         /* NULL: a temporary directory under /var/tmp */
+    char cpus_text[64];      /* the CPUs in use, for the report */
+    int cpu_ids[2];          /* the CPUs of shards 0 and 1 */
+    uint64_t recovery_bytes; /* storage: the recovery log (0: chosen from the disk) */
+    uint32_t partitions;     /* storage: partitions of the many-partitions test */
+    uint32_t io_depth;       /* storage: the runtimes' io_depth (0: the default) */
+    uint32_t parts;          /* storage: ST_PART_* bits of the parts to run */
 };
 
 static void bench_usage(FILE *out)
 {
-    fprintf(out, "usage: " BENCH_NAME " [options] mailbox|io|all\n"
+    fprintf(out, "usage: " BENCH_NAME " [options] mailbox|io|storage|all\n"
                  "\n"
                  "  mailbox          cross-shard message throughput and round-trip latency\n"
                  "                   (needs 2 shards), polling cost, mutex+condvar baseline\n"
                  "  io               file writes through io_uring and epoll, against fio\n"
-                 "  all              both\n"
+                 "  storage          produce/fetch throughput and latency, recovery time,\n"
+                 "                   memory and descriptors per partition, against the disk\n"
+                 "  all              all three\n"
                  "\n"
                  "options:\n"
                  "  --shards N       shards per runtime (default 2, or fewer if fewer CPUs)\n"
                  "  --cpuset LIST    CPUs to run on, e.g. 0-1 or 2,5 (default: all allowed)\n"
                  "  --duration SECS  length of each measurement, fractions allowed (default 2)\n"
                  "  --json           print one JSON object with every figure\n"
-                 "  --dir PATH       directory for the io files (default: a temporary\n"
-                 "                   directory under /var/tmp, removed afterwards)\n"
+                 "  --dir PATH       directory for the io and storage files (default: a\n"
+                 "                   temporary directory under /var/tmp, removed afterwards)\n"
+                 "  --recovery-bytes SIZE  storage: size of the log reopened in the recovery\n"
+                 "                   test, e.g. 256M or 1G (default 1G, 256M on a slow disk)\n"
+                 "  --partitions N   storage: partitions of the partition test (default 10000)\n"
+                 "  --io-depth N     storage: file operations in flight per shard (default:\n"
+                 "                   the runtime's, 256)\n"
+                 "  --only LIST      storage: run only these of produce,fetch,recovery,partitions\n"
                  "  --help           this text\n");
 }
 
@@ -151,6 +206,50 @@ static bool opts_parse_seconds(const char *s, double *out)
         return false;
     *out = v;
     return true;
+}
+
+/* A size with an optional K, M or G suffix (powers of 1024), 1 MiB to 64 GiB. */
+static bool opts_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || errno != 0)
+        return false;
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift != 0)
+        end++;
+    if (*end != '\0' || v > (64ull << 30) >> shift)
+        return false;
+    v <<= shift;
+    if (v < (1ull << 20))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "produce,fetch" and the like into ST_PART_* bits; 0 for a bad list. */
+static uint32_t opts_parse_parts(const char *s)
+{
+    static const char *const names[] = {"produce", "fetch", "recovery", "partitions"};
+    uint32_t bits = 0;
+    while (*s != '\0') {
+        size_t len = strcspn(s, ",");
+        size_t i = 0;
+        while (i < RV_ARRAY_LEN(names) && (strlen(names[i]) != len || strncmp(s, names[i], len)))
+            i++;
+        if (i == RV_ARRAY_LEN(names))
+            return 0;
+        bits |= 1u << i;
+        s += len + (s[len] == ',');
+    }
+    return bits;
 }
 
 static int opts_check_dir(const char *dir)
@@ -202,6 +301,10 @@ static const struct option opts_long[] = {
     {"duration", required_argument, NULL, 'd'},
     {"json", no_argument, NULL, 'j'},
     {"dir", required_argument, NULL, 'D'},
+    {"recovery-bytes", required_argument, NULL, 'R'},
+    {"partitions", required_argument, NULL, 'P'},
+    {"io-depth", required_argument, NULL, 'I'},
+    {"only", required_argument, NULL, 'O'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -211,7 +314,8 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
 {
     bool has_shards = false;
     int c;
-    *o = (struct bench_opts){.duration_s = 2.0};
+    *o = (struct bench_opts){
+        .duration_s = 2.0, .partitions = ST_PARTITIONS_DEFAULT, .parts = ST_PART_ALL};
     opterr = 0; /* our own messages */
     while ((c = getopt_long(argc, argv, ":h", opts_long, NULL)) != -1) {
         switch (c) {
@@ -229,18 +333,41 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
             break;
         case 'j': o->is_json = true; break;
         case 'D': o->dir = optarg; break;
+        case 'R':
+            if (!opts_parse_size(optarg, &o->recovery_bytes))
+                return bench_usage_error("--recovery-bytes %s: expected a size from 1M to 64G",
+                                         optarg);
+            break;
+        case 'O':
+            if ((o->parts = opts_parse_parts(optarg)) == 0)
+                return bench_usage_error("--only %s: expected a list of produce, fetch, "
+                                         "recovery, partitions",
+                                         optarg);
+            break;
+        case 'I':
+            if (!opts_parse_u32(optarg, 1, 32768, &o->io_depth))
+                return bench_usage_error("--io-depth %s: expected a number from 1 to 32768",
+                                         optarg);
+            break;
+        case 'P':
+            if (!opts_parse_u32(optarg, 1, 100000, &o->partitions))
+                return bench_usage_error("--partitions %s: expected a number from 1 to 100000",
+                                         optarg);
+            break;
         case 'h': bench_usage(stdout); return 0;
         case ':': return bench_usage_error("option %s needs a value", argv[optind - 1]);
         default: return bench_usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind >= argc)
-        return bench_usage_error("missing command: mailbox, io or all");
+        return bench_usage_error("missing command: mailbox, io, storage or all");
     if (optind + 1 < argc)
         return bench_usage_error("unexpected argument '%s'", argv[optind + 1]);
     o->cmd = argv[optind];
-    if (strcmp(o->cmd, "mailbox") != 0 && strcmp(o->cmd, "io") != 0 && strcmp(o->cmd, "all") != 0)
-        return bench_usage_error("unknown command '%s': expected mailbox, io or all", o->cmd);
+    if (strcmp(o->cmd, "mailbox") != 0 && strcmp(o->cmd, "io") != 0 &&
+        strcmp(o->cmd, "storage") != 0 && strcmp(o->cmd, "all") != 0)
+        return bench_usage_error("unknown command '%s': expected mailbox, io, storage or all",
+                                 o->cmd);
     if (o->dir != NULL && opts_check_dir(o->dir) != 0)
         return 2;
     if (opts_resolve_cpus(o, has_shards) != 0)
@@ -254,7 +381,7 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
 
 /* ---- figures --------------------------------------------------------------- */
 
-#define FIG_COUNT_MAX 256 /* a full run has about 140 */
+#define FIG_COUNT_MAX 1024 /* a full run has about 500 */
 
 enum fig_kind {
     FIG_NUMBER = 0,
@@ -379,7 +506,8 @@ static double bench_rate(uint64_t count, uint64_t elapsed_ns)
 
 static bool unit_is_rate(const char *unit)
 {
-    return strcmp(unit, "msg/s") == 0 || strcmp(unit, "rt/s") == 0 || strcmp(unit, "op/s") == 0;
+    return strcmp(unit, "msg/s") == 0 || strcmp(unit, "rt/s") == 0 || strcmp(unit, "op/s") == 0 ||
+           strcmp(unit, "rec/s") == 0;
 }
 
 /* A value for people: scaled to a readable unit ("30.1" "us", "23.4" "M msg/s"). */
@@ -2033,6 +2161,1259 @@ static int bench_io(const struct bench_opts *o)
     return rc;
 }
 
+/* ---- storage: helpers ---------------------------------------------------------------- */
+
+/* The storage run's shared context: the parent directory, the disk's limits
+ * measured in this run, and the records every producer sends. */
+struct st_ctx {
+    const struct bench_opts *o;
+    const char *dir;             /* data directories are made under it */
+    double seq_mbps;             /* the disk's sequential write limit (0: unknown) */
+    double fsync_ops;            /* its 4 KiB write + fdatasync limit (0: unknown) */
+    uint64_t cell_ns;            /* length of each produce cell */
+    uint8_t *values;             /* ST_VALUE_MAX bytes, the value of every record */
+    struct rv_record *recs;      /* ST_BATCH_MAX records pointing into values */
+    uint32_t value_len_prepared; /* the value length recs currently hold */
+    uint32_t seq;                /* makes each data directory name unique */
+};
+
+/* VmRSS of this process in KiB, 0 if it cannot be read. */
+static uint64_t st_rss_kib(void)
+{
+    char line[128];
+    unsigned long long kib = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "VmRSS: %llu kB", &kib) == 1)
+            break;
+    }
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
+/* Open descriptors of this process (entries of /proc/self/fd, less the one
+ * reading it), or -1. */
+static int64_t st_fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int64_t n = 0;
+    const struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n - 1;
+}
+
+static int st_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path) < 0 ? -1 : 0;
+}
+
+/* Remove a data directory and everything under it (best effort, reported). */
+static void st_rm_tree(const char *path)
+{
+    if (nftw(path, st_rm_entry, 64, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+        fprintf(stderr, BENCH_NAME ": removing %s: %s\n", path, strerror(errno));
+}
+
+static int st_drop_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    if (flag != FTW_F)
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;        /* best effort */
+    (void)fdatasync(fd); /* dirty pages are not dropped */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    return 0;
+}
+
+/* Push every file under path out of the page cache (no root needed), so the
+ * next reads of it come from the disk. */
+static void st_drop_cache(const char *path)
+{
+    (void)nftw(path, st_drop_entry, 64, FTW_PHYS);
+}
+
+/* A fresh data directory name under the run's directory. */
+static void st_data_dir(struct st_ctx *c, const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s/rivven-bench-%d-%s-%u", c->dir, (int)getpid(), name, c->seq++);
+}
+
+/* A runtime of `shards` shards on data_dir, configured like the others. */
+static int st_runtime_open(const struct st_ctx *c, uint32_t shards, const char *data_dir,
+                           rv_runtime_t **out)
+{
+    struct rv_runtime_config cfg;
+    bench_config(c->o, &cfg);
+    cfg.shard_count = shards;
+    cfg.data_dir = data_dir;
+    if (c->o->io_depth != 0)
+        cfg.io_depth = c->o->io_depth;
+    return bench_open(out, &cfg);
+}
+
+/* rv_store_open with hot_bytes (0: the default), timed into *took_ns. */
+static int st_store_open(rv_runtime_t *rt, uint64_t hot_bytes, rv_store_t **out, uint64_t *took_ns)
+{
+    struct rv_store_config cfg;
+    rv_store_config_init(&cfg);
+    if (hot_bytes != 0)
+        cfg.hot_bytes = hot_bytes;
+    uint64_t t0 = rv_clock_now_ns();
+    int rc = rv_store_open(out, rt, &cfg);
+    if (took_ns != NULL)
+        *took_ns = rv_clock_now_ns() - t0;
+    if (rc < 0)
+        fprintf(stderr, BENCH_NAME ": rv_store_open: %s\n",
+                rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc));
+    return rc;
+}
+
+/* Create a topic of `partitions` partitions with the default settings. */
+static int st_topic_create(rv_store_t *st, const char *name, int32_t partitions)
+{
+    struct rv_topic_config cfg;
+    rv_topic_config_init(&cfg);
+    cfg.partitions = partitions;
+    int rc = rv_topic_create(st, name, &cfg);
+    if (rc < 0)
+        fprintf(stderr, BENCH_NAME ": creating topic %s (%d partitions): %s\n", name, partitions,
+                rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc));
+    return rc;
+}
+
+/* Point the first ST_BATCH_MAX records at value_len bytes of the shared value. */
+static void st_prepare_records(struct st_ctx *c, uint32_t value_len)
+{
+    for (uint32_t i = 0; i < ST_BATCH_MAX; i++)
+        c->recs[i] =
+            (struct rv_record){.key_len = -1, .value = c->values, .value_len = (int32_t)value_len};
+    c->value_len_prepared = value_len;
+}
+
+/* Records of value_len bytes that fit one batch under max.message.bytes. */
+static uint32_t st_batch_fit(uint32_t batch, uint32_t value_len)
+{
+    struct rv_topic_config cfg;
+    rv_topic_config_init(&cfg); /* max.message.bytes as topics get it */
+    uint32_t fit =
+        ((uint32_t)cfg.max_message_bytes - ST_BATCH_HEADER) / (value_len + ST_RECORD_OVERHEAD);
+    return batch < fit ? batch : fit;
+}
+
+static const char *st_acks_name(enum rv_acks acks)
+{
+    return acks == RV_ACKS_ALL ? "all" : acks == RV_ACKS_LEADER ? "leader" : "none";
+}
+
+/* "100 B", "1 KiB", "16 KiB" */
+static void st_size_name(uint32_t bytes, char *out, size_t len)
+{
+    if (bytes >= 1024 && bytes % 1024 == 0)
+        snprintf(out, len, "%u KiB", bytes / 1024);
+    else
+        snprintf(out, len, "%u B", bytes);
+}
+
+/* ---- storage: producer drivers on the owner shards ----------------------------------- */
+
+struct st_driver;
+
+/* One produce in flight: the slot is the callback's argument. */
+struct st_slot {
+    struct st_driver *d;
+    uint64_t sent_ns;
+};
+
+/*
+ * A task on the shard that owns `partition`: keeps up to `window` rv_produce
+ * calls of `batch` records in flight and sends the next one from each
+ * completion, until duration_ns or bytes_max (payload) is used up, then waits
+ * for the rest. Everything but acked_bytes and the watch is the shard's.
+ */
+struct st_driver {
+    rv_store_t *st;
+    const char *topic;
+    int32_t partition;
+    uint32_t shard;
+    const struct rv_record *recs;
+    uint32_t batch;
+    uint32_t value_len;
+    enum rv_acks acks;
+    uint32_t window;
+    uint64_t duration_ns; /* UINT64_MAX: bytes_max alone */
+    uint64_t bytes_max;
+    const _Atomic uint64_t *turns; /* the shard's loop_turns counter */
+    uint64_t deadline_ns;
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t bytes_issued;
+    uint64_t produces;
+    uint64_t records;
+    uint64_t nobufs; /* -ENOBUFS (WAL saturated) answers, sent again */
+    uint64_t last_turn;
+    uint64_t completion_turns; /* loop turns in which produces completed */
+    uint32_t inflight;
+    bool is_stopping;
+    bool is_finished;
+    int err;
+    _Atomic uint64_t acked_bytes; /* payload acknowledged, read by other threads */
+    struct bench_watch watch;
+    struct rv_hist hist; /* submit -> callback, ns */
+    struct st_slot slots[ST_WINDOW];
+};
+
+static void st_produced(void *arg, int64_t res);
+
+static void st_driver_finish(struct st_driver *d)
+{
+    if (d->is_finished || !d->is_stopping || d->inflight > 0)
+        return;
+    d->is_finished = true;
+    d->end_ns = rv_clock_now_ns();
+    bench_set_done(&d->watch);
+}
+
+static void st_driver_fail(struct st_driver *d, int err)
+{
+    if (d->err == 0)
+        d->err = err;
+    d->is_stopping = true;
+}
+
+/* Send slot s's next batch, or stop once the time or the bytes are used up. */
+static void st_issue(struct st_slot *s)
+{
+    struct st_driver *d = s->d;
+    uint64_t now = rv_clock_now_ns();
+    if (now >= d->deadline_ns || d->bytes_issued >= d->bytes_max)
+        d->is_stopping = true;
+    if (d->is_stopping)
+        return;
+    s->sent_ns = now;
+    int rc = rv_produce(d->st, d->topic, d->partition, d->recs, d->batch, d->acks, st_produced, s);
+    if (rc < 0) {
+        st_driver_fail(d, rc);
+        return;
+    }
+    d->bytes_issued += (uint64_t)d->batch * d->value_len;
+    d->inflight++;
+}
+
+static void st_produced(void *arg, int64_t res)
+{
+    struct st_slot *s = arg;
+    struct st_driver *d = s->d;
+    uint64_t bytes = (uint64_t)d->batch * d->value_len;
+    d->inflight--;
+    if (res == -ENOBUFS) {
+        d->nobufs++; /* backpressure: the batch was not taken, send it again */
+        d->bytes_issued -= bytes;
+    } else if (res < 0) {
+        st_driver_fail(d, (int)res);
+    } else {
+        rv_hist_record(&d->hist, rv_clock_now_ns() - s->sent_ns);
+        d->produces++;
+        d->records += d->batch;
+        atomic_fetch_add_explicit(&d->acked_bytes, bytes, memory_order_relaxed);
+        uint64_t turn = atomic_load_explicit(d->turns, memory_order_relaxed);
+        d->completion_turns += turn != d->last_turn;
+        d->last_turn = turn;
+    }
+    st_issue(s);
+    st_driver_finish(d);
+}
+
+static void st_driver_start(void *arg)
+{
+    struct st_driver *d = arg;
+    d->start_ns = rv_clock_now_ns();
+    d->deadline_ns = d->duration_ns == UINT64_MAX ? UINT64_MAX : d->start_ns + d->duration_ns;
+    for (uint32_t i = 0; i < d->window && !d->is_stopping; i++)
+        st_issue(&d->slots[i]);
+    d->is_stopping |= d->inflight == 0; /* nothing could be sent */
+    st_driver_finish(d);
+}
+
+/* A driver for partition p of topic (its owner looked up), not started. */
+static int st_driver_create(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, const char *topic,
+                            int32_t p, struct st_driver **out)
+{
+    struct rv_partition_info info;
+    int rc = rv_partition_info(st, topic, p, &info);
+    if (rc < 0)
+        return rc;
+    struct st_driver *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return -ENOMEM;
+    rv_hist_init(&d->hist);
+    d->st = st;
+    d->topic = topic;
+    d->partition = p;
+    d->shard = info.shard;
+    d->recs = c->recs;
+    d->value_len = c->value_len_prepared;
+    d->turns = &rt->shards[info.shard]->stats.loop_turns;
+    for (uint32_t i = 0; i < ST_WINDOW; i++)
+        d->slots[i].d = d;
+    *out = d;
+    return 0;
+}
+
+/* The window for batches of batch_bytes: ST_WINDOW, fewer for large batches. */
+static uint32_t st_window(uint64_t batch_bytes)
+{
+    uint64_t w = ST_WINDOW_BYTES / (batch_bytes ? batch_bytes : 1);
+    return w < 2 ? 2 : w > ST_WINDOW ? ST_WINDOW : (uint32_t)w;
+}
+
+/* What a set of drivers did together. */
+struct st_result {
+    uint64_t records;
+    uint64_t produces;
+    uint64_t bytes; /* record payload */
+    uint64_t elapsed_ns;
+    uint64_t nobufs;
+    uint64_t completion_turns;
+    struct rv_hist *hist;
+};
+
+/* Start every driver on its shard, wait for all, and sum them up into *r
+ * (r->hist, if set, gets every latency). */
+static int st_drive(rv_runtime_t *rt, struct st_driver **ds, uint32_t count, struct st_result *r)
+{
+    int rc = 0;
+    uint32_t started = 0;
+    for (; started < count && rc == 0; started++)
+        rc = rv_runtime_submit(rt, ds[started]->shard, st_driver_start, ds[started]);
+    started -= rc < 0;
+    uint64_t first = UINT64_MAX, last = 0;
+    for (uint32_t i = 0; i < started; i++) {
+        struct st_driver *d = ds[i];
+        bench_wait(&d->watch, NULL, d->duration_ns == UINT64_MAX ? 0 : d->duration_ns);
+        rc = rc < 0 ? rc : d->err;
+        first = d->start_ns < first ? d->start_ns : first;
+        last = d->end_ns > last ? d->end_ns : last;
+        r->records += d->records;
+        r->produces += d->produces;
+        r->bytes += d->records * d->value_len;
+        r->nobufs += d->nobufs;
+        r->completion_turns += d->completion_turns;
+        if (r->hist != NULL)
+            rv_hist_merge(r->hist, &d->hist);
+    }
+    r->elapsed_ns = last > first ? last - first : 0;
+    if (rc < 0)
+        fprintf(stderr, BENCH_NAME ": produce: %s\n", rv_strerror(rc));
+    return rc;
+}
+
+/* What st_produce sends to each partition. */
+struct st_produce_args {
+    uint32_t batch; /* records per rv_produce */
+    enum rv_acks acks;
+    uint64_t duration_ns; /* UINT64_MAX: bytes_max alone */
+    uint64_t bytes_max;   /* payload per partition */
+};
+
+/* Produce to every partition of topic (one driver each, on its owner shard):
+ * batch records of the prepared value per call, bytes_max payload per
+ * partition, for at most duration_ns. */
+static int st_produce(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, const char *topic,
+                      int32_t partitions, const struct st_produce_args *a, struct st_result *r)
+{
+    struct st_driver *ds[ST_PARTS_DRIVEN] = {0};
+    int rc = partitions <= (int32_t)ST_PARTS_DRIVEN ? 0 : -EINVAL;
+    for (int32_t p = 0; p < partitions && rc == 0; p++) {
+        rc = st_driver_create(c, rt, st, topic, p, &ds[p]);
+        if (rc < 0)
+            break;
+        ds[p]->batch = a->batch;
+        ds[p]->acks = a->acks;
+        ds[p]->window =
+            st_window((uint64_t)a->batch * (c->value_len_prepared + ST_RECORD_OVERHEAD));
+        ds[p]->duration_ns = a->duration_ns;
+        ds[p]->bytes_max = a->bytes_max;
+    }
+    if (rc == 0)
+        rc = st_drive(rt, ds, (uint32_t)partitions, r);
+    for (int32_t p = 0; p < partitions && p < (int32_t)ST_PARTS_DRIVEN; p++)
+        free(ds[p]);
+    return rc;
+}
+
+/* ---- storage: the produce matrix ------------------------------------------------------ */
+
+/* One cell of the matrix. */
+struct st_cell {
+    uint32_t shards;
+    uint32_t value_len;
+    uint32_t batch;     /* asked for */
+    uint32_t batch_fit; /* sent: fewer when batch records exceed max.message.bytes */
+    enum rv_acks acks;
+};
+
+static void st_cell_key(const struct st_cell *cell, char *out, size_t len)
+{
+    const char *v = cell->value_len == 100 ? "100b" : cell->value_len == 1024 ? "1k" : "16k";
+    snprintf(out, len, "p%u_%s_b%u_%s", cell->shards, v, cell->batch, st_acks_name(cell->acks));
+}
+
+/* The cell's figures (JSON) and its row in the table. */
+static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
+                            const struct st_result *r)
+{
+    char key[48], size[16], label[48], rate[32], unit[24], p50[24], p99[24], u50[8], u99[8];
+    st_cell_key(cell, key, sizeof(key));
+    double rec_s = bench_rate(r->records, r->elapsed_ns);
+    double mb_s = bench_rate(r->bytes, r->elapsed_ns) / 1e6;
+    double syncs = bench_rate(r->completion_turns, r->elapsed_ns);
+    fig_numf("storage", "", rec_s, "rec/s", "%s_records_per_s", key);
+    fig_numf("storage", "", rec_s / cell->shards, "rec/s", "%s_records_per_s_per_shard", key);
+    fig_numf("storage", "", mb_s, "MB/s", "%s_mb_per_s", key);
+    fig_numf("storage", "", cell->batch_fit, "", "%s_batch_sent", key);
+    fig_numf("storage", "", (double)rv_hist_percentile(r->hist, 50), "ns", "%s_p50_ns", key);
+    fig_numf("storage", "", (double)rv_hist_percentile(r->hist, 99), "ns", "%s_p99_ns", key);
+    fig_numf("storage", "", (double)r->nobufs, "", "%s_enobufs_retries", key);
+    fig_format(rec_s, "rec/s", rate, sizeof(rate), unit, sizeof(unit));
+    fig_format((double)rv_hist_percentile(r->hist, 50), "ns", p50, sizeof(p50), u50, sizeof(u50));
+    fig_format((double)rv_hist_percentile(r->hist, 99), "ns", p99, sizeof(p99), u99, sizeof(u99));
+    st_size_name(cell->value_len, size, sizeof(size));
+    snprintf(label, sizeof(label), "%u sh %6s x%-4u %s%s", cell->shards, size, cell->batch,
+             st_acks_name(cell->acks), cell->batch_fit != cell->batch ? " (*)" : "");
+    char extra[64] = "";
+    if (cell->acks == RV_ACKS_ALL) {
+        double pct = c->seq_mbps > 0 ? 100.0 * mb_s / c->seq_mbps : 0;
+        fig_numf("storage", "", pct, "%", "%s_pct_of_disk_seq", key);
+        fig_numf("storage", "", syncs, "op/s", "%s_sync_groups_per_s", key);
+        snprintf(extra, sizeof(extra), "  %3.0f%% of disk, %5.0f syncs/s", pct, syncs);
+    }
+    fig_text("storage", key, label, "%6s %-7s %6.0f MB/s  p50 %5s %-2s p99 %5s %-2s%s", rate, unit,
+             mb_s, p50, u50, p99, u99, extra);
+}
+
+/* Run one cell: a fresh topic with a partition per shard, a driver on each
+ * owner, then delete the topic so the disk does not fill up. */
+static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, struct st_cell *cell)
+{
+    char topic[64];
+    st_cell_key(cell, topic, sizeof(topic));
+    if (c->value_len_prepared != cell->value_len)
+        st_prepare_records(c, cell->value_len);
+    cell->batch_fit = st_batch_fit(cell->batch, cell->value_len);
+    int rc = st_topic_create(st, topic, (int32_t)cell->shards);
+    if (rc < 0)
+        return rc;
+    struct rv_hist *h = malloc(sizeof(*h));
+    struct st_result r = {.hist = h};
+    struct st_produce_args a = {.batch = cell->batch_fit,
+                                .acks = cell->acks,
+                                .duration_ns = c->cell_ns,
+                                .bytes_max = ST_CELL_BYTES / cell->shards};
+    rc = h == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        rv_hist_init(h);
+        rc = st_produce(c, rt, st, topic, (int32_t)cell->shards, &a, &r);
+    }
+    if (rc == 0) {
+        st_cell_figures(c, cell, &r);
+    } else {
+        char label[48], size[16];
+        st_size_name(cell->value_len, size, sizeof(size));
+        snprintf(label, sizeof(label), "%u sh %6s x%-4u %s", cell->shards, size, cell->batch,
+                 st_acks_name(cell->acks));
+        fig_text("storage", topic, label, "failed: %s (after %llu records)", rv_strerror(rc),
+                 (unsigned long long)r.records);
+        fig_numf("storage", "", (double)rc, "", "%s_error", topic);
+    }
+    free(h);
+    return rv_topic_delete(st, topic); /* a failed cell does not stop the matrix */
+}
+
+/* Check that the partitions of a 1-per-shard topic are spread one per shard. */
+static void st_check_placement(rv_store_t *st, uint32_t shards)
+{
+    uint32_t seen = 0;
+    if (st_topic_create(st, "placement", (int32_t)shards) < 0)
+        return;
+    for (uint32_t p = 0; p < shards && p < 32; p++) {
+        struct rv_partition_info info;
+        if (rv_partition_info(st, "placement", (int32_t)p, &info) == 0 && info.shard < 32)
+            seen |= 1u << info.shard;
+    }
+    fig_numf("storage", "", (double)__builtin_popcount(seen), "", "p%u_owner_shards", shards);
+    (void)rv_topic_delete(st, "placement");
+}
+
+/* The matrix on a runtime of `shards` shards: value sizes x batch sizes x acks. */
+static int st_matrix_run(struct st_ctx *c, uint32_t shards)
+{
+    static const uint32_t sizes[] = {100, 1024, 16384};
+    static const uint32_t batches[] = {1, 16, 1000};
+    static const enum rv_acks acks[] = {RV_ACKS_NONE, RV_ACKS_LEADER, RV_ACKS_ALL};
+    char dir[PATH_MAX];
+    rv_runtime_t *rt;
+    rv_store_t *st = NULL;
+    st_data_dir(c, "produce", dir, sizeof(dir));
+    int rc = st_runtime_open(c, shards, dir, &rt);
+    if (rc < 0)
+        return rc;
+    rc = st_store_open(rt, 0, &st, NULL);
+    if (rc == 0)
+        st_check_placement(st, shards);
+    for (size_t i = 0; i < RV_ARRAY_LEN(sizes) && rc == 0; i++) {
+        for (size_t j = 0; j < RV_ARRAY_LEN(batches) && rc == 0; j++) {
+            for (size_t k = 0; k < RV_ARRAY_LEN(acks) && rc == 0; k++) {
+                struct st_cell cell = {
+                    .shards = shards, .value_len = sizes[i], .batch = batches[j], .acks = acks[k]};
+                rc = st_cell_run(c, rt, st, &cell);
+            }
+        }
+    }
+    rv_store_close(st);
+    rv_runtime_close(rt);
+    st_rm_tree(dir);
+    return rc;
+}
+
+/* ---- storage: fetch --------------------------------------------------------------------- */
+
+/* A consumer task on the partition's owner: one rv_fetch of ST_FETCH_MAX_BYTES
+ * at a time from `next_offset` to `end_offset`, every record read with
+ * rv_fetch_next (offsets checked; values not touched). */
+struct st_reader {
+    rv_store_t *st;
+    const char *topic;
+    int32_t partition;
+    int64_t next_offset;
+    int64_t end_offset;
+    uint64_t start_ns;
+    uint64_t end_ns;
+    uint64_t records;
+    uint64_t bytes;
+    uint64_t fetches;
+    int err;
+    struct bench_watch watch;
+};
+
+static void st_read_next(struct st_reader *r);
+
+static void st_read_finish(struct st_reader *r, int err)
+{
+    r->err = r->err < 0 ? r->err : err;
+    r->end_ns = rv_clock_now_ns();
+    bench_set_done(&r->watch);
+}
+
+static void st_fetched(void *arg, rv_fetch_result_t *res, int err)
+{
+    struct st_reader *r = arg;
+    if (err < 0) {
+        st_read_finish(r, err);
+        return;
+    }
+    struct rv_record_view v;
+    int64_t before = r->next_offset;
+    int rc;
+    while ((rc = rv_fetch_next(res, &v)) == 1) {
+        if (v.offset != r->next_offset) {
+            rc = -EBADMSG; /* a gap or a repeat: the log is not what was written */
+            break;
+        }
+        r->next_offset++;
+        r->records++;
+        r->bytes += v.value_len > 0 ? (uint64_t)v.value_len : 0;
+    }
+    rv_fetch_release(res);
+    r->fetches++;
+    if (rc == 0 && r->next_offset == before)
+        rc = -EIO; /* nothing new below the end: stop rather than spin */
+    if (rc < 0) {
+        st_read_finish(r, rc);
+        return;
+    }
+    st_read_next(r);
+}
+
+static void st_read_next(struct st_reader *r)
+{
+    if (r->next_offset >= r->end_offset) {
+        st_read_finish(r, 0);
+        return;
+    }
+    int rc =
+        rv_fetch(r->st, r->topic, r->partition, r->next_offset, ST_FETCH_MAX_BYTES, st_fetched, r);
+    if (rc < 0)
+        st_read_finish(r, rc);
+}
+
+static void st_read_start(void *arg)
+{
+    struct st_reader *r = arg;
+    r->start_ns = rv_clock_now_ns();
+    st_read_next(r);
+}
+
+/* Read partition 0 of topic from offset 0 to end on its owner and record
+ * <key>_mb_per_s and <key>_records_per_s with a table row. */
+static int st_read_measure(rv_store_t *st, rv_runtime_t *rt, const char *topic, int64_t end,
+                           const char *key, const char *label)
+{
+    struct rv_partition_info info;
+    int rc = rv_partition_info(st, topic, 0, &info);
+    struct st_reader *r = calloc(1, sizeof(*r));
+    rc = rc < 0 ? rc : r == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        *r = (struct st_reader){.st = st, .topic = topic, .end_offset = end};
+        rc = rv_runtime_submit(rt, info.shard, st_read_start, r);
+    }
+    if (rc == 0) {
+        bench_wait(&r->watch, NULL, 0);
+        rc = r->err;
+    }
+    if (rc == 0) {
+        double mb_s = bench_rate(r->bytes, r->end_ns - r->start_ns) / 1e6;
+        double rec_s = bench_rate(r->records, r->end_ns - r->start_ns);
+        char rate[32], unit[24];
+        fig_format(rec_s, "rec/s", rate, sizeof(rate), unit, sizeof(unit));
+        fig_numf("storage", "", rec_s, "rec/s", "%s_records_per_s", key);
+        fig_numf("storage", "", mb_s, "MB/s", "%s_mb_per_s", key);
+        fig_numf("storage", "", (double)r->fetches, "", "%s_fetches", key);
+        fig_text("storage", key, label, "%6s %-7s %6.0f MB/s  (%llu MB in %llu fetches)", rate,
+                 unit, mb_s, (unsigned long long)(r->bytes / 1000000),
+                 (unsigned long long)r->fetches);
+    } else {
+        fprintf(stderr, BENCH_NAME ": fetch %s: %s\n", topic, rv_strerror(rc));
+    }
+    free(r);
+    return rc;
+}
+
+/* The fetch data sets: value size and records per produce. */
+static const struct {
+    uint32_t value_len;
+    uint32_t batch;
+    const char *key;
+} st_fetch_sets[] = {{100, 1000, "100b_b1000"}, {1024, 16, "1k_b16"}, {16384, 16, "16k_b16"}};
+
+/* Produce ST_FETCH_BYTES of each set into its own topic and read it back at
+ * once, from the hot tier. The records written go to *ends. */
+static int st_fetch_hot(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, int64_t *ends)
+{
+    int rc = 0;
+    for (size_t i = 0; i < RV_ARRAY_LEN(st_fetch_sets) && rc == 0; i++) {
+        char topic[64], key[48], label[48], size[16];
+        snprintf(topic, sizeof(topic), "f-%s", st_fetch_sets[i].key);
+        st_prepare_records(c, st_fetch_sets[i].value_len);
+        struct st_result r = {0};
+        struct st_produce_args a = {.batch = st_fetch_sets[i].batch,
+                                    .acks = RV_ACKS_LEADER,
+                                    .duration_ns = UINT64_MAX,
+                                    .bytes_max = ST_FETCH_BYTES};
+        rc = st_topic_create(st, topic, 1);
+        if (rc == 0)
+            rc = st_produce(c, rt, st, topic, 1, &a, &r);
+        if (rc < 0)
+            break;
+        ends[i] = (int64_t)r.records;
+        snprintf(key, sizeof(key), "fetch_hot_%s", st_fetch_sets[i].key);
+        st_size_name(st_fetch_sets[i].value_len, size, sizeof(size));
+        snprintf(label, sizeof(label), "fetch hot tier, %s x%u", size, st_fetch_sets[i].batch);
+        rc = st_read_measure(st, rt, topic, ends[i], key, label);
+    }
+    return rc;
+}
+
+/* Read every set again after a restart with a 1 MiB hot tier: first with the
+ * segment files pushed out of the page cache (the disk), then again (the
+ * page cache). */
+static int st_fetch_disk(struct st_ctx *c, rv_runtime_t *rt, rv_store_t **st, const char *dir,
+                         const int64_t *ends)
+{
+    static const char *const passes[] = {"disk", "cache"};
+    static const char *const labels[] = {"from disk (cold)", "from segments (page cache)"};
+    rv_store_close(*st);
+    *st = NULL;
+    st_drop_cache(dir);
+    int rc = st_store_open(rt, ST_HOT_SMALL, st, NULL);
+    for (size_t pass = 0; pass < RV_ARRAY_LEN(passes) && rc == 0; pass++) {
+        for (size_t i = 0; i < RV_ARRAY_LEN(st_fetch_sets) && rc == 0; i++) {
+            char topic[64], key[48], label[48], size[16];
+            snprintf(topic, sizeof(topic), "f-%s", st_fetch_sets[i].key);
+            snprintf(key, sizeof(key), "fetch_%s_%s", passes[pass], st_fetch_sets[i].key);
+            st_size_name(st_fetch_sets[i].value_len, size, sizeof(size));
+            snprintf(label, sizeof(label), "fetch %s, %s", labels[pass], size);
+            rc = st_read_measure(*st, rt, topic, ends[i], key, label);
+        }
+    }
+    (void)c;
+    return rc;
+}
+
+/* Fetch throughput on one shard: hot tier, then disk after a restart. */
+static int st_fetch_run(struct st_ctx *c)
+{
+    char dir[PATH_MAX];
+    rv_runtime_t *rt;
+    rv_store_t *st = NULL;
+    int64_t ends[RV_ARRAY_LEN(st_fetch_sets)] = {0};
+    st_data_dir(c, "fetch", dir, sizeof(dir));
+    int rc = st_runtime_open(c, 1, dir, &rt);
+    if (rc < 0)
+        return rc;
+    rc = st_store_open(rt, 0, &st, NULL);
+    if (rc == 0)
+        rc = st_fetch_hot(c, rt, st, ends);
+    if (rc == 0)
+        rc = st_fetch_disk(c, rt, &st, dir, ends);
+    rv_store_close(st);
+    rv_runtime_close(rt);
+    st_rm_tree(dir);
+    return rc;
+}
+
+/* ---- storage: recovery ------------------------------------------------------------------ */
+
+/* The sum over shards of the LSNs in DATA/wal/shard-<k>/checkpoint. */
+static uint64_t st_ckpt_sum(const char *dir, uint32_t shards)
+{
+    uint64_t sum = 0;
+    for (uint32_t k = 0; k < shards; k++) {
+        char path[PATH_MAX];
+        unsigned long long lsn = 0;
+        snprintf(path, sizeof(path), "%s/wal/shard-%u/checkpoint", dir, k);
+        FILE *f = fopen(path, "r");
+        if (f != NULL && fscanf(f, "%llu", &lsn) == 1)
+            sum += lsn;
+        if (f != NULL)
+            fclose(f);
+    }
+    return sum;
+}
+
+/* Records stored in topic "r" (partitions 0..shards-1): the sum of their high
+ * watermarks, or -errno. */
+static int64_t st_records_stored(rv_store_t *st, uint32_t shards)
+{
+    int64_t sum = 0;
+    for (uint32_t p = 0; p < shards; p++) {
+        struct rv_partition_info info;
+        int rc = rv_partition_info(st, "r", (int32_t)p, &info);
+        if (rc < 0)
+            return rc;
+        sum += info.high_watermark;
+    }
+    return sum;
+}
+
+/* Write `bytes` of 1 KiB records (1000 per produce, acks=leader) into topic
+ * "r", one partition per shard, and report the rate. */
+static int st_recovery_fill(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, uint32_t shards,
+                            uint64_t bytes)
+{
+    st_prepare_records(c, 1024);
+    struct st_result r = {0};
+    struct st_produce_args a = {.batch = 1000,
+                                .acks = RV_ACKS_LEADER,
+                                .duration_ns = UINT64_MAX,
+                                .bytes_max = bytes / shards};
+    int rc = st_topic_create(st, "r", (int32_t)shards);
+    if (rc == 0)
+        rc = st_produce(c, rt, st, "r", (int32_t)shards, &a, &r);
+    if (rc == 0) {
+        double mb_s = bench_rate(r.bytes, r.elapsed_ns) / 1e6;
+        fig_num("storage", "recovery_log_bytes", "", (double)r.bytes, "");
+        fig_num("storage", "recovery_fill_mb_per_s", "", mb_s, "MB/s");
+        fig_text("storage", "recovery_log", "recovery: log written",
+                 "%.0f MiB of 1 KiB records, %u partition%s, at %.0f MB/s (acks=leader)",
+                 (double)r.bytes / 1048576.0, shards, shards == 1 ? "" : "s", mb_s);
+    }
+    return rc;
+}
+
+/* Close and reopen the store, timing both; with is_cold, the files leave the
+ * page cache in between. */
+static int st_reopen_timed(rv_runtime_t *rt, rv_store_t **st, const char *dir, bool is_cold,
+                           const char *key, const char *label)
+{
+    uint64_t t0 = rv_clock_now_ns(), took;
+    rv_store_close(*st);
+    *st = NULL;
+    uint64_t close_ns = rv_clock_now_ns() - t0;
+    if (is_cold)
+        st_drop_cache(dir);
+    int rc = st_store_open(rt, 0, st, &took);
+    if (rc < 0)
+        return rc;
+    char num[32], unit[24];
+    fig_format((double)took, "ns", num, sizeof(num), unit, sizeof(unit));
+    fig_numf("storage", "", (double)took, "ns", "%s_open_ns", key);
+    fig_numf("storage", "", (double)close_ns, "ns", "%s_close_ns", key);
+    struct bench_fig *f = fig_text("storage", key, label, "rv_store_open %s %s", num, unit);
+    fig_format((double)close_ns, "ns", num, sizeof(num), unit, sizeof(unit));
+    snprintf(f->text + strlen(f->text), sizeof(f->text) - strlen(f->text),
+             " (rv_store_close before it: %s %s)", num, unit);
+    return 0;
+}
+
+/* The child of the kill test: open the store, produce 1 KiB records x16 with
+ * acks=all to every partition, and report the acknowledged payload on `wfd`
+ * every ST_CHILD_REPORT_NS until killed. Never returns. */
+static void __attribute__((noreturn))
+st_child_run(struct st_ctx *c, uint32_t shards, const char *dir, int wfd)
+{
+    rv_runtime_t *rt;
+    rv_store_t *st = NULL;
+    struct st_driver *ds[ST_PARTS_DRIVEN] = {0};
+    int rc = st_runtime_open(c, shards, dir, &rt);
+    if (rc == 0)
+        rc = st_store_open(rt, 0, &st, NULL);
+    st_prepare_records(c, 1024);
+    for (uint32_t p = 0; p < shards && rc == 0; p++) {
+        rc = st_driver_create(c, rt, st, "r", (int32_t)p, &ds[p]);
+        if (rc == 0) {
+            ds[p]->batch = 16;
+            ds[p]->acks = RV_ACKS_ALL;
+            ds[p]->window = ST_WINDOW;
+            ds[p]->duration_ns = UINT64_MAX;
+            ds[p]->bytes_max = UINT64_MAX;
+            rc = rv_runtime_submit(rt, ds[p]->shard, st_driver_start, ds[p]);
+        }
+    }
+    while (rc == 0) {
+        uint64_t acked = 0;
+        for (uint32_t p = 0; p < shards; p++)
+            acked += atomic_load_explicit(&ds[p]->acked_bytes, memory_order_relaxed);
+        if (write(wfd, &acked, sizeof(acked)) != (ssize_t)sizeof(acked))
+            _exit(1);
+        bench_sleep_ns(ST_CHILD_REPORT_NS);
+    }
+    _exit(1); /* the parent sees the pipe close early */
+}
+
+/* Read the child's reports until it has produced for ST_KILL_AFTER_NS, then
+ * SIGKILL it. *acked gets the last acknowledged payload it reported. */
+static int st_child_kill(pid_t pid, int rfd, uint64_t *acked)
+{
+    uint64_t first_ns = 0, v;
+    int rc = -ECHILD;
+    for (;;) {
+        ssize_t n = read(rfd, &v, sizeof(v));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(v))
+            break; /* the child failed */
+        *acked = v;
+        uint64_t now = rv_clock_now_ns();
+        first_ns = first_ns != 0 ? first_ns : now;
+        if (now - first_ns >= ST_KILL_AFTER_NS) {
+            rc = 0;
+            break;
+        }
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return rc;
+}
+
+static void st_kill_figures(uint64_t open_ns, uint64_t acked_bytes, uint64_t wal_bytes,
+                            int64_t records_added)
+{
+    char num[32], unit[24];
+    uint64_t acked_records = acked_bytes / 1024;
+    bool is_complete = records_added >= (int64_t)acked_records;
+    fig_num("storage", "recovery_kill_open_ns", "", (double)open_ns, "ns");
+    fig_num("storage", "recovery_kill_wal_replayed_bytes", "", (double)wal_bytes, "");
+    fig_num("storage", "recovery_kill_acked_bytes", "", (double)acked_bytes, "");
+    fig_num("storage", "recovery_kill_records_back", "", (double)records_added, "");
+    fig_num("storage", "recovery_kill_acked_records_lost", "",
+            is_complete ? 0 : (double)(acked_records - (uint64_t)records_added), "");
+    fig_format((double)open_ns, "ns", num, sizeof(num), unit, sizeof(unit));
+    fig_text("storage", "recovery_kill", "recovery after SIGKILL (acks=all)",
+             "rv_store_open %s %s, %.0f MB of WAL replayed", num, unit, (double)wal_bytes / 1e6);
+    fig_text("storage", "recovery_kill_check", "  acknowledged records",
+             "%llu (%.0f MB in %.1f s before the kill): %s", (unsigned long long)acked_records,
+             (double)acked_bytes / 1e6, (double)ST_KILL_AFTER_NS / 1e9,
+             is_complete ? "all back" : "SOME LOST");
+}
+
+/* Fork a child that produces with acks=all, SIGKILL it, then time
+ * rv_store_open here (it replays the WAL), and check every acknowledged
+ * record came back. No runtime may be open in this process. */
+static int st_kill_measure(struct st_ctx *c, uint32_t shards, const char *dir, int64_t before)
+{
+    int fds[2];
+    uint64_t acked = 0, took;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -errno;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        st_child_run(c, shards, dir, fds[1]);
+    }
+    close(fds[1]);
+    int rc = pid < 0 ? -errno : st_child_kill(pid, fds[0], &acked);
+    close(fds[0]);
+    if (rc < 0) {
+        fprintf(stderr, BENCH_NAME ": the producing child failed before the kill\n");
+        return rc;
+    }
+    uint64_t ckpt_before = st_ckpt_sum(dir, shards);
+    rv_runtime_t *rt;
+    rv_store_t *st = NULL;
+    rc = st_runtime_open(c, shards, dir, &rt);
+    if (rc < 0)
+        return rc;
+    rc = st_store_open(rt, 0, &st, &took);
+    int64_t after = rc == 0 ? st_records_stored(st, shards) : rc;
+    rv_store_close(st);
+    rv_runtime_close(rt);
+    if (rc < 0 || after < 0)
+        return rc < 0 ? rc : (int)after;
+    st_kill_figures(took, acked, st_ckpt_sum(dir, shards) - ckpt_before, after - before);
+    return 0;
+}
+
+/* Recovery: a log of `bytes`, reopened after a clean close (page cache warm,
+ * then cold), then after a SIGKILL of a process producing with acks=all. */
+static int st_recovery_run(struct st_ctx *c, uint64_t bytes)
+{
+    uint32_t shards = c->o->shard_count < ST_PARTS_DRIVEN ? c->o->shard_count : ST_PARTS_DRIVEN;
+    char dir[PATH_MAX];
+    rv_runtime_t *rt;
+    rv_store_t *st = NULL;
+    st_data_dir(c, "recovery", dir, sizeof(dir));
+    int rc = st_runtime_open(c, shards, dir, &rt);
+    if (rc < 0)
+        return rc;
+    rc = st_store_open(rt, 0, &st, NULL);
+    if (rc == 0)
+        rc = st_recovery_fill(c, rt, st, shards, bytes);
+    if (rc == 0)
+        rc = st_reopen_timed(rt, &st, dir, false, "recovery_clean_warm",
+                             "recovery after clean close, cached");
+    if (rc == 0)
+        rc = st_reopen_timed(rt, &st, dir, true, "recovery_clean_cold",
+                             "recovery after clean close, cold");
+    int64_t before = rc == 0 ? st_records_stored(st, shards) : 0;
+    rc = before < 0 ? (int)before : rc;
+    rv_store_close(st);
+    rv_runtime_close(rt);
+    if (rc == 0)
+        rc = st_kill_measure(c, shards, dir, before);
+    st_rm_tree(dir);
+    return rc;
+}
+
+/* ---- storage: many partitions ----------------------------------------------------------- */
+
+/* One record to every partition from this (outside) thread, at most
+ * ST_PART_WINDOW in flight; callbacks run on the owner shards. */
+struct st_fanout {
+    _Atomic uint32_t inflight;
+    _Atomic uint64_t done;
+    _Atomic int err;
+};
+
+static void st_fanout_done(void *arg, int64_t res)
+{
+    struct st_fanout *f = arg;
+    if (res < 0) {
+        int expected = 0;
+        atomic_compare_exchange_strong(&f->err, &expected, (int)res);
+    }
+    atomic_fetch_add(&f->done, 1);
+    atomic_fetch_sub(&f->inflight, 1);
+}
+
+static int st_fanout(rv_store_t *st, const char *topic, uint32_t n, const struct rv_record *rec)
+{
+    struct st_fanout f = {0};
+    int rc = 0;
+    for (uint32_t p = 0; p < n && rc == 0; p++) {
+        while (atomic_load(&f.inflight) >= ST_PART_WINDOW)
+            bench_sleep_ns(20000);
+        atomic_fetch_add(&f.inflight, 1);
+        rc = rv_produce(st, topic, (int32_t)p, rec, 1, RV_ACKS_LEADER, st_fanout_done, &f);
+        if (rc < 0)
+            atomic_fetch_sub(&f.inflight, 1);
+    }
+    while (atomic_load(&f.inflight) > 0)
+        bench_sleep_ns(100000);
+    return rc < 0 ? rc : atomic_load(&f.err);
+}
+
+/* Raise the soft descriptor limit to the hard one; the soft limit in use. */
+static uint64_t st_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 0;
+    rl.rlim_cur = rl.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &rl); /* best effort: report what holds */
+    (void)getrlimit(RLIMIT_NOFILE, &rl);
+    return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+}
+
+/* Where the partition test stands: RSS and descriptors. */
+struct st_mark {
+    uint64_t rss_kib;
+    int64_t fds;
+    uint64_t now_ns;
+};
+
+static void st_mark_take(struct st_mark *m)
+{
+    m->rss_kib = st_rss_kib();
+    m->fds = st_fd_count();
+    m->now_ns = rv_clock_now_ns();
+}
+
+/* RSS and descriptors per partition of b against base, as figures. */
+static void st_mark_figures(const struct st_mark *base, const struct st_mark *b, uint32_t n,
+                            const char *key, const char *label)
+{
+    double rss = ((double)b->rss_kib - (double)base->rss_kib) * 1024.0 / n;
+    double fds = (double)(b->fds - base->fds);
+    fig_numf("storage", "", rss, "", "parts_%s_rss_bytes_per_partition", key);
+    fig_numf("storage", "", (double)b->rss_kib * 1024.0, "", "parts_%s_rss_bytes", key);
+    fig_numf("storage", "", fds, "", "parts_%s_fds", key);
+    char text_key[48];
+    snprintf(text_key, sizeof(text_key), "parts_%s_mem", key);
+    fig_text("storage", text_key, label, "RSS +%.0f bytes/partition (%.0f MiB in all), fds +%.0f",
+             rss, (double)b->rss_kib / 1024.0, fds);
+}
+
+static void st_parts_time(const char *key, const char *label, uint64_t ns, uint32_t n)
+{
+    char num[32], unit[24];
+    fig_format((double)ns, "ns", num, sizeof(num), unit, sizeof(unit));
+    fig_numf("storage", "", (double)ns, "ns", "parts_%s_ns", key);
+    char text_key[48];
+    snprintf(text_key, sizeof(text_key), "parts_%s_time", key);
+    fig_text("storage", text_key, label, "%s %s (%.1f us/partition)", num, unit,
+             (double)ns / 1e3 / n);
+}
+
+/* N partitions in one topic: create, one record each, RSS and descriptors,
+ * then close and reopen them all. A failure is reported, not fatal. */
+static int st_parts_run(struct st_ctx *c, uint32_t n)
+{
+    uint32_t shards = c->o->shard_count;
+    uint64_t nofile = st_raise_nofile();
+    char dir[PATH_MAX];
+    rv_runtime_t *rt;
+    rv_store_t *st = NULL;
+    struct st_mark base, created, written, reopened;
+    uint64_t t0 = 0, close_ns = 0;
+    st_data_dir(c, "partitions", dir, sizeof(dir));
+    fig_num("storage", "parts_count", "", n, "");
+    fig_num("storage", "parts_nofile_limit", "", (double)nofile, "");
+    int rc = st_runtime_open(c, shards, dir, &rt);
+    if (rc < 0)
+        return rc;
+    rc = st_store_open(rt, 0, &st, NULL);
+    st_mark_take(&base);
+    if (rc == 0)
+        rc = st_topic_create(st, "many", (int32_t)n);
+    st_mark_take(&created);
+    st_prepare_records(c, 100);
+    if (rc == 0)
+        rc = st_fanout(st, "many", n, c->recs);
+    st_mark_take(&written);
+    if (rc == 0) {
+        rv_store_close(st);
+        st = NULL;
+        close_ns = rv_clock_now_ns() - written.now_ns;
+        t0 = rv_clock_now_ns();
+        rc = st_store_open(rt, 0, &st, NULL);
+    }
+    st_mark_take(&reopened);
+    struct rv_partition_info info = {0};
+    if (rc == 0)
+        rc = rv_partition_info(st, "many", (int32_t)n - 1, &info);
+    if (rc == 0 && info.high_watermark != 1)
+        rc = -EBADMSG;
+    if (rc == 0) {
+        fig_text("storage", "parts", "partitions",
+                 "%u in one topic on %u shard%s, one 100 B record each (acks=leader)", n, shards,
+                 shards == 1 ? "" : "s");
+        st_parts_time("create", "  rv_topic_create", created.now_ns - base.now_ns, n);
+        st_parts_time("write", "  one record to each", written.now_ns - created.now_ns, n);
+        st_mark_figures(&base, &written, n, "written", "  after create + write");
+        st_parts_time("close", "  rv_store_close", close_ns, n);
+        st_parts_time("reopen", "  rv_store_open", reopened.now_ns - t0, n);
+        st_mark_figures(&base, &reopened, n, "reopened", "  after reopen");
+    } else {
+        fig_text("storage", "parts", "partitions", "%u: failed: %s", n,
+                 rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc));
+    }
+    rv_store_close(st);
+    rv_runtime_close(rt);
+    st_rm_tree(dir);
+    return 0;
+}
+
+/* ---- storage: limits, targets, the benchmark ------------------------------------------ */
+
+/* The disk's limits from this run's io section; when it did not run, a quick
+ * fio (or, without fio, our own io_uring) measurement now. */
+static int st_limits(struct st_ctx *c, const uint8_t *buf)
+{
+    const char *src = "fio, io section";
+    if (fig_find("io", "fio") == NULL)
+        fio_measure(c->o, c->dir, ST_LIMIT_SEQ_BYTES, c->o->cpu_ids[0]);
+    c->seq_mbps = fig_value("io", "fio_seq_write_mb_per_s");
+    c->fsync_ops = fig_value("io", "fio_fsync_ops_per_s");
+    if (c->seq_mbps <= 0 && fig_find("io", "uring_seq_write_mb_per_s") == NULL) {
+        struct io_backend_run b = {.backend = RV_IO_URING,
+                                   .name = "uring",
+                                   .label = "io_uring",
+                                   .poll_us = 0,
+                                   .dir = c->dir,
+                                   .buf = buf,
+                                   .seq_bytes_max = ST_LIMIT_SEQ_BYTES};
+        int rc = io_backend_measure(c->o, &b);
+        if (rc < 0)
+            return rc;
+    }
+    if (c->seq_mbps <= 0) {
+        src = "rivven io_uring, io section (no fio)";
+        c->seq_mbps = fig_value("io", "uring_seq_write_mb_per_s");
+        c->fsync_ops = fig_value("io", "uring_fsync_ops_per_s");
+    }
+    fig_num("storage", "limit_seq_write_mb_per_s", "", c->seq_mbps, "MB/s");
+    fig_num("storage", "limit_fsync_ops_per_s", "", c->fsync_ops, "op/s");
+    fig_text("storage", "limits", "disk limits (same run)",
+             "seq 1 MiB write + fsync %.0f MB/s, 4 KiB write + fdatasync %.0f op/s (%s)",
+             c->seq_mbps, c->fsync_ops, src);
+    return 0;
+}
+
+/* The best pct_of_disk_seq of the 1 KiB acks=all cells, and where. */
+static void st_target_disk(void)
+{
+    static const uint32_t batches[] = {1, 16, 1000};
+    double best = -1;
+    char where[48] = "";
+    for (uint32_t sh = 1; sh <= 2; sh++) {
+        for (size_t i = 0; i < RV_ARRAY_LEN(batches); i++) {
+            char key[48];
+            snprintf(key, sizeof(key), "p%u_1k_b%u_all_pct_of_disk_seq", sh, batches[i]);
+            const struct bench_fig *f = fig_find("storage", key);
+            if (f != NULL && f->value > best) {
+                best = f->value;
+                snprintf(where, sizeof(where), "%u shard%s, x%u", sh, sh == 1 ? "" : "s",
+                         batches[i]);
+            }
+        }
+    }
+    fig_num("storage", "target_acks_all_1k_best_pct", "", best, "%");
+    fig_text("storage", "target_disk", "target: acks=all 1 KiB >= 45% of disk",
+             "best %.0f%% (%s): %s", best, where, best >= 45.0 ? "met" : "NOT met");
+}
+
+/* The targets of the storage issue against this run's figures. */
+static void st_targets(void)
+{
+    st_target_disk();
+    double r1 = fig_value("storage", "p1_100b_b1000_none_records_per_s_per_shard");
+    double r2 = fig_value("storage", "p2_100b_b1000_none_records_per_s_per_shard");
+    double best = r1 > r2 ? r1 : r2;
+    fig_text("storage", "target_rate", "target: 10 M rec/s/shard, 100 B none x1000",
+             "%.2f M per shard with 1 shard, %.2f M with 2: %s", r1 / 1e6, r2 / 1e6,
+             best >= 10e6 ? "met" : "NOT met");
+    double bytes = fig_value("storage", "recovery_log_bytes");
+    double warm = fig_value("storage", "recovery_clean_warm_open_ns");
+    double cold = fig_value("storage", "recovery_clean_cold_open_ns");
+    double worst = warm > cold ? warm : cold;
+    fig_text("storage", "target_recovery", "target: clean 1 GiB reopen < 1 s",
+             "%.0f ms cached, %.0f ms cold, for %.2f GiB: %s%s", warm / 1e6, cold / 1e6,
+             bytes / 1073741824.0, worst < 1e9 ? "met" : "NOT met",
+             bytes < 1073741824.0 * 0.95 ? " (a smaller log than the target's)" : "");
+}
+
+/* The size of the recovery log: --recovery-bytes, else 1 GiB (256 MiB on a
+ * slow disk), never more than a quarter of the free space. */
+static uint64_t st_recovery_bytes(const struct st_ctx *c)
+{
+    uint64_t bytes = c->o->recovery_bytes;
+    if (bytes == 0)
+        bytes =
+            c->seq_mbps > 0 && c->seq_mbps < ST_SLOW_MBPS ? ST_RECOVERY_SLOW : ST_RECOVERY_BYTES;
+    struct statvfs vfs;
+    if (statvfs(c->dir, &vfs) == 0) {
+        uint64_t room = (uint64_t)vfs.f_bavail * vfs.f_frsize / 4;
+        bytes = bytes < room ? bytes : room;
+    }
+    return bytes;
+}
+
+static int st_run_all(struct st_ctx *c)
+{
+    uint32_t parts = c->o->parts;
+    int rc = 0;
+    if (parts & ST_PART_PRODUCE)
+        rc = st_matrix_run(c, 1);
+    if (rc == 0 && (parts & ST_PART_PRODUCE) && c->o->shard_count >= 2)
+        rc = st_matrix_run(c, 2);
+    if (rc == 0 && (parts & ST_PART_FETCH))
+        rc = st_fetch_run(c);
+    if (rc == 0 && (parts & ST_PART_RECOVERY))
+        rc = st_recovery_run(c, st_recovery_bytes(c));
+    if (rc == 0 && (parts & ST_PART_PARTITIONS))
+        rc = st_parts_run(c, c->o->partitions);
+    if (rc == 0)
+        st_targets();
+    return rc;
+}
+
+static int bench_storage(const struct bench_opts *o)
+{
+    char tmp[] = "/var/tmp/rivven-bench.XXXXXX";
+    struct st_ctx c = {.o = o, .dir = o->dir};
+    if (c.dir == NULL && (c.dir = mkdtemp(tmp)) == NULL) {
+        fprintf(stderr, BENCH_NAME ": mkdtemp %s: %s\n", tmp, strerror(errno));
+        return -errno;
+    }
+    uint64_t cell_ns = bench_duration_ns(o) / 4;
+    c.cell_ns = cell_ns > ST_CELL_MIN_NS ? cell_ns : ST_CELL_MIN_NS;
+    c.values = aligned_alloc(4096, IO_SEQ_BLOCK); /* ST_VALUE_MAX of it are the value */
+    c.recs = calloc(ST_BATCH_MAX, sizeof(*c.recs));
+    int rc = c.values == NULL || c.recs == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        for (uint32_t i = 0; i < IO_SEQ_BLOCK; i++)
+            c.values[i] = (uint8_t)(i * 131u + 7u);
+        rc = st_limits(&c, c.values);
+    }
+    fig_num("storage", "cell_s", "", (double)c.cell_ns / 1e9, "s");
+    fig_text("storage", "method", "produce",
+             "driver task per owner shard, <= %u produces (<= %u MiB) in flight; %.2g s or %u "
+             "MiB per cell",
+             ST_WINDOW, ST_WINDOW_BYTES >> 20, (double)c.cell_ns / 1e9,
+             (unsigned)(ST_CELL_BYTES >> 20));
+    if (rc == 0)
+        rc = st_run_all(&c);
+    free(c.values);
+    free(c.recs);
+    if (o->dir == NULL && rmdir(c.dir) < 0)
+        fprintf(stderr, BENCH_NAME ": rmdir %s: %s\n", c.dir, strerror(errno));
+    return rc;
+}
+
 /* ---- machine ------------------------------------------------------------------------ */
 
 static void bench_machine(const struct bench_opts *o)
@@ -2139,6 +3520,8 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && (strcmp(o.cmd, "io") == 0 || is_all))
         rc = bench_io(&o);
+    if (rc == 0 && (strcmp(o.cmd, "storage") == 0 || is_all))
+        rc = bench_storage(&o);
     if (rc < 0)
         return 1;
     if (has_load)
