@@ -761,6 +761,39 @@ static void plog_wal_done(void *arg, int64_t lsn_or_err)
     done(done_arg, base);
 }
 
+/* What a producer sends must be whole: a compressed batch's records are
+ * decompressed (bounded) and walked like an uncompressed one's, and offsets
+ * must be dense (0..count-1), as Kafka's produce path demands. */
+static int plog_check_records(struct rv_plog *log, struct rv_batch_view *v)
+{
+    if (rv_batch_codec(v) == RV_CODEC_NONE)
+        return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
+    struct rv_plog_shard *sh = log->shard;
+    size_t cap = sh->scratch_cap ? sh->scratch_cap : (1u << 20);
+    for (;;) {
+        if (cap > sh->scratch_cap) {
+            uint8_t *p = realloc(sh->scratch, cap); /* grows rarely, then stays */
+            if (p == NULL)
+                return -ENOMEM;
+            sh->scratch = p;
+            sh->scratch_cap = cap;
+        }
+        size_t n = 0;
+        int rc = rv_codec_decompress(rv_batch_codec(v), v->records, v->records_bytes, sh->scratch,
+                                     cap, &n);
+        if (rc == -EMSGSIZE && cap < RV_PLOG_SCRATCH_MAX) {
+            cap *= 2;
+            continue;
+        }
+        if (rc < 0)
+            return rv_errf(rc, "append: compressed records do not decompress");
+        rc = rv_batch_validate_records(v, sh->scratch, n);
+        if (rc < 0)
+            return rv_errf(rc, "append: invalid compressed records");
+        return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
+    }
+}
+
 int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                    rv_plog_append_fn *done, void *arg)
 {
@@ -778,6 +811,9 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
         return n;
     if ((uint32_t)n != len)
         return rv_errf(-EINVAL, "append: %u bytes hold more than one batch", len);
+    int rc = plog_check_records(log, &v);
+    if (rc < 0)
+        return rc;
     struct append_op *op = plog_pool_get(log, sizeof(*op));
     if (op == NULL)
         return -ENOBUFS;
@@ -797,8 +833,8 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
                              .max_ts = max_ts,
                              .done = done,
                              .arg = arg};
-    int rc = rv_wal_append(log->shard->wal, RV_WAL_BATCH, log->key, batch, len, acks == RV_ACKS_ALL,
-                           plog_wal_done, op);
+    rc = rv_wal_append(log->shard->wal, RV_WAL_BATCH, log->key, batch, len, acks == RV_ACKS_ALL,
+                       plog_wal_done, op);
     if (rc < 0) {
         rv_pool_put(op);
         return rc;

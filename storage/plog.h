@@ -56,7 +56,11 @@ struct rv_plog_shard {
     rv_pool_t *pool;
     struct rv_hot *hot; /* the shard's hot tier */
     uint32_t shard;
+    uint8_t *scratch;   /* decompressed records of the batch being appended */
+    size_t scratch_cap; /* grows on demand up to RV_PLOG_SCRATCH_MAX */
 };
+
+#define RV_PLOG_SCRATCH_MAX (64u << 20) /* a batch may not expand past this */
 
 typedef void rv_plog_append_fn(void *arg, int64_t base_offset_or_err);
 

@@ -486,6 +486,8 @@ static void shard_teardown(void *p)
         rv_hmap_fini(&ss->logs);
         rv_hot_destroy(ss->ps.hot);
         ss->ps.hot = NULL;
+        free(ss->ps.scratch);
+        ss->ps.scratch = NULL;
         a->rc = 1;
     }
     /* Buffers released on other threads may still be on their way home. */

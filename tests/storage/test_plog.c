@@ -1,0 +1,180 @@
+/* tests/storage/test_plog.c - tests storage/plog.c's append checks directly. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/crc32c.h"
+#include "core/pool.h"
+#include "storage/batch.h"
+#include "storage/plog.h"
+#include "storage/wal.h"
+#include "tests/support/rt.h"
+
+static char dir[64];
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/rivven-plog-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(plog, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Build a batch of 3 records, compressed with codec, into out. */
+static size_t build(uint8_t *out, size_t cap, enum rv_codec codec)
+{
+    static uint8_t tmp[4096];
+    struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                     .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                     .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                     .producer_epoch = -1};
+    struct rv_batch_builder b;
+    cr_assert_eq(rv_batch_builder_init(&b, codec == RV_CODEC_NONE ? out : tmp,
+                                       codec == RV_CODEC_NONE ? cap : sizeof(tmp), &params),
+                 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rv_batch_builder_add(&b, 1000 + i, "k", 1, "value-value-value", 17, NULL, 0),
+                     0);
+    size_t len = 0;
+    if (codec == RV_CODEC_NONE)
+        cr_assert_eq(rv_batch_builder_finish(&b, &len), 0);
+    else
+        cr_assert_eq(rv_batch_builder_finish_compressed(&b, codec, rv_codec_default_level(codec),
+                                                        out, cap, &len),
+                     0);
+    return len;
+}
+
+static void fix_crc(uint8_t *batch, size_t len)
+{
+    uint32_t crc = rv_crc32c(0, batch + RV_BATCH_ATTRIBUTES_POS, len - RV_BATCH_ATTRIBUTES_POS);
+    batch[RV_BATCH_CRC_POS] = (uint8_t)(crc >> 24);
+    batch[RV_BATCH_CRC_POS + 1] = (uint8_t)(crc >> 16);
+    batch[RV_BATCH_CRC_POS + 2] = (uint8_t)(crc >> 8);
+    batch[RV_BATCH_CRC_POS + 3] = (uint8_t)crc;
+}
+
+struct plog_case {
+    rv_wal_t *wal;
+    struct rv_plog_shard sh;
+    rv_plog_t *log;
+    int rc_corrupt;    /* compressed records that do not decompress */
+    int rc_not_dense;  /* an offset delta skips */
+    int rc_two;        /* two batches in one append */
+    int rc_ok;         /* a valid compressed batch */
+    int64_t ok_offset; /* its completion */
+    struct test_signal done;
+};
+
+static void plog_ok_done(void *arg, int64_t base)
+{
+    struct plog_case *c = arg;
+    c->ok_offset = base;
+    test_signal_post(&c->done);
+}
+
+static void never_done(void *arg, int64_t base)
+{
+    (void)arg;
+    (void)base;
+    cr_assert_fail("a refused append completed");
+}
+
+static int append_copy(struct plog_case *c, const uint8_t *bytes, size_t len, rv_plog_append_fn *fn)
+{
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, len, &buf), 0);
+    memcpy(rv_buf_data(buf), bytes, len);
+    rv_buf_set_len(buf, len);
+    int rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)len, RV_ACKS_ALL, fn, c);
+    rv_buf_put(buf);
+    return rc;
+}
+
+static void plog_run(void *arg)
+{
+    struct plog_case *c = arg;
+    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
+    cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
+    cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
+    c->sh.wal = c->wal;
+    rv_plog_attach(c->log, &c->sh);
+    static uint8_t b[8192];
+    size_t len = build(b, sizeof(b), RV_CODEC_LZ4);
+    b[len - 3] ^= 0x5a; /* inside the compressed records */
+    fix_crc(b, len);
+    c->rc_corrupt = append_copy(c, b, len, never_done);
+    len = build(b, sizeof(b), RV_CODEC_NONE);
+    /* The second record's offsetDelta (a zigzag varint 1 = 0x02) becomes 2. */
+    struct rv_batch_view v;
+    cr_assert_gt(rv_batch_parse(b, len, sizeof(b), &v), 0);
+    size_t first_len = 1 + (size_t)(b[RV_BATCH_HEADER_BYTES] >> 1); /* varint length + body */
+    uint8_t *second = b + RV_BATCH_HEADER_BYTES + first_len;
+    cr_assert_eq(second[3], 0x02, "layout: length, attributes, ts delta, offset delta");
+    second[3] = 0x04;
+    fix_crc(b, len);
+    c->rc_not_dense = append_copy(c, b, len, never_done);
+    len = build(b, sizeof(b), RV_CODEC_NONE);
+    memcpy(b + len, b, len);
+    c->rc_two = append_copy(c, b, 2 * len, never_done);
+    len = build(b, sizeof(b), RV_CODEC_ZSTD);
+    c->rc_ok = append_copy(c, b, len, plog_ok_done);
+}
+
+/* Close everything on the owner shard once the log is idle. */
+static void plog_cleanup(void *arg)
+{
+    struct plog_case *c = arg;
+    if (c->log == NULL || !rv_plog_is_idle(c->log) || !rv_wal_is_idle(c->wal))
+        return;
+    rv_plog_close(c->log);
+    c->log = NULL;
+    rv_hot_destroy(c->sh.hot);
+    rv_pool_destroy(c->sh.pool);
+    free(c->sh.scratch);
+    rv_wal_close(c->wal);
+}
+
+Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    struct plog_case c = {0};
+    test_signal_init(&c.done);
+    char wdir[128], pdir[128];
+    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
+    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
+    struct rv_wal_config wc;
+    rv_wal_config_init(&wc);
+    wc.dir = wdir;
+    wc.file_bytes = 1 << 20;
+    wc.group_bytes_max = 1 << 18;
+    cr_assert_eq(rv_wal_open(&c.wal, &wc, 0, NULL, NULL, NULL), 0);
+    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
+                                .retention_ms = -1,
+                                .retention_bytes = -1,
+                                .index_interval = 4096,
+                                .max_batch_bytes = 1 << 20};
+    cr_assert_eq(rv_plog_open(&c.log, pdir, 1, &pc), 0);
+    test_run_on(rt, 0, plog_run, &c);
+    cr_assert_eq(c.rc_corrupt, -EBADMSG, "%s", rv_strerror(c.rc_corrupt));
+    cr_assert_eq(c.rc_not_dense, -EINVAL, "%s", rv_strerror(c.rc_not_dense));
+    cr_assert_eq(c.rc_two, -EINVAL, "%s", rv_strerror(c.rc_two));
+    cr_assert_eq(c.rc_ok, 0, "%s", rv_strerror(c.rc_ok));
+    test_signal_wait(&c.done);
+    cr_assert_eq(c.ok_offset, 0, "the refused appends took no offsets");
+    for (int i = 0; i < 1000 && c.log != NULL; i++) {
+        test_run_on(rt, 0, plog_cleanup, &c);
+        if (c.log != NULL)
+            usleep(1000);
+    }
+    cr_assert_null(c.log, "the log became idle");
+    rv_runtime_close(rt);
+}
