@@ -169,6 +169,19 @@ int rv_sys_mkdir_p(const char *path, mode_t mode)
         int rc = rv_sys_mkdir(buf, mode);
         if (rc < 0 && rc != -EEXIST)
             return rc;
+        if (rc == 0) {
+            /* A new directory exists durably only once its parent is synced. */
+            char *slash = strrchr(buf, '/');
+            if (slash != NULL && slash != buf) {
+                *slash = '\0';
+                rc = rv_sys_fsync_dir(buf);
+                *slash = '/';
+            } else {
+                rc = rv_sys_fsync_dir(slash == buf ? "/" : ".");
+            }
+            if (rc < 0)
+                return rc;
+        }
         buf[i] = saved;
     }
     struct stat st;

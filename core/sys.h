@@ -34,7 +34,8 @@ int rv_sys_rename(const char *from, const char *to);
 /* fsync the directory `path` (after a create, rename or unlink in it). */
 int rv_sys_fsync_dir(const char *path);
 
-/* Create `path` and its missing parents (mkdir -p). */
+/* Create `path` and its missing parents (mkdir -p), fsyncing the parent of
+ * every directory it creates so the new entries survive a power loss. */
 int rv_sys_mkdir_p(const char *path, mode_t mode);
 
 /* Fault injection (tests). Make the nth shimmed call from now (1-based) fail with

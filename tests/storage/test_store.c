@@ -277,7 +277,7 @@ Test(store, retention_by_bytes_deletes_old_segments)
     for (uint32_t i = 0; i < 600; i++)
         cr_assert_eq(produce_one(&e, "keep", 0, i, RV_ACKS_LEADER), i);
     struct rv_partition_info info = {0};
-    for (int i = 0; i < 300 && (info.log_start == 0 || info.size_bytes > 8192 + 2048); i++) {
+    for (int i = 0; i < 1000 && (info.log_start == 0 || info.size_bytes > 8192 + 2048); i++) {
         usleep(10000); /* retention runs every 20 ms */
         cr_assert_eq(rv_partition_info(e.st, "keep", 0, &info), 0);
     }
@@ -410,7 +410,7 @@ Test(store, idle_partitions_hold_no_descriptor)
     for (uint32_t p = 0; p < 200; p++)
         cr_assert_eq(produce_one(&e, "many", (int32_t)p, p, RV_ACKS_ALL), 0);
     int now = count_fds();
-    for (int i = 0; i < 200 && now >= base + 10; i++) {
+    for (int i = 0; i < 1000 && now >= base + 10; i++) {
         usleep(10000);
         now = count_fds();
     }
