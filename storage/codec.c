@@ -622,3 +622,22 @@ int rv_codec_decompress(enum rv_codec c, const uint8_t *in, size_t in_len, uint8
     default: return zstd_decompress(ctx, in, in_len, out, out_cap, out_len);
     }
 }
+
+int rv_codec_decompress_grow(enum rv_codec c, const uint8_t *in, size_t in_len, uint8_t **buf,
+                             size_t *cap, size_t cap_max, size_t *out_len)
+{
+    size_t want = *cap ? *cap : (1u << 20);
+    for (;;) {
+        if (want > *cap) {
+            uint8_t *p = realloc(*buf, want);
+            if (p == NULL)
+                return -ENOMEM;
+            *buf = p;
+            *cap = want;
+        }
+        int rc = rv_codec_decompress(c, in, in_len, *buf, *cap, out_len);
+        if (rc != -EMSGSIZE || *cap >= cap_max)
+            return rc;
+        want = *cap * 2 < cap_max ? *cap * 2 : cap_max; /* bounded: a bomb stops here */
+    }
+}

@@ -103,6 +103,17 @@ RV_MUST_CHECK int rv_codec_compress_level(enum rv_codec c, int level, const uint
 RV_MUST_CHECK int rv_codec_decompress(enum rv_codec c, const uint8_t *in, size_t in_len,
                                       uint8_t *out, size_t out_cap, size_t *out_len);
 
+/*
+ * rv_codec_decompress into a malloc'd buffer the caller keeps between calls
+ * (*buf, *cap; both 0/NULL at first): the buffer starts at 1 MiB and doubles
+ * while the output does not fit, up to cap_max (then -EMSGSIZE). For callers
+ * that decompress batch after batch, so the buffer grows rarely and then stays.
+ * Errors as rv_codec_decompress, plus -ENOMEM.
+ */
+RV_MUST_CHECK int rv_codec_decompress_grow(enum rv_codec c, const uint8_t *in, size_t in_len,
+                                           uint8_t **buf, size_t *cap, size_t cap_max,
+                                           size_t *out_len);
+
 /* Lifecycle. */
 
 /* Free the calling thread's codec contexts now rather than at thread exit (a shard

@@ -769,29 +769,15 @@ static int plog_check_records(struct rv_plog *log, struct rv_batch_view *v)
     if (rv_batch_codec(v) == RV_CODEC_NONE)
         return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
     struct rv_plog_shard *sh = log->shard;
-    size_t cap = sh->scratch_cap ? sh->scratch_cap : (1u << 20);
-    for (;;) {
-        if (cap > sh->scratch_cap) {
-            uint8_t *p = realloc(sh->scratch, cap); /* grows rarely, then stays */
-            if (p == NULL)
-                return -ENOMEM;
-            sh->scratch = p;
-            sh->scratch_cap = cap;
-        }
-        size_t n = 0;
-        int rc = rv_codec_decompress(rv_batch_codec(v), v->records, v->records_bytes, sh->scratch,
-                                     cap, &n);
-        if (rc == -EMSGSIZE && cap < RV_PLOG_SCRATCH_MAX) {
-            cap *= 2;
-            continue;
-        }
-        if (rc < 0)
-            return rv_errf(rc, "append: compressed records do not decompress");
-        rc = rv_batch_validate_records(v, sh->scratch, n);
-        if (rc < 0)
-            return rv_errf(rc, "append: invalid compressed records");
-        return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
-    }
+    size_t n = 0;
+    int rc = rv_codec_decompress_grow(rv_batch_codec(v), v->records, v->records_bytes, &sh->scratch,
+                                      &sh->scratch_cap, RV_PLOG_SCRATCH_MAX, &n);
+    if (rc < 0)
+        return rv_errf(rc, "append: compressed records do not decompress");
+    rc = rv_batch_validate_records(v, sh->scratch, n);
+    if (rc < 0)
+        return rv_errf(rc, "append: invalid compressed records");
+    return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
 }
 
 int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,

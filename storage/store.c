@@ -1109,30 +1109,14 @@ int rv_fetch_sync(rv_store_t *st, const char *topic, int32_t partition, int64_t 
 static int fetch_decompress(rv_fetch_result_t *res)
 {
     struct rv_batch_view *v = &res->batch;
-    size_t cap = res->scratch_cap ? res->scratch_cap : (1u << 20);
-    for (;;) {
-        if (cap > res->scratch_cap) {
-            uint8_t *p = realloc(res->scratch, cap);
-            if (p == NULL)
-                return -ENOMEM;
-            res->scratch = p;
-            res->scratch_cap = cap;
-        }
-        size_t n = 0;
-        int rc = rv_codec_decompress(rv_batch_codec(v), v->records, v->records_bytes, res->scratch,
-                                     cap, &n);
-        if (rc == -EMSGSIZE && cap < (64u << 20)) {
-            cap *= 2; /* bounded: a batch never expands past 64 MiB here */
-            continue;
-        }
-        if (rc < 0)
-            return rc;
+    size_t n = 0;
+    int rc = rv_codec_decompress_grow(rv_batch_codec(v), v->records, v->records_bytes,
+                                      &res->scratch, &res->scratch_cap, 64u << 20, &n);
+    if (rc == 0)
         rc = rv_batch_validate_records(v, res->scratch, n);
-        if (rc < 0)
-            return rc;
+    if (rc == 0)
         rv_batch_record_iter_init(&res->rit, v, res->scratch, n);
-        return 0;
-    }
+    return rc;
 }
 
 /* Open the next batch worth reading: 1, 0 at the end, -errno. */

@@ -752,3 +752,32 @@ Test(codec, thread_fini_frees_and_later_calls_start_again)
     round_trip_level(RV_CODEC_GZIP, 9, in, sizeof(in)); /* zlib switches level in place */
     rv_codec_thread_fini();
 }
+
+Test(codec, decompress_grow_doubles_the_buffer_and_stops_at_its_bound)
+{
+    size_t n = 3u << 20; /* 3 MiB of text: needs the 1 MiB buffer to grow twice */
+    uint8_t *plain = malloc(n);
+    cr_assert_not_null(plain);
+    for (size_t i = 0; i < n; i++)
+        plain[i] = (uint8_t)('a' + (i * 7) % 23);
+    size_t zcap = rv_codec_compress_bound(RV_CODEC_ZSTD, n);
+    uint8_t *z = malloc(zcap);
+    size_t zlen = 0;
+    cr_assert_eq(rv_codec_compress(RV_CODEC_ZSTD, plain, n, z, zcap, &zlen), 0);
+    uint8_t *buf = NULL;
+    size_t cap = 0, out = 0;
+    cr_assert_eq(rv_codec_decompress_grow(RV_CODEC_ZSTD, z, zlen, &buf, &cap, 8u << 20, &out), 0);
+    cr_assert_eq(out, n);
+    cr_assert_eq(cap, 4u << 20, "1 -> 2 -> 4 MiB");
+    cr_assert(memcmp(buf, plain, n) == 0);
+    /* The same input with a 2 MiB bound is refused, not allocated for. */
+    free(buf);
+    buf = NULL;
+    cap = 0;
+    cr_assert_eq(rv_codec_decompress_grow(RV_CODEC_ZSTD, z, zlen, &buf, &cap, 2u << 20, &out),
+                 -EMSGSIZE);
+    cr_assert_leq(cap, 2u << 20);
+    free(buf);
+    free(z);
+    free(plain);
+}
