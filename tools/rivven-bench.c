@@ -3172,8 +3172,8 @@ static int st_recovery_run(struct st_ctx *c, uint64_t bytes)
  * ST_PART_WINDOW in flight; callbacks run on the owner shards. */
 struct st_fanout {
     _Atomic uint32_t inflight;
-    _Atomic uint64_t done;
-    _Atomic int err;
+    _Atomic uint64_t failed;
+    _Atomic int err; /* the first failure */
 };
 
 static void st_fanout_done(void *arg, int64_t res)
@@ -3182,26 +3182,34 @@ static void st_fanout_done(void *arg, int64_t res)
     if (res < 0) {
         int expected = 0;
         atomic_compare_exchange_strong(&f->err, &expected, (int)res);
+        atomic_fetch_add(&f->failed, 1);
     }
-    atomic_fetch_add(&f->done, 1);
     atomic_fetch_sub(&f->inflight, 1);
 }
 
-static int st_fanout(rv_store_t *st, const char *topic, uint32_t n, const struct rv_record *rec)
+/* Send one record to each of n partitions; the records that failed (and the
+ * first error in *err) come back. */
+static uint64_t st_fanout(rv_store_t *st, const char *topic, uint32_t n,
+                          const struct rv_record *rec, int *err)
 {
     struct st_fanout f = {0};
-    int rc = 0;
-    for (uint32_t p = 0; p < n && rc == 0; p++) {
+    uint64_t refused = 0;
+    for (uint32_t p = 0; p < n; p++) {
         while (atomic_load(&f.inflight) >= ST_PART_WINDOW)
             bench_sleep_ns(20000);
         atomic_fetch_add(&f.inflight, 1);
-        rc = rv_produce(st, topic, (int32_t)p, rec, 1, RV_ACKS_LEADER, st_fanout_done, &f);
-        if (rc < 0)
+        int rc = rv_produce(st, topic, (int32_t)p, rec, 1, RV_ACKS_LEADER, st_fanout_done, &f);
+        if (rc < 0) {
             atomic_fetch_sub(&f.inflight, 1);
+            int expected = 0;
+            atomic_compare_exchange_strong(&f.err, &expected, rc);
+            refused++;
+        }
     }
     while (atomic_load(&f.inflight) > 0)
         bench_sleep_ns(100000);
-    return rc < 0 ? rc : atomic_load(&f.err);
+    *err = atomic_load(&f.err);
+    return refused + atomic_load(&f.failed);
 }
 
 /* Raise the soft descriptor limit to the hard one; the soft limit in use. */
@@ -3223,10 +3231,33 @@ struct st_mark {
     uint64_t now_ns;
 };
 
+/* Two descriptors kept for reading /proc when the store has used up the
+ * rest (-1: none). */
+static int st_fd_reserve[2] = {-1, -1};
+
+static void st_fd_reserve_take(void)
+{
+    for (size_t i = 0; i < RV_ARRAY_LEN(st_fd_reserve); i++) {
+        if (st_fd_reserve[i] < 0)
+            st_fd_reserve[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+}
+
+static void st_fd_reserve_release(void)
+{
+    for (size_t i = 0; i < RV_ARRAY_LEN(st_fd_reserve); i++) {
+        if (st_fd_reserve[i] >= 0)
+            close(st_fd_reserve[i]);
+        st_fd_reserve[i] = -1;
+    }
+}
+
 static void st_mark_take(struct st_mark *m)
 {
+    st_fd_reserve_release(); /* the shards may take them meanwhile: best effort */
     m->rss_kib = st_rss_kib();
     m->fds = st_fd_count();
+    st_fd_reserve_take();
     m->now_ns = rv_clock_now_ns();
 }
 
@@ -3236,11 +3267,15 @@ static void st_mark_figures(const struct st_mark *base, const struct st_mark *b,
 {
     double rss = ((double)b->rss_kib - (double)base->rss_kib) * 1024.0 / n;
     double fds = (double)(b->fds - base->fds);
+    char text_key[48];
+    snprintf(text_key, sizeof(text_key), "parts_%s_mem", key);
+    if (b->rss_kib == 0 || base->rss_kib == 0 || b->fds < 0 || base->fds < 0) {
+        fig_text("storage", text_key, label, "RSS or descriptors unreadable (none left?)");
+        return;
+    }
     fig_numf("storage", "", rss, "", "parts_%s_rss_bytes_per_partition", key);
     fig_numf("storage", "", (double)b->rss_kib * 1024.0, "", "parts_%s_rss_bytes", key);
     fig_numf("storage", "", fds, "", "parts_%s_fds", key);
-    char text_key[48];
-    snprintf(text_key, sizeof(text_key), "parts_%s_mem", key);
     fig_text("storage", text_key, label, "RSS +%.0f bytes/partition (%.0f MiB in all), fds +%.0f",
              rss, (double)b->rss_kib / 1024.0, fds);
 }
@@ -3256,6 +3291,68 @@ static void st_parts_time(const char *key, const char *label, uint64_t ns, uint3
              (double)ns / 1e3 / n);
 }
 
+/* The partition test's stages, each measured where it ends. */
+struct st_parts {
+    uint32_t n;
+    struct st_mark base;
+    struct st_mark created;
+    struct st_mark written;
+    struct st_mark closed;
+    struct st_mark reopened;
+};
+
+/* Create the topic and write one record to each partition: 0, or the
+ * creation's error. Failed records are reported, not fatal. */
+static int st_parts_write(struct st_ctx *c, rv_store_t *st, struct st_parts *t)
+{
+    int err = 0;
+    st_mark_take(&t->base);
+    int rc = st_topic_create(st, "many", (int32_t)t->n);
+    st_mark_take(&t->created);
+    if (rc < 0) {
+        fig_text("storage", "parts_create", "  rv_topic_create", "failed: %s",
+                 rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc));
+        return rc;
+    }
+    st_parts_time("create", "  rv_topic_create", t->created.now_ns - t->base.now_ns, t->n);
+    st_prepare_records(c, 100);
+    uint64_t failed = st_fanout(st, "many", t->n, c->recs, &err);
+    st_mark_take(&t->written);
+    st_parts_time("write", "  one record to each", t->written.now_ns - t->created.now_ns, t->n);
+    fig_num("storage", "parts_write_failed", "", (double)failed, "");
+    if (failed > 0)
+        fig_text("storage", "parts_write_failed_text", "  records that failed",
+                 "%llu of %u (first: %s)", (unsigned long long)failed, t->n, rv_strerror(err));
+    st_mark_figures(&t->base, &t->written, t->n, "written", "  after create + write");
+    return 0;
+}
+
+/* Close the store and open it again, timing both; *st is the new store or
+ * NULL. */
+static void st_parts_reopen(rv_runtime_t *rt, rv_store_t **st, struct st_parts *t)
+{
+    rv_store_close(*st);
+    *st = NULL;
+    st_mark_take(&t->closed);
+    st_parts_time("close", "  rv_store_close", t->closed.now_ns - t->written.now_ns, t->n);
+    fig_num("storage", "parts_closed_fds", "", (double)(t->closed.fds - t->base.fds), "");
+    int rc = st_store_open(rt, 0, st, NULL);
+    st_mark_take(&t->reopened);
+    if (rc < 0) {
+        fig_text("storage", "parts_reopen_time", "  rv_store_open",
+                 "failed: %s (fds +%lld after close)",
+                 rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc),
+                 (long long)(t->closed.fds - t->base.fds));
+        return;
+    }
+    st_parts_time("reopen", "  rv_store_open", t->reopened.now_ns - t->closed.now_ns, t->n);
+    st_mark_figures(&t->base, &t->reopened, t->n, "reopened", "  after reopen");
+    struct rv_partition_info info = {0};
+    rc = rv_partition_info(*st, "many", (int32_t)t->n - 1, &info);
+    fig_num("storage", "parts_last_high_watermark", "", rc < 0 ? rc : (double)info.high_watermark,
+            "");
+}
+
 /* N partitions in one topic: create, one record each, RSS and descriptors,
  * then close and reopen them all. A failure is reported, not fatal. */
 static int st_parts_run(struct st_ctx *c, uint32_t n)
@@ -3265,52 +3362,25 @@ static int st_parts_run(struct st_ctx *c, uint32_t n)
     char dir[PATH_MAX];
     rv_runtime_t *rt;
     rv_store_t *st = NULL;
-    struct st_mark base, created, written, reopened;
-    uint64_t t0 = 0, close_ns = 0;
+    struct st_parts t = {.n = n};
     st_data_dir(c, "partitions", dir, sizeof(dir));
+    st_fd_reserve_take();
     fig_num("storage", "parts_count", "", n, "");
     fig_num("storage", "parts_nofile_limit", "", (double)nofile, "");
+    fig_text("storage", "parts", "partitions",
+             "%u in one topic on %u shard%s, one 100 B record each (acks=leader, %u in flight)", n,
+             shards, shards == 1 ? "" : "s", ST_PART_WINDOW);
     int rc = st_runtime_open(c, shards, dir, &rt);
     if (rc < 0)
         return rc;
     rc = st_store_open(rt, 0, &st, NULL);
-    st_mark_take(&base);
     if (rc == 0)
-        rc = st_topic_create(st, "many", (int32_t)n);
-    st_mark_take(&created);
-    st_prepare_records(c, 100);
+        rc = st_parts_write(c, st, &t);
     if (rc == 0)
-        rc = st_fanout(st, "many", n, c->recs);
-    st_mark_take(&written);
-    if (rc == 0) {
-        rv_store_close(st);
-        st = NULL;
-        close_ns = rv_clock_now_ns() - written.now_ns;
-        t0 = rv_clock_now_ns();
-        rc = st_store_open(rt, 0, &st, NULL);
-    }
-    st_mark_take(&reopened);
-    struct rv_partition_info info = {0};
-    if (rc == 0)
-        rc = rv_partition_info(st, "many", (int32_t)n - 1, &info);
-    if (rc == 0 && info.high_watermark != 1)
-        rc = -EBADMSG;
-    if (rc == 0) {
-        fig_text("storage", "parts", "partitions",
-                 "%u in one topic on %u shard%s, one 100 B record each (acks=leader)", n, shards,
-                 shards == 1 ? "" : "s");
-        st_parts_time("create", "  rv_topic_create", created.now_ns - base.now_ns, n);
-        st_parts_time("write", "  one record to each", written.now_ns - created.now_ns, n);
-        st_mark_figures(&base, &written, n, "written", "  after create + write");
-        st_parts_time("close", "  rv_store_close", close_ns, n);
-        st_parts_time("reopen", "  rv_store_open", reopened.now_ns - t0, n);
-        st_mark_figures(&base, &reopened, n, "reopened", "  after reopen");
-    } else {
-        fig_text("storage", "parts", "partitions", "%u: failed: %s", n,
-                 rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc));
-    }
+        st_parts_reopen(rt, &st, &t);
     rv_store_close(st);
     rv_runtime_close(rt);
+    st_fd_reserve_release();
     st_rm_tree(dir);
     return 0;
 }
