@@ -91,7 +91,7 @@ static void io_req_put(struct rv_io *io, struct rv_io_req *req)
 
 int rv_io_queue(struct rv_io *io, struct rv_io_req *req)
 {
-    RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op <= RV_IO_OP_WRITEV);
+    RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op < RV_IO_OP_EVENT);
     RV_ASSERT(req->cb != NULL);
     int rc = io->ops->queue(io, req);
     if (rc < 0)
@@ -108,6 +108,20 @@ void rv_io_complete(struct rv_io *io, struct rv_io_req *req, int64_t res)
     else
         io->done_head = req;
     io->done_tail = req;
+}
+
+int rv_io_complete_more(struct rv_io *io, const struct rv_io_req *req, int64_t res)
+{
+    RV_ASSERT(req->op == RV_IO_OP_ACCEPT);
+    struct rv_io_req *ev = rv_io_req_get(io);
+    if (ev == NULL)
+        return -ENOBUFS;
+    ev->op = RV_IO_OP_EVENT;
+    ev->fd = req->fd;
+    ev->cb = req->cb;
+    ev->cb_arg = req->cb_arg;
+    rv_io_complete(io, ev, res);
+    return 0;
 }
 
 int rv_io_run_done(struct rv_io *io)

@@ -10,12 +10,19 @@
  *
  * Requests come from a fixed per-shard array of io_depth entries (no
  * allocation per operation); a full array is -EAGAIN backpressure.
+ *
+ * Sockets (shards/sock.h): accept (multishot), recv, send, sendmsg and cancel.
+ * A multishot request stays in flight until its final completion; each of its
+ * intermediate results is delivered through an "event" request taken from the
+ * same array (rv_io_complete_more), so callbacks still run one per result, in
+ * order, from the done list.
  */
 #ifndef RV_SHARDS_IO_H
 #define RV_SHARDS_IO_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "core/assert.h"
@@ -28,8 +35,16 @@ enum rv_io_op {
     RV_IO_OP_FDATASYNC,
     RV_IO_OP_FALLOCATE,
     RV_IO_OP_CLOSE,
-    RV_IO_OP_WRITEV, /* buf: const struct iovec *, len: iovec count */
+    RV_IO_OP_WRITEV,     /* buf: const struct iovec *, len: iovec count */
+    RV_IO_OP_ACCEPT,     /* multishot accept on fd; results are new descriptors */
+    RV_IO_OP_RECV,       /* recv into buf, len bytes */
+    RV_IO_OP_SEND,       /* send buf, len bytes (MSG_NOSIGNAL) */
+    RV_IO_OP_SENDMSG,    /* sendmsg of msg (iovecs in buf, count in len) */
+    RV_IO_OP_CANCEL_FD,  /* cancel every socket request on fd; res: how many */
+    RV_IO_OP_SOCK_CLOSE, /* close a socket fd (after its requests finished) */
+    RV_IO_OP_EVENT,      /* one intermediate result of a multishot request */
 };
+#define RV_IO_OP_LAST RV_IO_OP_EVENT
 
 struct rv_io_req {
     uint8_t op;     /* enum rv_io_op */
@@ -44,6 +59,7 @@ struct rv_io_req {
     rv_io_fn *cb;   /* completion callback */
     void *cb_arg;
     struct rv_io_req *next; /* free list / completed list link */
+    struct msghdr msg;      /* SENDMSG: what the kernel reads until completion */
 };
 
 struct rv_io;
@@ -98,6 +114,10 @@ void rv_io_wake(int wake_fd);
 
 /* Used by backends: record a finished request for rv_io_run_done. */
 void rv_io_complete(struct rv_io *io, struct rv_io_req *req, int64_t res);
+/* Used by backends: record one intermediate result of the multishot request
+ * req (which stays in flight). -ENOBUFS when every request slot is in use: the
+ * result is then not delivered and the backend must dispose of it. */
+RV_MUST_CHECK int rv_io_complete_more(struct rv_io *io, const struct rv_io_req *req, int64_t res);
 /* Run callbacks of completed requests (done list), returning their slots first.
  * Returns how many ran. */
 int rv_io_run_done(struct rv_io *io);

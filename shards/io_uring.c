@@ -8,6 +8,13 @@
  * shard wakes on either a completion or a peer's signal.
  *
  * user_data is the request pointer, or IO_URING_WAKE_TAG for the eventfd read.
+ *
+ * Sockets: accept is multishot; each connection arrives in a CQE flagged
+ * IORING_CQE_F_MORE and becomes an event request (rv_io_complete_more). A
+ * final CQE that still carries a connection (the kernel ends a multishot
+ * request when, for instance, its CQ overflows) is delivered and the accept
+ * re-armed, so the caller sees only one final completion: an error. Sends use
+ * MSG_WAITALL so the kernel retries partial sends on a stream socket itself.
  */
 #include "shards/io.h"
 
@@ -15,6 +22,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -81,6 +89,26 @@ static void uring_arm_wake(struct rv_io *io, struct io_uring_state *st)
     st->is_wake_armed = true;
 }
 
+static void uring_prep_sock(struct io_uring_sqe *sqe, struct rv_io_req *req)
+{
+    const int send_flags = MSG_NOSIGNAL | MSG_WAITALL;
+    switch (req->op) {
+    case RV_IO_OP_ACCEPT:
+        io_uring_prep_multishot_accept(sqe, req->fd, NULL, NULL, SOCK_CLOEXEC);
+        break;
+    case RV_IO_OP_RECV: io_uring_prep_recv(sqe, req->fd, req->buf, req->len, 0); break;
+    case RV_IO_OP_SEND: io_uring_prep_send(sqe, req->fd, req->buf, req->len, send_flags); break;
+    case RV_IO_OP_SENDMSG:
+        req->msg.msg_iov = req->buf;
+        req->msg.msg_iovlen = req->len;
+        io_uring_prep_sendmsg(sqe, req->fd, &req->msg, send_flags);
+        break;
+    case RV_IO_OP_CANCEL_FD: io_uring_prep_cancel_fd(sqe, req->fd, IORING_ASYNC_CANCEL_ALL); break;
+    case RV_IO_OP_SOCK_CLOSE: io_uring_prep_close(sqe, req->fd); break;
+    default: RV_ASSERT(!"unknown io op");
+    }
+}
+
 static int uring_queue(struct rv_io *io, struct rv_io_req *req)
 {
     struct io_uring_state *st = io->backend;
@@ -99,10 +127,27 @@ static int uring_queue(struct rv_io *io, struct rv_io_req *req)
         break;
     case RV_IO_OP_CLOSE: io_uring_prep_close(sqe, req->fd); break;
     case RV_IO_OP_WRITEV: io_uring_prep_writev(sqe, req->fd, req->buf, req->len, req->pos); break;
-    default: RV_ASSERT(!"unknown io op");
+    default: uring_prep_sock(sqe, req); break;
     }
     io_uring_sqe_set_data(sqe, req);
     return 0;
+}
+
+/* A multishot accept's CQE: a connection, or the end of the request. */
+static void uring_accept_cqe(struct rv_io *io, struct rv_io_req *req, int res, uint32_t flags)
+{
+    if (res >= 0 && rv_io_complete_more(io, req, res) < 0) {
+        rv_warn("accept: %u requests in flight, connection dropped", io->depth);
+        close(res);
+    }
+    if (flags & IORING_CQE_F_MORE)
+        return;
+    if (res >= 0) {
+        res = uring_queue(io, req); /* the kernel ended it, not us: re-arm */
+        if (res == 0)
+            return;
+    }
+    rv_io_complete(io, req, res);
 }
 
 static int uring_reap(struct rv_io *io, struct io_uring_state *st)
@@ -118,7 +163,16 @@ static int uring_reap(struct rv_io *io, struct io_uring_state *st)
             st->is_wake_armed = false;
             continue;
         }
-        rv_io_complete(io, io_uring_cqe_get_data(cqe), cqe->res);
+        struct rv_io_req *req = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        if (req->op == RV_IO_OP_ACCEPT) {
+            uring_accept_cqe(io, req, res, cqe->flags);
+            completed++;
+            continue;
+        }
+        if (req->op == RV_IO_OP_CANCEL_FD && res == -ENOENT)
+            res = 0; /* nothing was in flight on that descriptor */
+        rv_io_complete(io, req, res);
         completed++;
     }
     io_uring_cq_advance(&st->ring, seen);
