@@ -1,0 +1,62 @@
+/*
+ * net/server.h - the broker's TCP server: listeners on every shard, Kafka
+ * framing, requests answered in order per connection.
+ *
+ * Every shard accepts on the shared (bootstrap) port through its own socket
+ * (SO_REUSEPORT: the kernel spreads connections over the shards). With
+ * rivven.advertise.shards each shard i > 0 also listens on port + i, its own
+ * port as a broker in Metadata; shard 0's own port is the shared one. A
+ * connection lives on the shard that accepted it, for its whole life.
+ *
+ * Framing: an int32 size, then that many bytes of request. A size that is
+ * negative or over socket.request.max.bytes, or a request the protocol layer
+ * refuses (net/kapi.h), closes that connection with a log line; every other
+ * connection carries on. Responses leave in request order. A connection whose
+ * unsent responses pass a bound is not read until they drain (a client that
+ * sends and never reads costs bounded memory); one idle for
+ * connections.max.idle.ms is closed.
+ *
+ * Threading: start and stop from the thread that owns the runtime (not a
+ * shard); everything else runs on the shards.
+ */
+#ifndef RV_NET_SERVER_H
+#define RV_NET_SERVER_H
+
+#include <stdint.h>
+
+#include "core/assert.h"
+#include "net/config.h"
+#include "rivven.h"
+
+#define RV_SERVER_OUT_BYTES_MAX  (4u << 20)  /* unsent responses before reading pauses */
+#define RV_SERVER_RECV_BYTES_MIN (16u << 10) /* a connection's receive buffer, to start */
+
+typedef struct rv_server rv_server_t;
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+/*
+ * Bind the first listener of cfg on every shard of rt (blocking: name
+ * resolution, bind), then start accepting. cfg is copied. Errors (nothing is
+ * left open, *out untouched): -EADDRINUSE and the other bind errors,
+ * -EINVAL for a host that does not resolve or own ports past 65535, -ENOMEM;
+ * rv_err_msg names the address.
+ */
+RV_MUST_CHECK int rv_server_start(rv_server_t **out, rv_runtime_t *rt, const struct rv_config *cfg);
+
+/*
+ * Stop accepting, close every connection (requests already answered are not
+ * waited for), and return once no shard holds a socket of the server; then
+ * free it. Blocking. NULL is a no-op.
+ */
+void rv_server_stop(rv_server_t *srv);
+
+/* ---- queries ------------------------------------------------------------- */
+
+/* The shared port (the one bound, when the configuration said 0). */
+uint16_t rv_server_port(const rv_server_t *srv);
+
+/* The own port of a shard (the shared port without rivven.advertise.shards). */
+uint16_t rv_server_shard_port(const rv_server_t *srv, uint32_t shard);
+
+#endif /* RV_NET_SERVER_H */

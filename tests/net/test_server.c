@@ -1,0 +1,385 @@
+/*
+ * tests/net/test_server.c - the TCP server over loopback, on both backends:
+ * ApiVersions answered (librdkafka's own frame), pipelined requests answered
+ * in order, requests split across many small writes, shard-own ports, and bad
+ * input - an oversized or negative size prefix, garbage, an unknown API key, a
+ * truncated frame - each closing only its own connection while another keeps
+ * being served; a client that sends and never reads; idle connections closed;
+ * and a clean stop (the runtime then closes: nothing is left in flight).
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "net/kproto.h"
+#include "net/kproto_gen.h"
+#include "net/server.h"
+
+TestSuite(server, .timeout = 120);
+
+struct fixture {
+    rv_runtime_t *rt;
+    rv_server_t *srv;
+    uint16_t port;
+    uint8_t api_versions[256]; /* librdkafka's ApiVersions v3, correlation id 1 */
+    size_t api_versions_len;
+};
+
+static void fixture_open(struct fixture *f, enum rv_io_backend kind, const char *extra_key,
+                         const char *extra_value)
+{
+    memset(f, 0, sizeof(*f));
+    struct rv_runtime_config rc;
+    rv_runtime_config_init(&rc);
+    rc.shard_count = 2;
+    rc.allow_oversubscribe = true;
+    rc.io_backend = kind;
+    cr_assert_eq(rv_runtime_open(&f->rt, &rc), 0, "%s", rv_err_msg());
+    struct rv_config cfg;
+    rv_config_init(&cfg);
+    cr_assert_eq(rv_config_set(&cfg, "listeners", "PLAINTEXT://127.0.0.1:0"), 0);
+    cr_assert_eq(rv_config_set(&cfg, "socket.request.max.bytes", "1000000"), 0);
+    if (extra_key != NULL)
+        cr_assert_eq(rv_config_set(&cfg, extra_key, extra_value), 0, "%s", rv_err_msg());
+    cr_assert_eq(rv_server_start(&f->srv, f->rt, &cfg), 0, "%s", rv_err_msg());
+    f->port = rv_server_port(f->srv);
+    cr_assert_neq(f->port, 0);
+    FILE *in = fopen("tests/data/kafka/ApiVersions-v3.bin", "rb");
+    cr_assert_not_null(in);
+    f->api_versions_len = fread(f->api_versions, 1, sizeof(f->api_versions), in);
+    fclose(in);
+}
+
+static void fixture_close(struct fixture *f)
+{
+    rv_server_stop(f->srv);
+    rv_runtime_close(f->rt); /* hangs if a socket operation were left in flight */
+}
+
+static int client_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+static void client_write(int fd, const void *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
+        cr_assert_gt(n, 0, "send: %s", strerror(errno));
+        done += (size_t)n;
+    }
+}
+
+/* Write one frame: size prefix, then the request. */
+static void client_send_frame(int fd, const uint8_t *req, size_t len)
+{
+    uint8_t prefix[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                         (uint8_t)len};
+    client_write(fd, prefix, 4);
+    client_write(fd, req, len);
+}
+
+/* Read exactly len bytes; false at the end of the stream or on a reset. */
+static bool client_read(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return false;
+        cr_assert_gt(n, 0, "recv: %s", strerror(errno));
+        got += (size_t)n;
+    }
+    return true;
+}
+
+/* Read one ApiVersions response and check it; returns its correlation id. */
+static int32_t client_read_api_versions(int fd, int16_t version)
+{
+    uint8_t prefix[4];
+    cr_assert(client_read(fd, prefix, 4), "connection closed instead of a response");
+    uint32_t size = (uint32_t)prefix[0] << 24 | (uint32_t)prefix[1] << 16 |
+                    (uint32_t)prefix[2] << 8 | prefix[3];
+    cr_assert_lt(size, 4096);
+    uint8_t body[4096];
+    cr_assert(client_read(fd, body, size));
+    struct rv_kp_reader r;
+    rv_kp_reader_init(&r, body, size);
+    int32_t corr = -1;
+    cr_assert_eq(rv_kp_response_header_parse(&r, RV_KP_API_API_VERSIONS, version, &corr), 0);
+    struct rv_kp_api_versions_response resp;
+    _Alignas(16) uint8_t arena[1024];
+    struct rv_kproto_arena a;
+    rv_kproto_arena_init(&a, arena, sizeof(arena));
+    cr_assert_eq(rv_kp_api_versions_response_decode(&r, version, &resp, &a), 0);
+    cr_assert_eq(resp.error_code, 0);
+    cr_assert_eq(resp.api_keys.count, 1);
+    return corr;
+}
+
+/* The server closed this connection (end of stream or reset, no response). */
+static void client_expect_closed(int fd)
+{
+    uint8_t b;
+    cr_assert_not(client_read(fd, &b, 1), "expected the connection to be closed");
+}
+
+/* The ApiVersions frame with another correlation id. */
+static void with_correlation(const struct fixture *f, uint8_t *out, int32_t corr)
+{
+    memcpy(out, f->api_versions, f->api_versions_len);
+    out[4] = (uint8_t)(corr >> 24);
+    out[5] = (uint8_t)(corr >> 16);
+    out[6] = (uint8_t)(corr >> 8);
+    out[7] = (uint8_t)corr;
+}
+
+static void answers_and_pipelines(enum rv_io_backend kind)
+{
+    struct fixture f;
+    fixture_open(&f, kind, NULL, NULL);
+    int fd = client_connect(f.port);
+    client_send_frame(fd, f.api_versions, f.api_versions_len);
+    cr_assert_eq(client_read_api_versions(fd, 3), 1);
+
+    /* 50 requests in one write: 50 responses, in order. */
+    uint8_t *many = malloc(50 * (f.api_versions_len + 4));
+    size_t pos = 0;
+    for (int32_t i = 0; i < 50; i++) {
+        uint8_t req[256];
+        with_correlation(&f, req, 1000 + i);
+        uint32_t len = (uint32_t)f.api_versions_len;
+        uint8_t prefix[4] = {0, 0, (uint8_t)(len >> 8), (uint8_t)len};
+        memcpy(many + pos, prefix, 4);
+        memcpy(many + pos + 4, req, len);
+        pos += 4 + len;
+    }
+    client_write(fd, many, pos);
+    for (int32_t i = 0; i < 50; i++)
+        cr_assert_eq(client_read_api_versions(fd, 3), 1000 + i);
+
+    /* One request dribbled a byte at a time. */
+    for (size_t i = 0; i < f.api_versions_len + 4; i++) {
+        client_write(fd, many + i, 1);
+        usleep(200);
+    }
+    cr_assert_eq(client_read_api_versions(fd, 3), 1000);
+    free(many);
+    close(fd);
+
+    /* Many connections, spread over the shards by SO_REUSEPORT. */
+    int fds[16];
+    for (int i = 0; i < 16; i++) {
+        fds[i] = client_connect(f.port);
+        client_send_frame(fds[i], f.api_versions, f.api_versions_len);
+    }
+    for (int i = 0; i < 16; i++) {
+        cr_assert_eq(client_read_api_versions(fds[i], 3), 1);
+        close(fds[i]);
+    }
+    fixture_close(&f);
+}
+
+Test(server, answers_and_pipelines_on_io_uring)
+{
+    answers_and_pipelines(RV_IO_URING);
+}
+
+Test(server, answers_and_pipelines_on_epoll)
+{
+    answers_and_pipelines(RV_IO_EPOLL);
+}
+
+static void bad_input_closes_only_that_connection(enum rv_io_backend kind)
+{
+    struct fixture f;
+    fixture_open(&f, kind, NULL, NULL);
+    int good = client_connect(f.port);
+
+    static const uint8_t oversized[] = {0x00, 0x0f, 0x42, 0x41}; /* 1000001 > the max */
+    static const uint8_t negative[] = {0xff, 0xff, 0xff, 0xfe};
+    static const uint8_t http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const uint8_t unknown_key[] = {0, 0, 0, 10, 0x03, 0xe8, 0, 0, 0, 0, 0, 9, 0xff, 0xff};
+    static const uint8_t short_header[] = {0, 0, 0, 3, 0, 18, 0};
+    static const uint8_t metadata[] = {0, 0, 0, 14,   0,    3,    0,    4,    0,
+                                       0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    const struct {
+        const uint8_t *bytes;
+        size_t len;
+    } bad[] = {
+        {oversized, sizeof(oversized)},
+        {negative, sizeof(negative)},
+        {http, sizeof(http) - 1},
+        {unknown_key, sizeof(unknown_key)},
+        {short_header, sizeof(short_header)},
+        {metadata, sizeof(metadata)},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int fd = client_connect(f.port);
+        client_write(fd, bad[i].bytes, bad[i].len);
+        client_expect_closed(fd);
+        close(fd);
+        /* The broker and the other connection carry on. */
+        client_send_frame(good, f.api_versions, f.api_versions_len);
+        cr_assert_eq(client_read_api_versions(good, 3), 1, "after bad input %zu", i);
+    }
+
+    /* A truncated frame, then the client goes away: nothing to answer. */
+    int fd = client_connect(f.port);
+    client_write(fd, f.api_versions, 10);
+    close(fd);
+
+    /* Random bytes. */
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int round = 0; round < 20; round++) {
+        uint8_t junk[512];
+        for (size_t i = 0; i < sizeof(junk); i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            junk[i] = (uint8_t)x;
+        }
+        fd = client_connect(f.port);
+        client_write(fd, junk, sizeof(junk));
+        client_expect_closed(fd);
+        close(fd);
+    }
+    client_send_frame(good, f.api_versions, f.api_versions_len);
+    cr_assert_eq(client_read_api_versions(good, 3), 1);
+    close(good);
+    fixture_close(&f);
+}
+
+Test(server, bad_input_closes_only_that_connection_on_io_uring)
+{
+    bad_input_closes_only_that_connection(RV_IO_URING);
+}
+
+Test(server, bad_input_closes_only_that_connection_on_epoll)
+{
+    bad_input_closes_only_that_connection(RV_IO_EPOLL);
+}
+
+/* A client that pipelines far more than the output bound and never reads: the
+ * broker stops reading it; another client is served; the stop still works. */
+static void sender_that_never_reads(enum rv_io_backend kind)
+{
+    struct fixture f;
+    fixture_open(&f, kind, NULL, NULL);
+    int hog = client_connect(f.port);
+    int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+    size_t frame = f.api_versions_len + 4;
+    uint8_t *block = malloc(frame * 1000);
+    for (size_t i = 0; i < 1000; i++) {
+        uint32_t len = (uint32_t)f.api_versions_len;
+        uint8_t prefix[4] = {0, 0, (uint8_t)(len >> 8), (uint8_t)len};
+        memcpy(block + i * frame, prefix, 4);
+        memcpy(block + i * frame + 4, f.api_versions, len);
+    }
+    size_t total = 0;
+    size_t off = 0; /* into block: the stream must stay whole frames */
+    for (int stalls = 0; stalls < 50 && total < (256u << 20);) {
+        ssize_t n = send(hog, block + off, frame * 1000 - off, flags);
+        if (n > 0) {
+            total += (size_t)n;
+            off = (off + (size_t)n) % (frame * 1000);
+            stalls = 0;
+            continue;
+        }
+        cr_assert(errno == EAGAIN || errno == EWOULDBLOCK, "send: %s", strerror(errno));
+        stalls++;
+        usleep(2000);
+    }
+    cr_assert_lt(total, 256u << 20, "the broker should stop reading a client that never reads");
+    int good = client_connect(f.port);
+    client_send_frame(good, f.api_versions, f.api_versions_len);
+    cr_assert_eq(client_read_api_versions(good, 3), 1);
+    close(good);
+    free(block);
+    fixture_close(&f); /* closes the hog's connection with responses unsent */
+    close(hog);
+}
+
+Test(server, sender_that_never_reads_on_io_uring)
+{
+    sender_that_never_reads(RV_IO_URING);
+}
+
+Test(server, sender_that_never_reads_on_epoll)
+{
+    sender_that_never_reads(RV_IO_EPOLL);
+}
+
+Test(server, idle_connections_are_closed)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, "connections.max.idle.ms", "100");
+    int fd = client_connect(f.port);
+    client_send_frame(fd, f.api_versions, f.api_versions_len);
+    cr_assert_eq(client_read_api_versions(fd, 3), 1);
+    client_expect_closed(fd); /* within about 100-125 ms; the read times out after 10 s */
+    close(fd);
+    fixture_close(&f);
+}
+
+Test(server, every_shard_has_its_own_port)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, NULL, NULL);
+    cr_assert_eq(rv_server_shard_port(f.srv, 0), f.port);
+    uint16_t own = rv_server_shard_port(f.srv, 1);
+    cr_assert_neq(own, 0);
+    cr_assert_neq(own, f.port);
+    int fd = client_connect(own);
+    client_send_frame(fd, f.api_versions, f.api_versions_len);
+    cr_assert_eq(client_read_api_versions(fd, 3), 1);
+    close(fd);
+    fixture_close(&f);
+
+    fixture_open(&f, RV_IO_URING, "rivven.advertise.shards", "false");
+    cr_assert_eq(rv_server_shard_port(f.srv, 1), f.port);
+    fixture_close(&f);
+}
+
+Test(server, stop_with_connections_open_and_a_busy_port)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_EPOLL, NULL, NULL);
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = client_connect(f.port);
+        client_send_frame(fds[i], f.api_versions, f.api_versions_len);
+        cr_assert_eq(client_read_api_versions(fds[i], 3), 1);
+    }
+    /* A second server on the same port fails with a message naming it. */
+    struct rv_config cfg;
+    rv_config_init(&cfg);
+    char text[64];
+    snprintf(text, sizeof(text), "PLAINTEXT://127.0.0.1:%u", rv_server_shard_port(f.srv, 1));
+    cr_assert_eq(rv_config_set(&cfg, "listeners", text), 0);
+    rv_server_t *other = NULL;
+    cr_assert_eq(rv_server_start(&other, f.rt, &cfg), -EADDRINUSE);
+    cr_assert_null(other);
+    fixture_close(&f); /* the clients are still connected */
+    for (int i = 0; i < 4; i++) {
+        client_expect_closed(fds[i]);
+        close(fds[i]);
+    }
+}
