@@ -194,6 +194,22 @@ static const struct config_key config_keys[] = {
      .meaning = "diagnostics written to stderr from this level up"},
 };
 
+/* Put `prefix: ` in front of the message of the last rv_errf on this thread
+ * (copied first: rv_errf writes the buffer rv_err_msg reads), keeping one
+ * " (CODE)" suffix. Returns rc. */
+static int config_wrap(int rc, const char *prefix)
+{
+    char inner[512];
+    char suffix[192];
+    snprintf(inner, sizeof(inner), "%s", rv_err_msg());
+    snprintf(suffix, sizeof(suffix), " (%s)", rv_strerror(rc));
+    size_t n = strlen(inner);
+    size_t m = strlen(suffix);
+    if (n >= m && strcmp(inner + n - m, suffix) == 0)
+        inner[n - m] = '\0';
+    return rv_errf(rc, "%s: %s", prefix, inner);
+}
+
 static const struct config_key *config_find(const char *name)
 {
     for (size_t i = 0; i < RV_ARRAY_LEN(config_keys); i++) {
@@ -298,8 +314,11 @@ static int config_set_listeners(const struct config_key *k, struct rv_config *cf
     int n = 0;
     if (value[0] != '\0' || !k->is_empty_ok) {
         n = rv_config_parse_listeners(value, tmp, RV_ARRAY_LEN(tmp));
-        if (n < 0)
-            return rv_errf(n, "config: %s=%s: %s", k->name, value, rv_err_msg());
+        if (n < 0) {
+            char prefix[128];
+            snprintf(prefix, sizeof(prefix), "config: %s=%.64s", k->name, value);
+            return config_wrap(n, prefix);
+        }
     }
     bool is_advertised = k->offset == offsetof(struct rv_config, advertised);
     for (int i = 0; is_advertised && i < n; i++) {
@@ -534,8 +553,11 @@ static int config_apply_line(struct rv_config *cfg, char *line, const char *orig
     if (key_len == 0)
         return rv_errf(-EINVAL, "%s:%u: a line with no key", origin, line_no);
     int rc = rv_config_set(cfg, key, value);
-    if (rc < 0)
-        return rv_errf(rc, "%s:%u: %s", origin, line_no, rv_err_msg());
+    if (rc < 0) {
+        char prefix[256];
+        snprintf(prefix, sizeof(prefix), "%s:%u", origin, line_no);
+        return config_wrap(rc, prefix);
+    }
     return 0;
 }
 
@@ -669,7 +691,7 @@ static int config_apply_flag(struct rv_config *cfg, const char *arg)
     key[key_len] = '\0';
     int rc = rv_config_set(cfg, key, eq + 1);
     if (rc < 0)
-        return rv_errf(rc, "flag %s: %s", arg, rv_err_msg());
+        return config_wrap(rc, "command line");
     return 0;
 }
 

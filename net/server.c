@@ -525,7 +525,7 @@ static int server_bind(const char *host, uint16_t port, bool is_reuseport, int *
         (is_reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SERVER_BACKLOG) < 0) {
         int err = -errno;
-        rc = rv_errf(err, "listen on %s:%u: %s", host, port, rv_strerror(err));
+        rc = rv_errf(err, "listen on %s:%u", host, port);
         goto out_close;
     }
     struct sockaddr_storage ss;
@@ -567,6 +567,16 @@ static int server_bind_all(rv_server_t *srv)
         return rv_errf(-EINVAL, "listener port %u + %u shards passes 65535", l->port,
                        srv->shard_count);
     uint16_t port = l->port;
+    if (port != 0) {
+        /* SO_REUSEPORT would let a second broker of the same user share the port
+         * silently: a plain bind first finds anyone already there. */
+        int probe = -1;
+        uint16_t bound = 0;
+        int rc = server_bind(l->host, port, false, &probe, &bound);
+        if (rc < 0)
+            return rc;
+        close(probe);
+    }
     for (uint32_t i = 0; i < srv->shard_count; i++) {
         struct server_shard *sh = &srv->shards[i];
         struct server_listener *sl = &sh->listeners[0];
@@ -642,7 +652,7 @@ int rv_server_start(rv_server_t **out, rv_runtime_t *rt, const struct rv_config 
     if (rc < 0) {
         server_stop_shards(srv, started);
         server_free(srv);
-        return rv_errf(rc, "server start: %s", rv_strerror(rc));
+        return rv_errf(rc, "a shard could not start accepting");
     }
     *out = srv;
     return 0;

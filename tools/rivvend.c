@@ -4,9 +4,13 @@
  *   rivvend [-c FILE] [--key=value ...] [--help]
  *
  * Reads the configuration (net/config.h: a properties file, then flags), opens
- * the shard runtime and the storage engine in log.dirs, and runs until SIGTERM
- * or SIGINT; then it closes the store (flushing and checkpointing) and the
- * runtime and exits 0.
+ * the shard runtime and the storage engine in log.dirs, starts the Kafka
+ * server on every shard (net/server.h), and runs until SIGTERM or SIGINT; then
+ * it stops the server (no more connections), closes the store (flushing and
+ * checkpointing) and the runtime, and exits 0.
+ *
+ * Served today: ApiVersions (net/kapi.h); Metadata, Produce and Fetch are not
+ * advertised yet, so clients get no further than the version handshake.
  *
  * Signals: SIGTERM and SIGINT are blocked in the main thread before any other
  * thread exists, so every shard and helper thread inherits the mask and none of
@@ -29,6 +33,7 @@
 #include "core/err.h"
 #include "core/trace.h"
 #include "net/config.h"
+#include "net/server.h"
 #include "rivven.h"
 
 #define RIVVEND_EXIT_OK    0
@@ -40,6 +45,7 @@ struct rivvend {
     int signal_fd; /* SIGTERM and SIGINT, blocked everywhere */
     rv_runtime_t *rt;
     rv_store_t *store;
+    rv_server_t *server;
 };
 
 static void rivvend_usage(FILE *f)
@@ -84,6 +90,12 @@ static int rivvend_wait_signal(struct rivvend *d)
     }
 }
 
+/* What went wrong: the message the failing call left, else the code's name. */
+static const char *rivvend_why(int rc)
+{
+    return rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc);
+}
+
 static int rivvend_open(struct rivvend *d)
 {
     struct rv_runtime_config rc_cfg;
@@ -92,38 +104,55 @@ static int rivvend_open(struct rivvend *d)
     rc_cfg.cpuset = d->cfg.cpuset[0] != '\0' ? d->cfg.cpuset : NULL;
     rc_cfg.io_backend = d->cfg.io_backend;
     rc_cfg.data_dir = d->cfg.log_dirs;
+    rv_err_clear(); /* so that rivvend_why never reports an older failure */
     int rc = rv_runtime_open(&d->rt, &rc_cfg);
     if (rc < 0) {
-        rv_error("rivvend: cannot start the runtime: %s: %s", rv_strerror(rc), rv_err_msg());
+        rv_error("rivvend: cannot start the runtime: %s", rivvend_why(rc));
         return rc;
     }
     struct rv_store_config st_cfg;
     rv_store_config_init(&st_cfg);
+    rv_err_clear();
     rc = rv_store_open(&d->store, d->rt, &st_cfg);
     if (rc < 0) {
-        rv_error("rivvend: cannot open the data directory %s: %s: %s", d->cfg.log_dirs,
-                 rv_strerror(rc), rv_err_msg());
-        rv_runtime_close(d->rt);
-        d->rt = NULL;
-        return rc;
+        rv_error("rivvend: cannot open the data directory %s: %s", d->cfg.log_dirs,
+                 rivvend_why(rc));
+        goto err_close_runtime;
+    }
+    rv_err_clear();
+    rc = rv_server_start(&d->server, d->rt, &d->cfg);
+    if (rc < 0) {
+        rv_error("rivvend: cannot listen: %s", rivvend_why(rc));
+        goto err_close_store;
     }
     return 0;
+
+err_close_store:
+    rv_store_close(d->store);
+    d->store = NULL;
+err_close_runtime:
+    rv_runtime_close(d->rt);
+    d->rt = NULL;
+    return rc;
 }
 
 static void rivvend_log_start(const struct rivvend *d)
 {
     const char *backend = rv_runtime_io_backend(d->rt) == RV_IO_URING ? "io_uring" : "epoll";
-    rv_info("rivvend: %u shards (%s), data in %s", rv_runtime_shard_count(d->rt), backend,
-            d->cfg.log_dirs);
-    for (uint32_t i = 0; i < d->cfg.listener_count; i++) {
-        const struct rv_config_listener *l = &d->cfg.listeners[i];
-        rv_info("rivvend: listener %s://%s:%u configured; the Kafka protocol is not served yet",
-                l->name, l->host, l->port);
-    }
+    uint32_t n = rv_runtime_shard_count(d->rt);
+    rv_info("rivvend: %u shards (%s), data in %s", n, backend, d->cfg.log_dirs);
+    const struct rv_config_listener *l = &d->cfg.listeners[0];
+    bool is_v6 = strchr(l->host, ':') != NULL;
+    rv_info("rivvend: listening on %s://%s%s%s:%u (every shard)", l->name, is_v6 ? "[" : "",
+            l->host[0] != '\0' ? l->host : "*", is_v6 ? "]" : "", rv_server_port(d->server));
+    for (uint32_t i = 1; i < n && d->cfg.is_advertise_shards; i++)
+        rv_info("rivvend: shard %u also on port %u", i, rv_server_shard_port(d->server, i));
 }
 
 static void rivvend_close(struct rivvend *d)
 {
+    rv_server_stop(d->server);
+    d->server = NULL;
     rv_store_close(d->store);
     d->store = NULL;
     rv_runtime_close(d->rt);

@@ -377,6 +377,11 @@ Test(server, stop_with_connections_open_and_a_busy_port)
     rv_server_t *other = NULL;
     cr_assert_eq(rv_server_start(&other, f.rt, &cfg), -EADDRINUSE);
     cr_assert_null(other);
+    /* The shared port too, although every shard's socket there has SO_REUSEPORT. */
+    snprintf(text, sizeof(text), "PLAINTEXT://127.0.0.1:%u", f.port);
+    cr_assert_eq(rv_config_set(&cfg, "listeners", text), 0);
+    cr_assert_eq(rv_server_start(&other, f.rt, &cfg), -EADDRINUSE);
+    cr_assert(strstr(rv_err_msg(), text + 12) != NULL, "%s", rv_err_msg());
     fixture_close(&f); /* the clients are still connected */
     for (int i = 0; i < 4; i++) {
         client_expect_closed(fds[i]);

@@ -6,7 +6,11 @@
 # --help lists every key with its default; an unknown key, a bad value and a
 # stray argument stop start-up with exit status 2 and a message naming them; a
 # config file is read and flags override it; the broker starts on a temporary
-# data directory, and SIGTERM and SIGINT each stop it cleanly with exit 0.
+# data directory and a free port, answers ApiVersions (kcat gets past it, when
+# kcat is installed), closes connections that send bad input (an oversized
+# size, a negative size, garbage, an unknown API key) while others are served,
+# refuses to start on a port in use (exit 1), and SIGTERM and SIGINT each stop
+# it cleanly with exit 0.
 set -euo pipefail
 
 BIN=${1:?usage: test_rivvend.sh PATH_TO_RIVVEND}
@@ -61,7 +65,11 @@ start_broker() {
     "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" &
     pid=$!
     for _ in $(seq 1 200); do
-        if grep -q "rivvend: .* shards" "$TMP/err"; then ok "$name starts"; return 0; fi
+        if grep -q "rivvend: listening on" "$TMP/err"; then
+            port=$(sed -n 's/.*listening on PLAINTEXT:.*:\([0-9]*\) (every shard).*/\1/p' "$TMP/err")
+            ok "$name starts (port $port)"
+            return 0
+        fi
         if ! kill -0 "$pid" 2>/dev/null; then break; fi
         sleep 0.05
     done
@@ -84,16 +92,79 @@ stop_broker() {
 
 printf '# test config\nlog.dirs=%s/file-dir\nrivven.shards=1\nrivven.trace.level=warn\n' \
     "$TMP" >"$TMP/rivven.properties"
+LISTEN=--listeners=PLAINTEXT://127.0.0.1:0
 start_broker "file + flags" -c "$TMP/rivven.properties" --log.dirs="$TMP/data" \
-    --rivven.trace.level=info && stop_broker TERM "file + flags"
+    --rivven.trace.level=info "$LISTEN" && stop_broker TERM "file + flags"
 if [ -d "$TMP/data/wal" ] && [ ! -e "$TMP/file-dir" ]; then
     ok "the flag's log.dirs won over the file's"
 else
     fail "the flag's log.dirs won over the file's"
 fi
 start_broker "restart, epoll" --log.dirs="$TMP/data" --rivven.shards=2 \
-    --rivven.io.backend=epoll && stop_broker INT "restart, epoll"
+    --rivven.io.backend=epoll "$LISTEN" && stop_broker INT "restart, epoll"
 if grep -q "(epoll)" "$TMP/err"; then ok "epoll backend used"; else fail "epoll backend used"; fi
+
+# wire PORT: ApiVersions over a raw socket, bad input on other connections, and
+# ApiVersions again on the first connection, which must be unaffected.
+wire() {
+    /usr/bin/python3 - "$1" <<'PY'
+import socket, struct, sys
+port = int(sys.argv[1])
+def conn():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s
+def api_versions(s, corr):
+    hdr = struct.pack(">hhih", 18, 0, corr, 4) + b"test"
+    s.sendall(struct.pack(">i", len(hdr)) + hdr)
+    size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+    body = s.recv(size, socket.MSG_WAITALL)
+    got, err = struct.unpack(">ih", body[:6])
+    assert got == corr and err == 0, (got, err)
+def closed(s):
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+good = conn()
+api_versions(good, 1)
+bad = [struct.pack(">i", 200 << 20), struct.pack(">i", -2), b"GET / HTTP/1.1\r\n\r\n",
+       struct.pack(">ihhih", 10, 1000, 0, 9, -1)]
+for i, b in enumerate(bad):
+    s = conn()
+    s.sendall(b)
+    assert closed(s), "bad input %d: connection not closed" % i
+    s.close()
+    api_versions(good, 2 + i)
+print("wire ok")
+PY
+}
+start_broker "served" --log.dirs="$TMP/data" --rivven.shards=2 "$LISTEN" || true
+if [ -n "$pid" ]; then
+    if wire "$port" >"$TMP/out" 2>&1; then ok "ApiVersions and bad input"; else fail "ApiVersions and bad input"; fi
+    if grep -q "request size 209715200 outside" "$TMP/err"; then
+        ok "oversized request logged"
+    else
+        fail "oversized request logged"
+    fi
+    if command -v kcat >/dev/null; then
+        timeout 20 kcat -b "127.0.0.1:$port" -L -m 3 -d protocol >"$TMP/out" 2>&1 || true
+        if grep -q "Received ApiVersionResponse" "$TMP/out"; then
+            ok "kcat gets past ApiVersions"
+        else
+            fail "kcat gets past ApiVersions"
+        fi
+    else
+        echo "skip kcat is not installed"
+    fi
+    used_port=$port
+    saved_pid=$pid
+    pid=
+    expect_exit 1 "a port in use" --log.dirs="$TMP/data2" --rivven.shards=1 \
+        "--listeners=PLAINTEXT://127.0.0.1:$used_port"
+    if grep -q "listen on 127.0.0.1:$used_port.*in use" "$TMP/err"; then ok "the port in use named"; else fail "the port in use named"; fi
+    pid=$saved_pid
+    stop_broker TERM "served"
+fi
 
 echo "rivvend: $passed passed, $failed failed"
 [ "$failed" = 0 ]
