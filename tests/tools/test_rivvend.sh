@@ -14,6 +14,9 @@
 set -euo pipefail
 
 BIN=${1:?usage: test_rivvend.sh PATH_TO_RIVVEND}
+# The configuration decides the diagnostics level here (the start-up lines this
+# test waits for are at info); the environment would override it.
+unset RIVVEN_TRACE
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rivvend-test.XXXXXX")
 pid=
 cleanup() {
