@@ -3339,10 +3339,10 @@ static void st_parts_reopen(rv_runtime_t *rt, rv_store_t **st, struct st_parts *
     int rc = st_store_open(rt, 0, st, NULL);
     st_mark_take(&t->reopened);
     if (rc < 0) {
-        fig_text("storage", "parts_reopen_time", "  rv_store_open",
-                 "failed: %s (fds +%lld after close)",
-                 rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc),
+        fig_text("storage", "parts_closed_fds_text", "  descriptors after rv_store_close", "+%lld",
                  (long long)(t->closed.fds - t->base.fds));
+        fig_text("storage", "parts_reopen_time", "  rv_store_open", "failed: %s",
+                 rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc));
         return;
     }
     st_parts_time("reopen", "  rv_store_open", t->reopened.now_ns - t->closed.now_ns, t->n);
