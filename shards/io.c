@@ -78,10 +78,19 @@ struct rv_io_req *rv_io_req_get(struct rv_io *io)
     return req;
 }
 
+static bool io_op_is_sock(uint8_t op)
+{
+    return op >= RV_IO_OP_ACCEPT && op < RV_IO_OP_EVENT;
+}
+
 static void io_req_put(struct rv_io *io, struct rv_io_req *req)
 {
     RV_ASSERT(io->inflight > 0);
     io->inflight--;
+    if (io_op_is_sock(req->op)) {
+        RV_ASSERT(io->sock_inflight > 0);
+        io->sock_inflight--;
+    }
     if (req->op == RV_IO_OP_OPEN)
         free(req->buf); /* the path copy */
     req->op = 0;
@@ -93,6 +102,8 @@ int rv_io_queue(struct rv_io *io, struct rv_io_req *req)
 {
     RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op < RV_IO_OP_EVENT);
     RV_ASSERT(req->cb != NULL);
+    if (io_op_is_sock(req->op))
+        io->sock_inflight++; /* io_req_put takes it back, on failure too */
     int rc = io->ops->queue(io, req);
     if (rc < 0)
         io_req_put(io, req);

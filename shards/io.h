@@ -84,6 +84,7 @@ struct rv_io {
     int wake_fd;            /* eventfd peers write to wake this shard (borrowed) */
     uint32_t depth;         /* request array size */
     uint32_t inflight;      /* requests handed out and not yet completed */
+    uint32_t sock_inflight; /* of those, socket requests: they wait on peers, not the disk */
     struct rv_io_req *reqs; /* depth entries */
     struct rv_io_req *free_list;
     struct rv_io_req *done_head; /* completed, callbacks not yet run (FIFO) */

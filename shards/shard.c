@@ -161,8 +161,10 @@ static void shard_loop(struct rv_shard *s)
             idle_since = now;
         /* Poll only while nothing but the mailboxes can wake us: with file I/O
          * in flight, sleeping in the ring lets the kernel's io-wq worker
-         * (pinned to our CPU) run, and its completion wakes us anyway. */
-        bool is_polling = now - idle_since < poll_ns && s->io.inflight == 0;
+         * (pinned to our CPU) run, and its completion wakes us anyway. Socket
+         * requests do not count: they wait on peers (an accept or a receive is
+         * in flight for as long as the server runs), not on io-wq. */
+        bool is_polling = now - idle_since < poll_ns && s->io.inflight == s->io.sock_inflight;
         if (is_polling || rv_msg_has_outbound(s) || s->io.done_head != NULL) {
             rv_cpu_relax();
             continue;
