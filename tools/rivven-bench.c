@@ -103,6 +103,7 @@ RV_STATIC_ASSERT(MB_BURST <= MB_WINDOW);
 #define ST_WINDOW_BYTES       (4u << 20)     /* and batch bytes in flight, at most */
 #define ST_CELL_BYTES         (256ull << 20) /* payload per matrix cell, at most */
 #define ST_CELL_MIN_NS        50000000ull    /* shortest cell, whatever --duration says */
+#define ST_SUSTAIN_FACTOR     8u             /* a sustained cell is this many cells long */
 #define ST_VALUE_MAX          16384u
 #define ST_BATCH_MAX          1000u
 #define ST_BATCH_HEADER       61u           /* RecordBatch v2 header bytes */
@@ -2599,19 +2600,31 @@ struct st_cell {
     uint32_t batch;     /* asked for */
     uint32_t batch_fit; /* sent: fewer when batch records exceed max.message.bytes */
     enum rv_acks acks;
+    bool is_sustained; /* ST_SUSTAIN_FACTOR times longer, without the byte budget */
 };
 
 static void st_cell_key(const struct st_cell *cell, char *out, size_t len)
 {
     const char *v = cell->value_len == 100 ? "100b" : cell->value_len == 1024 ? "1k" : "16k";
-    snprintf(out, len, "p%u_%s_b%u_%s", cell->shards, v, cell->batch, st_acks_name(cell->acks));
+    snprintf(out, len, "%c%u_%s_b%u_%s", cell->is_sustained ? 's' : 'p', cell->shards, v,
+             cell->batch, st_acks_name(cell->acks));
+}
+
+/* "2 sh  1 KiB x16   all": the cell's row label. */
+static void st_cell_label(const struct st_cell *cell, char *out, size_t len)
+{
+    char size[16];
+    st_size_name(cell->value_len, size, sizeof(size));
+    snprintf(out, len, "%s%u sh %6s x%-4u %s%s", cell->is_sustained ? "sustained " : "",
+             cell->shards, size, cell->batch, st_acks_name(cell->acks),
+             cell->batch_fit != cell->batch ? " (*)" : "");
 }
 
 /* The cell's figures (JSON) and its row in the table. */
 static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
                             const struct st_result *r)
 {
-    char key[48], size[16], label[48], rate[32], unit[24], p50[24], p99[24], u50[8], u99[8];
+    char key[48], label[48], rate[32], unit[24], p50[24], p99[24], u50[8], u99[8];
     st_cell_key(cell, key, sizeof(key));
     double rec_s = bench_rate(r->records, r->elapsed_ns);
     double mb_s = bench_rate(r->bytes, r->elapsed_ns) / 1e6;
@@ -2626,9 +2639,7 @@ static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
     fig_format(rec_s, "rec/s", rate, sizeof(rate), unit, sizeof(unit));
     fig_format((double)rv_hist_percentile(r->hist, 50), "ns", p50, sizeof(p50), u50, sizeof(u50));
     fig_format((double)rv_hist_percentile(r->hist, 99), "ns", p99, sizeof(p99), u99, sizeof(u99));
-    st_size_name(cell->value_len, size, sizeof(size));
-    snprintf(label, sizeof(label), "%u sh %6s x%-4u %s%s", cell->shards, size, cell->batch,
-             st_acks_name(cell->acks), cell->batch_fit != cell->batch ? " (*)" : "");
+    st_cell_label(cell, label, sizeof(label));
     char extra[64] = "";
     if (cell->acks == RV_ACKS_ALL) {
         double pct = c->seq_mbps > 0 ? 100.0 * mb_s / c->seq_mbps : 0;
@@ -2667,6 +2678,10 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
                                 .acks = cell->acks,
                                 .duration_ns = c->cell_ns,
                                 .bytes_max = ST_CELL_BYTES / cell->shards};
+    if (cell->is_sustained) {
+        a.duration_ns = c->cell_ns * ST_SUSTAIN_FACTOR;
+        a.bytes_max = UINT64_MAX;
+    }
     rc = h == NULL ? -ENOMEM : 0;
     if (rc == 0) {
         rv_hist_init(h);
@@ -2675,10 +2690,8 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
     if (rc == 0) {
         st_cell_figures(c, cell, &r);
     } else {
-        char label[48], size[16];
-        st_size_name(cell->value_len, size, sizeof(size));
-        snprintf(label, sizeof(label), "%u sh %6s x%-4u %s", cell->shards, size, cell->batch,
-                 st_acks_name(cell->acks));
+        char label[48];
+        st_cell_label(cell, label, sizeof(label));
         fig_text("storage", topic, label, "failed: %s (after %llu records)", rv_strerror(rc),
                  (unsigned long long)r.records);
         fig_numf("storage", "", (double)rc, "", "%s_error", topic);
@@ -2729,6 +2742,16 @@ static int st_matrix_run(struct st_ctx *c, uint32_t shards)
                 rc = st_cell_run(c, rt, &cell);
             }
         }
+    }
+    /* The targets' cells once more, long enough for the page cache to fill and
+     * writeback to set the pace. */
+    struct st_cell sustained[] = {
+        {.shards = shards, .value_len = 100, .batch = 1000, .acks = RV_ACKS_NONE},
+        {.shards = shards, .value_len = 1024, .batch = 1000, .acks = RV_ACKS_ALL},
+    };
+    for (size_t i = 0; i < RV_ARRAY_LEN(sustained) && rc == 0; i++) {
+        sustained[i].is_sustained = true;
+        rc = st_cell_run(c, rt, &sustained[i]);
     }
     rv_runtime_close(rt);
     st_rm_tree(dir);
@@ -3421,12 +3444,11 @@ static int st_limits(struct st_ctx *c, const uint8_t *buf)
     return 0;
 }
 
-/* The best pct_of_disk_seq of the 1 KiB acks=all cells, and where. */
-static void st_target_disk(void)
+/* The best pct_of_disk_seq of the short 1 KiB acks=all cells, and where. */
+static double st_best_disk_pct(char *where, size_t len)
 {
     static const uint32_t batches[] = {1, 16, 1000};
-    double best = -1;
-    char where[48] = "";
+    double best = 0;
     for (uint32_t sh = 1; sh <= 2; sh++) {
         for (size_t i = 0; i < RV_ARRAY_LEN(batches); i++) {
             char key[48];
@@ -3434,28 +3456,40 @@ static void st_target_disk(void)
             const struct bench_fig *f = fig_find("storage", key);
             if (f != NULL && f->value > best) {
                 best = f->value;
-                snprintf(where, sizeof(where), "%u shard%s, x%u", sh, sh == 1 ? "" : "s",
-                         batches[i]);
+                snprintf(where, len, "%u sh x%u", sh, batches[i]);
             }
         }
     }
+    return best;
+}
+
+/* The acks=all target, judged on the sustained cells. */
+static void st_target_disk(void)
+{
+    char where[48] = "";
+    double best = st_best_disk_pct(where, sizeof(where));
+    double s1 = fig_value("storage", "s1_1k_b1000_all_pct_of_disk_seq");
+    double s2 = fig_value("storage", "s2_1k_b1000_all_pct_of_disk_seq");
+    double sustained = s1 > s2 ? s1 : s2;
     fig_num("storage", "target_acks_all_1k_best_pct", "", best, "%");
+    fig_num("storage", "target_acks_all_1k_sustained_pct", "", sustained, "%");
     fig_text("storage", "target_disk", "target: acks=all 1 KiB >= 45% of disk",
-             "best %.0f%% (%s): %s", best, where, best >= 45.0 ? "met" : "NOT met");
+             "sustained x1000: %.0f%% (1 sh), %.0f%% (2 sh); short cells up to %.0f%% (%s): %s", s1,
+             s2, best, where, sustained >= 45.0 ? "met" : "NOT met");
 }
 
 /* The targets of the storage issue against this run's figures. */
 static void st_targets(uint32_t parts)
 {
-    if (parts & ST_PART_PRODUCE)
+    if (parts & ST_PART_PRODUCE) {
         st_target_disk();
-    double r1 = fig_value("storage", "p1_100b_b1000_none_records_per_s_per_shard");
-    double r2 = fig_value("storage", "p2_100b_b1000_none_records_per_s_per_shard");
-    double best = r1 > r2 ? r1 : r2;
-    if (parts & ST_PART_PRODUCE)
+        double r1 = fig_value("storage", "s1_100b_b1000_none_records_per_s_per_shard");
+        double r2 = fig_value("storage", "s2_100b_b1000_none_records_per_s_per_shard");
+        double p1 = fig_value("storage", "p1_100b_b1000_none_records_per_s_per_shard");
         fig_text("storage", "target_rate", "target: 10 M rec/s/shard, 100 B none x1000",
-                 "%.2f M per shard with 1 shard, %.2f M with 2: %s", r1 / 1e6, r2 / 1e6,
-                 best >= 10e6 ? "met" : "NOT met");
+                 "sustained %.2f M/shard (1 sh), %.2f M (2 sh); short cell %.2f M: %s", r1 / 1e6,
+                 r2 / 1e6, p1 / 1e6, (r1 > r2 ? r1 : r2) >= 10e6 ? "met" : "NOT met");
+    }
     double bytes = fig_value("storage", "recovery_log_bytes");
     double warm = fig_value("storage", "recovery_clean_warm_open_ns");
     double cold = fig_value("storage", "recovery_clean_cold_open_ns");
