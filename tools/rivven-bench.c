@@ -44,6 +44,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -104,6 +105,8 @@ RV_STATIC_ASSERT(MB_BURST <= MB_WINDOW);
 #define ST_CELL_BYTES         (256ull << 20) /* payload per matrix cell, at most */
 #define ST_CELL_MIN_NS        50000000ull    /* shortest cell, whatever --duration says */
 #define ST_SUSTAIN_FACTOR     8u             /* a sustained cell is this many cells long */
+#define ST_GUARD_S            120            /* a store close or topic delete longer: wedged */
+#define ST_IO_DEPTH           32768u         /* the storage runtimes' io_depth (see the doc) */
 #define ST_VALUE_MAX          16384u
 #define ST_BATCH_MAX          1000u
 #define ST_BATCH_HEADER       61u           /* RecordBatch v2 header bytes */
@@ -169,8 +172,8 @@ static void bench_usage(FILE *out)
                  "  --recovery-bytes SIZE  storage: size of the log reopened in the recovery\n"
                  "                   test, e.g. 256M or 1G (default 1G, 256M on a slow disk)\n"
                  "  --partitions N   storage: partitions of the partition test (default 10000)\n"
-                 "  --io-depth N     storage: file operations in flight per shard (default:\n"
-                 "                   the runtime's, 256)\n"
+                 "  --io-depth N     storage: the runtimes' io_depth (default 32768; the\n"
+                 "                   runtime's own default, 256, fails logs: see the doc)\n"
                  "  --only LIST      storage: run only these of produce,fetch,recovery,partitions\n"
                  "  --help           this text\n");
 }
@@ -2163,6 +2166,105 @@ static int bench_io(const struct bench_opts *o)
     return rc;
 }
 
+/* ---- storage: a guard against a wedged store ------------------------------------------ */
+
+/*
+ * A store whose log failed with batches still queued never becomes idle, so
+ * rv_store_close and rv_topic_delete wait forever (docs/benchmarks.md). Such
+ * calls run on a helper thread; when one has not returned after ST_GUARD_S,
+ * the store is "wedged": the thread is left behind, no runtime is closed any
+ * more (that would wait too), the rest of the storage run is skipped, and the
+ * figures so far are printed.
+ */
+static bool st_is_wedged;
+
+struct st_guard {
+    rv_store_t *st;
+    const char *topic; /* NULL: close the store */
+    int rc;
+    sem_t done;
+};
+
+static void *st_guard_main(void *arg)
+{
+    struct st_guard *g = arg;
+    if (g->topic != NULL)
+        g->rc = rv_topic_delete(g->st, g->topic);
+    else
+        rv_store_close(g->st);
+    sem_post(&g->done);
+    return NULL;
+}
+
+/* Run the guard's call; false when it did not return in time. */
+static bool st_guard_run(struct st_guard *g, const char *what)
+{
+    pthread_t thread;
+    struct timespec deadline;
+    sem_init(&g->done, 0, 0);
+    if (pthread_create(&thread, NULL, st_guard_main, g) != 0) {
+        st_guard_main(g); /* no thread: call it here, unguarded */
+        sem_destroy(&g->done);
+        return true;
+    }
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += ST_GUARD_S;
+    int rc;
+    while ((rc = sem_timedwait(&g->done, &deadline)) < 0 && errno == EINTR) {
+    }
+    if (rc < 0) {
+        st_is_wedged = true;
+        (void)pthread_detach(thread); /* g stays allocated: the thread still uses it */
+        fig_text("storage", "wedged", "STORE WEDGED",
+                 "%s did not return in %d s: the rest of the "
+                 "storage run is skipped",
+                 what, ST_GUARD_S);
+        fprintf(stderr, BENCH_NAME ": %s did not return in %d s\n", what, ST_GUARD_S);
+        return false;
+    }
+    pthread_join(thread, NULL);
+    sem_destroy(&g->done);
+    return true;
+}
+
+/* rv_store_close, guarded. NULL is a no-op. */
+static void st_store_close(rv_store_t *st)
+{
+    struct st_guard *g = calloc(1, sizeof(*g));
+    if (st == NULL || st_is_wedged || g == NULL) {
+        free(g);
+        return;
+    }
+    g->st = st;
+    if (st_guard_run(g, "rv_store_close"))
+        free(g);
+}
+
+/* rv_topic_delete, guarded: 0, -errno, or -ETIMEDOUT when wedged. */
+static int st_topic_delete(rv_store_t *st, const char *topic)
+{
+    struct st_guard *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return -ENOMEM;
+    if (st_is_wedged) {
+        free(g);
+        return -ETIMEDOUT;
+    }
+    *g = (struct st_guard){.st = st, .topic = topic};
+    if (!st_guard_run(g, "rv_topic_delete"))
+        return -ETIMEDOUT;
+    int rc = g->rc;
+    free(g);
+    return rc;
+}
+
+/* rv_runtime_close, unless a wedged store keeps it busy for ever. */
+static void st_runtime_close(rv_runtime_t *rt)
+{
+    if (!st_is_wedged)
+        rv_runtime_close(rt);
+}
+
 /* ---- storage: helpers ---------------------------------------------------------------- */
 
 /* The storage run's shared context: the parent directory, the disk's limits
@@ -2260,8 +2362,7 @@ static int st_runtime_open(const struct st_ctx *c, uint32_t shards, const char *
     bench_config(c->o, &cfg);
     cfg.shard_count = shards;
     cfg.data_dir = data_dir;
-    if (c->o->io_depth != 0)
-        cfg.io_depth = c->o->io_depth;
+    cfg.io_depth = c->o->io_depth != 0 ? c->o->io_depth : ST_IO_DEPTH;
     return bench_open(out, &cfg);
 }
 
@@ -2669,7 +2770,7 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
         return rc;
     rc = st_topic_create(st, topic, (int32_t)cell->shards);
     if (rc < 0) {
-        rv_store_close(st);
+        st_store_close(st);
         return rc;
     }
     struct rv_hist *h = malloc(sizeof(*h));
@@ -2697,8 +2798,8 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
         fig_numf("storage", "", (double)rc, "", "%s_error", topic);
     }
     free(h);
-    rc = rv_topic_delete(st, topic); /* a failed cell does not stop the matrix */
-    rv_store_close(st);
+    rc = st_topic_delete(st, topic); /* a failed cell does not stop the matrix */
+    st_store_close(st);
     return rc;
 }
 
@@ -2714,7 +2815,7 @@ static void st_check_placement(rv_store_t *st, uint32_t shards)
             seen |= 1u << info.shard;
     }
     fig_numf("storage", "", (double)__builtin_popcount(seen), "", "p%u_owner_shards", shards);
-    (void)rv_topic_delete(st, "placement");
+    (void)st_topic_delete(st, "placement");
 }
 
 /* The matrix on a runtime of `shards` shards: value sizes x batch sizes x acks. */
@@ -2733,7 +2834,7 @@ static int st_matrix_run(struct st_ctx *c, uint32_t shards)
     rc = st_store_open(rt, 0, &st, NULL);
     if (rc == 0)
         st_check_placement(st, shards);
-    rv_store_close(st); /* a store per cell: see st_cell_run */
+    st_store_close(st); /* a store per cell: see st_cell_run */
     for (size_t i = 0; i < RV_ARRAY_LEN(sizes) && rc == 0; i++) {
         for (size_t j = 0; j < RV_ARRAY_LEN(batches) && rc == 0; j++) {
             for (size_t k = 0; k < RV_ARRAY_LEN(acks) && rc == 0; k++) {
@@ -2753,7 +2854,7 @@ static int st_matrix_run(struct st_ctx *c, uint32_t shards)
         sustained[i].is_sustained = true;
         rc = st_cell_run(c, rt, &sustained[i]);
     }
-    rv_runtime_close(rt);
+    st_runtime_close(rt);
     st_rm_tree(dir);
     return rc;
 }
@@ -2914,8 +3015,10 @@ static int st_fetch_disk(struct st_ctx *c, rv_runtime_t *rt, rv_store_t **st, co
 {
     static const char *const passes[] = {"disk", "cache"};
     static const char *const labels[] = {"from disk (cold)", "from segments (page cache)"};
-    rv_store_close(*st);
+    st_store_close(*st);
     *st = NULL;
+    if (st_is_wedged)
+        return -ETIMEDOUT;
     st_drop_cache(dir);
     int rc = st_store_open(rt, ST_HOT_SMALL, st, NULL);
     for (size_t pass = 0; pass < RV_ARRAY_LEN(passes) && rc == 0; pass++) {
@@ -2948,8 +3051,8 @@ static int st_fetch_run(struct st_ctx *c)
         rc = st_fetch_hot(c, rt, st, ends);
     if (rc == 0)
         rc = st_fetch_disk(c, rt, &st, dir, ends);
-    rv_store_close(st);
-    rv_runtime_close(rt);
+    st_store_close(st);
+    st_runtime_close(rt);
     st_rm_tree(dir);
     return rc;
 }
@@ -3019,8 +3122,10 @@ static int st_reopen_timed(rv_runtime_t *rt, rv_store_t **st, const char *dir, b
                            const char *key, const char *label)
 {
     uint64_t t0 = rv_clock_now_ns(), took;
-    rv_store_close(*st);
+    st_store_close(*st);
     *st = NULL;
+    if (st_is_wedged)
+        return -ETIMEDOUT;
     uint64_t close_ns = rv_clock_now_ns() - t0;
     if (is_cold)
         st_drop_cache(dir);
@@ -3150,8 +3255,8 @@ static int st_kill_measure(struct st_ctx *c, uint32_t shards, const char *dir, i
         return rc;
     rc = st_store_open(rt, 0, &st, &took);
     int64_t after = rc == 0 ? st_records_stored(st, shards) : rc;
-    rv_store_close(st);
-    rv_runtime_close(rt);
+    st_store_close(st);
+    st_runtime_close(rt);
     if (rc < 0 || after < 0)
         return rc < 0 ? rc : (int)after;
     st_kill_figures(took, acked, st_ckpt_sum(dir, shards) - ckpt_before, after - before);
@@ -3181,8 +3286,8 @@ static int st_recovery_run(struct st_ctx *c, uint64_t bytes)
                              "recovery after clean close, cold");
     int64_t before = rc == 0 ? st_records_stored(st, shards) : 0;
     rc = before < 0 ? (int)before : rc;
-    rv_store_close(st);
-    rv_runtime_close(rt);
+    st_store_close(st);
+    st_runtime_close(rt);
     if (rc == 0)
         rc = st_kill_measure(c, shards, dir, before);
     st_rm_tree(dir);
@@ -3354,8 +3459,10 @@ static int st_parts_write(struct st_ctx *c, rv_store_t *st, struct st_parts *t)
  * NULL. */
 static void st_parts_reopen(rv_runtime_t *rt, rv_store_t **st, struct st_parts *t)
 {
-    rv_store_close(*st);
+    st_store_close(*st);
     *st = NULL;
+    if (st_is_wedged)
+        return;
     st_mark_take(&t->closed);
     st_parts_time("close", "  rv_store_close", t->closed.now_ns - t->written.now_ns, t->n);
     fig_num("storage", "parts_closed_fds", "", (double)(t->closed.fds - t->base.fds), "");
@@ -3401,8 +3508,8 @@ static int st_parts_run(struct st_ctx *c, uint32_t n)
         rc = st_parts_write(c, st, &t);
     if (rc == 0)
         st_parts_reopen(rt, &st, &t);
-    rv_store_close(st);
-    rv_runtime_close(rt);
+    st_store_close(st);
+    st_runtime_close(rt);
     st_fd_reserve_release();
     st_rm_tree(dir);
     return 0;
@@ -3525,12 +3632,14 @@ static int st_run_all(struct st_ctx *c)
         rc = st_matrix_run(c, 1);
     if (rc == 0 && (parts & ST_PART_PRODUCE) && c->o->shard_count >= 2)
         rc = st_matrix_run(c, 2);
-    if (rc == 0 && (parts & ST_PART_FETCH))
+    if (rc == 0 && !st_is_wedged && (parts & ST_PART_FETCH))
         rc = st_fetch_run(c);
-    if (rc == 0 && (parts & ST_PART_RECOVERY))
+    if (rc == 0 && !st_is_wedged && (parts & ST_PART_RECOVERY))
         rc = st_recovery_run(c, st_recovery_bytes(c));
-    if (rc == 0 && (parts & ST_PART_PARTITIONS))
+    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PARTITIONS))
         rc = st_parts_run(c, c->o->partitions);
+    if (st_is_wedged)
+        return 0; /* print what was measured; main exits with 1 */
     if (rc == 0)
         st_targets(parts);
     return rc;
@@ -3685,5 +3794,5 @@ int main(int argc, char **argv)
         bench_print_json();
     else
         bench_print_text(&o);
-    return 0;
+    return st_is_wedged ? 1 : 0;
 }
