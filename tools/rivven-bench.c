@@ -3628,16 +3628,18 @@ static int st_run_all(struct st_ctx *c)
 {
     uint32_t parts = c->o->parts;
     int rc = 0;
-    if (parts & ST_PART_PRODUCE)
+    /* Partitions first: its RSS figures need a heap that earlier parts have
+     * not grown (freed memory is reused before RSS grows). */
+    if (parts & ST_PART_PARTITIONS)
+        rc = st_parts_run(c, c->o->partitions);
+    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PRODUCE))
         rc = st_matrix_run(c, 1);
-    if (rc == 0 && (parts & ST_PART_PRODUCE) && c->o->shard_count >= 2)
+    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PRODUCE) && c->o->shard_count >= 2)
         rc = st_matrix_run(c, 2);
     if (rc == 0 && !st_is_wedged && (parts & ST_PART_FETCH))
         rc = st_fetch_run(c);
     if (rc == 0 && !st_is_wedged && (parts & ST_PART_RECOVERY))
         rc = st_recovery_run(c, st_recovery_bytes(c));
-    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PARTITIONS))
-        rc = st_parts_run(c, c->o->partitions);
     if (st_is_wedged)
         return 0; /* print what was measured; main exits with 1 */
     if (rc == 0)
