@@ -597,6 +597,7 @@ static void plog_fail(struct rv_plog *log, int err)
 static void plog_ckpt_try(struct rv_plog *log);
 
 static void plog_write_done(void *arg, int64_t res);
+static void plog_fd_open_start(struct rv_plog *log);
 static void plog_ckpt_try(struct rv_plog *log);
 static void plog_roll_flush_queue(struct rv_plog *log);
 
@@ -611,15 +612,35 @@ static void plog_retry_tick(void *arg)
     struct hot_entry *e = log->retry_head;
     log->retry_head = NULL;
     log->is_disk_full = false; /* until a retry fails again */
-    for (; e != NULL; e = e->retry_next) {
+    while (e != NULL) {
+        struct hot_entry *next = e->retry_next; /* a failed retry relinks e */
         log->writes_inflight++;
         int rc = rv_file_write(log->fd, e->bytes, e->len, e->pos, plog_write_done, e);
         if (rc < 0)
             plog_write_done(e, rc);
+        e = next;
     }
-    plog_ckpt_try(log); /* continues a roll that failed */
+    if (log->fd < 0 && log->roll_head != NULL && log->state == PLOG_WRITABLE)
+        plog_fd_open_start(log); /* an open the ring had no room for */
+    plog_ckpt_try(log);          /* continues a roll or a checkpoint that waited */
     if (!log->is_disk_full && log->state == PLOG_WRITABLE)
         plog_roll_flush_queue(log);
+}
+
+#define PLOG_BUSY_US 200 /* how soon an operation the ring had no room for is retried */
+
+/* The ring had no room (io_depth operations in flight): try again very soon.
+ * Backpressure, not a failure. e is a write to retry, or NULL. */
+static void plog_later(struct rv_plog *log, struct hot_entry *e)
+{
+    if (e != NULL) {
+        e->retry_next = log->retry_head;
+        log->retry_head = e;
+    }
+    if (!log->is_retry_armed && rv_timer_add(PLOG_BUSY_US, plog_retry_tick, log, NULL) == 0) {
+        log->is_retry_armed = true;
+        log->jobs++;
+    }
 }
 
 /* A write (e) or a roll (e NULL) failed for lack of space. */
@@ -646,6 +667,10 @@ static void plog_write_done(void *arg, int64_t res)
     RV_ASSERT(log->writes_inflight > 0);
     log->writes_inflight--;
     int err = res < 0 ? (int)res : (uint32_t)res != e->len ? -ENOSPC : 0;
+    if (err == -EAGAIN && log->state != PLOG_FAILED) {
+        plog_later(log, e); /* the ring was full: not an I/O error */
+        return;
+    }
     if (err == -ENOSPC && log->state != PLOG_FAILED) {
         /* Disk full: keep the batch (and its place in the file) and write it
          * again later; later batches wait in memory meanwhile. */
@@ -705,6 +730,10 @@ static void plog_fd_open_start(struct rv_plog *log)
     int rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
     if (rc == 0)
         rc = rv_file_open(path, O_RDWR, 0, plog_fd_opened, log);
+    if (rc == -EAGAIN) {
+        plog_later(log, NULL); /* the ring is full: the retry tick opens it */
+        return;
+    }
     if (rc < 0) {
         plog_fail(log, rc);
         return;
@@ -1006,6 +1035,12 @@ static void plog_ckpt_try(struct rv_plog *log)
     log->jobs++;
     log->is_syncing = true;
     int rc = rv_file_fdatasync(log->fd, plog_ckpt_sync_done, log);
+    if (rc == -EAGAIN) { /* the ring is full: try again shortly */
+        log->jobs--;
+        log->is_syncing = false;
+        plog_later(log, NULL);
+        return;
+    }
     if (rc < 0)
         plog_ckpt_sync_done(log, rc);
 }
@@ -1173,6 +1208,16 @@ static void fetch_read_done(void *arg, int64_t n)
     fetch_finish(op, 0); /* nothing at or after the offset here (yet) */
 }
 
+static void fetch_read_issue(void *arg)
+{
+    struct fetch_op *op = arg;
+    int rc = rv_file_read(op->fd, rv_buf_data(op->buf), op->want, op->pos, fetch_read_done, op);
+    if (rc == -EAGAIN && rv_timer_add(PLOG_BUSY_US, fetch_read_issue, op, NULL) == 0)
+        return; /* the ring is full: read again shortly */
+    if (rc < 0)
+        fetch_finish(op, rc);
+}
+
 static void fetch_read(struct fetch_op *op)
 {
     if (op->want > PLOG_READ_MAX)
@@ -1182,9 +1227,7 @@ static void fetch_read(struct fetch_op *op)
         fetch_finish(op, rc);
         return;
     }
-    rc = rv_file_read(op->fd, rv_buf_data(op->buf), op->want, op->pos, fetch_read_done, op);
-    if (rc < 0)
-        fetch_finish(op, rc);
+    fetch_read_issue(op);
 }
 
 static void fetch_opened(void *arg, int64_t fd)

@@ -1,6 +1,7 @@
 /* tests/storage/test_store.c - tests storage/store.c + plog.c through the public API. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,5 +424,60 @@ Test(store, idle_partitions_hold_no_descriptor)
     env_close(&e);
     e = env_open_cfg(1, &scfg);
     cr_assert_lt(count_fds(), base + 10, "reopening opens no partition descriptor");
+    env_close(&e);
+}
+
+/* With a tiny io_depth the ring is often full: segment writes, opens, syncs
+ * and reads are retried (backpressure), never failed. */
+static _Atomic int busy_done;
+static _Atomic int busy_errors;
+
+static void busy_cb(void *arg, int64_t res)
+{
+    (void)arg;
+    if (res < 0)
+        atomic_fetch_add(&busy_errors, 1);
+    atomic_fetch_add(&busy_done, 1);
+}
+
+Test(store, a_full_ring_is_backpressure_not_failure)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = 1;
+    cfg.data_dir = dir;
+    cfg.io_depth = 4;
+    struct env e = {0};
+    cr_assert_eq(rv_runtime_open(&e.rt, &cfg), 0);
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.checkpoint_interval_ms = 5;
+    cr_assert_eq(rv_store_open(&e.st, e.rt, &scfg), 0, "%s", rv_err_msg());
+    make_topic(&e, "busy", 16, "segment.bytes", "8192");
+    atomic_store(&busy_done, 0);
+    atomic_store(&busy_errors, 0);
+    int sent = 0;
+    for (uint32_t round = 0; round < 40; round++) {
+        for (int32_t p = 0; p < 16; p++) {
+            char v[128];
+            uint32_t i = round;
+            int n = snprintf(v, sizeof(v), "value-%u-%0*u", i, (int)(i % 50), i);
+            struct rv_record r = {.key_len = -1, .value = v, .value_len = n};
+            cr_assert_eq(rv_produce(e.st, "busy", p, &r, 1, round % 2 ? RV_ACKS_ALL : RV_ACKS_NONE,
+                                    busy_cb, NULL),
+                         0);
+            sent++;
+        }
+    }
+    for (int i = 0; i < 3000 && atomic_load(&busy_done) < sent; i++)
+        usleep(2000);
+    cr_assert_eq(atomic_load(&busy_done), sent);
+    cr_assert_eq(atomic_load(&busy_errors), 0, "no append failed");
+    for (int32_t p = 0; p < 16; p++)
+        cr_assert_eq(read_all(&e, "busy", p, 0, 0), 40);
+    env_close(&e);
+    e = env_open(1);
+    for (int32_t p = 0; p < 16; p++)
+        cr_assert_eq(read_all(&e, "busy", p, 0, 0), 40, "after a restart");
     env_close(&e);
 }
