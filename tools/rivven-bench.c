@@ -2625,8 +2625,18 @@ struct st_result {
     uint64_t elapsed_ns;
     uint64_t nobufs;
     uint64_t completion_turns;
+    uint64_t shard_cpu_ns; /* CPU time of the shards that drove it (st_cell_run) */
     struct rv_hist *hist;
 };
+
+/* CPU time used so far by shards 0 .. count-1. */
+static uint64_t st_shards_cpu_ns(rv_runtime_t *rt, uint32_t count)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < count && i < rt->n; i++)
+        sum += bench_thread_cpu_ns(rt->shards[i]->thread);
+    return sum;
+}
 
 /* Start every driver on its shard, wait for all, and sum them up into *r
  * (r->hist, if set, gets every latency). */
@@ -2730,6 +2740,9 @@ static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
     double rec_s = bench_rate(r->records, r->elapsed_ns);
     double mb_s = bench_rate(r->bytes, r->elapsed_ns) / 1e6;
     double syncs = bench_rate(r->completion_turns, r->elapsed_ns);
+    double cpu = r->elapsed_ns == 0
+                     ? 0
+                     : 100.0 * (double)r->shard_cpu_ns / ((double)r->elapsed_ns * cell->shards);
     fig_numf("storage", "", rec_s, "rec/s", "%s_records_per_s", key);
     fig_numf("storage", "", rec_s / cell->shards, "rec/s", "%s_records_per_s_per_shard", key);
     fig_numf("storage", "", mb_s, "MB/s", "%s_mb_per_s", key);
@@ -2737,6 +2750,7 @@ static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
     fig_numf("storage", "", (double)rv_hist_percentile(r->hist, 50), "ns", "%s_p50_ns", key);
     fig_numf("storage", "", (double)rv_hist_percentile(r->hist, 99), "ns", "%s_p99_ns", key);
     fig_numf("storage", "", (double)r->nobufs, "", "%s_enobufs_retries", key);
+    fig_numf("storage", "", cpu, "%", "%s_shard_cpu_pct", key);
     fig_format(rec_s, "rec/s", rate, sizeof(rate), unit, sizeof(unit));
     fig_format((double)rv_hist_percentile(r->hist, 50), "ns", p50, sizeof(p50), u50, sizeof(u50));
     fig_format((double)rv_hist_percentile(r->hist, 99), "ns", p99, sizeof(p99), u99, sizeof(u99));
@@ -2748,8 +2762,8 @@ static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
         fig_numf("storage", "", syncs, "op/s", "%s_sync_groups_per_s", key);
         snprintf(extra, sizeof(extra), "  %3.0f%% of disk, %5.0f syncs/s", pct, syncs);
     }
-    fig_text("storage", key, label, "%6s %-7s %6.0f MB/s  p50 %5s %-2s p99 %5s %-2s%s", rate, unit,
-             mb_s, p50, u50, p99, u99, extra);
+    fig_text("storage", key, label, "%6s %-7s %6.0f MB/s  p50 %5s %-2s p99 %5s %-2s cpu %3.0f%%%s",
+             rate, unit, mb_s, p50, u50, p99, u99, cpu, extra);
 }
 
 /* Run one cell: a fresh store and topic with a partition per shard, a driver
@@ -2786,7 +2800,9 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
     rc = h == NULL ? -ENOMEM : 0;
     if (rc == 0) {
         rv_hist_init(h);
+        uint64_t cpu0 = st_shards_cpu_ns(rt, cell->shards);
         rc = st_produce(c, rt, st, topic, (int32_t)cell->shards, &a, &r);
+        r.shard_cpu_ns = st_shards_cpu_ns(rt, cell->shards) - cpu0;
     }
     if (rc == 0) {
         st_cell_figures(c, cell, &r);
