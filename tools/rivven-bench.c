@@ -2173,8 +2173,8 @@ static int bench_io(const struct bench_opts *o)
  * rv_store_close and rv_topic_delete wait forever (docs/benchmarks.md). Such
  * calls run on a helper thread; when one has not returned after ST_GUARD_S,
  * the store is "wedged": the thread is left behind, no runtime is closed any
- * more (that would wait too), the rest of the storage run is skipped, and the
- * figures so far are printed.
+ * more (the stuck call still uses it), the rest of the storage run is skipped,
+ * and the figures so far are printed.
  */
 static bool st_is_wedged;
 
