@@ -429,8 +429,11 @@ static void shard_setup(void *p)
 {
     struct attach_args *a = p;
     struct store_shard *ss = a->ss;
+    /* Room beyond the hot tier: a pool chunk keeps its first size class for
+     * good, so a mix of batch sizes needs headroom (untouched blocks cost no
+     * RSS). */
     struct rv_pool_opts po = {.owner_shard = (int)ss->id,
-                              .bytes_max = ss->st->cfg.hot_bytes + (256ull << 20),
+                              .bytes_max = 2 * ss->st->cfg.hot_bytes + (1ull << 30),
                               .numa_node = -1};
     a->rc = rv_pool_create(&ss->ps.pool, &po);
     if (a->rc == 0)
