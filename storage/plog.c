@@ -1581,11 +1581,16 @@ bool rv_plog_close_idle_fd(rv_plog_t *log)
 {
     bool is_quiet = log->writes_total == log->writes_at_sweep;
     log->writes_at_sweep = log->writes_total;
-    if (log->fd < 0 || !is_quiet || log->is_dirty || log->fd_users > 0 ||
-        log->writes_inflight > 0 || log->state != PLOG_WRITABLE || log->is_syncing ||
-        log->retry_head != NULL || log->roll_head != NULL || log->is_opening)
+    return is_quiet && rv_plog_release_fd(log);
+}
+
+bool rv_plog_release_fd(rv_plog_t *log)
+{
+    if (log->fd < 0 || log->is_dirty || log->fd_users > 0 || log->writes_inflight > 0 ||
+        log->state != PLOG_WRITABLE || log->is_syncing || log->retry_head != NULL ||
+        log->roll_head != NULL || log->is_opening)
         return false;
-    /* Clean (synced by a checkpoint) and unused since the last sweep. */
+    /* Clean (synced) and unused: nothing can be lost by closing. */
     (void)rv_sys_close(log->fd); /* nothing dirty: closing cannot lose data */
     log->fd = -1;
     return true;

@@ -155,6 +155,9 @@ void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg);
  * no write since the previous call; the next write or read opens it again.
  * True when it closed one. Called by the shard's periodic sweep. */
 bool rv_plog_close_idle_fd(rv_plog_t *log);
+/* Close the active segment's descriptor now if the log is clean and nothing
+ * uses it (e.g. after rv_plog_sync_blocking). True when it closed one. */
+bool rv_plog_release_fd(rv_plog_t *log);
 bool rv_plog_has_fd(const rv_plog_t *log);
 
 /* Change the configuration (alter configs). */

@@ -655,8 +655,13 @@ static int store_settle(rv_store_t *st, struct recovery *r)
     int rc = 0;
     while (rc == 0 && rv_hmap_next(&r->touched, &cursor, &key, &val)) {
         uint64_t logv;
-        if (rv_hmap_get(&r->logs, key, &logv))
-            rc = rv_plog_sync_blocking((rv_plog_t *)(uintptr_t)logv);
+        if (rv_hmap_get(&r->logs, key, &logv)) {
+            rv_plog_t *log = (rv_plog_t *)(uintptr_t)logv;
+            rc = rv_plog_sync_blocking(log);
+            /* Synced: give the descriptor back, so replaying into many
+             * partitions does not hold one each (the next use reopens it). */
+            (void)rv_plog_release_fd(log); /* false only if still in use: none is here */
+        }
     }
     uint32_t dirs = store_wal_dirs(st);
     for (uint32_t k = 0; k < dirs && rc == 0; k++) {
