@@ -452,9 +452,11 @@ int rv_plog_sync_blocking(rv_plog_t *log)
         return 0;
     if (log->state == PLOG_FAILED)
         return -EIO;
-    if (log->fd < 0)
+    if (log->fd < 0 && !log->is_dirty)
         return 0; /* never written since it was opened, or closed clean */
-    int rc = rv_sys_fdatasync(log->fd);
+    int rc = log->fd < 0 ? plog_open_active_fd(log) : 0; /* closed dirty by recovery */
+    if (rc == 0)
+        rc = rv_sys_fdatasync(log->fd); /* syncs the file, whichever descriptor wrote */
     if (rc == 0)
         rc = rv_idx_save(&plog_active(log)->idx, log->dir);
     if (rc == 0)
@@ -631,16 +633,21 @@ static void plog_retry_tick(void *arg)
 
 /* The ring had no room (io_depth operations in flight): try again very soon.
  * Backpressure, not a failure. e is a write to retry, or NULL. */
-static void plog_later(struct rv_plog *log, struct hot_entry *e)
+static void plog_retry_after(struct rv_plog *log, struct hot_entry *e, uint64_t delay_us)
 {
     if (e != NULL) {
         e->retry_next = log->retry_head;
         log->retry_head = e;
     }
-    if (!log->is_retry_armed && rv_timer_add(PLOG_BUSY_US, plog_retry_tick, log, NULL) == 0) {
+    if (!log->is_retry_armed && rv_timer_add(delay_us, plog_retry_tick, log, NULL) == 0) {
         log->is_retry_armed = true;
         log->jobs++;
     }
+}
+
+static void plog_later(struct rv_plog *log, struct hot_entry *e)
+{
+    plog_retry_after(log, e, PLOG_BUSY_US);
 }
 
 /* A write (e) or a roll (e NULL) failed for lack of space. */
@@ -711,6 +718,7 @@ static void plog_fd_opened(void *arg, int64_t res)
     struct rv_plog *log = arg;
     log->jobs--;
     log->is_opening = false;
+
     if (res < 0) {
         plog_fail(log, (int)res);
         plog_roll_flush_queue(log); /* releases them: the WAL replays them at start */
@@ -1594,6 +1602,14 @@ bool rv_plog_release_fd(rv_plog_t *log)
     (void)rv_sys_close(log->fd); /* nothing dirty: closing cannot lose data */
     log->fd = -1;
     return true;
+}
+
+void rv_plog_park_fd_blocking(rv_plog_t *log)
+{
+    if (log->fd < 0)
+        return;
+    (void)rv_sys_close(log->fd); /* dirty pages stay in the page cache */
+    log->fd = -1;                /* rv_plog_sync_blocking reopens to sync */
 }
 
 bool rv_plog_has_fd(const rv_plog_t *log)

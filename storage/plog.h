@@ -158,6 +158,9 @@ bool rv_plog_close_idle_fd(rv_plog_t *log);
 /* Close the active segment's descriptor now if the log is clean and nothing
  * uses it (e.g. after rv_plog_sync_blocking). True when it closed one. */
 bool rv_plog_release_fd(rv_plog_t *log);
+/* Recovery only (blocking, before the shards serve): close the descriptor even
+ * if the log is dirty; rv_plog_sync_blocking reopens the file to sync it. */
+void rv_plog_park_fd_blocking(rv_plog_t *log);
 bool rv_plog_has_fd(const rv_plog_t *log);
 
 /* Change the configuration (alter configs). */

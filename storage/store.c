@@ -510,8 +510,12 @@ static void shard_teardown(void *p)
 
 /* ---- open: catalog, logs, WAL replay ------------------------------------------------------- */
 
+#define RECOVERY_FDS_MAX 256 /* replayed logs holding a descriptor at once */
+
 struct recovery {
     rv_store_t *st;
+    rv_plog_t *open_logs[RECOVERY_FDS_MAX]; /* ring of logs the replay opened */
+    uint32_t open_next;
     struct rv_hmap logs;    /* key -> log, every partition */
     struct rv_hmap touched; /* keys the replay wrote to */
     uint64_t replayed;
@@ -530,7 +534,15 @@ static int recovery_replay(void *arg, const struct rv_wal_record *rec)
     int rc = rv_plog_load(log); /* written since the checkpoint: open it now */
     if (rc < 0)
         return rc;
+    bool had_fd = rv_plog_has_fd(log);
     rc = rv_plog_replay(log, rec->payload, rec->len);
+    if (!had_fd && rv_plog_has_fd(log)) {
+        /* Bound the descriptors a replay into many partitions holds. */
+        rv_plog_t **slot = &r->open_logs[r->open_next++ % RECOVERY_FDS_MAX];
+        if (*slot != NULL && *slot != log)
+            rv_plog_park_fd_blocking(*slot);
+        *slot = log;
+    }
     if (rc < 0) {
         rv_warn("store: replaying lsn %" PRIu64 ": %s", rec->lsn, rv_err_msg());
         return rc == -EBADMSG ? 0 : rc; /* a bad batch is skipped; I/O errors stop */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +47,8 @@ struct env {
     rv_store_t *st;
 };
 
+static uint32_t ckpt_ms = 20; /* checkpoints race with the kills too */
+
 static int env_open(struct env *e, uint32_t shards)
 {
     struct rv_runtime_config cfg;
@@ -58,8 +61,8 @@ static int env_open(struct env *e, uint32_t shards)
         return rc;
     struct rv_store_config scfg;
     rv_store_config_init(&scfg);
-    scfg.checkpoint_interval_ms = 20; /* checkpoints race with the kills too */
-    scfg.wal_file_bytes = 256 << 10;  /* and WAL rolls */
+    scfg.checkpoint_interval_ms = ckpt_ms;
+    scfg.wal_file_bytes = 256 << 10; /* and WAL rolls */
     rc = rv_store_open(&e->st, e->rt, &scfg);
     if (rc < 0)
         rv_runtime_close(e->rt);
@@ -307,4 +310,72 @@ Test(crash, torn_and_corrupt_files_recover_to_valid_data)
         env_close(&e);
         (void)hit;
     }
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Replaying the WAL into many partitions after a kill holds only a bounded
+ * number of descriptors, and every record comes back. */
+Test(crash, replay_into_many_partitions_bounds_descriptors)
+{
+    enum { WIDE = 400 };
+    ckpt_ms = 600000; /* no checkpoint: everything is replayed */
+    struct env e;
+    cr_assert_eq(env_open(&e, 1), 0, "%s", rv_err_msg());
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = WIDE;
+    cr_assert_eq(rv_topic_create(e.st, "wide", &tc), 0);
+    env_close(&e);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        if (env_open(&e, 1) < 0)
+            _exit(3);
+        for (int32_t p = 0; p < WIDE; p++) {
+            char v[256];
+            int n = value_of(v, sizeof(v), (uint32_t)p);
+            struct rv_record r = {.key_len = -1, .value = v, .value_len = n};
+            if (rv_produce_sync(e.st, "wide", p, &r, 1, RV_ACKS_ALL) != 0)
+                _exit(4);
+        }
+        char c = 1;
+        if (write(fds[1], &c, 1) != 1)
+            _exit(5);
+        pause(); /* killed here, with everything acknowledged and nothing checkpointed */
+        _exit(6);
+    }
+    char c;
+    cr_assert_eq(read(fds[0], &c, 1), 1, "the child produced everything");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(fds[0]);
+    close(fds[1]);
+    int base = open_fds();
+    cr_assert_eq(env_open(&e, 1), 0, "reopen: %s", rv_err_msg());
+    cr_assert_lt(open_fds(), base + 300, "replay parked descriptors (%d open, base %d)", open_fds(),
+                 base);
+    for (int32_t p = 0; p < WIDE; p += 7) {
+        rv_fetch_result_t *res;
+        cr_assert_eq(rv_fetch_sync(e.st, "wide", p, 0, 1 << 16, &res), 0);
+        struct rv_record_view v;
+        cr_assert_eq(rv_fetch_next(res, &v), 1, "partition %d", p);
+        char want[256];
+        int wl = value_of(want, sizeof(want), (uint32_t)p);
+        cr_assert(v.value_len == wl && memcmp(v.value, want, (size_t)wl) == 0);
+        rv_fetch_release(res);
+    }
+    env_close(&e);
+    ckpt_ms = 20;
 }
