@@ -564,12 +564,13 @@ int rv_timer_cancel(rv_timer_id id)
 
 /* ---- file I/O --------------------------------------------------------------- */
 
-static int file_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *cb, void *arg)
+int rv_shard_io_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *cb, void *arg,
+                    const char *what)
 {
     RV_ASSERT(cb != NULL);
     struct rv_shard *self = rv_shard_current();
     if (self == NULL)
-        return rv_errf(-EINVAL, "file I/O outside a shard");
+        return rv_errf(-EINVAL, "%s outside a shard", what);
     if (atomic_load_explicit(&self->rt->state, memory_order_relaxed) == RV_RT_EXIT)
         return -ESHUTDOWN;
     struct rv_io_req *req = rv_io_req_get(&self->io);
@@ -583,9 +584,19 @@ static int file_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *
     return 0;
 }
 
-static int file_queue(struct rv_io_req *req)
+int rv_shard_io_queue(struct rv_io_req *req)
 {
     return rv_io_queue(&rv_shard_current()->io, req);
+}
+
+static int file_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *cb, void *arg)
+{
+    return rv_shard_io_req(out, op, fd, cb, arg, "file I/O");
+}
+
+static int file_queue(struct rv_io_req *req)
+{
+    return rv_shard_io_queue(req);
 }
 
 int rv_file_open(const char *path, int flags, mode_t mode, rv_io_fn *cb, void *arg)

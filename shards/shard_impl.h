@@ -166,6 +166,13 @@ void rv_offload_stop(rv_runtime_t *rt);
  * (completions of work the runtime already accepted must still arrive). */
 void rv_runtime_post_internal(rv_runtime_t *rt, struct rv_shard *s, rv_task_fn *fn, void *arg);
 
+/* runtime.c: a request for one I/O operation of the calling shard (what names
+ * the caller in the error); -EINVAL off a shard, -ESHUTDOWN, -EAGAIN when
+ * io_depth operations are in flight. Then fill it and rv_shard_io_queue it. */
+RV_MUST_CHECK int rv_shard_io_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *cb,
+                                  void *arg, const char *what);
+RV_MUST_CHECK int rv_shard_io_queue(struct rv_io_req *req);
+
 /* msg.c */
 RV_MUST_CHECK int rv_msg_init(struct rv_shard *s);
 void rv_msg_fini(struct rv_shard *s);

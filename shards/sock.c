@@ -14,28 +14,14 @@
 
 static int sock_req(struct rv_io_req **out, enum rv_io_op op, int fd, rv_io_fn *cb, void *arg)
 {
-    RV_ASSERT(cb != NULL);
-    struct rv_shard *self = rv_shard_current();
-    if (self == NULL)
-        return rv_errf(-EINVAL, "socket I/O outside a shard");
-    if (atomic_load_explicit(&self->rt->state, memory_order_relaxed) == RV_RT_EXIT)
-        return -ESHUTDOWN;
     if (fd < 0)
         return -EBADF;
-    struct rv_io_req *req = rv_io_req_get(&self->io);
-    if (req == NULL)
-        return -EAGAIN; /* io_depth operations in flight */
-    req->op = (uint8_t)op;
-    req->fd = fd;
-    req->cb = cb;
-    req->cb_arg = arg;
-    *out = req;
-    return 0;
+    return rv_shard_io_req(out, op, fd, cb, arg, "socket I/O");
 }
 
 static int sock_queue(struct rv_io_req *req)
 {
-    return rv_io_queue(&rv_shard_current()->io, req);
+    return rv_shard_io_queue(req);
 }
 
 int rv_sock_accept_multishot(int listen_fd, rv_io_fn *cb, void *arg)
