@@ -616,6 +616,22 @@ int rv_kp_write_bytes(struct rv_kp_writer *w, bool is_compact, bool is_nullable,
     return rc;
 }
 
+int rv_kp_write_records(struct rv_kp_writer *w, bool is_compact, bool is_nullable,
+                        struct rv_kp_bytes b)
+{
+    if (w->gather == NULL || b.len <= 0) {
+        return rv_kp_write_bytes(w, is_compact, is_nullable, b);
+    }
+    if (rv_kp_bytes_size(is_compact, b) - (size_t)b.len > w->cap - w->pos) {
+        return -ENOBUFS;
+    }
+    int rc = kproto_write_len(w, is_compact, false, is_nullable, b.len);
+    if (rc == 0) {
+        rc = w->gather(w->gather_ctx, w->pos, b);
+    }
+    return rc;
+}
+
 int rv_kp_write_array_len(struct rv_kp_writer *w, bool is_compact, bool is_nullable, int32_t count)
 {
     return kproto_write_len(w, is_compact, false, is_nullable, count);

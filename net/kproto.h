@@ -125,11 +125,16 @@ struct rv_kp_reader {
     size_t pos; /* <= len */
 };
 
+/* A writer's gather hook (see rv_kp_write_records). */
+typedef int rv_kp_gather_fn(void *ctx, size_t pos, struct rv_kp_bytes records);
+
 /* Writes buf[pos..cap). */
 struct rv_kp_writer {
     uint8_t *buf;
     size_t cap;
-    size_t pos; /* <= cap */
+    size_t pos;              /* <= cap */
+    rv_kp_gather_fn *gather; /* NULL: records are copied like bytes */
+    void *gather_ctx;
 };
 
 /* Schema descriptors: what the generated codecs know, as data, for generic code
@@ -322,6 +327,8 @@ static inline void rv_kp_writer_init(struct rv_kp_writer *w, void *buf, size_t c
     w->buf = buf;
     w->cap = cap;
     w->pos = 0;
+    w->gather = NULL;
+    w->gather_ctx = NULL;
 }
 
 RV_MUST_CHECK int rv_kp_write_raw(struct rv_kp_writer *w, const void *p, size_t n);
@@ -344,6 +351,12 @@ RV_MUST_CHECK int rv_kp_write_str(struct rv_kp_writer *w, bool is_compact, bool 
                                   struct rv_kp_str s);
 RV_MUST_CHECK int rv_kp_write_bytes(struct rv_kp_writer *w, bool is_compact, bool is_nullable,
                                     struct rv_kp_bytes b);
+/* A records field: like rv_kp_write_bytes, except that with a gather hook only
+ * the length goes into the buffer and gather(ctx, pos, records) is told where
+ * the records belong (pos: the buffer offset they precede); they are sent from
+ * where they are (a fetch's batches, without a copy). */
+RV_MUST_CHECK int rv_kp_write_records(struct rv_kp_writer *w, bool is_compact, bool is_nullable,
+                                      struct rv_kp_bytes b);
 /* An array's count; the caller writes the items. */
 RV_MUST_CHECK int rv_kp_write_array_len(struct rv_kp_writer *w, bool is_compact, bool is_nullable,
                                         int32_t count);

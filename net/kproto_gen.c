@@ -28580,7 +28580,7 @@ static int kp_fetch_response_partition_data_encode(
     } else if (in->preferred_read_replica != -1) {
         return -EINVAL; /* PreferredReadReplica is not ignorable */
     }
-    KP_TRY(rv_kp_write_bytes(w, flex, true, in->records));
+    KP_TRY(rv_kp_write_records(w, flex, true, in->records));
     if (flex) {
         const bool has_diverging_epoch = (version >= 12) && !kp_fetch_response_epoch_end_offset_is_default(&in->diverging_epoch);
         const bool has_current_leader = (version >= 12) && !kp_fetch_response_leader_id_and_epoch_is_default(&in->current_leader);
@@ -30073,7 +30073,7 @@ static int kp_fetch_snapshot_response_partition_snapshot_encode(
     KP_TRY(kp_fetch_snapshot_response_snapshot_id_encode(w, version, &in->snapshot_id));
     KP_TRY(rv_kp_write_i64(w, in->size));
     KP_TRY(rv_kp_write_i64(w, in->position));
-    KP_TRY(rv_kp_write_bytes(w, true, false, in->unaligned_records));
+    KP_TRY(rv_kp_write_records(w, true, false, in->unaligned_records));
     const bool has_current_leader = !kp_fetch_snapshot_response_leader_id_and_epoch_is_default(&in->current_leader);
     KP_TRY(rv_kp_write_uvarint(w, (uint32_t)has_current_leader));
     if (has_current_leader) {
@@ -42191,7 +42191,7 @@ static int kp_produce_request_partition_produce_data_encode(
 {
     const bool flex = version >= 9;
     KP_TRY(rv_kp_write_i32(w, in->index));
-    KP_TRY(rv_kp_write_bytes(w, flex, true, in->records));
+    KP_TRY(rv_kp_write_records(w, flex, true, in->records));
     if (flex) {
         KP_TRY(rv_kp_write_uvarint(w, 0)); /* no tagged fields */
     }
@@ -47799,7 +47799,7 @@ static int kp_share_fetch_response_partition_data_encode(
     KP_TRY(rv_kp_write_i16(w, in->acknowledge_error_code));
     KP_TRY(rv_kp_write_str(w, true, true, in->acknowledge_error_message));
     KP_TRY(kp_share_fetch_response_leader_id_and_epoch_encode(w, version, &in->current_leader));
-    KP_TRY(rv_kp_write_bytes(w, true, true, in->records));
+    KP_TRY(rv_kp_write_records(w, true, true, in->records));
     KP_TRY(rv_kp_write_array_len(w, true, false, in->acquired_records.count));
     for (int32_t idx = 0; idx < in->acquired_records.count; idx++) {
         KP_TRY(kp_share_fetch_response_acquired_records_encode(

@@ -754,6 +754,8 @@ static void plog_apply(struct rv_plog *log, struct append_op *op)
 {
     struct hot_entry *e = hot_add(log, op);
     log->leo = op->last + 1;
+    if (log->shard->on_append != NULL)
+        log->shard->on_append(log->shard->on_append_ctx, log->key);
     if (log->state == PLOG_WRITABLE && plog_needs_roll(log, op->len, rv_clock_wall_ms()))
         plog_roll_start(log, (uint64_t)op->base);
     if (log->state == PLOG_WRITABLE && log->fd < 0)

@@ -58,6 +58,9 @@ struct rv_plog_shard {
     uint32_t shard;
     uint8_t *scratch;   /* decompressed records of the batch being appended */
     size_t scratch_cap; /* grows on demand up to RV_PLOG_SCRATCH_MAX */
+    /* Called after an append moved a log's end (NULL: none). */
+    void (*on_append)(void *ctx, uint64_t key);
+    void *on_append_ctx;
 };
 
 #define RV_PLOG_SCRATCH_MAX (64u << 20) /* a batch may not expand past this */

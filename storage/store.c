@@ -40,6 +40,7 @@
 #include "core/sys.h"
 #include "core/trace.h"
 #include "storage/batch.h"
+#include "storage/part.h"
 #include "storage/plog.h"
 #include "storage/topic.h"
 #include "storage/wal.h"
@@ -1392,7 +1393,7 @@ static void topic_reconfigure(void *p)
 
 /* Open every partition of a new topic and hand each to its shard. */
 static int topic_open_all(rv_store_t *st, const char *name, uint32_t id, uint64_t name_hash,
-                          const struct rv_topic_config *cfg)
+                          const struct rv_topic_config *cfg, int32_t first)
 {
     struct rv_plog_config pcfg;
     store_plog_config(cfg, &pcfg);
@@ -1400,7 +1401,7 @@ static int topic_open_all(rv_store_t *st, const char *name, uint32_t id, uint64_
     if (logs == NULL)
         return -ENOMEM;
     int rc = 0;
-    for (int32_t p = 0; p < cfg->partitions && rc == 0; p++) {
+    for (int32_t p = first; p < cfg->partitions && rc == 0; p++) {
         char dir[PATH_MAX];
         rc = store_part_dir(dir, sizeof(dir), st, name, p);
         if (rc == 0)
@@ -1413,7 +1414,7 @@ static int topic_open_all(rv_store_t *st, const char *name, uint32_t id, uint64_
             rc = -ENOMEM;
             break;
         }
-        for (int32_t p = 0; p < cfg->partitions; p++) {
+        for (int32_t p = first; p < cfg->partitions; p++) {
             if (store_owner(st, name_hash, p) == k) {
                 c.logs[c.count++] = logs[p];
                 logs[p] = NULL; /* the shard owns it now */
@@ -1461,7 +1462,7 @@ int rv_topic_create(rv_store_t *st, const char *name, const struct rv_topic_conf
         return rc == -EEXIST ? rv_errf(rc, "topic %s already exists", name) : rc;
     rc = rv_topic_meta_save(st->dir, name, t->id, cfg);
     if (rc == 0)
-        rc = topic_open_all(st, name, t->id, t->name_hash, cfg);
+        rc = topic_open_all(st, name, t->id, t->name_hash, cfg, 0);
     pthread_rwlock_wrlock(&st->lock);
     if (rc == 0)
         t->is_deleted = false;
@@ -1570,4 +1571,130 @@ void rv_topic_list_free(char **names, uint32_t count)
     for (uint32_t i = 0; i < count; i++)
         free(names[i]);
     free(names);
+}
+
+/* ---- the broker's interface (storage/part.h) ------------------------------------------------- */
+
+uint32_t rv_store_shard_count(const rv_store_t *st)
+{
+    return st->n;
+}
+
+/* Copy a wire topic name into a C string: false when it cannot be a topic. */
+static bool store_name(char *out, const char *topic, size_t len)
+{
+    if (len == 0 || len > RV_TOPIC_NAME_MAX || memchr(topic, '\0', len) != NULL)
+        return false;
+    memcpy(out, topic, len);
+    out[len] = '\0';
+    return true;
+}
+
+int rv_store_lookup(rv_store_t *st, const char *topic, size_t len, int32_t p,
+                    struct rv_part_ref *out)
+{
+    char name[RV_TOPIC_NAME_MAX + 1];
+    if (!store_name(name, topic, len))
+        return -EINVAL;
+    pthread_rwlock_rdlock(&st->lock);
+    struct store_topic *t = catalog_find(st, name);
+    int rc = 0;
+    if (t == NULL || t->is_deleted) {
+        rc = -ENOENT;
+    } else if (p < 0 || p >= t->cfg.partitions) {
+        rc = -ERANGE;
+    } else {
+        *out = (struct rv_part_ref){.key = store_key(t->id, p),
+                                    .owner = store_owner(st, t->name_hash, p),
+                                    .partitions = t->cfg.partitions};
+    }
+    pthread_rwlock_unlock(&st->lock);
+    return rc;
+}
+
+int rv_store_topic_info(rv_store_t *st, const char *topic, size_t len,
+                        struct rv_store_topic_info *out)
+{
+    char name[RV_TOPIC_NAME_MAX + 1];
+    if (!store_name(name, topic, len))
+        return -ENOENT;
+    pthread_rwlock_rdlock(&st->lock);
+    struct store_topic *t = catalog_find(st, name);
+    int rc = t == NULL || t->is_deleted ? -ENOENT : 0;
+    if (rc == 0)
+        *out = (struct rv_store_topic_info){
+            .id = t->id, .partitions = t->cfg.partitions, .cfg = t->cfg};
+    pthread_rwlock_unlock(&st->lock);
+    return rc;
+}
+
+int rv_store_log(rv_store_t *st, uint64_t key, rv_task_fn *retry, void *arg, rv_plog_t **out)
+{
+    int self = rv_shard_self();
+    RV_ASSERT(self >= 0 && (uint32_t)self < st->n);
+    uint64_t val;
+    if (!rv_hmap_get(&st->shards[self].logs, key, &val))
+        return -ENOENT;
+    rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    if (!rv_plog_is_ready(log)) {
+        int rc = rv_plog_when_ready(log, retry, arg);
+        return rc < 0 ? rc : 1;
+    }
+    int rc = rv_plog_load_error(log);
+    if (rc < 0)
+        return rc;
+    *out = log;
+    return 0;
+}
+
+rv_pool_t *rv_store_pool(rv_store_t *st)
+{
+    int self = rv_shard_self();
+    RV_ASSERT(self >= 0 && (uint32_t)self < st->n);
+    return st->shards[self].ps.pool;
+}
+
+void rv_store_set_append_hook(rv_store_t *st, rv_store_append_hook *hook, void *ctx)
+{
+    int self = rv_shard_self();
+    RV_ASSERT(self >= 0 && (uint32_t)self < st->n);
+    st->shards[self].ps.on_append = hook;
+    st->shards[self].ps.on_append_ctx = ctx;
+}
+
+int rv_topic_add_partitions(rv_store_t *st, const char *name, int32_t partitions)
+{
+    if (rv_shard_self() >= 0)
+        return rv_errf(-EINVAL, "rv_topic_add_partitions: not from a shard");
+    pthread_rwlock_wrlock(&st->lock);
+    struct store_topic *t = catalog_find(st, name);
+    int rc = 0;
+    struct rv_topic_config cfg;
+    if (t == NULL || t->is_deleted) {
+        rc = rv_errf(-ENOENT, "no topic %s", name);
+    } else if (partitions <= t->cfg.partitions || partitions > RV_TOPIC_PARTITIONS_MAX) {
+        rc =
+            rv_errf(-EINVAL, "topic %s has %d partitions: cannot go to %d (only up, to at most %d)",
+                    name, t->cfg.partitions, partitions, RV_TOPIC_PARTITIONS_MAX);
+    } else {
+        cfg = t->cfg;
+        cfg.partitions = partitions;
+        rc = rv_topic_meta_save(st->dir, name, t->id, &cfg);
+    }
+    uint32_t id = rc == 0 ? t->id : 0;
+    uint64_t name_hash = rc == 0 ? t->name_hash : 0;
+    int32_t first = rc == 0 ? t->cfg.partitions : 0;
+    pthread_rwlock_unlock(&st->lock);
+    if (rc < 0)
+        return rc;
+    /* The new logs exist on their shards before requests can route to them. */
+    rc = topic_open_all(st, name, id, name_hash, &cfg, first);
+    if (rc < 0)
+        return rc; /* the description says more: the next start opens the rest */
+    pthread_rwlock_wrlock(&st->lock);
+    t = catalog_find(st, name);
+    if (t != NULL && t->id == id)
+        t->cfg.partitions = partitions;
+    pthread_rwlock_unlock(&st->lock);
+    return 0;
 }

@@ -665,8 +665,10 @@ def emit_write(o, f, src, flex, nullable, is_tagged=False):
         o("KP_TRY(rv_kp_write_uuid(w, &%s));" % src)
     elif k == "string":
         o("KP_TRY(rv_kp_write_str(w, %s, %s, %s));" % (flex, nullable, src))
-    elif k in ("bytes", "records"):
+    elif k == "bytes":
         o("KP_TRY(rv_kp_write_bytes(w, %s, %s, %s));" % (flex, nullable, src))
+    elif k == "records":
+        o("KP_TRY(rv_kp_write_records(w, %s, %s, %s));" % (flex, nullable, src))
     elif k == "array" and f.elem != "struct":
         o("KP_TRY(rv_kp_write_arr_%s(w, %s, %s, &%s));" % (arr_suffix(f), flex, nullable, src))
     elif k == "array":

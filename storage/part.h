@@ -1,0 +1,87 @@
+/*
+ * storage/part.h - the storage engine's interface for the broker (net/): find a
+ * partition once, then work on its log on the owner shard without blocking.
+ *
+ * The public API (rivven.h) serves embedders: it builds batches from records
+ * and blocks outside threads. The broker instead receives whole RecordBatches
+ * and runs on the shards, so it routes a request itself (one mailbox message
+ * per owner shard), and on the owner calls the partition log (storage/plog.h)
+ * directly with the received buffer: no copy of the batch bytes.
+ *
+ *   any thread:   rv_store_lookup -> (key, owner shard)
+ *   owner shard:  rv_store_log(key) -> rv_plog_t *, loading a lazy log first
+ *
+ * Topic administration (rivven.h's rv_topic_* and rv_topic_add_partitions
+ * below) blocks: the broker runs it on a helper thread (rv_offload).
+ */
+#ifndef RV_STORAGE_PART_H
+#define RV_STORAGE_PART_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/assert.h"
+#include "core/pool.h"
+#include "rivven.h"
+#include "storage/plog.h"
+
+/* A partition as the broker routes it. */
+struct rv_part_ref {
+    uint64_t key;       /* WAL key: topic id << 32 | partition */
+    uint32_t owner;     /* the shard that owns its log */
+    int32_t partitions; /* of its topic */
+};
+
+/* What the broker needs of a topic. */
+struct rv_store_topic_info {
+    uint32_t id;
+    int32_t partitions;
+    struct rv_topic_config cfg;
+};
+
+/* Called on the owner shard after a log's end moved (an append applied). */
+typedef void rv_store_append_hook(void *ctx, uint64_t key);
+
+/* ---- any thread ------------------------------------------------------------------------ */
+
+/*
+ * Route topic[0..len) partition p. 0, or -ENOENT (no such topic, or being
+ * created or deleted), -ERANGE (partition outside the topic), -EINVAL (a name
+ * that cannot be a topic). Takes the catalog's read lock briefly.
+ */
+RV_MUST_CHECK int rv_store_lookup(rv_store_t *st, const char *topic, size_t len, int32_t p,
+                                  struct rv_part_ref *out);
+
+/* Describe topic[0..len): 0 or -ENOENT. */
+RV_MUST_CHECK int rv_store_topic_info(rv_store_t *st, const char *topic, size_t len,
+                                      struct rv_store_topic_info *out);
+
+/* The shard count the store places partitions over. */
+uint32_t rv_store_shard_count(const rv_store_t *st);
+
+/*
+ * Grow a topic to `partitions` partitions (never shrink: -EINVAL). Blocking;
+ * not from a shard. -ENOENT for no such topic.
+ */
+RV_MUST_CHECK int rv_topic_add_partitions(rv_store_t *st, const char *name, int32_t partitions);
+
+/* ---- the calling shard ------------------------------------------------------------------- */
+
+/*
+ * The log of `key` if this shard owns it. Returns 0 and sets *out when it is
+ * loaded; 1 when it is loading: retry(arg) runs on this shard once it is
+ * ready (call again then); -ENOENT (not here, or deleted), or the error that
+ * loading it met.
+ */
+RV_MUST_CHECK int rv_store_log(rv_store_t *st, uint64_t key, rv_task_fn *retry, void *arg,
+                               rv_plog_t **out);
+
+/* This shard's buffer pool (the one appends must come from). */
+rv_pool_t *rv_store_pool(rv_store_t *st);
+
+/* Call hook(ctx, key) on this shard after every append applied to one of its
+ * logs (long-polling fetches wait on it). One hook per shard; NULL removes. */
+void rv_store_set_append_hook(rv_store_t *st, rv_store_append_hook *hook, void *ctx);
+
+#endif /* RV_STORAGE_PART_H */
