@@ -31,6 +31,8 @@ struct rv_part_ref {
     uint64_t key;       /* WAL key: topic id << 32 | partition */
     uint32_t owner;     /* the shard that owns its log */
     int32_t partitions; /* of its topic */
+    int32_t max_batch;  /* max.message.bytes */
+    bool is_log_append_time;
 };
 
 /* What the broker needs of a topic. */
@@ -56,6 +58,10 @@ RV_MUST_CHECK int rv_store_lookup(rv_store_t *st, const char *topic, size_t len,
 /* Describe topic[0..len): 0 or -ENOENT. */
 RV_MUST_CHECK int rv_store_topic_info(rv_store_t *st, const char *topic, size_t len,
                                       struct rv_store_topic_info *out);
+
+/* Find a topic by its id: copies its name (RV_TOPIC_NAME_MAX + 1 bytes). 0 or -ENOENT. */
+RV_MUST_CHECK int rv_store_topic_by_id(rv_store_t *st, uint32_t id, char *name,
+                                       struct rv_store_topic_info *out);
 
 /* The shard count the store places partitions over. */
 uint32_t rv_store_shard_count(const rv_store_t *st);

@@ -1606,7 +1606,10 @@ int rv_store_lookup(rv_store_t *st, const char *topic, size_t len, int32_t p,
     } else {
         *out = (struct rv_part_ref){.key = store_key(t->id, p),
                                     .owner = store_owner(st, t->name_hash, p),
-                                    .partitions = t->cfg.partitions};
+                                    .partitions = t->cfg.partitions,
+                                    .max_batch = t->cfg.max_message_bytes,
+                                    .is_log_append_time =
+                                        strcmp(t->cfg.timestamp_type, "LogAppendTime") == 0};
     }
     pthread_rwlock_unlock(&st->lock);
     return rc;
@@ -1624,6 +1627,20 @@ int rv_store_topic_info(rv_store_t *st, const char *topic, size_t len,
     if (rc == 0)
         *out = (struct rv_store_topic_info){
             .id = t->id, .partitions = t->cfg.partitions, .cfg = t->cfg};
+    pthread_rwlock_unlock(&st->lock);
+    return rc;
+}
+
+int rv_store_topic_by_id(rv_store_t *st, uint32_t id, char *name, struct rv_store_topic_info *out)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    struct store_topic *t = catalog_find_id(st, id);
+    int rc = t == NULL || t->is_deleted ? -ENOENT : 0;
+    if (rc == 0) {
+        snprintf(name, RV_TOPIC_NAME_MAX + 1, "%s", t->name);
+        *out = (struct rv_store_topic_info){
+            .id = t->id, .partitions = t->cfg.partitions, .cfg = t->cfg};
+    }
     pthread_rwlock_unlock(&st->lock);
     return rc;
 }
