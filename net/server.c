@@ -13,15 +13,32 @@
  *            cancel are in flight the socket is closed, and then it is freed.
  *
  * While OPEN at most one recv and one send are in flight. Received bytes
- * accumulate in rbuf; every complete frame is answered (net/kapi.c) by
- * appending its response to `out`, so responses keep request order; `out`
- * goes out in one send per turn. Reading pauses while `out` holds more than
- * RV_SERVER_OUT_BYTES_MAX unsent bytes.
+ * land in a receive buffer from the shard's pool; every complete frame starts
+ * a request (net/kapi.h) that holds a reference to that buffer, so a produced
+ * batch goes from there to the log without a copy. Requests may finish out
+ * of order (a fetch waits for data, a produce for its fsync); they queue on
+ * the connection and responses leave in request order, each one's iovecs
+ * (its bytes and the fetched batches where they are) in one vectored send.
+ *
+ * Receive buffers: a frame never moves once received. The connection keeps
+ * receiving after the last frame while the buffer has room; when a partial
+ * frame does not fit, a new buffer (sized for that frame) takes the partial
+ * bytes (the only copy, of at most one buffer's tail), and the old buffer
+ * lives on while requests or the hot tier reference it. A frame larger than
+ * a pool buffer goes to a malloc'd block of its own size; its batches are
+ * copied into pool buffers by the produce path. Reading pauses while the
+ * unsent responses pass RV_SERVER_OUT_BYTES_MAX or the requests in flight
+ * pass SERVER_INFLIGHT_MAX.
+ *
+ * (A received buffer can be frozen by a fetch of a batch in it while the
+ * connection still receives into its free tail: disjoint bytes, written only
+ * by this shard, through the pointer taken when it was allocated.)
  */
 #include "net/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,13 +54,17 @@
 #include "core/err.h"
 #include "core/trace.h"
 #include "net/kapi.h"
+#include "storage/part.h"
 #include "shards/sock.h"
 
 #define SERVER_BACKLOG         1024
 #define SERVER_ACCEPT_RETRY_US 100000     /* after accept failed (EMFILE...), try again */
 #define SERVER_RECV_SHRINK     (1u << 20) /* give a larger idle receive buffer back */
 #define SERVER_PEER_MAX        64
-#define SERVER_FRAMES_PER_TURN 256 /* requests answered per callback; then yield the shard */
+#define SERVER_FRAMES_PER_TURN 256  /* requests started per callback; then yield the shard */
+#define SERVER_INFLIGHT_MAX    1024 /* requests of a connection not yet sent */
+#define SERVER_IOV_MAX         256  /* iovecs per send */
+#define SERVER_POOL_RETRY_US   1000 /* the pool had no buffer: try again after */
 
 struct server_shard;
 
@@ -56,29 +77,49 @@ struct server_listener {
     rv_timer_id retry;
 };
 
+/* A request of a connection, in the order received. */
+struct conn_req {
+    struct conn_req *next;
+    struct server_conn *c;
+    struct rv_kreq *req; /* NULL once done and freed */
+    bool is_done;
+};
+
 struct server_conn {
     struct server_shard *sh;
     struct server_conn *prev;
     struct server_conn *next;
     int fd;
-    uint8_t *rbuf;
-    size_t rcap;            /* bytes allocated */
-    size_t rlen;            /* bytes received and not yet answered */
-    struct rv_kapi_out out; /* responses; [out_sent, out.len) not yet sent */
-    size_t out_sent;
+    rv_buf_t *rb;              /* the receive buffer (our reference), or NULL when heap */
+    uint8_t *heap;             /* or a malloc'd one, for a frame larger than a pool buffer */
+    uint8_t *rdata;            /* its bytes */
+    size_t rcap;               /* bytes it holds */
+    size_t rstart;             /* the first byte not yet taken by a request */
+    size_t rlen;               /* bytes received */
+    struct conn_req *req_head; /* requests, oldest first */
+    struct conn_req *req_tail;
+    uint32_t req_count;
+    uint32_t reqs_pending; /* started and not yet done */
+    size_t head_sent;      /* bytes of the head's response already sent */
+    size_t unsent_bytes;   /* of done responses */
+    uint32_t sending;      /* requests covered by the send in flight */
+    struct iovec iov[SERVER_IOV_MAX];
     uint64_t last_active_ns; /* last byte received or sent */
     bool is_recv_pending;
     bool is_send_pending;
     bool is_cancel_pending;
     bool is_task_pending; /* conn_resume is queued: more frames to answer */
-    bool has_more;        /* complete frames left in rbuf after a full turn */
+    bool has_more;        /* complete frames left in the buffer after a full turn */
+    bool has_retry;       /* a timer retries the receive buffer */
     bool is_closing;
+    bool is_released; /* the socket's close is issued */
     char peer[SERVER_PEER_MAX];
 };
 
 struct server_shard {
     rv_server_t *srv;
     uint32_t id;
+    struct rv_kapi_shard *ks;
     struct server_listener listeners[2]; /* the shared port, then the own port */
     uint32_t listener_count;
     struct server_conn *conns; /* open and closing */
@@ -93,7 +134,11 @@ struct server_shard {
 
 struct rv_server {
     rv_runtime_t *rt;
+    rv_store_t *st;
     struct rv_config cfg;
+    struct rv_kapi_broker broker;
+    uint16_t *ports;                /* [shard_count]: advertised */
+    struct rv_kapi_shard **kshards; /* [shard_count] */
     uint32_t shard_count;
     uint16_t port;               /* the shared port as bound */
     struct server_shard *shards; /* [shard_count] */
@@ -101,6 +146,7 @@ struct rv_server {
 
 static void conn_close(struct server_conn *c, const char *why);
 static void conn_pump(struct server_conn *c);
+static void conn_progress(struct server_conn *c);
 
 /* ---- shard bookkeeping --------------------------------------------------------- */
 
@@ -112,11 +158,38 @@ static void shard_check_stopped(struct server_shard *sh)
         if (sh->listeners[i].is_armed || sh->listeners[i].has_retry)
             return;
     }
+    RV_ASSERT(sh->ks == NULL || rv_kapi_shard_pending(sh->ks) == 0);
+    rv_kapi_shard_close(sh->ks);
+    sh->ks = NULL;
     sh->is_stop_posted = true;
     sem_post(&sh->done);
 }
 
 /* ---- connections ----------------------------------------------------------------- */
+
+static void conn_drop_rbuf(struct server_conn *c)
+{
+    rv_buf_put(c->rb);
+    free(c->heap);
+    c->rb = NULL;
+    c->heap = NULL;
+    c->rdata = NULL;
+    c->rcap = c->rstart = c->rlen = 0;
+}
+
+/* Free every request (closing: done ones; the rest free themselves when done). */
+static void conn_free_reqs(struct server_conn *c)
+{
+    while (c->req_head != NULL && c->req_head->is_done) {
+        struct conn_req *cr = c->req_head;
+        c->req_head = cr->next;
+        rv_kreq_free(cr->req);
+        free(cr);
+        c->req_count--;
+    }
+    if (c->req_head == NULL)
+        c->req_tail = NULL;
+}
 
 static void conn_closed(void *arg, int64_t res)
 {
@@ -132,8 +205,9 @@ static void conn_closed(void *arg, int64_t res)
         c->next->prev = c->prev;
     RV_ASSERT(sh->conn_count > 0);
     sh->conn_count--;
-    rv_kapi_out_fini(&c->out);
-    free(c->rbuf);
+    conn_free_reqs(c);
+    RV_ASSERT(c->req_head == NULL);
+    conn_drop_rbuf(c);
     free(c);
     shard_check_stopped(sh);
 }
@@ -142,8 +216,10 @@ static void conn_closed(void *arg, int64_t res)
 static void conn_release(struct server_conn *c)
 {
     RV_ASSERT(c->is_closing);
-    if (c->is_recv_pending || c->is_send_pending || c->is_cancel_pending || c->is_task_pending)
+    if (c->is_recv_pending || c->is_send_pending || c->is_cancel_pending || c->is_task_pending ||
+        c->has_retry || c->reqs_pending > 0 || c->is_released)
         return;
+    c->is_released = true;
     if (rv_sock_close(c->fd, conn_closed, c) < 0) {
         close(c->fd); /* the ring is full: a socket close does not block */
         conn_closed(c, 0);
@@ -173,76 +249,169 @@ static void conn_close(struct server_conn *c, const char *why)
     conn_release(c);
 }
 
-static int conn_grow_rbuf(struct server_conn *c, size_t need)
+/* A request finished (maybe inside rv_kapi_request). */
+static void conn_req_done(void *arg, struct rv_kreq *req)
 {
-    if (need <= c->rcap)
-        return 0;
-    size_t cap = c->rcap;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    uint8_t *buf = realloc(c->rbuf, cap);
-    if (buf == NULL)
-        return -ENOMEM;
-    c->rbuf = buf;
+    struct conn_req *cr = arg;
+    struct server_conn *c = cr->c;
+    cr->req = req;
+    cr->is_done = true;
+    RV_ASSERT(c->reqs_pending > 0);
+    c->reqs_pending--;
+    if (rv_kreq_error(req) < 0) {
+        rv_warn("connection %s: %s: closing it", c->peer, rv_kreq_why(req));
+        conn_close(c, "bad request");
+    } else {
+        c->unsent_bytes += rv_kreq_bytes(req);
+    }
+    if (c->is_closing) {
+        if (!c->is_send_pending)
+            conn_free_reqs(c);
+        conn_release(c);
+        return;
+    }
+    if (cr == c->req_head)
+        conn_pump(c);
+}
+
+/* Make room for a frame of `total` bytes (size prefix included) that starts at
+ * rstart: a new buffer that takes the bytes received of it. */
+static int conn_rbuf_fit(struct server_conn *c, size_t total)
+{
+    size_t have = c->rlen - c->rstart;
+    size_t need = total > have ? total : have + RV_SERVER_RECV_BYTES_MIN;
+    size_t cap = need < RV_SERVER_RECV_BYTES_MIN ? RV_SERVER_RECV_BYTES_MIN : need;
+    if (total <= RV_BUF_CAP_MAX && cap > RV_BUF_CAP_MAX)
+        cap = RV_BUF_CAP_MAX;
+    rv_buf_t *rb = NULL;
+    uint8_t *heap = NULL;
+    uint8_t *data;
+    if (total <= RV_BUF_CAP_MAX) {
+        int rc = rv_buf_alloc(rv_store_pool(c->sh->srv->st), cap, &rb);
+        if (rc < 0)
+            return rc;
+        data = rv_buf_data(rb);
+        cap = rv_buf_cap(rb);
+    } else {
+        heap = malloc(total);
+        if (heap == NULL)
+            return -ENOMEM;
+        data = heap;
+        cap = total;
+    }
+    if (have > 0)
+        memcpy(data, c->rdata + c->rstart, have);
+    conn_drop_rbuf(c);
+    c->rb = rb;
+    c->heap = heap;
+    c->rdata = data;
     c->rcap = cap;
+    c->rlen = have;
     return 0;
 }
 
-/* Answer every complete frame in rbuf (until `out` is over its bound). Returns
- * false when the connection was closed. */
+static void conn_retry(void *arg)
+{
+    struct server_conn *c = arg;
+    c->has_retry = false;
+    if (c->is_closing) {
+        conn_release(c);
+        return;
+    }
+    conn_progress(c);
+}
+
+/* Start a request for the complete frame at rstart. */
+static int conn_start(struct server_conn *c, size_t size)
+{
+    struct conn_req *cr = calloc(1, sizeof(*cr));
+    if (cr == NULL)
+        return -ENOMEM;
+    cr->c = c;
+    if (c->req_tail != NULL)
+        c->req_tail->next = cr;
+    else
+        c->req_head = cr;
+    c->req_tail = cr;
+    c->req_count++;
+    c->reqs_pending++;
+    uint8_t *frame = c->rdata + c->rstart + 4;
+    void *heap = NULL;
+    if (c->heap != NULL) { /* a frame of its own block: the request takes it */
+        RV_ASSERT(c->rstart == 0 && c->rlen == size + 4);
+        heap = c->heap;
+        c->heap = NULL;
+        c->rdata = NULL;
+        c->rcap = c->rstart = c->rlen = 0;
+    } else {
+        c->rstart += 4 + size;
+    }
+    struct rv_kreq *req;
+    int rc = rv_kapi_request(c->sh->ks, c->rb, heap, frame, size, conn_req_done, cr, &req);
+    if (rc < 0) { /* nothing was taken */
+        free(heap);
+        c->reqs_pending--;
+        cr->is_done = true; /* an empty answer slot, freed in order */
+    }
+    return rc;
+}
+
+/* Start a request for every complete frame received (within the bounds).
+ * Returns false when the connection was closed. */
 static bool conn_answer(struct server_conn *c)
 {
     const int32_t size_max = c->sh->srv->cfg.socket_request_max_bytes;
-    size_t pos = 0;
-    bool is_ok = true;
     uint32_t answered = 0;
     c->has_more = false;
-    while (c->rlen - pos >= 4 && c->out.len - c->out_sent <= RV_SERVER_OUT_BYTES_MAX) {
+    while (!c->is_closing && c->rlen - c->rstart >= 4 &&
+           c->unsent_bytes <= RV_SERVER_OUT_BYTES_MAX && c->req_count < SERVER_INFLIGHT_MAX) {
         if (answered == SERVER_FRAMES_PER_TURN) {
             c->has_more = true; /* let the shard's other work run first */
             break;
         }
-        const uint8_t *p = c->rbuf + pos;
+        const uint8_t *p = c->rdata + c->rstart;
         int32_t size =
             (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
         if (size < 0 || size > size_max) {
             rv_warn("connection %s: request size %d outside [0, %d] "
                     "(socket.request.max.bytes): closing it",
                     c->peer, size, size_max);
-            is_ok = false;
-            break;
+            conn_close(c, "bad request size");
+            return false;
         }
-        if (c->rlen - pos - 4 < (size_t)size) {
-            if (conn_grow_rbuf(c, (size_t)size + 4) < 0) {
-                rv_warn("connection %s: no memory for a %d-byte request: closing it", c->peer,
-                        size);
-                is_ok = false;
+        size_t total = 4 + (size_t)size;
+        if (c->rlen - c->rstart < total) {
+            /* (Never move the buffer under a receive in flight: it lands there.) */
+            if (!c->is_recv_pending &&
+                (c->rstart + total > c->rcap || (c->heap != NULL && c->rstart > 0))) {
+                int rc = conn_rbuf_fit(c, total);
+                if (rc == -ENOBUFS) { /* the pool is at its budget: wait for buffers */
+                    if (!c->has_retry &&
+                        rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
+                        c->has_retry = true;
+                    return true;
+                }
+                if (rc < 0) {
+                    rv_warn("connection %s: no memory for a %d-byte request: closing it", c->peer,
+                            size);
+                    conn_close(c, "no memory");
+                    return false;
+                }
             }
             break;
         }
-        int rc = rv_kapi_handle(p + 4, (size_t)size, &c->out);
-        if (rc < 0) {
-            rv_warn("connection %s: %s: closing it", c->peer,
-                    rc == -EPROTO ? rv_err_msg() : rv_strerror(rc));
-            is_ok = false;
-            break;
+        if (conn_start(c, (size_t)size) < 0) {
+            rv_warn("connection %s: no memory for a request: closing it", c->peer);
+            conn_close(c, "no memory");
+            return false;
         }
-        pos += 4 + (size_t)size;
         answered++;
     }
-    if (!is_ok) {
-        conn_close(c, "bad request");
+    if (c->is_closing)
         return false;
-    }
-    memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
-    c->rlen -= pos;
-    if (c->rcap > SERVER_RECV_SHRINK && c->rlen <= RV_SERVER_RECV_BYTES_MIN) {
-        uint8_t *buf = realloc(c->rbuf, RV_SERVER_RECV_BYTES_MIN);
-        if (buf != NULL) {
-            c->rbuf = buf;
-            c->rcap = RV_SERVER_RECV_BYTES_MIN;
-        }
-    }
+    /* Everything taken and nobody else holds the buffer: start it over. */
+    if (c->rb != NULL && c->rstart == c->rlen && !c->is_recv_pending && rv_buf_refs(c->rb) == 1)
+        c->rstart = c->rlen = 0;
     return true;
 }
 
@@ -278,6 +447,7 @@ static void conn_sent(void *arg, int64_t res)
     struct server_conn *c = arg;
     c->is_send_pending = false;
     if (c->is_closing) {
+        conn_free_reqs(c);
         conn_release(c);
         return;
     }
@@ -285,12 +455,29 @@ static void conn_sent(void *arg, int64_t res)
         conn_close(c, res == 0 ? "send made no progress" : rv_strerror((int)res));
         return;
     }
-    c->out_sent += (size_t)res;
-    RV_ASSERT(c->out_sent <= c->out.len);
-    if (c->out_sent == c->out.len)
-        c->out.len = c->out_sent = 0;
+    /* Retire the responses this send finished. */
+    size_t sent = (size_t)res;
+    RV_ASSERT(sent <= c->unsent_bytes);
+    c->unsent_bytes -= sent;
+    while (sent > 0) {
+        struct conn_req *cr = c->req_head;
+        RV_ASSERT(cr != NULL && cr->is_done);
+        size_t left = rv_kreq_bytes(cr->req) - c->head_sent;
+        if (sent < left) {
+            c->head_sent += sent;
+            break;
+        }
+        sent -= left;
+        c->head_sent = 0;
+        c->req_head = cr->next;
+        if (c->req_head == NULL)
+            c->req_tail = NULL;
+        c->req_count--;
+        rv_kreq_free(cr->req);
+        free(cr);
+    }
     c->last_active_ns = rv_clock_now_ns();
-    conn_progress(c); /* frames held back while `out` was full */
+    conn_progress(c); /* frames held back while the responses were many */
 }
 
 static void conn_received(void *arg, int64_t res)
@@ -310,25 +497,70 @@ static void conn_received(void *arg, int64_t res)
     conn_progress(c);
 }
 
+/* Gather the iovecs of the done responses at the head; frees empty ones. */
+static int conn_gather(struct server_conn *c)
+{
+    int n = 0;
+    size_t skip = c->head_sent;
+    for (struct conn_req *cr = c->req_head; cr != NULL && cr->is_done && n < SERVER_IOV_MAX;
+         cr = cr->next) {
+        if (cr->req == NULL || rv_kreq_bytes(cr->req) == 0) {
+            if (cr == c->req_head && n == 0) { /* nothing to send (acks=0): retire it now */
+                c->req_head = cr->next;
+                if (c->req_head == NULL)
+                    c->req_tail = NULL;
+                c->req_count--;
+                rv_kreq_free(cr->req);
+                free(cr);
+                return -1; /* look again from the new head */
+            }
+            continue;
+        }
+        n += rv_kreq_iov(cr->req, skip, &c->iov[n], SERVER_IOV_MAX - n);
+        skip = 0;
+    }
+    return n;
+}
+
 /* Start the send and the receive that the connection's state calls for. */
 static void conn_pump(struct server_conn *c)
 {
     RV_ASSERT(!c->is_closing);
-    if (!c->is_send_pending && c->out.len > c->out_sent) {
-        size_t n = c->out.len - c->out_sent;
-        uint32_t len = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-        int rc = rv_sock_send(c->fd, c->out.data + c->out_sent, len, conn_sent, c);
-        if (rc < 0) {
-            conn_close(c, rv_strerror(rc));
+    if (!c->is_send_pending) {
+        int n;
+        while ((n = conn_gather(c)) < 0)
+            ;
+        if (n > 0) {
+            int rc = rv_sock_sendv(c->fd, c->iov, n, conn_sent, c);
+            if (rc < 0) {
+                conn_close(c, rv_strerror(rc));
+                return;
+            }
+            c->is_send_pending = true;
+        }
+    }
+    bool is_paused = c->unsent_bytes > RV_SERVER_OUT_BYTES_MAX ||
+                     c->req_count >= SERVER_INFLIGHT_MAX || c->has_retry;
+    if (c->is_recv_pending || is_paused)
+        return;
+    if (c->rdata == NULL || c->rlen == c->rcap) {
+        /* No buffer, or a full one: a fresh one takes any partial frame. */
+        int rc = conn_rbuf_fit(c, 0);
+        if (rc == -ENOBUFS) {
+            if (rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
+                c->has_retry = true;
             return;
         }
-        c->is_send_pending = true;
+        if (rc < 0) {
+            conn_close(c, "no memory for a receive buffer");
+            return;
+        }
+        if (c->rlen == c->rcap)
+            return; /* a partial frame fills it: conn_answer sizes the next one */
     }
-    bool is_paused = c->out.len - c->out_sent > RV_SERVER_OUT_BYTES_MAX;
-    if (c->is_recv_pending || is_paused || c->rlen == c->rcap)
-        return;
-    int rc =
-        rv_sock_recv(c->fd, c->rbuf + c->rlen, (uint32_t)(c->rcap - c->rlen), conn_received, c);
+    size_t room = c->rcap - c->rlen;
+    uint32_t len = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+    int rc = rv_sock_recv(c->fd, c->rdata + c->rlen, len, conn_received, c);
     if (rc < 0) {
         conn_close(c, rv_strerror(rc));
         return;
@@ -359,11 +591,8 @@ static void conn_name_peer(struct server_conn *c)
 static void conn_open(struct server_shard *sh, int fd)
 {
     struct server_conn *c = calloc(1, sizeof(*c));
-    uint8_t *rbuf = malloc(RV_SERVER_RECV_BYTES_MIN);
-    if (c == NULL || rbuf == NULL) {
+    if (c == NULL) {
         rv_warn("shard %u: no memory for a connection: refused", sh->id);
-        free(c);
-        free(rbuf);
         close(fd);
         return;
     }
@@ -372,8 +601,6 @@ static void conn_open(struct server_shard *sh, int fd)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->sh = sh;
     c->fd = fd;
-    c->rbuf = rbuf;
-    c->rcap = RV_SERVER_RECV_BYTES_MIN;
     c->last_active_ns = rv_clock_now_ns();
     conn_name_peer(c);
     c->next = sh->conns;
@@ -447,7 +674,7 @@ static void shard_idle_scan(void *arg)
     for (struct server_conn *c = sh->conns, *next; c != NULL; c = next) {
         next = c->next; /* closing may free c (when nothing is in flight) */
         bool is_idle = now - c->last_active_ns > (uint64_t)idle_ms * 1000000ull;
-        if (!c->is_closing && is_idle && c->out.len == c->out_sent)
+        if (!c->is_closing && is_idle && c->req_head == NULL)
             conn_close(c, "idle for connections.max.idle.ms");
     }
     uint64_t every_us = (uint64_t)idle_ms * 1000 / 4;
@@ -461,7 +688,7 @@ static void shard_idle_scan(void *arg)
 static void shard_start(void *arg)
 {
     struct server_shard *sh = arg;
-    sh->start_rc = 0;
+    sh->start_rc = rv_kapi_shard_open(&sh->ks, &sh->srv->broker);
     for (uint32_t i = 0; i < sh->listener_count && sh->start_rc == 0; i++) {
         struct server_listener *l = &sh->listeners[i];
         sh->start_rc = rv_sock_accept_multishot(l->fd, listener_accepted, l);
@@ -482,6 +709,8 @@ static void shard_stop(void *arg)
 {
     struct server_shard *sh = arg;
     sh->is_stopping = true;
+    if (sh->ks != NULL)
+        rv_kapi_shard_wake_all(sh->ks); /* parked fetches answer now */
     if (sh->has_idle_timer && rv_timer_cancel(sh->idle_timer) == 0)
         sh->has_idle_timer = false;
     for (uint32_t i = 0; i < sh->listener_count; i++) {
@@ -555,6 +784,8 @@ static void server_free(rv_server_t *srv)
         sem_destroy(&sh->done);
     }
     free(srv->shards);
+    free(srv->ports);
+    free(srv->kshards);
     free(srv);
 }
 
@@ -612,9 +843,49 @@ static void server_stop_shards(rv_server_t *srv, uint32_t count)
     }
 }
 
-int rv_server_start(rv_server_t **out, rv_runtime_t *rt, const struct rv_config *cfg)
+/* What Metadata advertises: the advertised (else the bound) host and ports. */
+static void server_advertise(rv_server_t *srv)
 {
-    RV_ASSERT(out != NULL && rt != NULL && cfg != NULL);
+    struct rv_kapi_broker *b = &srv->broker;
+    uint32_t count = 0;
+    const struct rv_config_listener *adv = rv_config_advertised(&srv->cfg, &count);
+    const char *host = count > 0 ? adv[0].host : "";
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+        if (gethostname(b->host, sizeof(b->host)) < 0 || b->host[0] == '\0')
+            snprintf(b->host, sizeof(b->host), "localhost");
+        b->host[sizeof(b->host) - 1] = '\0';
+    } else {
+        snprintf(b->host, sizeof(b->host), "%s", host);
+    }
+    bool is_own_port = srv->cfg.advertised_count > 0 && adv[0].port != 0;
+    for (uint32_t i = 0; i < srv->shard_count; i++) {
+        if (!srv->cfg.is_advertise_shards)
+            srv->ports[i] = is_own_port ? adv[0].port : srv->port;
+        else
+            srv->ports[i] =
+                is_own_port ? (uint16_t)(adv[0].port + i) : rv_server_shard_port(srv, i);
+    }
+    /* A cluster id stable for a data directory: a hash of its path. */
+    char path[PATH_MAX];
+    const char *dir = realpath(srv->cfg.log_dirs, path) != NULL ? path : srv->cfg.log_dirs;
+    uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
+    for (const char *p = dir; *p != '\0'; p++) {
+        h1 = (h1 ^ (uint8_t)*p) * 0x100000001b3ull;
+        h2 = (h2 ^ (uint8_t)*p) * 0x100000001b3ull + 0x9e3779b97f4a7c15ull;
+    }
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0; i < 22; i++) {
+        uint64_t *h = i < 11 ? &h1 : &h2;
+        b->cluster_id[i] = abc[*h & 63];
+        *h >>= 6;
+    }
+    b->cluster_id[22] = '\0';
+}
+
+int rv_server_start(rv_server_t **out, rv_runtime_t *rt, rv_store_t *st,
+                    const struct rv_config *cfg)
+{
+    RV_ASSERT(out != NULL && rt != NULL && st != NULL && cfg != NULL);
     RV_ASSERT(rv_shard_self() < 0);
     rv_server_t *srv = calloc(1, sizeof(*srv));
     uint32_t n = rv_runtime_shard_count(rt);
@@ -625,9 +896,22 @@ int rv_server_start(rv_server_t **out, rv_runtime_t *rt, const struct rv_config 
         return -ENOMEM;
     }
     srv->rt = rt;
+    srv->st = st;
     srv->cfg = *cfg;
     srv->shard_count = n;
     srv->shards = shards;
+    srv->ports = calloc(n, sizeof(*srv->ports));
+    srv->kshards = calloc(n, sizeof(*srv->kshards));
+    if (srv->ports == NULL || srv->kshards == NULL) {
+        server_free(srv);
+        return -ENOMEM;
+    }
+    srv->broker = (struct rv_kapi_broker){.rt = rt,
+                                          .st = st,
+                                          .cfg = &srv->cfg,
+                                          .shard_count = n,
+                                          .ports = srv->ports,
+                                          .shards = srv->kshards};
     for (uint32_t i = 0; i < n; i++) {
         shards[i].srv = srv;
         shards[i].id = i;
@@ -640,6 +924,7 @@ int rv_server_start(rv_server_t **out, rv_runtime_t *rt, const struct rv_config 
         server_free(srv);
         return rc;
     }
+    server_advertise(srv);
     uint32_t started = 0;
     for (; started < n && rc == 0; started++) {
         struct server_shard *sh = &shards[started];

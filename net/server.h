@@ -37,12 +37,14 @@ typedef struct rv_server rv_server_t;
 
 /*
  * Bind the first listener of cfg on every shard of rt (blocking: name
- * resolution, bind), then start accepting. cfg is copied. Errors (nothing is
+ * resolution, bind), then start accepting; requests are served from st (which
+ * must outlive the server). cfg is copied. Errors (nothing is
  * left open, *out untouched): -EADDRINUSE and the other bind errors,
  * -EINVAL for a host that does not resolve or own ports past 65535, -ENOMEM;
  * rv_err_msg names the address.
  */
-RV_MUST_CHECK int rv_server_start(rv_server_t **out, rv_runtime_t *rt, const struct rv_config *cfg);
+RV_MUST_CHECK int rv_server_start(rv_server_t **out, rv_runtime_t *rt, rv_store_t *st,
+                                  const struct rv_config *cfg);
 
 /*
  * Stop accepting, close every connection (requests already answered are not

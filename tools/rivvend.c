@@ -120,7 +120,7 @@ static int rivvend_open(struct rivvend *d)
         goto err_close_runtime;
     }
     rv_err_clear();
-    rc = rv_server_start(&d->server, d->rt, &d->cfg);
+    rc = rv_server_start(&d->server, d->rt, d->store, &d->cfg);
     if (rc < 0) {
         rv_error("rivvend: cannot listen: %s", rivvend_why(rc));
         goto err_close_store;
