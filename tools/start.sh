@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tools/start.sh - install dependencies, build a release build and start the
-# main program on a local data directory (./data). Until the broker exists the
-# main program is the runtime demo: one shard per core exchanging messages and
-# writing a file each. Extra arguments go to the program.
+# broker, rivvend, on a local data directory (./data), listening on
+# 127.0.0.1:9092 with one shard per core. Extra arguments go to rivvend
+# (e.g. --listeners=PLAINTEXT://0.0.0.0:9092; see rivvend --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -10,4 +10,4 @@ if [ ! -d build-release ]; then
   meson setup build-release --buildtype=release
 fi
 ninja -C build-release
-exec build-release/tools/rivven-demo --data-dir ./data "$@"
+exec build-release/tools/rivvend --log.dirs=./data "$@"
