@@ -61,10 +61,11 @@
 #define SERVER_ACCEPT_RETRY_US 100000     /* after accept failed (EMFILE...), try again */
 #define SERVER_RECV_SHRINK     (1u << 20) /* give a larger idle receive buffer back */
 #define SERVER_PEER_MAX        64
-#define SERVER_FRAMES_PER_TURN 256  /* requests started per callback; then yield the shard */
-#define SERVER_INFLIGHT_MAX    1024 /* requests of a connection not yet sent */
-#define SERVER_IOV_MAX         256  /* iovecs per send */
-#define SERVER_POOL_RETRY_US   1000 /* the pool had no buffer: try again after */
+#define SERVER_FRAMES_PER_TURN 256     /* requests started per callback; then yield the shard */
+#define SERVER_INFLIGHT_MAX    1024    /* requests of a connection not yet sent */
+#define SERVER_IOV_MAX         256     /* iovecs per send */
+#define SERVER_POOL_RETRY_US   1000    /* the pool had no buffer: try again after */
+#define SERVER_DRAIN_US        2000000 /* stopping: answers in flight get this long to leave */
 
 struct server_shard;
 
@@ -113,6 +114,7 @@ struct server_conn {
     bool has_retry;       /* a timer retries the receive buffer */
     bool is_closing;
     bool is_released; /* the socket's close is issued */
+    bool is_draining; /* the broker is stopping: send what is answered, read no more */
     char peer[SERVER_PEER_MAX];
 };
 
@@ -126,6 +128,8 @@ struct server_shard {
     uint32_t conn_count;
     bool is_stopping;
     bool is_stop_posted;
+    bool has_drain_timer;
+    rv_timer_id drain_timer;
     bool has_idle_timer;
     rv_timer_id idle_timer;
     int start_rc;
@@ -154,6 +158,10 @@ static void shard_check_stopped(struct server_shard *sh)
 {
     if (!sh->is_stopping || sh->is_stop_posted || sh->conn_count > 0)
         return;
+    if (sh->has_drain_timer && rv_timer_cancel(sh->drain_timer) == 0)
+        sh->has_drain_timer = false;
+    if (sh->has_drain_timer)
+        return; /* it is running now: it calls us again */
     for (uint32_t i = 0; i < sh->listener_count; i++) {
         if (sh->listeners[i].is_armed || sh->listeners[i].has_retry)
             return;
@@ -421,6 +429,10 @@ static void conn_resume(void *arg);
  * later for frames left over from a full turn. */
 static void conn_progress(struct server_conn *c)
 {
+    if (c->is_draining) {
+        conn_pump(c); /* no new requests: only what is answered leaves */
+        return;
+    }
     if (!conn_answer(c))
         return;
     conn_pump(c);
@@ -488,6 +500,10 @@ static void conn_received(void *arg, int64_t res)
         conn_release(c);
         return;
     }
+    if (c->is_draining) { /* the read side was shut down: just finish sending */
+        conn_pump(c);
+        return;
+    }
     if (res <= 0) {
         conn_close(c, res == 0 ? "end of stream" : rv_strerror((int)res));
         return;
@@ -538,6 +554,11 @@ static void conn_pump(struct server_conn *c)
             }
             c->is_send_pending = true;
         }
+    }
+    if (c->is_draining) {
+        if (c->req_head == NULL && !c->is_send_pending)
+            conn_close(c, "the broker is stopping");
+        return;
     }
     bool is_paused = c->unsent_bytes > RV_SERVER_OUT_BYTES_MAX ||
                      c->req_count >= SERVER_INFLIGHT_MAX || c->has_retry;
@@ -705,6 +726,18 @@ static void shard_cancel_done(void *arg, int64_t res)
     (void)res;
 }
 
+/* Stopping took too long: close what is still open. */
+static void shard_drain_expired(void *arg)
+{
+    struct server_shard *sh = arg;
+    sh->has_drain_timer = false;
+    for (struct server_conn *c = sh->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        conn_close(c, "the broker is stopping (answers not sent in time)");
+    }
+    shard_check_stopped(sh);
+}
+
 static void shard_stop(void *arg)
 {
     struct server_shard *sh = arg;
@@ -720,10 +753,20 @@ static void shard_stop(void *arg)
         if (l->is_armed && rv_sock_cancel(l->fd, shard_cancel_done, NULL) < 0)
             shutdown(l->fd, SHUT_RDWR); /* ends the accept on both backends */
     }
+    /* Requests in flight are finished and answered (a produce the log took
+     * is acknowledged); nothing more is read. */
     for (struct server_conn *c = sh->conns, *next; c != NULL; c = next) {
         next = c->next;
-        conn_close(c, "the broker is stopping");
+        if (c->is_closing)
+            continue;
+        c->is_draining = true;
+        shutdown(c->fd, SHUT_RD); /* a receive in flight ends (0 bytes) on both backends */
+        if (!c->is_recv_pending)
+            conn_pump(c);
     }
+    if (sh->conn_count > 0 &&
+        rv_timer_add(SERVER_DRAIN_US, shard_drain_expired, sh, &sh->drain_timer) == 0)
+        sh->has_drain_timer = true;
     shard_check_stopped(sh);
 }
 

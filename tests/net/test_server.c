@@ -24,6 +24,9 @@
 #include "net/kproto_gen.h"
 #include "net/kapi.h"
 #include "net/server.h"
+#include "net/kproto_gen.h"
+#include "core/clock.h"
+#include "storage/batch.h"
 
 TestSuite(server, .timeout = 120);
 
@@ -70,7 +73,7 @@ static void fixture_open(struct fixture *f, enum rv_io_backend kind, const char 
 
 static void fixture_close(struct fixture *f)
 {
-    rv_server_stop(f->srv);
+    rv_server_stop(f->srv); /* NULL when the test stopped it */
     rv_store_close(f->st);
     rv_runtime_close(f->rt); /* hangs if a socket operation were left in flight */
     char cmd[128];
@@ -402,4 +405,209 @@ Test(server, stop_with_connections_open_and_a_busy_port)
         client_expect_closed(fds[i]);
         close(fds[i]);
     }
+}
+
+/* ---- produce and fetch through the server --------------------------------------------------- */
+
+/* A request frame (size prefix included) for (api, version) with body msg. */
+static size_t client_build(uint8_t *out, size_t cap, int16_t api, int16_t version, int32_t corr,
+                           const struct rv_kp_struct_desc *desc, const void *msg)
+{
+    struct rv_kp_request_header h;
+    rv_kp_request_header_init(&h);
+    h.request_api_key = api;
+    h.request_api_version = version;
+    h.correlation_id = corr;
+    h.client_id = rv_kp_str_from("test");
+    struct rv_kp_writer w;
+    rv_kp_writer_init(&w, out + 4, cap - 4);
+    cr_assert_eq(rv_kp_request_header_build(&w, &h), 0);
+    cr_assert_eq(desc->encode(&w, version, msg), 0);
+    size_t len = w.pos;
+    out[0] = (uint8_t)(len >> 24);
+    out[1] = (uint8_t)(len >> 16);
+    out[2] = (uint8_t)(len >> 8);
+    out[3] = (uint8_t)len;
+    return len + 4;
+}
+
+/* Read one response frame for (api, version) and decode it into msg. */
+static bool client_read_response(int fd, int16_t api, int16_t version, int32_t corr,
+                                 const struct rv_kp_struct_desc *desc, void *msg, uint8_t *buf,
+                                 size_t cap, struct rv_kproto_arena *a)
+{
+    uint8_t prefix[4];
+    if (!client_read(fd, prefix, 4))
+        return false;
+    uint32_t size = (uint32_t)prefix[0] << 24 | (uint32_t)prefix[1] << 16 |
+                    (uint32_t)prefix[2] << 8 | prefix[3];
+    cr_assert_lt(size, cap);
+    cr_assert(client_read(fd, buf, size));
+    struct rv_kp_reader r;
+    rv_kp_reader_init(&r, buf, size);
+    int32_t got = -1;
+    cr_assert_eq(rv_kp_response_header_parse(&r, api, version, &got), 0);
+    cr_assert_eq(got, corr);
+    cr_assert_eq(desc->decode(&r, version, msg, a), 0);
+    cr_assert_eq(rv_kp_reader_left(&r), 0);
+    return true;
+}
+
+/* A produce request of one batch of `count` records to t-0, acks=all. */
+static size_t client_produce(uint8_t *out, size_t cap, int16_t version, int32_t corr, int count)
+{
+    uint8_t batch[4096];
+    struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                     .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                     .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                     .producer_epoch = -1};
+    struct rv_batch_builder b;
+    cr_assert_eq(rv_batch_builder_init(&b, batch, sizeof(batch), &params), 0);
+    for (int i = 0; i < count; i++) {
+        char v[16];
+        int n = snprintf(v, sizeof(v), "v%d", i);
+        cr_assert_eq(rv_batch_builder_add(&b, 1000 + i, NULL, -1, v, n, NULL, 0), 0);
+    }
+    size_t blen = 0;
+    cr_assert_eq(rv_batch_builder_finish(&b, &blen), 0);
+    struct rv_kp_produce_request_partition_produce_data pd;
+    rv_kp_produce_request_partition_produce_data_init(&pd);
+    pd.index = 0;
+    pd.records = (struct rv_kp_bytes){.ptr = batch, .len = (int32_t)blen};
+    struct rv_kp_produce_request_topic_produce_data td;
+    rv_kp_produce_request_topic_produce_data_init(&td);
+    td.name = rv_kp_str_from("t");
+    td.partition_data.count = 1;
+    td.partition_data.items = &pd;
+    struct rv_kp_produce_request pr;
+    rv_kp_produce_request_init(&pr);
+    pr.acks = -1;
+    pr.timeout_ms = 5000;
+    pr.topic_data.count = 1;
+    pr.topic_data.items = &td;
+    return client_build(out, cap, RV_KP_API_PRODUCE, version, corr, &rv_kp_produce_request_desc,
+                        &pr);
+}
+
+static void produce_then_fetch(enum rv_io_backend kind)
+{
+    struct fixture f;
+    fixture_open(&f, kind, NULL, NULL);
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    cr_assert_eq(rv_topic_create(f.st, "t", &tc), 0, "%s", rv_err_msg());
+    int fd = client_connect(f.port);
+    uint8_t req[8192];
+    static uint8_t resp_buf[1 << 16];
+    _Alignas(16) static uint8_t arena_buf[1 << 16];
+    struct rv_kproto_arena a;
+    /* Two produces pipelined, in an old and a flexible version: offsets 0 and 10. */
+    size_t n1 = client_produce(req, sizeof(req), 3, 1, 10);
+    client_write(fd, req, n1);
+    size_t n2 = client_produce(req, sizeof(req), 9, 2, 5);
+    client_write(fd, req, n2);
+    int64_t want[2] = {0, 10};
+    for (int i = 0; i < 2; i++) {
+        int16_t v = i == 0 ? 3 : 9;
+        struct rv_kp_produce_response pr;
+        rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+        cr_assert(client_read_response(fd, RV_KP_API_PRODUCE, v, 1 + i,
+                                       &rv_kp_produce_response_desc, &pr, resp_buf,
+                                       sizeof(resp_buf), &a));
+        cr_assert_eq(pr.responses.count, 1);
+        cr_assert_eq(pr.responses.items[0].partition_responses.items[0].error_code, 0);
+        cr_assert_eq(pr.responses.items[0].partition_responses.items[0].base_offset, want[i]);
+    }
+    /* Fetch from offset 3: the batches holding 3.. come back whole, high watermark 15. */
+    struct rv_kp_fetch_request_partition fp;
+    rv_kp_fetch_request_partition_init(&fp);
+    fp.partition = 0;
+    fp.fetch_offset = 3;
+    fp.partition_max_bytes = 1 << 20;
+    struct rv_kp_fetch_request_topic ft;
+    rv_kp_fetch_request_topic_init(&ft);
+    ft.topic = rv_kp_str_from("t");
+    ft.partitions.count = 1;
+    ft.partitions.items = &fp;
+    struct rv_kp_fetch_request fr;
+    rv_kp_fetch_request_init(&fr);
+    fr.max_wait_ms = 100;
+    fr.min_bytes = 1;
+    fr.topics.count = 1;
+    fr.topics.items = &ft;
+    size_t n =
+        client_build(req, sizeof(req), RV_KP_API_FETCH, 11, 3, &rv_kp_fetch_request_desc, &fr);
+    client_write(fd, req, n);
+    struct rv_kp_fetch_response fres;
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    cr_assert(client_read_response(fd, RV_KP_API_FETCH, 11, 3, &rv_kp_fetch_response_desc, &fres,
+                                   resp_buf, sizeof(resp_buf), &a));
+    struct rv_kp_fetch_response_partition_data *pd = &fres.responses.items[0].partitions.items[0];
+    cr_assert_eq(pd->error_code, 0);
+    cr_assert_eq(pd->high_watermark, 15);
+    struct rv_batch_iter it;
+    rv_batch_iter_init(&it, pd->records.ptr, (size_t)pd->records.len, 1 << 20);
+    struct rv_batch_view bv;
+    int64_t next = 0;
+    int batches = 0;
+    while (rv_batch_iter_next(&it, &bv) == 1) {
+        cr_assert_eq(bv.base_offset, next);
+        next = bv.base_offset + bv.record_count;
+        batches++;
+    }
+    cr_assert_eq(batches, 2);
+    cr_assert_eq(next, 15);
+    /* A fetch at the end waits max_wait_ms for data, then answers empty. */
+    fp.fetch_offset = 15;
+    n = client_build(req, sizeof(req), RV_KP_API_FETCH, 11, 4, &rv_kp_fetch_request_desc, &fr);
+    uint64_t t0 = rv_clock_now_ns();
+    client_write(fd, req, n);
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    cr_assert(client_read_response(fd, RV_KP_API_FETCH, 11, 4, &rv_kp_fetch_response_desc, &fres,
+                                   resp_buf, sizeof(resp_buf), &a));
+    cr_assert_geq(rv_clock_now_ns() - t0, 90 * 1000000ull, "answered before max_wait_ms");
+    cr_assert_eq(fres.responses.items[0].partitions.items[0].records.len, 0);
+    /* A long poll is woken by a produce on another connection. */
+    fr.max_wait_ms = 10000;
+    n = client_build(req, sizeof(req), RV_KP_API_FETCH, 11, 5, &rv_kp_fetch_request_desc, &fr);
+    t0 = rv_clock_now_ns();
+    client_write(fd, req, n);
+    usleep(20000);
+    int fd2 = client_connect(f.port);
+    n1 = client_produce(req, sizeof(req), 9, 6, 1);
+    client_write(fd2, req, n1);
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    cr_assert(client_read_response(fd, RV_KP_API_FETCH, 11, 5, &rv_kp_fetch_response_desc, &fres,
+                                   resp_buf, sizeof(resp_buf), &a));
+    cr_assert_lt(rv_clock_now_ns() - t0, 5000 * 1000000ull, "the append did not wake the fetch");
+    cr_assert_gt(fres.responses.items[0].partitions.items[0].records.len, 0);
+    /* Stopping answers a produce already received before closing. */
+    n1 = client_produce(req, sizeof(req), 9, 7, 3);
+    client_write(fd2, req, n1);
+    struct rv_kp_produce_response pr;
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    cr_assert(client_read_response(fd2, RV_KP_API_PRODUCE, 9, 6, &rv_kp_produce_response_desc, &pr,
+                                   resp_buf, sizeof(resp_buf), &a));
+    rv_server_stop(f.srv);
+    f.srv = NULL;
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    cr_assert(client_read_response(fd2, RV_KP_API_PRODUCE, 9, 7, &rv_kp_produce_response_desc, &pr,
+                                   resp_buf, sizeof(resp_buf), &a),
+              "stopping dropped an answer in flight");
+    cr_assert_eq(pr.responses.items[0].partition_responses.items[0].error_code, 0);
+    cr_assert_eq(pr.responses.items[0].partition_responses.items[0].base_offset, 16);
+    client_expect_closed(fd2);
+    close(fd);
+    close(fd2);
+    fixture_close(&f);
+}
+
+Test(server, produce_then_fetch_on_io_uring)
+{
+    produce_then_fetch(RV_IO_URING);
+}
+
+Test(server, produce_then_fetch_on_epoll)
+{
+    produce_then_fetch(RV_IO_EPOLL);
 }
