@@ -208,6 +208,8 @@ struct rv_store_config {
     uint32_t wal_group_window_us;    /* wait this long for a group to fill (default 0) */
     uint32_t checkpoint_interval_ms; /* sync segments and trim the WAL (default 2000) */
     uint32_t retention_check_ms;     /* how often retention runs (default 30000) */
+    uint32_t fds_per_shard;          /* partition log descriptors each shard may hold open
+                                        (0, the default: half of RLIMIT_NOFILE, shared) */
 };
 
 void rv_store_config_init(struct rv_store_config *cfg);

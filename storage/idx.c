@@ -113,6 +113,7 @@ void rv_idx_reset(struct rv_idx *idx)
     idx->count = 0;
     idx->tcount = 0;
     idx->bytes_since_last = 0;
+    idx->changes++;
 }
 
 /* Make room for one more element in *arr (count used of *cap); -ENOMEM. */
@@ -166,6 +167,9 @@ int rv_idx_note_batch(struct rv_idx *idx, uint64_t first, uint32_t pos, uint32_t
     RV_ASSERT(idx != NULL);
     RV_ASSERT(first >= idx->base_offset && first - idx->base_offset <= IDX_REL_MAX);
     uint32_t rel = (uint32_t)(first - idx->base_offset);
+    uint32_t count_before = idx->count;
+    uint32_t tcount_before = idx->tcount;
+    int64_t ts_before = idx->tcount > 0 ? idx->tentries[idx->tcount - 1].timestamp_ms : -1;
     const struct rv_idx_entry *last = idx->count > 0 ? &idx->entries[idx->count - 1] : NULL;
     if (last != NULL) {
         /* Batches come in order; equal means the indexed batch is noted again
@@ -190,6 +194,11 @@ int rv_idx_note_batch(struct rv_idx *idx, uint64_t first, uint32_t pos, uint32_t
     int trc = idx_note_time(idx, anchor, max_ts_ms);
     idx->bytes_since_last =
         bytes > UINT32_MAX - idx->bytes_since_last ? UINT32_MAX : idx->bytes_since_last + bytes;
+    /* Entries only grow at the end, and a time entry noted again sits where it
+     * was: counts and the last timestamp tell whether the files went stale. */
+    int64_t ts_after = idx->tcount > 0 ? idx->tentries[idx->tcount - 1].timestamp_ms : -1;
+    if (idx->count != count_before || idx->tcount != tcount_before || ts_after != ts_before)
+        idx->changes++;
     RV_DASSERT(idx_check(idx));
     return rc != 0 ? rc : trc;
 }
@@ -236,6 +245,8 @@ void rv_idx_truncate(struct rv_idx *idx, uint64_t offset, uint32_t pos)
 {
     RV_ASSERT(idx != NULL);
     uint64_t rel = offset < idx->base_offset ? 0 : offset - idx->base_offset;
+    uint32_t count_before = idx->count;
+    uint32_t tcount_before = idx->tcount;
     while (idx->count > 0 && (idx->entries[idx->count - 1].rel_offset >= rel ||
                               idx->entries[idx->count - 1].pos >= pos))
         idx->count--;
@@ -245,6 +256,8 @@ void rv_idx_truncate(struct rv_idx *idx, uint64_t offset, uint32_t pos)
     idx->bytes_since_last = 0;
     if (idx->count > 0)
         idx->bytes_since_last = pos - idx->entries[idx->count - 1].pos;
+    if (idx->count != count_before || idx->tcount != tcount_before)
+        idx->changes++;
     RV_DASSERT(idx_check(idx));
 }
 

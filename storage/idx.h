@@ -46,7 +46,16 @@ struct rv_idx {
     struct rv_tidx_entry *tentries;
     uint32_t tcount;
     uint32_t tcap;
+    uint32_t changes;       /* bumped by every change of the entries */
+    uint32_t saved_changes; /* `changes` when the files last matched the entries */
 };
+
+/* Whether the files hold what the entries say (nothing to save). An index
+ * that was never saved nor loaded counts as saved while it is empty. */
+static inline bool rv_idx_is_saved(const struct rv_idx *idx)
+{
+    return idx->changes == idx->saved_changes;
+}
 
 /* Lifecycle: an empty index. Cannot fail (arrays grow on first append). */
 void rv_idx_init(struct rv_idx *idx, uint64_t base_offset, uint32_t interval_bytes);
@@ -84,7 +93,8 @@ void rv_idx_truncate(struct rv_idx *idx, uint64_t offset, uint32_t pos);
 /* Write both index files for segment `base` in dir_path (.index, .timeindex),
  * replacing old ones crash-safely: each goes to "<name>.tmp", is fdatasynced
  * and renamed over <name>; then the directory is fsynced. On failure each file
- * holds its old or its new entries, whole, and no .tmp is left. */
+ * holds its old or its new entries, whole, and no .tmp is left. The caller
+ * records success with idx->saved_changes = (changes when it saved). */
 RV_MUST_CHECK int rv_idx_save(const struct rv_idx *idx, const char *dir_path);
 /*
  * Load both files, checking that entries increase, relative offsets and

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@
 #define PLOG_READ_MIN   (64u << 10)
 #define PLOG_READ_MAX   ((1u << 20) - 64)
 #define PLOG_START_FILE "log-start"
+/* A helper job that met EMFILE/ENFILE (out of descriptors) runs again after this. */
+#define PLOG_EMFILE_RETRY_US 10000
 
 enum plog_state {
     PLOG_WRITABLE = 0,
@@ -118,14 +121,22 @@ struct rv_plog {
     struct hot_entry *hot_last;
     struct append_op *roll_head; /* applies waiting for the roll */
     struct append_op *roll_tail;
-    uint32_t writes_inflight;     /* segment writes in the ring */
-    uint32_t jobs;                /* helper jobs and async I/O chains in flight */
-    uint32_t appends_inflight;    /* in the WAL */
-    bool is_dirty;                /* written since the last sync */
-    bool is_roll_job;             /* the roll's helper job is running */
-    bool is_syncing;              /* a checkpoint fdatasync is in flight */
-    bool is_disk_full;            /* a write or roll failed with ENOSPC: retrying */
-    bool is_opening;              /* the active segment's descriptor is being opened */
+    uint32_t writes_inflight;  /* segment writes in the ring */
+    uint32_t jobs;             /* helper jobs and async I/O chains in flight */
+    uint32_t appends_inflight; /* in the WAL */
+    bool is_dirty;             /* written since the last sync */
+    bool is_roll_job;          /* the roll's helper job is running */
+    bool is_syncing;           /* a checkpoint fdatasync is in flight */
+    bool is_disk_full;         /* a write or roll failed with ENOSPC: retrying */
+    bool is_opening;           /* waiting for a descriptor slot, or opening through the ring */
+    bool has_slot;             /* holds a slot of the shard's budget for fd (open or opening) */
+    bool is_evicting;          /* syncing to give the descriptor back to a waiter */
+    bool is_ckpt_sync;         /* the sync in flight is the checkpoint's */
+    bool is_roll_created;      /* a roll that met EMFILE already created the next file */
+    struct rv_plog *lru_prev;  /* the shard's logs holding a descriptor */
+    struct rv_plog *lru_next;
+    struct rv_plog_fd_waiter fd_wait;
+    uint64_t sync_writes;         /* writes_total when the sync in flight was issued */
     uint32_t fd_users;            /* fetches reading through fd */
     uint64_t writes_total;        /* segment writes issued (idle detection) */
     uint64_t writes_at_sweep;     /* writes_total at the last idle sweep */
@@ -221,6 +232,8 @@ static int plog_open_segments(struct rv_plog *log)
     return rc;
 }
 
+static void plog_fd_granted(struct rv_plog_fd_waiter *w, int err);
+
 static int plog_open_active_fd(struct rv_plog *log)
 {
     char path[PATH_MAX];
@@ -244,6 +257,7 @@ int rv_plog_create(rv_plog_t **out, const char *dir, uint64_t key, const struct 
     log->key = key;
     log->cfg = *cfg;
     log->fd = -1;
+    log->fd_wait.fn = plog_fd_granted;
     log->load = PLOG_UNLOADED;
     *out = log;
     return 0;
@@ -312,11 +326,29 @@ static void plog_load_work(void *arg)
     job->rc = plog_load_data(job->log); /* the shard leaves the log alone meanwhile */
 }
 
+static bool plog_is_emfile(int64_t err);
+static void plog_load_done(void *arg);
+
+static void plog_load_retry(void *arg)
+{
+    struct load_job *job = arg;
+    if (rv_offload(plog_load_work, job, plog_load_done) == 0)
+        return; /* still counted in jobs */
+    job->rc = -ENOMEM;
+    plog_load_done(job);
+}
+
 static void plog_load_done(void *arg)
 {
     struct load_job *job = arg;
     struct rv_plog *log = job->log;
     log->jobs--;
+    if (plog_is_emfile(job->rc) && !log->shard->fds.is_closing &&
+        rv_timer_add(PLOG_EMFILE_RETRY_US, plog_load_retry, job, NULL) == 0) {
+        rv_debug("log %s: out of descriptors while loading; trying again", log->dir);
+        log->jobs++; /* the process is out of descriptors for now: not the log's fault */
+        return;
+    }
     log->load = PLOG_LOADED; /* on the shard: ordered after the helper's writes */
     if (job->rc < 0) {
         log->load = PLOG_LOAD_FAILED;
@@ -369,12 +401,25 @@ int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg)
     return 0;
 }
 
+/* Save the active segment's index if the files went stale (blocking). */
+static int plog_save_index(struct rv_plog *log)
+{
+    struct rv_idx *idx = &plog_active(log)->idx;
+    if (rv_idx_is_saved(idx))
+        return 0;
+    uint32_t changes = idx->changes;
+    int rc = rv_idx_save(idx, log->dir);
+    if (rc == 0)
+        idx->saved_changes = changes;
+    return rc;
+}
+
 /* Create the next segment file and open it (blocking). */
 static int plog_roll_blocking(struct rv_plog *log, uint64_t base)
 {
     int rc = log->fd >= 0 ? rv_sys_fdatasync(log->fd) : 0;
     if (rc == 0)
-        rc = rv_idx_save(&plog_active(log)->idx, log->dir);
+        rc = plog_save_index(log);
     if (rc == 0)
         rc = rv_seg_create(log->dir, base);
     if (rc == 0)
@@ -452,21 +497,25 @@ int rv_plog_sync_blocking(rv_plog_t *log)
         return 0;
     if (log->state == PLOG_FAILED)
         return -EIO;
-    if (log->fd < 0 && !log->is_dirty)
-        return 0; /* never written since it was opened, or closed clean */
-    int rc = log->fd < 0 ? plog_open_active_fd(log) : 0; /* closed dirty by recovery */
+    if (!log->is_dirty)
+        return plog_save_index(log); /* synced already: at most a stale index to save */
+    int fd = log->fd;
+    int rc = 0;
+    if (fd < 0) { /* closed dirty by recovery: a descriptor for this sync only */
+        char path[PATH_MAX];
+        rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
+        fd = rc == 0 ? rv_sys_open(path, O_RDWR, 0) : rc;
+        rc = fd < 0 ? rv_errf(fd, "%s: open", path) : 0;
+    }
     if (rc == 0)
-        rc = rv_sys_fdatasync(log->fd); /* syncs the file, whichever descriptor wrote */
+        rc = rv_sys_fdatasync(fd); /* syncs the file, whichever descriptor wrote */
+    if (fd >= 0 && fd != log->fd)
+        (void)rv_sys_close(fd); /* synced above, or the sync failed and says so */
     if (rc == 0)
-        rc = rv_idx_save(&plog_active(log)->idx, log->dir);
+        rc = plog_save_index(log);
     if (rc == 0)
         log->is_dirty = false;
     return rc;
-}
-
-void rv_plog_attach(rv_plog_t *log, struct rv_plog_shard *shard)
-{
-    log->shard = shard;
 }
 
 /* ---- the hot tier ---------------------------------------------------------------------------- */
@@ -585,6 +634,322 @@ static void hot_drop_below(struct rv_plog *log, int64_t offset)
     }
 }
 
+/* ---- the shard's descriptor budget (see plog.h) ----------------------------------------------- */
+
+#define FDS_RETRY_MIN_US 1000   /* first wait after EMFILE before the slots come back */
+#define FDS_RETRY_MAX_US 100000 /* longest wait while EMFILE keeps coming */
+#define FDS_SCAN_MAX     16     /* least recently used logs looked at for a victim */
+
+static void plog_fail(struct rv_plog *log, int err);
+static void plog_ckpt_try(struct rv_plog *log);
+static void plog_roll_flush_queue(struct rv_plog *log);
+static int plog_sync_issue(struct rv_plog *log, bool is_ckpt);
+
+static bool plog_is_emfile(int64_t err)
+{
+    return err == -EMFILE || err == -ENFILE;
+}
+
+static void fds_lru_add(struct rv_plog_fds *f, struct rv_plog *log)
+{
+    log->lru_prev = f->lru_newest;
+    log->lru_next = NULL;
+    if (f->lru_newest != NULL)
+        f->lru_newest->lru_next = log;
+    else
+        f->lru_oldest = log;
+    f->lru_newest = log;
+}
+
+static void fds_lru_del(struct rv_plog_fds *f, struct rv_plog *log)
+{
+    if (log->lru_prev != NULL)
+        log->lru_prev->lru_next = log->lru_next;
+    else
+        f->lru_oldest = log->lru_next;
+    if (log->lru_next != NULL)
+        log->lru_next->lru_prev = log->lru_prev;
+    else
+        f->lru_newest = log->lru_prev;
+    log->lru_prev = log->lru_next = NULL;
+}
+
+/* The log used its descriptor: it becomes the most recently used. */
+static void fds_lru_touch(struct rv_plog_fds *f, struct rv_plog *log)
+{
+    if (f->lru_newest != log) {
+        fds_lru_del(f, log);
+        fds_lru_add(f, log);
+    }
+}
+
+static void fds_took(struct rv_plog_fds *f)
+{
+    f->used++;
+    if (f->used > f->used_max)
+        f->used_max = f->used;
+}
+
+/* Hand free slots to the waiters, oldest first. A waiter's callback may take
+ * or give back slots itself: the loop re-reads everything. */
+static void fds_pump(struct rv_plog_fds *f)
+{
+    if (f->is_pumping)
+        return;
+    f->is_pumping = true;
+    while (f->wait_head != NULL && f->used < f->limit) {
+        struct rv_plog_fd_waiter *w = f->wait_head;
+        f->wait_head = w->next;
+        if (f->wait_head == NULL)
+            f->wait_tail = NULL;
+        f->waiting--;
+        fds_took(f);
+        w->fn(w, 0);
+    }
+    f->is_pumping = false;
+}
+
+static void fds_put(struct rv_plog_fds *f)
+{
+    RV_ASSERT(f->used > 0);
+    f->used--;
+    fds_pump(f);
+}
+
+static bool fds_need_room(const struct rv_plog_fds *f)
+{
+    return f->waiting > f->evicting;
+}
+
+static bool plog_fd_evict(struct rv_plog *log);
+
+/* Free slots for the waiters: evict quiet logs from the least recently used
+ * end, and else `quiet` (a log that just went quiet; NULL: none). */
+static void fds_make_room(struct rv_plog_fds *f, struct rv_plog *quiet)
+{
+    /* Collected first: an eviction may run callbacks that reorder the list. */
+    struct rv_plog *victims[FDS_SCAN_MAX];
+    uint32_t n = 0;
+    for (struct rv_plog *log = f->lru_oldest; log != NULL && n < FDS_SCAN_MAX; log = log->lru_next)
+        victims[n++] = log;
+    for (uint32_t i = 0; i < n && fds_need_room(f); i++)
+        (void)plog_fd_evict(victims[i]);
+    if (quiet != NULL && fds_need_room(f))
+        (void)plog_fd_evict(quiet);
+}
+
+/* A slot now (true), or w is queued for one (false). */
+static bool fds_take(struct rv_plog_fds *f, struct rv_plog_fd_waiter *w)
+{
+    if (f->wait_head == NULL && f->used < f->limit) {
+        fds_took(f);
+        return true;
+    }
+    w->next = NULL;
+    if (f->wait_tail != NULL)
+        f->wait_tail->next = w;
+    else
+        f->wait_head = w;
+    f->wait_tail = w;
+    f->waiting++;
+    f->waits++;
+    fds_make_room(f, NULL);
+    return false;
+}
+
+static void fds_retry_tick(void *arg)
+{
+    struct rv_plog_fds *f = arg;
+    f->is_retry_armed = false;
+    f->limit = f->budget; /* the kernel may have descriptors again: try */
+    fds_pump(f);
+    if (fds_need_room(f))
+        fds_make_room(f, NULL);
+}
+
+/*
+ * The kernel answered EMFILE/ENFILE to an open that held a slot: the budget
+ * is more than the process can have now. The slot goes back, the usable slots
+ * shrink to those taken (the next close makes room for exactly one), a timer
+ * restores them later, and w waits first in line. False when the store is
+ * closing and nothing of this shard could ever be closed to make room: the
+ * caller fails instead of waiting for the kernel.
+ */
+static bool fds_emfile(struct rv_plog_fds *f, struct rv_plog_fd_waiter *w)
+{
+    RV_ASSERT(f->used > 0);
+    f->used--;
+    f->emfiles++;
+    if (f->is_closing && f->used == 0) {
+        fds_pump(f);
+        return false;
+    }
+    if (f->emfiles == 1 || f->retry_us == FDS_RETRY_MIN_US)
+        rv_warn("storage: the process is out of descriptors (%u open for partition logs on "
+                "this shard, budget %u); opens wait for one to close",
+                f->used, f->budget);
+    f->limit = f->used;
+    w->next = f->wait_head;
+    f->wait_head = w;
+    if (f->wait_tail == NULL)
+        f->wait_tail = w;
+    f->waiting++;
+    if (!f->is_retry_armed) {
+        if (rv_timer_add(f->retry_us, fds_retry_tick, f, &f->retry_timer) == 0)
+            f->is_retry_armed = true;
+        else
+            f->limit = f->budget; /* no timer: no waiting on one */
+        f->retry_us = f->retry_us * 2 > FDS_RETRY_MAX_US ? FDS_RETRY_MAX_US : f->retry_us * 2;
+    }
+    fds_make_room(f, NULL);
+    return true;
+}
+
+static void fds_closed(void *arg, int64_t res)
+{
+    (void)res; /* nothing dirty was left behind the descriptor (see callers) */
+    struct rv_plog_fds *f = arg;
+    RV_ASSERT(f->closing > 0);
+    f->closing--;
+    fds_put(f);
+}
+
+static void fds_closed_evicted(void *arg, int64_t res)
+{
+    struct rv_plog_fds *f = arg;
+    RV_ASSERT(f->evicting > 0);
+    f->evicting--;
+    fds_closed(f, res);
+}
+
+/* Close the log's descriptor through the ring; its slot comes free when the
+ * close completes. The log must be quiet and clean, or failed. */
+static void plog_fd_drop(struct rv_plog *log, bool is_eviction)
+{
+    struct rv_plog_fds *f = &log->shard->fds;
+    RV_ASSERT(log->has_slot && log->fd >= 0);
+    int fd = log->fd;
+    log->fd = -1;
+    log->has_slot = false;
+    fds_lru_del(f, log);
+    f->closing++;
+    if (is_eviction) {
+        f->evicting++;
+        f->evictions++;
+    }
+    rv_io_fn *done = is_eviction ? fds_closed_evicted : fds_closed;
+    if (rv_file_close(fd, done, f) < 0) {
+        (void)rv_sys_close(fd); /* the ring is full: close here (nothing dirty) */
+        done(f, 0);
+    }
+}
+
+/* Nothing uses the descriptor and nothing is about to. */
+static bool plog_fd_is_quiet(const struct rv_plog *log)
+{
+    return log->fd >= 0 && log->has_slot && log->fd_users == 0 && log->writes_inflight == 0 &&
+           !log->is_syncing && log->retry_head == NULL && log->roll_head == NULL &&
+           !log->is_opening && !log->is_roll_job && log->state != PLOG_ROLLING &&
+           !log->is_disk_full && !log->has_ckpt;
+}
+
+/* Give the log's descriptor back for a waiter: close it, fdatasyncing a dirty
+ * log first. True when an eviction started. */
+static bool plog_fd_evict(struct rv_plog *log)
+{
+    struct rv_plog_fds *f = &log->shard->fds;
+    if (log->is_evicting || !plog_fd_is_quiet(log))
+        return false;
+    if (log->is_dirty && log->state == PLOG_WRITABLE) {
+        if (plog_sync_issue(log, false) < 0)
+            return false; /* the ring is full: the next quiet log or completion tries */
+        log->is_evicting = true;
+        f->evicting++;
+        return true;
+    }
+    plog_fd_drop(log, true); /* clean, or failed: the WAL has its data */
+    return true;
+}
+
+/* The log may have gone quiet: if openers wait, it may give its slot. */
+static void plog_fd_went_quiet(struct rv_plog *log)
+{
+    struct rv_plog_fds *f = &log->shard->fds;
+    if (fds_need_room(f))
+        fds_make_room(f, log);
+}
+
+void rv_plog_fds_init(struct rv_plog_shard *shard, uint32_t budget)
+{
+    shard->fds = (struct rv_plog_fds){
+        .budget = budget > 0 ? budget : 1,
+        .limit = budget > 0 ? budget : 1,
+        .retry_us = FDS_RETRY_MIN_US,
+    };
+}
+
+void rv_plog_fds_closing(struct rv_plog_shard *shard)
+{
+    shard->fds.is_closing = true;
+}
+
+bool rv_plog_fds_is_idle(const struct rv_plog_shard *shard)
+{
+    return shard->fds.wait_head == NULL && shard->fds.closing == 0;
+}
+
+void rv_plog_fds_close_all(struct rv_plog_shard *shard)
+{
+    struct rv_plog_fds *f = &shard->fds;
+    while (f->lru_oldest != NULL) {
+        struct rv_plog *log = f->lru_oldest;
+        RV_ASSERT(rv_plog_is_idle(log) && log->fd >= 0);
+        fds_lru_del(f, log);
+        (void)rv_sys_close(log->fd); /* idle: dirty pages stay for the final sync */
+        log->fd = -1;
+        log->has_slot = false;
+        f->used--;
+    }
+}
+
+void rv_plog_fds_fini(struct rv_plog_shard *shard)
+{
+    struct rv_plog_fds *f = &shard->fds;
+    if (f->is_retry_armed)
+        (void)rv_timer_cancel(f->retry_timer); /* pending: it never runs now */
+    f->is_retry_armed = false;
+    while (f->wait_head != NULL) { /* none after a quiesce; fail any, never hang */
+        struct rv_plog_fd_waiter *w = f->wait_head;
+        f->wait_head = w->next;
+        f->waiting--;
+        w->fn(w, -ESHUTDOWN);
+    }
+    f->wait_tail = NULL;
+}
+
+void rv_plog_attach(rv_plog_t *log, struct rv_plog_shard *shard)
+{
+    log->shard = shard;
+    if (log->fd >= 0) { /* kept from recovery: it takes a slot, over the budget if need be */
+        log->has_slot = true;
+        fds_took(&shard->fds);
+        fds_lru_add(&shard->fds, log);
+    }
+}
+
+void rv_plog_fds_sweep(struct rv_plog_shard *shard)
+{
+    struct rv_plog_fds *f = &shard->fds;
+    struct rv_plog *log = f->lru_oldest;
+    while (log != NULL) {
+        struct rv_plog *next = log->lru_next; /* closing unlinks log, nothing else */
+        (void)rv_plog_close_idle_fd(log);
+        log = next;
+    }
+    if (!f->is_retry_armed && f->wait_head == NULL)
+        f->retry_us = FDS_RETRY_MIN_US;
+}
+
 /* ---- append and apply ---------------------------------------------------------------------- */
 
 static void plog_fail(struct rv_plog *log, int err)
@@ -596,12 +961,8 @@ static void plog_fail(struct rv_plog *log, int err)
     log->state = PLOG_FAILED;
 }
 
-static void plog_ckpt_try(struct rv_plog *log);
-
 static void plog_write_done(void *arg, int64_t res);
 static void plog_fd_open_start(struct rv_plog *log);
-static void plog_ckpt_try(struct rv_plog *log);
-static void plog_roll_flush_queue(struct rv_plog *log);
 
 #define PLOG_RETRY_US 100000 /* how often a full disk is tried again */
 
@@ -627,6 +988,7 @@ static void plog_retry_tick(void *arg)
     plog_ckpt_try(log);          /* continues a roll or a checkpoint that waited */
     if (!log->is_disk_full && log->state == PLOG_WRITABLE)
         plog_roll_flush_queue(log);
+    plog_fd_went_quiet(log);
 }
 
 #define PLOG_BUSY_US 200 /* how soon an operation the ring had no room for is retried */
@@ -690,6 +1052,7 @@ static void plog_write_done(void *arg, int64_t res)
     rv_buf_put(e->buf); /* the write's reference */
     hot_trim(log->shard->hot);
     plog_ckpt_try(log);
+    plog_fd_went_quiet(log);
 }
 
 /* Write one applied batch at the end of the active segment. */
@@ -706,6 +1069,7 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
     e->pos = pos;
     log->writes_inflight++;
     log->writes_total++;
+    fds_lru_touch(&log->shard->fds, log);
     int rc = rv_file_write(log->fd, op->bytes, op->len, pos, plog_write_done, e);
     if (rc < 0)
         plog_write_done(e, rc);
@@ -713,41 +1077,77 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
 
 static void plog_roll_start(struct rv_plog *log, uint64_t base);
 
+static void plog_fd_open_issue(struct rv_plog *log);
+
+static void plog_fd_open_retry(void *arg)
+{
+    plog_fd_open_issue(arg);
+}
+
 static void plog_fd_opened(void *arg, int64_t res)
 {
     struct rv_plog *log = arg;
+    struct rv_plog_fds *f = &log->shard->fds;
+    if (plog_is_emfile(res)) {
+        log->has_slot = false;
+        if (fds_emfile(f, &log->fd_wait))
+            return; /* waits first in line: "at the budget", not a failure */
+        res = -ESHUTDOWN;
+    }
     log->jobs--;
     log->is_opening = false;
-
     if (res < 0) {
+        if (log->has_slot) {
+            log->has_slot = false;
+            fds_put(f);
+        }
         plog_fail(log, (int)res);
         plog_roll_flush_queue(log); /* releases them: the WAL replays them at start */
         return;
     }
     log->fd = (int)res;
+    fds_lru_add(f, log);
     plog_roll_flush_queue(log);
     plog_ckpt_try(log);
+    plog_fd_went_quiet(log); /* a roll may have taken the queue: nothing to write */
 }
 
-/* Open the active segment through the ring (a lazily opened or swept log). */
-static void plog_fd_open_start(struct rv_plog *log)
+/* Open the active segment through the ring, holding a slot. */
+static void plog_fd_open_issue(struct rv_plog *log)
 {
-    if (log->is_opening)
-        return;
     char path[PATH_MAX];
     int rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
     if (rc == 0)
         rc = rv_file_open(path, O_RDWR, 0, plog_fd_opened, log);
-    if (rc == -EAGAIN) {
-        plog_later(log, NULL); /* the ring is full: the retry tick opens it */
+    if (rc == -EAGAIN && rv_timer_add(PLOG_BUSY_US, plog_fd_open_retry, log, NULL) == 0)
+        return; /* the ring is full: keep the slot and open shortly */
+    if (rc < 0)
+        plog_fd_opened(log, rc);
+}
+
+static void plog_fd_granted(struct rv_plog_fd_waiter *w, int err)
+{
+    struct rv_plog *log = (struct rv_plog *)((char *)w - offsetof(struct rv_plog, fd_wait));
+    if (err < 0) {
+        plog_fd_opened(log, err);
         return;
     }
-    if (rc < 0) {
-        plog_fail(log, rc);
+    log->has_slot = true;
+    plog_fd_open_issue(log);
+}
+
+/* Get the active segment's descriptor (a lazily opened or swept log): take a
+ * slot of the shard's budget, or wait for one, then open through the ring. */
+static void plog_fd_open_start(struct rv_plog *log)
+{
+    if (log->is_opening)
         return;
-    }
     log->is_opening = true;
     log->jobs++;
+    if (fds_take(&log->shard->fds, &log->fd_wait)) {
+        log->has_slot = true;
+        plog_fd_open_issue(log);
+    }
 }
 
 static void plog_apply(struct rv_plog *log, struct append_op *op)
@@ -878,7 +1278,9 @@ struct roll_job {
     int old_fd;
     int new_fd;
     int rc;
-    struct rv_idx idx; /* a copy of the old segment's index, saved by the helper */
+    bool is_created;      /* the next segment file exists (made by this or an earlier try) */
+    uint32_t idx_changes; /* the old index's changes when copied */
+    struct rv_idx idx;    /* a copy of the old segment's index, saved by the helper */
 };
 
 static void plog_roll_work(void *arg)
@@ -886,18 +1288,22 @@ static void plog_roll_work(void *arg)
     struct roll_job *job = arg;
     struct rv_plog *log = job->log;
     job->rc = job->old_fd >= 0 ? rv_sys_fdatasync(job->old_fd) : 0; /* closed: clean */
-    if (job->rc == 0)
+    if (job->rc == 0 && !rv_idx_is_saved(&job->idx))
         job->rc = rv_idx_save(&job->idx, log->dir);
-    if (job->rc == 0)
+    if (job->rc == 0 && !job->is_created) {
         job->rc = rv_seg_create(log->dir, job->base);
+        job->is_created = job->rc == 0;
+    }
     if (job->rc == 0)
         job->rc = rv_sys_fsync_dir(log->dir);
-    if (job->rc < 0)
-        return;
+    if (job->rc < 0 || job->old_fd < 0)
+        return; /* without a descriptor before, the next one comes through the budget */
     char path[PATH_MAX];
     job->rc = plog_path(path, sizeof(path), log, job->base, ".log");
     job->new_fd = job->rc == 0 ? rv_sys_open(path, O_RDWR, 0) : job->rc;
-    if (job->new_fd < 0)
+    if (plog_is_emfile(job->new_fd))
+        job->rc = 0; /* rolled; the descriptor comes through the budget */
+    else if (job->new_fd < 0)
         job->rc = job->new_fd;
 }
 
@@ -932,10 +1338,16 @@ static void plog_roll_done(void *arg)
     log->jobs--;
     log->is_roll_job = false;
     rv_idx_fini(&job->idx);
-    if (job->rc == -ENOSPC) {
-        (void)rv_sys_close(job->new_fd < 0 ? -1 : job->new_fd); /* none normally */
+    log->is_roll_created = job->rc < 0 && job->is_created; /* a retry must not create it again */
+    if (job->rc == -ENOSPC || plog_is_emfile(job->rc)) {
+        if (job->new_fd >= 0)
+            (void)rv_sys_close(job->new_fd); /* none normally */
+        bool is_emfile = plog_is_emfile(job->rc);
         free(job);
-        plog_disk_full(log, NULL); /* the roll is tried again with the writes */
+        if (is_emfile) /* out of descriptors: not the disk's fault, appends go on */
+            plog_retry_after(log, NULL, PLOG_EMFILE_RETRY_US);
+        else
+            plog_disk_full(log, NULL); /* the roll is tried again with the writes */
         return;
     }
     if (job->rc < 0 || plog_seg_push(log, job->base) < 0) {
@@ -944,15 +1356,25 @@ static void plog_roll_done(void *arg)
         plog_fail(log, job->rc < 0 ? job->rc : -ENOMEM);
         plog_roll_flush_queue(log); /* accounted only; replayed at start */
         free(job);
+        plog_fd_went_quiet(log);
         return;
     }
+    log->segs[log->seg_count - 2].idx.saved_changes = job->idx_changes; /* saved by the helper */
     if (job->old_fd >= 0)
-        (void)rv_sys_close(job->old_fd); /* synced by the helper */
-    log->fd = job->new_fd;
+        (void)rv_sys_close(job->old_fd);           /* synced by the helper */
+    log->fd = job->new_fd >= 0 ? job->new_fd : -1; /* the old descriptor's slot goes to it */
+    if (log->fd < 0 && log->has_slot) {
+        log->has_slot = false; /* the helper could not open it: the budget will */
+        fds_lru_del(&log->shard->fds, log);
+        fds_put(&log->shard->fds);
+    }
     log->state = PLOG_WRITABLE;
     free(job);
+    if (log->fd < 0 && log->roll_head != NULL)
+        plog_fd_open_start(log);
     plog_roll_flush_queue(log);
     plog_ckpt_try(log);
+    plog_fd_went_quiet(log);
 }
 
 static int idx_copy(struct rv_idx *dst, const struct rv_idx *src)
@@ -988,6 +1410,8 @@ static void plog_roll_continue(struct rv_plog *log)
         job->base = plog_active(log)->next_offset;
         job->old_fd = log->fd;
         job->new_fd = -1;
+        job->is_created = log->is_roll_created;
+        job->idx_changes = plog_active(log)->idx.changes;
         rc = rv_offload(plog_roll_work, job, plog_roll_done);
     }
     if (rc < 0) {
@@ -1010,20 +1434,50 @@ static void plog_roll_start(struct rv_plog *log, uint64_t base)
         plog_roll_continue(log);
 }
 
-/* A checkpoint or a roll waits for in-flight writes; see who is next. */
-static void plog_ckpt_sync_done(void *arg, int64_t res)
+/* ---- syncs: checkpoints and evictions ------------------------------------------------------- */
+
+/* A sync of the active segment completed: the checkpoint's, an eviction's,
+ * or both in turn; see who is next. */
+static void plog_sync_done(void *arg, int64_t res)
 {
     struct rv_plog *log = arg;
+    struct rv_plog_fds *f = &log->shard->fds;
     log->jobs--;
     log->is_syncing = false;
-    struct plog_waiter w = log->ckpt;
-    log->has_ckpt = false;
+    bool is_ckpt = log->is_ckpt_sync;
+    log->is_ckpt_sync = false;
     if (res < 0)
         plog_fail(log, (int)res);
-    else
-        log->is_dirty = false;
-    w.done(w.arg, res < 0 ? res : 0);
-    plog_ckpt_try(log); /* a roll may have waited for this sync */
+    else if (log->writes_total == log->sync_writes)
+        log->is_dirty = false; /* no write was issued after the sync: all are durable */
+    if (is_ckpt) {
+        struct plog_waiter w = log->ckpt;
+        log->has_ckpt = false;
+        w.done(w.arg, res < 0 ? res : 0);
+    }
+    if (log->is_evicting) {
+        log->is_evicting = false;
+        RV_ASSERT(f->evicting > 0);
+        f->evicting--;
+        if (fds_need_room(f) && plog_fd_is_quiet(log) && !log->is_dirty)
+            plog_fd_drop(log, true);
+    }
+    plog_ckpt_try(log); /* a roll or a checkpoint may have waited for this sync */
+    plog_fd_went_quiet(log);
+}
+
+/* fdatasync the active segment through the ring. -EAGAIN: the ring is full. */
+static int plog_sync_issue(struct rv_plog *log, bool is_ckpt)
+{
+    RV_ASSERT(log->fd >= 0 && !log->is_syncing);
+    int rc = rv_file_fdatasync(log->fd, plog_sync_done, log);
+    if (rc < 0)
+        return rc;
+    log->jobs++;
+    log->is_syncing = true;
+    log->is_ckpt_sync = is_ckpt;
+    log->sync_writes = log->writes_total;
+    return 0;
 }
 
 static void plog_ckpt_try(struct rv_plog *log)
@@ -1042,17 +1496,21 @@ static void plog_ckpt_try(struct rv_plog *log)
         log->ckpt.done(log->ckpt.arg, -EIO);
         return;
     }
-    log->jobs++;
-    log->is_syncing = true;
-    int rc = rv_file_fdatasync(log->fd, plog_ckpt_sync_done, log);
+    if (!log->is_dirty) { /* an eviction's sync covered every write */
+        log->has_ckpt = false;
+        log->ckpt.done(log->ckpt.arg, 0);
+        return;
+    }
+    int rc = plog_sync_issue(log, true);
     if (rc == -EAGAIN) { /* the ring is full: try again shortly */
-        log->jobs--;
-        log->is_syncing = false;
         plog_later(log, NULL);
         return;
     }
-    if (rc < 0)
-        plog_ckpt_sync_done(log, rc);
+    if (rc < 0) {
+        plog_fail(log, rc);
+        log->has_ckpt = false;
+        log->ckpt.done(log->ckpt.arg, rc);
+    }
 }
 
 void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg)
@@ -1119,8 +1577,10 @@ struct fetch_op {
     uint32_t want;
     int fd;
     bool is_own_fd;
+    bool has_slot;    /* a slot of the shard's budget, for its own descriptor */
     bool is_log_fd;   /* reading through the log's descriptor (counted in fd_users) */
     bool has_retried; /* read again at the first batch, whole */
+    struct rv_plog_fd_waiter fd_wait;
     rv_buf_t *buf;
     rv_plog_fetch_fn *done;
     void *arg;
@@ -1145,6 +1605,11 @@ static void fetch_finish(struct fetch_op *op, int err)
         if (rv_file_close(op->fd, fetch_closed, op) == 0)
             return;
         (void)rv_sys_close(op->fd); /* ring full: close directly */
+        op->is_own_fd = false;
+    }
+    if (op->has_slot) {
+        op->has_slot = false;
+        fds_put(&log->shard->fds);
     }
     if (op->buf != NULL)
         rv_buf_put(op->buf);
@@ -1153,6 +1618,8 @@ static void fetch_finish(struct fetch_op *op, int err)
     op->res.high_watermark = log->leo;
     op->res.log_start = log->log_start;
     log->jobs--;
+    if (op->is_log_fd)
+        plog_fd_went_quiet(log);
     op->done(op->arg, &op->res);
     rv_pool_put(op);
 }
@@ -1243,6 +1710,12 @@ static void fetch_read(struct fetch_op *op)
 static void fetch_opened(void *arg, int64_t fd)
 {
     struct fetch_op *op = arg;
+    if (plog_is_emfile(fd)) {
+        op->has_slot = false;
+        if (fds_emfile(&op->log->shard->fds, &op->fd_wait))
+            return; /* waits first in line for a descriptor */
+        fd = -ESHUTDOWN;
+    }
     if (fd < 0) {
         fetch_finish(op, (int)fd); /* e.g. deleted by retention meanwhile */
         return;
@@ -1250,6 +1723,31 @@ static void fetch_opened(void *arg, int64_t fd)
     op->fd = (int)fd;
     op->is_own_fd = true;
     fetch_read(op);
+}
+
+/* Open the segment read-only through the ring, holding a slot. */
+static void fetch_open_issue(void *arg)
+{
+    struct fetch_op *op = arg;
+    char path[PATH_MAX];
+    int rc = plog_path(path, sizeof(path), op->log, op->seg_base, ".log");
+    if (rc == 0)
+        rc = rv_file_open(path, O_RDONLY, 0, fetch_opened, op);
+    if (rc == -EAGAIN && rv_timer_add(PLOG_BUSY_US, fetch_open_issue, op, NULL) == 0)
+        return; /* the ring is full: open shortly */
+    if (rc < 0)
+        fetch_finish(op, rc);
+}
+
+static void fetch_granted(struct rv_plog_fd_waiter *w, int err)
+{
+    struct fetch_op *op = (struct fetch_op *)((char *)w - offsetof(struct fetch_op, fd_wait));
+    if (err < 0) {
+        fetch_finish(op, err);
+        return;
+    }
+    op->has_slot = true;
+    fetch_open_issue(op);
 }
 
 static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_bytes,
@@ -1292,15 +1790,15 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
         op->fd = log->fd;
         op->is_log_fd = true;
         log->fd_users++;
+        fds_lru_touch(&log->shard->fds, log);
         fetch_read(op);
         return;
     }
-    char path[PATH_MAX];
-    int rc = plog_path(path, sizeof(path), log, s->base_offset, ".log");
-    if (rc == 0)
-        rc = rv_file_open(path, O_RDONLY, 0, fetch_opened, op);
-    if (rc < 0)
-        fetch_finish(op, rc);
+    op->fd_wait.fn = fetch_granted;
+    if (fds_take(&log->shard->fds, &op->fd_wait)) {
+        op->has_slot = true;
+        fetch_open_issue(op);
+    }
 }
 
 void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_fetch_fn *done,
@@ -1393,10 +1891,27 @@ static void time_work(void *arg)
     (void)rv_sys_close(fd);                      /* read-only */
 }
 
+static void time_done(void *arg);
+
+static void time_retry(void *arg)
+{
+    struct time_job *job = arg;
+    if (rv_offload(time_work, job, time_done) == 0)
+        return; /* still counted in jobs */
+    job->rc = -ENOMEM;
+    time_done(job);
+}
+
 static void time_done(void *arg)
 {
     struct time_job *job = arg;
     job->log->jobs--;
+    if (plog_is_emfile(job->rc) && !job->log->shard->fds.is_closing &&
+        rv_timer_add(PLOG_EMFILE_RETRY_US, time_retry, job, NULL) == 0) {
+        job->log->jobs++; /* out of descriptors for now: read again shortly */
+        job->found = -1;
+        return;
+    }
     int64_t best = job->found;
     if (job->hot_found >= 0 && (best < 0 || job->hot_found < best))
         best = job->hot_found;
@@ -1601,7 +2116,11 @@ bool rv_plog_release_fd(rv_plog_t *log)
         log->roll_head != NULL || log->is_opening)
         return false;
     /* Clean (synced) and unused: nothing can be lost by closing. */
-    (void)rv_sys_close(log->fd); /* nothing dirty: closing cannot lose data */
+    if (log->has_slot) {
+        plog_fd_drop(log, false); /* through the ring; the slot comes back after */
+        return true;
+    }
+    (void)rv_sys_close(log->fd); /* recovery, before the shards: no budget yet */
     log->fd = -1;
     return true;
 }
@@ -1670,6 +2189,10 @@ void rv_plog_close(rv_plog_t *log)
         hot_unlink(log->shard->hot, log->hot_first);
     if (log->fd >= 0)
         (void)rv_sys_close(log->fd); /* synced by the caller, or replayed from the WAL */
+    if (log->has_slot) {
+        fds_lru_del(&log->shard->fds, log);
+        fds_put(&log->shard->fds);
+    }
     for (uint32_t i = 0; i < log->seg_count; i++)
         rv_seg_fini(&log->segs[i]);
     free(log->segs);

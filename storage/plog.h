@@ -50,6 +50,45 @@ struct rv_plog_config {
     bool is_log_append_time;  /* stamp batches with the broker's clock */
 };
 
+/*
+ * The shard's descriptor budget for partition logs. Every active-segment
+ * descriptor a log holds and every descriptor a fetch opens takes a slot.
+ * At the budget, the least recently used descriptor of a quiet log is closed
+ * (a dirty one is fdatasynced through the ring first) and the opener waits
+ * for the slot instead of failing. EMFILE/ENFILE from the kernel counts as
+ * "at the budget": the opener waits, the usable slots shrink to what is open
+ * until a retry timer restores them. No mutex, no blocking call: it lives on
+ * the owner shard and closes through the ring.
+ */
+struct rv_plog_fd_waiter {
+    struct rv_plog_fd_waiter *next;
+    /* err 0: a slot is the waiter's now; -ESHUTDOWN: the shard is closing and
+     * the kernel has no descriptor to give. */
+    void (*fn)(struct rv_plog_fd_waiter *w, int err);
+};
+
+struct rv_plog_fds {
+    uint32_t budget;   /* slots (configured) */
+    uint32_t limit;    /* slots usable now: budget, or less after EMFILE */
+    uint32_t used;     /* slots taken: open, being opened or being closed */
+    uint32_t evicting; /* slots an eviction (sync, close) is freeing */
+    uint32_t waiting;  /* waiters queued */
+    uint32_t closing;  /* closes in flight in the ring (their slots are taken) */
+    uint32_t retry_us; /* next delay of the EMFILE retry timer */
+    bool is_retry_armed;
+    bool is_pumping;
+    bool is_closing; /* the store is closing: EMFILE with nothing to free fails */
+    rv_timer_id retry_timer;
+    rv_plog_t *lru_oldest; /* logs holding a descriptor, least recently used first */
+    rv_plog_t *lru_newest;
+    struct rv_plog_fd_waiter *wait_head;
+    struct rv_plog_fd_waiter *wait_tail;
+    uint64_t evictions; /* descriptors closed to make room */
+    uint64_t waits;     /* openers that waited for a slot */
+    uint64_t emfiles;   /* EMFILE/ENFILE answers from the kernel */
+    uint32_t used_max;
+};
+
 /* The shard context every log of a shard shares. */
 struct rv_plog_shard {
     rv_wal_t *wal;
@@ -61,6 +100,7 @@ struct rv_plog_shard {
     /* Called after an append moved a log's end (NULL: none). */
     void (*on_append)(void *ctx, uint64_t key);
     void *on_append_ctx;
+    struct rv_plog_fds fds; /* rv_plog_fds_init before any log is attached */
 };
 
 #define RV_PLOG_SCRATCH_MAX (64u << 20) /* a batch may not expand past this */
@@ -165,6 +205,25 @@ bool rv_plog_release_fd(rv_plog_t *log);
  * if the log is dirty; rv_plog_sync_blocking reopens the file to sync it. */
 void rv_plog_park_fd_blocking(rv_plog_t *log);
 bool rv_plog_has_fd(const rv_plog_t *log);
+
+/* The shard's descriptor budget (owner shard). budget >= 1 slots. */
+void rv_plog_fds_init(struct rv_plog_shard *shard, uint32_t budget);
+/* The store is closing: from now on an opener that meets EMFILE while the
+ * shard holds nothing it could close fails with -ESHUTDOWN instead of waiting
+ * for the kernel (its data is in the WAL). */
+void rv_plog_fds_closing(struct rv_plog_shard *shard);
+/* No waiter, no close in flight: the budget is quiet (for tear-down). */
+bool rv_plog_fds_is_idle(const struct rv_plog_shard *shard);
+/* The shard is quiet and closing: close every log's descriptor now, dirty or
+ * not (a dirty log is synced later through a descriptor of its own), so the
+ * blocking final sync has the process's descriptors to itself. */
+void rv_plog_fds_close_all(struct rv_plog_shard *shard);
+/* Tear down (after every log is closed): cancel the retry timer. */
+void rv_plog_fds_fini(struct rv_plog_shard *shard);
+/* The periodic sweep: close the descriptor of every log that stayed clean
+ * and had no write since the previous sweep (rv_plog_close_idle_fd), looking
+ * only at the logs that hold one. */
+void rv_plog_fds_sweep(struct rv_plog_shard *shard);
 
 /* Change the configuration (alter configs). */
 void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg);

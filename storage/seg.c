@@ -399,6 +399,7 @@ static int seg_recover_fd(struct seg_recover *r, enum rv_seg_scan_mode mode,
         if (rc < 0)
             return rc;
     }
+    seg->idx.saved_changes = seg->idx.changes; /* the files hold these entries */
     report->is_index_rebuilt = is_rebuilt;
     seg->next_offset = r->next_offset;
     seg->size_bytes = r->stop_pos;

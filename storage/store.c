@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -76,6 +77,7 @@ struct rv_store {
     char *dir;
     struct rv_store_config cfg;
     uint32_t n;
+    uint32_t fds_per_shard; /* the descriptor budget of each shard's logs */
     struct store_shard *shards;
     pthread_rwlock_t lock; /* the catalog below */
     struct store_topic **topics;
@@ -96,6 +98,24 @@ void rv_store_config_init(struct rv_store_config *cfg)
 }
 
 /* ---- small helpers ----------------------------------------------------------------------- */
+
+#define STORE_FDS_MIN 4 /* a shard's logs may always hold this many descriptors */
+
+/* The descriptor budget of each shard's partition logs: configured, or half
+ * of RLIMIT_NOFILE (the other half for sockets, WAL files, the rings and the
+ * rest of the process) shared by the shards. Opening past the budget waits
+ * for a descriptor to close; so does an EMFILE when the guess was too high. */
+static uint32_t store_fd_budget(const struct rv_store_config *cfg, uint32_t shards)
+{
+    if (cfg->fds_per_shard > 0)
+        return cfg->fds_per_shard;
+    struct rlimit rl;
+    uint64_t limit = 1024; /* the usual soft limit, if the kernel will not say */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        limit = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 30) ? (1u << 30) : rl.rlim_cur;
+    uint64_t per_shard = limit / 2 / (shards > 0 ? shards : 1);
+    return per_shard < STORE_FDS_MIN ? STORE_FDS_MIN : (uint32_t)per_shard;
+}
 
 static uint64_t store_key(uint32_t topic_id, int32_t partition)
 {
@@ -396,10 +416,7 @@ static void sweep_tick(void *arg)
     struct store_shard *ss = arg;
     if (ss->is_closing)
         return;
-    uint32_t cursor = 0;
-    uint64_t key, val;
-    while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
-        (void)rv_plog_close_idle_fd((rv_plog_t *)(uintptr_t)val); /* a count only */
+    rv_plog_fds_sweep(&ss->ps); /* only the logs holding one */
     if (rv_timer_add((uint64_t)ss->st->cfg.checkpoint_interval_ms * 2000, sweep_tick, ss,
                      &ss->sweep_timer) < 0)
         rv_warn("store: shard %u cannot arm its descriptor sweep", ss->id);
@@ -437,6 +454,7 @@ static void shard_setup(void *p)
                               .bytes_max = 2 * ss->st->cfg.hot_bytes + (1ull << 30),
                               .numa_node = -1};
     a->rc = rv_pool_create(&ss->ps.pool, &po);
+    rv_plog_fds_init(&ss->ps, ss->st->fds_per_shard);
     if (a->rc == 0)
         a->rc = rv_hot_create(&ss->ps.hot, ss->st->cfg.hot_bytes);
     if (a->rc == 0)
@@ -463,14 +481,17 @@ static void shard_quiesce(void *p)
         (void)rv_timer_cancel(ss->ckpt_timer);      /* may have fired: fine */
         (void)rv_timer_cancel(ss->retention_timer); /* likewise */
         (void)rv_timer_cancel(ss->sweep_timer);     /* likewise */
+        rv_plog_fds_closing(&ss->ps); /* an opener the kernel starves fails, never hangs */
     }
     bool is_idle = ss->ps.wal == NULL || rv_wal_is_idle(ss->ps.wal);
     is_idle &= !ss->is_ckpt_running;
+    is_idle &= rv_plog_fds_is_idle(&ss->ps); /* closes in flight come back first */
     uint32_t cursor = 0;
     uint64_t key, val;
     while (is_idle && rv_hmap_next(&ss->logs, &cursor, &key, &val))
         is_idle = rv_plog_is_idle((rv_plog_t *)(uintptr_t)val);
     if (is_idle) {
+        rv_plog_fds_close_all(&ss->ps); /* the final sync opens what it needs */
         store_wait_post(&a->w);
         return;
     }
@@ -488,6 +509,12 @@ static void shard_teardown(void *p)
         while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
             rv_plog_close((rv_plog_t *)(uintptr_t)val);
         rv_hmap_fini(&ss->logs);
+        const struct rv_plog_fds *f = &ss->ps.fds;
+        if (f->waits > 0 || f->emfiles > 0)
+            rv_info("store: shard %u: descriptor budget %u: at most %u open, %" PRIu64
+                    " opens waited, %" PRIu64 " closed to make room, %" PRIu64 " EMFILE",
+                    ss->id, f->budget, f->used_max, f->waits, f->evictions, f->emfiles);
+        rv_plog_fds_fini(&ss->ps);
         rv_hot_destroy(ss->ps.hot);
         ss->ps.hot = NULL;
         free(ss->ps.scratch);
@@ -517,6 +544,7 @@ struct recovery {
     rv_store_t *st;
     rv_plog_t *open_logs[RECOVERY_FDS_MAX]; /* ring of logs the replay opened */
     uint32_t open_next;
+    uint32_t open_max;      /* RECOVERY_FDS_MAX, or less under a small descriptor budget */
     struct rv_hmap logs;    /* key -> log, every partition */
     struct rv_hmap touched; /* keys the replay wrote to */
     uint64_t replayed;
@@ -532,14 +560,26 @@ static int recovery_replay(void *arg, const struct rv_wal_record *rec)
         return 0;
     }
     rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
-    int rc = rv_plog_load(log); /* written since the checkpoint: open it now */
-    if (rc < 0)
-        return rc;
     bool had_fd = rv_plog_has_fd(log);
-    rc = rv_plog_replay(log, rec->payload, rec->len);
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = rv_plog_load(log); /* written since the checkpoint: open it now */
+        if (rc == 0)
+            rc = rv_plog_replay(log, rec->payload, rec->len);
+        if (rc != -EMFILE && rc != -ENFILE)
+            break;
+        /* Out of descriptors: give back every one the replay holds, once
+         * (loading and replaying again from where they stopped is safe). */
+        rv_info("store: replay: out of descriptors; closing those replayed logs hold");
+        for (uint32_t i = 0; i < RECOVERY_FDS_MAX; i++) {
+            if (r->open_logs[i] != NULL && r->open_logs[i] != log)
+                rv_plog_park_fd_blocking(r->open_logs[i]);
+            r->open_logs[i] = NULL;
+        }
+    }
     if (!had_fd && rv_plog_has_fd(log)) {
         /* Bound the descriptors a replay into many partitions holds. */
-        rv_plog_t **slot = &r->open_logs[r->open_next++ % RECOVERY_FDS_MAX];
+        rv_plog_t **slot = &r->open_logs[r->open_next++ % r->open_max];
         if (*slot != NULL && *slot != log)
             rv_plog_park_fd_blocking(*slot);
         *slot = log;
@@ -761,9 +801,12 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
     st->rt = rt;
     st->cfg = *cfg;
     st->n = rv_runtime_shard_count(rt);
+    st->fds_per_shard = store_fd_budget(cfg, st->n);
     st->dir = strdup(dir);
     st->shards = calloc(st->n, sizeof(*st->shards));
-    struct recovery r = {.st = st};
+    struct recovery r = {.st = st, .open_max = RECOVERY_FDS_MAX};
+    if ((uint64_t)st->fds_per_shard * st->n < r.open_max) /* before the shards serve: all theirs */
+        r.open_max = st->fds_per_shard * st->n;
     int rc = st->dir && st->shards ? 0 : -ENOMEM;
     for (uint32_t k = 0; k < st->n && rc == 0; k++)
         st->shards[k] = (struct store_shard){.st = st, .id = k};

@@ -106,6 +106,7 @@ static void plog_run(void *arg)
     cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
     cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
     c->sh.wal = c->wal;
+    rv_plog_fds_init(&c->sh, 16);
     rv_plog_attach(c->log, &c->sh);
     static uint8_t b[8192];
     size_t len = build(b, sizeof(b), RV_CODEC_LZ4);
@@ -135,8 +136,11 @@ static void plog_cleanup(void *arg)
     struct plog_case *c = arg;
     if (c->log == NULL || !rv_plog_is_idle(c->log) || !rv_wal_is_idle(c->wal))
         return;
+    if (!rv_plog_fds_is_idle(&c->sh))
+        return;
     rv_plog_close(c->log);
     c->log = NULL;
+    rv_plog_fds_fini(&c->sh);
     rv_hot_destroy(c->sh.hot);
     rv_pool_destroy(c->sh.pool);
     free(c->sh.scratch);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -480,4 +481,179 @@ Test(store, a_full_ring_is_backpressure_not_failure)
     for (int32_t p = 0; p < 16; p++)
         cr_assert_eq(read_all(&e, "busy", p, 0, 0), 40, "after a restart");
     env_close(&e);
+}
+
+/* ---- the descriptor budget ------------------------------------------------------------------- */
+
+/* Bursts from the test thread: every partition gets one append, then one
+ * fetch, all in flight at once; the callbacks (on the shards) only count and
+ * check, the test thread asserts. */
+#define WIDE_MAX 4000
+
+static _Atomic int wide_acked;
+static _Atomic int wide_errors;
+static _Atomic int wide_first_error;
+static _Atomic int wide_fetched;
+static _Atomic int wide_fetch_ok[WIDE_MAX];
+
+static void wide_produce_cb(void *arg, int64_t res)
+{
+    if (res != (int64_t)(intptr_t)arg) { /* the offset every partition is at */
+        atomic_fetch_add(&wide_errors, 1);
+        int zero = 0;
+        atomic_compare_exchange_strong(&wide_first_error, &zero, (int)res);
+    }
+    atomic_fetch_add(&wide_acked, 1);
+}
+
+static void wide_fetch_cb(void *arg, rv_fetch_result_t *res, int err)
+{
+    uint32_t p = (uint32_t)(uintptr_t)arg;
+    struct rv_record_view v;
+    if (err == 0 && rv_fetch_next(res, &v) == 1) {
+        char want[128];
+        int wl = snprintf(want, sizeof(want), "value-%u-%0*u", p, (int)(p % 50), p);
+        bool is_ok = v.offset == 0 && v.value_len == wl && memcmp(v.value, want, (size_t)wl) == 0;
+        atomic_store(&wide_fetch_ok[p], is_ok ? 1 : -2);
+    } else {
+        atomic_store(&wide_fetch_ok[p], err < 0 ? err : -1);
+    }
+    rv_fetch_release(res);
+    atomic_fetch_add(&wide_fetched, 1);
+}
+
+static int wide_max_fds; /* the most descriptors seen while waiting (0: not counted) */
+
+/* Wait until *count reaches n; sample the open descriptors meanwhile if asked. */
+static void wide_wait(_Atomic int *count, int n, bool is_counting)
+{
+    for (int i = 0; i < 60000 && atomic_load(count) < n; i++) {
+        if (is_counting) {
+            int now = count_fds();
+            wide_max_fds = now > wide_max_fds ? now : wide_max_fds;
+        }
+        usleep(500);
+    }
+    cr_assert_eq(atomic_load(count), n, "every callback came (%d of %d)", atomic_load(count), n);
+}
+
+static void wide_produce(struct env *e, const char *topic, uint32_t parts, int64_t offset,
+                         bool is_counting)
+{
+    atomic_store(&wide_acked, 0);
+    atomic_store(&wide_errors, 0);
+    atomic_store(&wide_first_error, 0);
+    for (uint32_t p = 0; p < parts; p++) {
+        char val[128];
+        int vl = snprintf(val, sizeof(val), "value-%u-%0*u", p, (int)(p % 50), p);
+        struct rv_record r = {.key_len = -1, .value = val, .value_len = vl};
+        int rc = rv_produce(e->st, topic, (int32_t)p, &r, 1, RV_ACKS_ALL, wide_produce_cb,
+                            (void *)(intptr_t)offset);
+        cr_assert_eq(rc, 0, "produce %u: %s", p, rv_strerror(rc));
+    }
+    wide_wait(&wide_acked, (int)parts, is_counting);
+    cr_assert_eq(atomic_load(&wide_errors), 0, "no append failed (%d did; first: %s)",
+                 atomic_load(&wide_errors), rv_strerror(atomic_load(&wide_first_error)));
+}
+
+static void wide_fetch(struct env *e, const char *topic, uint32_t parts, bool is_counting)
+{
+    atomic_store(&wide_fetched, 0);
+    for (uint32_t p = 0; p < parts; p++) {
+        atomic_store(&wide_fetch_ok[p], 0);
+        int rc =
+            rv_fetch(e->st, topic, (int32_t)p, 0, 1 << 16, wide_fetch_cb, (void *)(uintptr_t)p);
+        cr_assert_eq(rc, 0, "fetch %u: %s", p, rv_strerror(rc));
+    }
+    wide_wait(&wide_fetched, (int)parts, is_counting);
+    for (uint32_t p = 0; p < parts; p++)
+        cr_assert_eq(atomic_load(&wide_fetch_ok[p]), 1, "partition %u fetched its record (%d: %s)",
+                     p, atomic_load(&wide_fetch_ok[p]),
+                     rv_strerror(atomic_load(&wide_fetch_ok[p])));
+}
+
+static struct rlimit saved_nofile;
+
+static void nofile_lower(rlim_t soft)
+{
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
+    struct rlimit rl = saved_nofile;
+    rl.rlim_cur = soft;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+static void nofile_restore(void)
+{
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
+}
+
+/* Thousands of partitions written and read at once under RLIMIT_NOFILE 256:
+ * the shards' budget (derived from the limit) makes openers wait for a
+ * descriptor instead of failing, and close returns. A small hot tier sends
+ * the reads to the disk. */
+Test(store, many_partitions_under_a_low_descriptor_limit, .timeout = 300)
+{
+    enum { WIDE = 3000 };
+    nofile_lower(256);
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 64 << 10;
+    struct env e = env_open_cfg(2, &scfg);
+    make_topic(&e, "wide", WIDE, NULL, NULL);
+    wide_produce(&e, "wide", WIDE, 0, false);
+    wide_fetch(&e, "wide", WIDE, false);
+    for (uint32_t p = 0; p < WIDE; p += 97)
+        cr_assert_eq(read_all(&e, "wide", (int32_t)p, 0, p), 1, "partition %u", p);
+    env_close(&e);
+    e = env_open_cfg(2, &scfg);
+    wide_fetch(&e, "wide", WIDE, false);
+    env_close(&e);
+    nofile_restore();
+}
+
+/* fds_per_shard is a ceiling: while thousands of appends and reads are in
+ * flight, the process holds at most the budget of every shard (plus WAL
+ * files, helper jobs' passing files and the like) open. */
+Test(store, the_descriptor_budget_is_honored, .timeout = 300)
+{
+    enum { WIDE = 1500, BUDGET = 20 };
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 64 << 10;
+    scfg.fds_per_shard = BUDGET;
+    struct env e = env_open_cfg(2, &scfg);
+    make_topic(&e, "wide", WIDE, NULL, NULL);
+    int base = count_fds();
+    wide_max_fds = 0;
+    wide_produce(&e, "wide", WIDE, 0, true);
+    wide_fetch(&e, "wide", WIDE, true);
+    wide_produce(&e, "wide", WIDE, 1, true);
+    cr_assert_gt(wide_max_fds, 0);
+    cr_log_info("descriptors: base %d, at most %d", base, wide_max_fds);
+    cr_assert_leq(wide_max_fds, base + 2 * BUDGET + 12,
+                  "at most the budget open (%d seen, base %d, budget 2 x %d)", wide_max_fds, base,
+                  BUDGET);
+    env_close(&e);
+}
+
+/* A budget above what the kernel allows: EMFILE is "at the budget" (the
+ * opener waits for a descriptor to close), never a failed append or fetch. */
+Test(store, emfile_waits_instead_of_failing, .timeout = 300)
+{
+    enum { WIDE = 2000 };
+    nofile_lower(256);
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 64 << 10;
+    scfg.fds_per_shard = 100000;
+    struct env e = env_open_cfg(2, &scfg);
+    make_topic(&e, "wide", WIDE, NULL, NULL);
+    wide_produce(&e, "wide", WIDE, 0, false);
+    wide_fetch(&e, "wide", WIDE, false);
+    wide_produce(&e, "wide", WIDE, 1, false);
+    env_close(&e);
+    e = env_open_cfg(2, &scfg);
+    wide_fetch(&e, "wide", WIDE, false);
+    env_close(&e);
+    nofile_restore();
 }
