@@ -387,9 +387,8 @@ class LiveClients:
         self.stop_flag.set()
         self.thread.join(60)
         self.consumer.close()
-        self.kcat.stdin.close()
         try:
-            _, err = self.kcat.communicate(timeout=60)
+            _, err = self.kcat.communicate(timeout=60)  # closes its stdin: kcat flushes, exits
         except subprocess.TimeoutExpired:
             self.kcat.kill()
             _, err = self.kcat.communicate()

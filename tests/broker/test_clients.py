@@ -483,6 +483,7 @@ class Admin(B.BrokerTestCase):
         log = ClientLog()
         p = make_producer(self.broker.bootstrap, log)
         produce_all(p, "adm-del", [(b"k", b"v%d" % i, i % 2) for i in range(10)], log)
+        del p  # a producer that knows the topic could auto-create it again
         fs = self.admin.delete_topics(["adm-del"], operation_timeout=20, request_timeout=30)
         err = future_error(fs["adm-del"])
         self.assertIsNone(err, "delete_topics: %s" % err)
@@ -791,6 +792,8 @@ class KillNine(B.BrokerTestCase):
             child.wait()
             for t in threads:
                 t.join(10)
+            child.stdout.close()
+            child.stderr.close()
         delivered = []
         for raw in lines:
             if not raw.endswith(b"\n"):
