@@ -754,12 +754,9 @@ class KillNine(B.BrokerTestCase):
         finally:
             cls.broker.close()
 
-    def test_kill9_during_produce(self):
-        topic = "crash"
-        log = ClientLog()
-        # the topic exists before the child starts (auto-created by a first message)
-        p = make_producer(self.broker.bootstrap, log)
-        produce_all(p, topic, [(b"first", b"first", 0)], log)
+    def run_child_until_kill(self, topic, want):
+        """Start a child producer, SIGKILL the broker once it reported `want`
+        deliveries, stop the child; returns [(partition, offset, value)]."""
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child-producer",
                                   self.broker.bootstrap, topic],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -779,14 +776,13 @@ class KillNine(B.BrokerTestCase):
             t.start()
         try:
             deadline = time.monotonic() + 30
-            while len(lines) < 20000 and time.monotonic() < deadline and child.poll() is None:
-                time.sleep(0.05)
-            if len(lines) < 1000:
+            while len(lines) < want and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.02)
+            if len(lines) < min(want, 1000):
                 self.fail("the child producer delivered only %d messages in 30 s (exit %s): %s"
                           % (len(lines), child.poll(), "".join(child_err[-10:])))
             self.broker.kill9()  # mid-stream: the child keeps producing
-            at_kill = len(lines)
-            time.sleep(1.0)
+            time.sleep(0.5)
         finally:
             child.kill()
             child.wait()
@@ -800,7 +796,10 @@ class KillNine(B.BrokerTestCase):
                 continue  # cut by the kill
             part, off, value = raw.decode().split()
             delivered.append((int(part), int(off), value.encode()))
-        self.broker.start()  # recovery on the same data directory and port
+        return delivered
+
+    def check_recovered(self, topic, delivered, log, what):
+        """Every delivered message at its offset; returns the high watermarks."""
         cons = make_consumer(self.broker.bootstrap, log)
         ends = {}
         for part in range(3):
@@ -812,28 +811,53 @@ class KillNine(B.BrokerTestCase):
         for part, off, _ in delivered:
             max_off[part] = max(max_off.get(part, -1), off)
         for part, m in max_off.items():
-            self.assertGreater(ends[part], m, "partition %d: high watermark %d after recovery, but "
-                               "offset %d was acknowledged" % (part, ends[part], m))
+            self.assertGreater(ends[part], m, "%s: partition %d: high watermark %d after recovery, "
+                               "but offset %d was acknowledged" % (what, part, ends[part], m))
         got = consume_range(self.broker.bootstrap, topic, {p_: 0 for p_ in ends}, ends, log)
         have = {}
         for part, lst in got.items():
             offs = [o for o, _, _, _ in lst]
             self.assertEqual(offs, list(range(ends[part])),
-                             "partition %d: offsets after recovery not contiguous" % part)
+                             "%s: partition %d: offsets after recovery not contiguous" % (what, part))
             for o, _, v, _ in lst:
                 have[(part, o)] = v
         lost = [(pt, o, v) for pt, o, v in delivered if have.get((pt, o)) != v]
-        self.assertFalse(lost, "%d of %d acknowledged messages are not at their offsets after "
+        self.assertFalse(lost, "%s: %d of %d acknowledged messages are not at their offsets after "
                          "kill -9 and restart, e.g. %s (found there: %s)"
-                         % (len(lost), len(delivered), lost[:3],
+                         % (what, len(lost), len(delivered), lost[:3],
                             [have.get((pt, o)) for pt, o, _ in lost[:3]]))
+        return ends
+
+    def test_kill9_during_produce(self):
+        topic = "crash"
+        log = ClientLog()
+        # the topic exists before the child starts (auto-created by a first message)
+        p = make_producer(self.broker.bootstrap, log)
+        delivered = [(r[0], r[1], b"first") for r in
+                     produce_all(p, topic, [(b"first", b"first", 0)], log)]
+        del p
+        report = []
+        for rnd in range(2):
+            new = self.run_child_until_kill(topic, 15000)
+            delivered += new
+            self.broker.start()  # recovery on the same data directory and port
+            ends = self.check_recovered(topic, delivered, log, "round %d" % (rnd + 1))
+            report.append("%d acknowledged -> watermarks %s" % (len(new), ends))
         # new messages go after everything that is there
         p = make_producer(self.broker.bootstrap, log)
         res = produce_all(p, topic, [(b"after", b"after-%d" % part, part) for part in range(3)], log)
         for part, off, _ in res:
             self.assertEqual(off, ends[part], "partition %d: first offset after recovery" % part)
-        sys.stderr.write("  kill -9 after %d acknowledged messages (%d in all before the child "
-                         "stopped); recovered %s\n" % (at_kill, len(delivered), ends))
+        del p
+        self.broker.stop()
+        ctl = os.path.join(os.path.dirname(self.broker.binary), "rivvenctl")
+        if os.path.isfile(ctl):
+            r = subprocess.run([ctl, "verify", self.broker.data_dir], capture_output=True,
+                               timeout=120)
+            self.assertEqual(r.returncode, 0, "rivvenctl verify after the kills: exit %d: %s"
+                             % (r.returncode, (r.stdout + r.stderr).decode(errors="replace")[-2000:]))
+        self.broker.start()
+        sys.stderr.write("  kill -9 twice mid-produce: %s\n" % "; ".join(report))
 
 
 # ---- (e) kcat ---------------------------------------------------------------
