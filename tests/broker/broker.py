@@ -303,6 +303,17 @@ class Writer:
             each(self, it)
         return self
 
+    def bytes_(self, data):
+        """bytes / compact_bytes (records fields too); None = null."""
+        if data is None:
+            return self.uvarint(0) if self.flexible else self.i32(-1)
+        if self.flexible:
+            self.uvarint(len(data) + 1)
+        else:
+            self.i32(len(data))
+        self.b += data
+        return self
+
     def tags(self):
         """An empty tagged-field section (flexible versions only)."""
         if self.flexible:
@@ -359,6 +370,12 @@ class Reader:
             return None
         return [each(self) for _ in range(n)]
 
+    def bytes_(self):
+        n = self.uvarint() - 1 if self.flexible else self.i32()
+        if n < 0:
+            return None
+        return self._take(n)
+
     def tags(self):
         if self.flexible:
             for _ in range(self.uvarint()):
@@ -367,6 +384,68 @@ class Reader:
 
     def rest(self):
         return len(self.d) - self.p
+
+
+# ---- record batches (magic 2) ------------------------------------------------
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    t = _CRC32C
+    for b in data:
+        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def varint(v):
+    """A zigzag varint (record fields)."""
+    z = (v << 1) ^ (v >> 63)
+    out = bytearray()
+    while True:
+        if z < 0x80:
+            out.append(z)
+            return bytes(out)
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+
+
+def record(key, value, offset_delta, timestamp_delta=0):
+    body = b"\x00" + varint(timestamp_delta) + varint(offset_delta)
+    for x in (key, value):
+        body += varint(-1) if x is None else varint(len(x)) + x
+    body += varint(0)  # headers
+    return varint(len(body)) + body
+
+
+def record_batch(records, count=None, attributes=0, magic=2, crc=None, length_delta=0,
+                 last_offset_delta=None, timestamp=None, compressed=None):
+    """A RecordBatch v2 over `records` ([(key, value)]), or with `compressed`
+    as the records section as is (attributes say the codec). The other
+    arguments break one field on purpose."""
+    if compressed is None:
+        section = b"".join(record(k, v, i) for i, (k, v) in enumerate(records))
+    else:
+        section = compressed
+    n = len(records) if count is None else count
+    lod = (len(records) - 1 if records else 0) if last_offset_delta is None else last_offset_delta
+    ts = int(time.time() * 1000) if timestamp is None else timestamp
+    after_crc = struct.pack(">hiqqqhii", attributes, lod, ts, ts, -1, -1, -1, n) + section
+    if crc is None:
+        crc = crc32c(after_crc)
+    length = 4 + 1 + 4 + len(after_crc) + length_delta
+    return struct.pack(">qiibI", 0, length, -1, magic, crc) + after_crc
 
 
 def request_frame(api_key, version, correlation_id, body=b"", flexible=False, client_id="rivven-test"):

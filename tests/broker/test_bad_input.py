@@ -18,6 +18,14 @@ up, and keep serving:
 - WithClients: the same cases while a confluent-kafka producer/consumer loop and
   a kcat producer run beside them; every message they produced is then read
   back (needs Metadata, Produce, Fetch).
+- BadRequests: requests that parse but are wrong, over raw Produce v3, Fetch v4
+  and Metadata v4: corrupt record batches (CRC, lengths, counts, offset deltas,
+  truncated records, unknown codecs, garbage gzip/snappy/lz4/zstd, a gzip bomb),
+  bad partitions, acks and topic names, fetches out of range, long polls whose
+  connections go away, SIGTERM with a long poll pending. Kafka's error code (or
+  a close), nothing appended for a rejected batch, the broker up. Also: Produce
+  auto-creates a topic (the issue asks for it), names up to 249 characters work,
+  longer ones are INVALID_TOPIC_EXCEPTION and never created.
 
 At the end the broker stops on SIGTERM with exit status 0.
 """
@@ -32,6 +40,7 @@ import sys
 import threading
 import time
 import unittest
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import broker as B  # noqa: E402
@@ -459,6 +468,401 @@ class WithClients(B.BrokerTestCase, Cases):
             self.watch.api_versions()
         except Exception as e:
             self.fail("after %s: the other connection's ApiVersions failed: %s" % (what, e))
+
+
+# ---- requests that parse but are wrong --------------------------------------
+
+CORRUPT = {2, 87}  # CORRUPT_MESSAGE, INVALID_RECORD
+
+
+class Closed(Exception):
+    pass
+
+
+def produce_raw(port, topic, partition, records, acks=-1, version=3):
+    """Produce v3 of `records` (bytes or None); returns (error, base_offset);
+    Closed if the broker closed the connection instead."""
+    w = B.Writer()
+    w.string(None).i16(acks).i32(10000)
+    w.array([topic], lambda w, t: w.string(t).array(
+        [partition], lambda w, p: w.i32(p).bytes_(records)))
+    try:
+        with B.RawClient(port) as c:
+            body = c.request(0, version, w.b)
+    except (ConnectionError, OSError) as e:
+        raise Closed(str(e))
+    r = B.Reader(body)
+    topics = r.array(lambda r: (r.string(), r.array(lambda r: (r.i32(), r.i16(), r.i64(), r.i64()))))
+    return topics[0][1][0][1], topics[0][1][0][2]
+
+
+def fetch_body(topic, partition, offset, max_wait=0, min_bytes=0, max_bytes=1 << 20,
+               pmax=1 << 20):
+    w = B.Writer()
+    w.i32(-1).i32(max_wait).i32(min_bytes).i32(max_bytes).i8(0)
+    w.array([topic], lambda w, t: w.string(t).array(
+        [partition], lambda w, p: w.i32(p).i64(offset).i32(pmax)))
+    return w.b
+
+
+def fetch_parse(body):
+    """Fetch v4 response: (error, high_watermark, records bytes) of the first partition."""
+    r = B.Reader(body)
+    r.i32()
+    topics = r.array(lambda r: (r.string(), r.array(lambda r: (
+        r.i32(), r.i16(), r.i64(), r.i64(), r.array(lambda r: (r.i64(), r.i64())), r.bytes_()))))
+    _, err, hw, _, _, recs = topics[0][1][0]
+    return err, hw, recs
+
+
+def fetch_raw(port, *args, **kw):
+    try:
+        with B.RawClient(port, timeout=30) as c:
+            return fetch_parse(c.request(1, 4, fetch_body(*args, **kw)))
+    except (ConnectionError, OSError) as e:
+        raise Closed(str(e))
+
+
+def metadata_raw(port, topics, auto=True):
+    """Metadata v4: (brokers [(id, host, port)], topics [(error, name, partitions
+    [(error, index, leader)])])."""
+    w = B.Writer().array(topics, lambda w, t: w.string(t)).bool(auto)
+    with B.RawClient(port) as c:
+        r = B.Reader(c.request(3, 4, w.b))
+    r.i32()
+    brokers = r.array(lambda r: (r.i32(), r.string(), r.i32(), r.string())[:3])
+    r.string()
+    r.i32()
+    ts = r.array(lambda r: (r.i16(), r.string(), r.bool(), r.array(lambda r: (
+        r.i16(), r.i32(), r.i32(), r.array(lambda r: r.i32()), r.array(lambda r: r.i32()))[:3])))
+    return brokers, [(t[0], t[1], t[3]) for t in ts]
+
+
+def vm_kib(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class BadRequests(B.BrokerTestCase):
+    """Requests that parse but are wrong: corrupt record batches, bad
+    partitions, acks and names, fetches out of range, long polls whose clients
+    go away. Each must get Kafka's error (a rejected batch appends nothing) or
+    a close, and the broker carries on."""
+
+    topic = "bad"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = B.Broker(name="bad-requests", extra=["--num.partitions=1"]).start()
+        with B.RawClient(cls.broker.port) as c:
+            apis = c.api_versions()
+        B.pick_version(apis, 0, [3], "Produce")
+        B.pick_version(apis, 1, [4], "Fetch")
+        B.pick_version(apis, 3, [4], "Metadata")
+        # auto-create the topic, find its leader
+        deadline = time.monotonic() + 10
+        while True:
+            brokers, topics = metadata_raw(cls.broker.port, [cls.topic])
+            err, _, parts = topics[0]
+            if err == 0 and parts and parts[0][2] >= 0:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("Metadata of %s: error %d, partitions %s"
+                                     % (cls.topic, err, parts))
+            time.sleep(0.1)
+        leader = parts[0][2]
+        cls.port = [b[2] for b in brokers if b[0] == leader][0]
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.broker.alive():
+                cls.broker.stop()
+        finally:
+            cls.broker.close()
+
+    def create(self, name, timeout=10):
+        """Auto-create `name` through Metadata; returns the leader's port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            brokers, topics = metadata_raw(self.broker.port, [name])
+            err, got, parts = topics[0]
+            if err == 0 and parts and parts[0][2] >= 0:
+                return [b[2] for b in brokers if b[0] == parts[0][2]][0]
+            if time.monotonic() > deadline:
+                self.fail("Metadata with auto-create of a %d-character name: error %d, name "
+                          "answered %s, partitions %s" % (len(name), err,
+                                                          "the same" if got == name else
+                                                          "%d characters" % len(got), parts))
+            time.sleep(0.1)
+
+    def hw(self):
+        err, hw, _ = fetch_raw(self.port, self.topic, 0, 0)
+        self.assertEqual(err, 0, "Fetch at 0: error %d" % err)
+        return hw
+
+    def produce_ok(self, value=b"ok"):
+        err, base = produce_raw(self.port, self.topic, 0, B.record_batch([(b"k", value)]))
+        self.assertEqual(err, 0, "a valid Produce v3: error %d" % err)
+        return base
+
+    def expect_rejected(self, what, records, codes=None, partition=0, acks=-1, topic=None):
+        """Produce `records`; want an error (in `codes` when given) or a close;
+        nothing appended; the broker up and taking a valid batch after."""
+        before = self.hw()
+        try:
+            err, _ = produce_raw(self.port, self.topic if topic is None else topic, partition,
+                                 records, acks)
+        except Closed:
+            err = None
+        self.broker.check_alive(what)
+        if err is not None:
+            self.assertNotEqual(err, 0, "%s: accepted (error 0)" % what)
+            if codes is not None:
+                self.assertIn(err, codes, "%s: error %d, want one of %s" % (what, err, sorted(codes)))
+        self.assertEqual(self.hw(), before, "%s: rejected (error %s) but the high watermark moved"
+                         % (what, err))
+        base = self.produce_ok()
+        self.assertEqual(base, before, "%s: the next valid batch's offset" % what)
+
+    def test_valid_batch_round_trip(self):
+        # The encoder of this test, checked: a valid batch is stored and fetched as sent.
+        base = self.produce_ok(b"raw-value-1")
+        err, hw, recs = fetch_raw(self.port, self.topic, 0, base)
+        self.assertEqual(err, 0)
+        self.assertEqual(hw, base + 1)
+        self.assertIn(b"raw-value-1", recs)
+        self.assertEqual(struct.unpack(">q", recs[:8])[0], base, "the batch's base offset")
+        crc = struct.unpack(">I", recs[17:21])[0]
+        n = struct.unpack(">i", recs[8:12])[0]
+        self.assertEqual(B.crc32c(recs[21:12 + n]), crc, "the fetched batch's CRC")
+
+    def test_corrupt_batches(self):
+        recs = [(b"k", b"v")]
+        section = B.record(b"k", b"v", 0)
+        cases = [
+            ("bad CRC", B.record_batch(recs, crc=0xDEADBEEF), CORRUPT),
+            ("batch length +100", B.record_batch(recs, length_delta=100), CORRUPT),
+            ("batch length -10", B.record_batch(recs, length_delta=-10), CORRUPT),
+            ("batch length 2^30", B.record_batch(recs, length_delta=1 << 30), CORRUPT),
+            ("record count 5 of 1", B.record_batch(recs, count=5), CORRUPT),
+            ("record count 0", B.record_batch(recs, count=0), CORRUPT),
+            ("record count -1", B.record_batch(recs, count=-1), CORRUPT),
+            ("lastOffsetDelta 10 for 1 record", B.record_batch(recs, last_offset_delta=10), CORRUPT),
+            ("offset deltas 0, 0", B.record_batch([(b"a", b"1"), (b"b", b"2")], compressed=(
+                B.record(b"a", b"1", 0) + B.record(b"b", b"2", 0))), CORRUPT),
+            ("record cut short", B.record_batch(recs, compressed=section[:-3]), CORRUPT),
+            ("record length 2^30", B.record_batch(recs, compressed=B.varint(1 << 30) + section[1:]),
+             CORRUPT),
+            ("key length past the end", B.record_batch(recs, compressed=(
+                B.varint(8) + b"\x00" + B.varint(0) + B.varint(0) + B.varint(1000) + b"abcd")),
+             CORRUPT),
+            ("magic 3", B.record_batch(recs, magic=3), None),
+            ("codec 5", B.record_batch(recs, attributes=5), None),
+            ("codec 7", B.record_batch(recs, attributes=7), None),
+            ("gzip garbage", B.record_batch(recs, attributes=1,
+                                            compressed=b"\x1f\x8b\x08\x00" + os.urandom(200)),
+             CORRUPT),
+            ("snappy garbage", B.record_batch(recs, attributes=2, compressed=os.urandom(200)), CORRUPT),
+            ("snappy-java framing garbage", B.record_batch(recs, attributes=2, compressed=(
+                b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, 1 << 30) + os.urandom(64))), CORRUPT),
+            ("lz4 garbage", B.record_batch(recs, attributes=3, compressed=(
+                b"\x04\x22\x4d\x18" + os.urandom(200))), CORRUPT),
+            ("zstd garbage", B.record_batch(recs, attributes=4, compressed=(
+                b"\x28\xb5\x2f\xfd" + os.urandom(200))), CORRUPT),
+            ("gzip of too few records", B.record_batch(recs, count=3, attributes=1,
+                                                       compressed=gzip(section)), CORRUPT),
+            ("truncated batch header", B.record_batch(recs)[:30], CORRUPT),
+            ("empty records", b"", CORRUPT),
+            ("null records", None, None),
+        ]
+        for what, data, codes in cases:
+            with self.subTest(what):
+                self.expect_rejected(what, data, codes)
+
+    def test_bad_targets(self):
+        batch = B.record_batch([(b"k", b"v")])
+        self.expect_rejected("partition 999", batch, {3}, partition=999)
+        self.expect_rejected("partition -1", batch, {3}, partition=-1)
+        self.expect_rejected("acks=5", batch, {21}, acks=5)
+        self.expect_rejected("topic bad/name", batch, {3, 17}, topic="bad/name")
+        self.expect_rejected("topic ''", batch, {3, 17}, topic="")
+
+    def test_magic_0_and_1(self):
+        # Old message sets: converted, or refused; never a crash.
+        for magic in (0, 1):
+            value = b"old-format"
+            if magic == 0:
+                inner = struct.pack(">bb", 0, 0) + struct.pack(">i", -1) + struct.pack(">i", len(value)) + value
+            else:
+                inner = (struct.pack(">bbq", 1, 0, int(time.time() * 1000)) + struct.pack(">i", -1)
+                         + struct.pack(">i", len(value)) + value)
+            msg = struct.pack(">I", zlib.crc32(inner)) + inner
+            data = struct.pack(">qi", 0, len(msg)) + msg
+            try:
+                err, _ = produce_raw(self.port, self.topic, 0, data)
+            except Closed:
+                err = "closed"
+            self.broker.check_alive("a magic %d message set" % magic)
+            sys.stderr.write("  a magic %d message set: %s\n" % (magic, err))
+            self.produce_ok()
+
+    def test_gzip_bomb(self):
+        # 256 MiB of zeros in one record, gzip'd to ~256 KB: the broker may
+        # take it or refuse it, but must not blow up doing either.
+        size = 256 << 20
+        body_len = 1 + 1 + 1 + 1 + len(B.varint(size)) + size + 1
+        prefix = (B.varint(body_len) + b"\x00" + B.varint(0) + B.varint(0) + B.varint(-1)
+                  + B.varint(size))
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)
+        out = [z.compress(prefix)]
+        zeros = bytes(1 << 20)
+        for _ in range(size >> 20):
+            out.append(z.compress(zeros))
+        out.append(z.compress(B.varint(0)))
+        out.append(z.flush())
+        comp = b"".join(out)
+        self.create("bomb")
+        pid = self.broker.proc.pid
+        hwm0 = vm_kib(pid, "VmHWM")
+        t0 = time.monotonic()
+        try:
+            err, _ = produce_raw(self.port, "bomb", 0, B.record_batch(
+                [(None, b"")], attributes=1, compressed=comp))
+        except Closed:
+            err = "closed"
+        took = time.monotonic() - t0
+        self.broker.check_alive("a gzip bomb")
+        hwm1 = vm_kib(pid, "VmHWM")
+        sys.stderr.write("  gzip bomb (%d KB -> 256 MiB): answer %s in %.2f s, broker peak RSS "
+                         "%s -> %s KiB\n" % (len(comp) >> 10, err, took, hwm0, hwm1))
+        self.produce_ok()
+        if hwm0 is not None and hwm1 is not None:
+            self.assertLess(hwm1 - hwm0, 1 << 20, "a 256 KB request raised the broker's peak RSS "
+                            "by %d MiB" % ((hwm1 - hwm0) >> 10))
+
+    def test_fetch_out_of_range(self):
+        hw = self.hw()
+        for what, args, kw, codes in [
+                ("offset -5", (self.topic, 0, -5), {}, {1}),
+                ("offset past the end", (self.topic, 0, hw + 10), {}, {1}),
+                ("partition 999", (self.topic, 999, 0), {}, {3}),
+                ("unknown topic", ("no-such-topic-fetch", 0, 0), {}, {3}),
+                ("partition max bytes -1", (self.topic, 0, 0), {"pmax": -1}, None),
+                ("max bytes 0", (self.topic, 0, 0), {"max_bytes": 0}, None),
+                ("min bytes -1, max wait -1", (self.topic, 0, 0), {"min_bytes": -1, "max_wait": -1},
+                 None)]:
+            with self.subTest(what):
+                try:
+                    err, _, _ = fetch_raw(self.port, *args, **kw)
+                except Closed:
+                    err = None
+                self.broker.check_alive("Fetch " + what)
+                if codes is not None:
+                    self.assertIn(err, codes, "Fetch %s: error %s" % (what, err))
+        self.assertEqual(self.hw(), hw)
+
+    def test_long_polls_that_go_away(self):
+        hw = self.hw()
+        # 30 long polls at the end, closed before data arrives
+        conns = []
+        for _ in range(30):
+            c = B.RawClient(self.port)
+            c.send(1, 4, fetch_body(self.topic, 0, hw, max_wait=60000, min_bytes=1))
+            conns.append(c)
+        time.sleep(0.3)
+        for c in conns:
+            c.close()
+        time.sleep(0.1)
+        self.produce_ok(b"wake-the-dead")  # wakes waiters whose connections are gone
+        self.broker.check_alive("producing to a partition whose long polls went away")
+        self.produce_ok()
+        # a long poll that stays is answered by a produce, promptly
+        hw = self.hw()
+        with B.RawClient(self.port, timeout=30) as c:
+            t0 = time.monotonic()
+            corr = c.send(1, 4, fetch_body(self.topic, 0, hw, max_wait=20000, min_bytes=1))
+            time.sleep(0.2)
+            self.produce_ok(b"wake-up")
+            err, new_hw, recs = fetch_parse(c.receive(corr))
+            took = time.monotonic() - t0
+        self.assertEqual(err, 0)
+        self.assertIn(b"wake-up", recs or b"", "the long poll's answer has the new record")
+        self.assertLess(took, 5.0, "a long poll took %.1f s to see a produce" % took)
+        # and one with no data ends at max_wait
+        with B.RawClient(self.port, timeout=30) as c:
+            t0 = time.monotonic()
+            err, _, recs = fetch_parse(c.request(1, 4, fetch_body(self.topic, 0, new_hw,
+                                                                  max_wait=500, min_bytes=1)))
+            took = time.monotonic() - t0
+        self.assertEqual(err, 0)
+        self.assertFalse(recs, "nothing to fetch at the end")
+        self.assertTrue(0.3 <= took < 3.0, "max_wait 500 ms: answered after %.2f s" % took)
+
+    def test_produce_to_a_new_topic_creates_it(self):
+        # The issue: "Auto-create topics on Metadata and Produce".
+        try:
+            err, base = produce_raw(self.port, "made-by-produce", 0, B.record_batch([(b"k", b"v")]))
+        except Closed:
+            err = "closed"
+        if err != 0:
+            # a first Produce may say LEADER_NOT_AVAILABLE / UNKNOWN while it creates; a retry
+            time.sleep(0.5)
+            err2, base = produce_raw(self.port, "made-by-produce", 0, B.record_batch([(b"k", b"v")]))
+            self.assertEqual(err2, 0, "Produce to an unknown topic (auto.create.topics.enable=true): "
+                             "error %s, then %s on a retry; the topic was not created" % (err, err2))
+
+    def test_longest_valid_name(self):
+        # Kafka allows 249 characters.
+        for n in (245, 246, 249):
+            with self.subTest(n):
+                name = "n%d-" % n
+                name += "n" * (n - len(name))
+                port = self.create(name, timeout=3)
+                err, base = produce_raw(port, name, 0, B.record_batch([(b"k", b"v")]))
+                self.assertEqual((err, base), (0, 0), "Produce to a %d-character name" % n)
+
+    def test_metadata_bad_names(self):
+        names = ["bad/name", "", "..", "x" * 250, "y" * 300, "sp ace"]
+        _, topics = metadata_raw(self.port, names, auto=True)
+        got = {t[1]: t[0] for t in topics}
+        for n in names:
+            self.assertEqual(got.get(n), 17, "Metadata of %r with auto-create: error %s, want 17 "
+                             "(INVALID_TOPIC_EXCEPTION)" % (n[:20], got.get(n)))
+        _, every = metadata_raw(self.port, None)
+        created = [t[1][:30] + "... (%d)" % len(t[1]) for t in every
+                   if t[1] in names or t[1].startswith("xxxxxxxx") or t[1].startswith("yyyyyyyy")]
+        self.assertFalse(created, "invalid names were created: %s" % created)
+
+    def test_zz_stop_with_a_long_poll_pending(self):
+        hw = self.hw()
+        c = B.RawClient(self.port, timeout=30)
+        corr = c.send(1, 4, fetch_body(self.topic, 0, hw, max_wait=0x7FFFFFFF, min_bytes=1))
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        self.broker.stop()  # exit 0
+        took = time.monotonic() - t0
+        try:
+            fetch_parse(c.receive(corr))
+            outcome_ = "answered"
+        except (ConnectionError, OSError):
+            outcome_ = "closed"
+        c.close()
+        self.broker.start()
+        self.assertLess(took, 10.0, "SIGTERM with a long poll pending: %.1f s to exit" % took)
+        sys.stderr.write("  SIGTERM with a long poll pending: exit 0 after %.2f s, the poll %s\n"
+                         % (took, outcome_))
+
+
+def gzip(data):
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return z.compress(data) + z.flush()
 
 
 if __name__ == "__main__":
