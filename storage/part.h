@@ -90,4 +90,23 @@ rv_pool_t *rv_store_pool(rv_store_t *st);
  * logs (long-polling fetches wait on it). One hook per shard; NULL removes. */
 void rv_store_set_append_hook(rv_store_t *st, rv_store_append_hook *hook, void *ctx);
 
+/* This shard's storage counters (read-only; for metrics). */
+struct rv_store_shard_stats {
+    struct rv_wal_stats wal;
+    struct rv_hot_stats hot;
+    uint32_t logs;          /* partition logs this shard owns */
+    uint32_t logs_loaded;   /* of them, opened (a log opens on first use) */
+    uint32_t fds_used;      /* descriptor budget: slots taken */
+    uint32_t fds_budget;    /* slots configured */
+    uint64_t fds_evictions; /* descriptors closed to make room */
+    uint64_t fds_waits;     /* openers that waited for a slot */
+};
+void rv_store_shard_stats(rv_store_t *st, struct rv_store_shard_stats *out);
+
+/* Call fn(arg, key, log) for every partition log of this shard, log NULL when
+ * it is not opened yet (nothing is opened for this). fn must not add or
+ * remove logs. */
+typedef void rv_store_log_fn(void *arg, uint64_t key, rv_plog_t *log);
+void rv_store_each_log(rv_store_t *st, rv_store_log_fn *fn, void *arg);
+
 #endif /* RV_STORAGE_PART_H */

@@ -1722,6 +1722,43 @@ void rv_store_set_append_hook(rv_store_t *st, rv_store_append_hook *hook, void *
     st->shards[self].ps.on_append_ctx = ctx;
 }
 
+static bool store_log_is_open(const rv_plog_t *log)
+{
+    return rv_plog_is_ready(log) && rv_plog_load_error(log) == 0;
+}
+
+void rv_store_shard_stats(rv_store_t *st, struct rv_store_shard_stats *out)
+{
+    int self = rv_shard_self();
+    RV_ASSERT(self >= 0 && (uint32_t)self < st->n);
+    const struct store_shard *ss = &st->shards[self];
+    *out = (struct rv_store_shard_stats){.logs = ss->logs.count,
+                                         .fds_used = ss->ps.fds.used,
+                                         .fds_budget = ss->ps.fds.budget,
+                                         .fds_evictions = ss->ps.fds.evictions,
+                                         .fds_waits = ss->ps.fds.waits};
+    if (ss->ps.wal != NULL)
+        rv_wal_get_stats(ss->ps.wal, &out->wal);
+    if (ss->ps.hot != NULL)
+        rv_hot_get_stats(ss->ps.hot, &out->hot);
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+        out->logs_loaded += store_log_is_open((rv_plog_t *)(uintptr_t)val);
+}
+
+void rv_store_each_log(rv_store_t *st, rv_store_log_fn *fn, void *arg)
+{
+    int self = rv_shard_self();
+    RV_ASSERT(self >= 0 && (uint32_t)self < st->n);
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&st->shards[self].logs, &cursor, &key, &val)) {
+        rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+        fn(arg, key, store_log_is_open(log) ? log : NULL);
+    }
+}
+
 int rv_topic_add_partitions(rv_store_t *st, const char *name, int32_t partitions)
 {
     if (rv_shard_self() >= 0)

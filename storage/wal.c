@@ -25,6 +25,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/crc32c.h"
 #include "core/err.h"
 #include "core/sys.h"
@@ -54,6 +55,7 @@ struct wal_group {
     uint32_t iov_count; /* iov entries used: a header each, a payload each if any */
     uint64_t bytes;     /* record bytes, headers included */
     uint64_t lsn;       /* LSN of the first record */
+    uint64_t sync_start_ns;
     struct rv_wal *wal;
     uint8_t headers[RV_WAL_GROUP_RECORDS][RV_WAL_HEADER_BYTES];
     struct iovec iov[2 * RV_WAL_GROUP_RECORDS];
@@ -575,10 +577,34 @@ static void wal_group_complete(struct rv_wal *w, struct wal_group *g)
     wal_flush(w);
 }
 
+const uint32_t rv_wal_sync_le_us[RV_WAL_SYNC_BUCKETS] = {
+    25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000,
+};
+
+static void wal_stats_sync(struct rv_wal_stats *s, uint64_t ns)
+{
+    uint32_t b = 0;
+    while (b < RV_WAL_SYNC_BUCKETS && ns > (uint64_t)rv_wal_sync_le_us[b] * 1000u)
+        b++;
+    s->sync_buckets[b]++;
+    s->sync_ns_sum += ns;
+}
+
+static void wal_stats_group(struct rv_wal_stats *s, uint32_t records)
+{
+    uint32_t b = 0;
+    while (b < RV_WAL_GROUP_BUCKETS && records > (1u << b))
+        b++;
+    s->group_buckets[b]++;
+    s->group_records_sum += records;
+}
+
 static void wal_sync_done(void *arg, int64_t res)
 {
     struct wal_group *g = arg;
     struct rv_wal *w = g->wal;
+    if (res >= 0)
+        wal_stats_sync(&w->stats, rv_clock_now_ns() - g->sync_start_ns);
     if (res < 0) {
         /* Sticky: after a failed fdatasync the page cache may have dropped the
          * data; nothing written since the last good sync can be trusted. */
@@ -607,12 +633,14 @@ static void wal_write_done(void *arg, int64_t res)
     }
     w->write_lsn = g->lsn + g->bytes;
     w->stats.bytes += g->bytes;
+    wal_stats_group(&w->stats, g->count);
     if (!g->needs_sync) {
         wal_group_complete(w, g);
         return;
     }
     g->state = WAL_GROUP_SYNCING;
     w->stats.syncs++;
+    g->sync_start_ns = rv_clock_now_ns();
     int rc = rv_file_fdatasync(w->fd, wal_sync_done, g);
     if (rc < 0)
         wal_sync_done(g, rc);

@@ -134,6 +134,12 @@ bool rv_wal_is_idle(const rv_wal_t *wal); /* nothing open or in flight */
 bool rv_wal_is_failed(const rv_wal_t *wal);
 uint32_t rv_wal_file_count(const rv_wal_t *wal);
 
+/* Histogram bounds of the stats: bucket i counts values <= bound i; one more
+ * bucket counts the rest. */
+#define RV_WAL_SYNC_BUCKETS  14 /* fdatasync latency, bounds rv_wal_sync_le_us */
+#define RV_WAL_GROUP_BUCKETS 10 /* records per group written, bounds 1, 2, 4 ... 512 */
+extern const uint32_t rv_wal_sync_le_us[RV_WAL_SYNC_BUCKETS];
+
 struct rv_wal_stats {
     uint64_t appends;
     uint64_t groups; /* gather writes issued */
@@ -141,6 +147,12 @@ struct rv_wal_stats {
     uint64_t bytes;  /* record bytes written */
     uint64_t rolls;
     uint64_t failures; /* appends failed by I/O errors */
+    /* Group fdatasyncs that succeeded: their latency. */
+    uint64_t sync_ns_sum;
+    uint64_t sync_buckets[RV_WAL_SYNC_BUCKETS + 1];
+    /* Groups written: their record counts (group commit sizes). */
+    uint64_t group_records_sum;
+    uint64_t group_buckets[RV_WAL_GROUP_BUCKETS + 1];
 };
 void rv_wal_get_stats(const rv_wal_t *wal, struct rv_wal_stats *out);
 
