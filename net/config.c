@@ -37,6 +37,7 @@ enum config_type {
     CONFIG_WORD,      /* char[size]: one of words[] (stored as written there) */
     CONFIG_CHOICE,    /* int32_t or enum: values[i] for words[i] */
     CONFIG_LISTENERS, /* struct rv_config_listener[] at offset, count at count_offset */
+    CONFIG_ENDPOINT,  /* host:port into a struct rv_config_listener, bool at count_offset */
 };
 
 struct config_key {
@@ -44,11 +45,11 @@ struct config_key {
     enum config_type type;
     size_t offset;         /* of the value in struct rv_config */
     size_t size;           /* bytes at offset (strings: capacity) */
-    size_t count_offset;   /* LISTENERS: of the uint32_t count */
+    size_t count_offset;   /* LISTENERS: of the uint32_t count; ENDPOINT: of the bool */
     int64_t min;           /* numbers: smallest accepted */
     int64_t max;           /* numbers: largest accepted */
     bool is_minus_one_ok;  /* numbers: -1 accepted below min ("no limit") */
-    bool is_empty_ok;      /* LISTENERS, CPUSET: "" accepted */
+    bool is_empty_ok;      /* LISTENERS, CPUSET, ENDPOINT: "" accepted */
     const char *words;     /* WORD, CHOICE: accepted words, '|'-separated */
     const int32_t *values; /* CHOICE: the value of each word */
     const char *def;       /* the default, as text */
@@ -192,6 +193,14 @@ static const struct config_key config_keys[] = {
      .values = trace_values,
      .def = "info",
      .meaning = "diagnostics written to stderr from this level up"},
+    {.name = "rivven.admin.listener",
+     .type = CONFIG_ENDPOINT,
+     CONFIG_AT(admin_listener),
+     .count_offset = offsetof(struct rv_config, has_admin_listener),
+     .is_empty_ok = true,
+     .def = "127.0.0.1:9644",
+     .meaning = "admin HTTP host:port serving /metrics (Prometheus), /health and /ready "
+                "(empty: off; a port in use is logged and the broker runs without it)"},
 };
 
 /* Put `prefix: ` in front of the message of the last rv_errf on this thread
@@ -333,6 +342,28 @@ static int config_set_listeners(const struct config_key *k, struct rv_config *cf
     return 0;
 }
 
+static int config_parse_endpoint(const char *s, size_t len, struct rv_config_listener *out);
+
+/* host:port, or "" (off). */
+static int config_set_endpoint(const struct config_key *k, struct rv_config *cfg, const char *value)
+{
+    struct rv_config_listener tmp;
+    memset(&tmp, 0, sizeof(tmp)); /* unused bytes compare equal (dump, read back) */
+    bool is_on = value[0] != '\0';
+    if (is_on) {
+        int rc = config_parse_endpoint(value, strlen(value), &tmp);
+        if (rc < 0) {
+            char prefix[128];
+            snprintf(prefix, sizeof(prefix), "config: %s=%.64s", k->name, value);
+            return config_wrap(rc, prefix);
+        }
+    }
+    RV_ASSERT(k->size == sizeof(tmp));
+    memcpy((char *)cfg + k->offset, &tmp, sizeof(tmp));
+    *(bool *)((char *)cfg + k->count_offset) = is_on;
+    return 0;
+}
+
 static int config_set_number(const struct config_key *k, void *dst, const char *value)
 {
     int64_t v = 0;
@@ -379,6 +410,7 @@ int rv_config_set(struct rv_config *cfg, const char *key, const char *value)
             *(int32_t *)dst = k->values[index];
         return 0;
     case CONFIG_LISTENERS: return config_set_listeners(k, cfg, value);
+    case CONFIG_ENDPOINT: return config_set_endpoint(k, cfg, value);
     }
     RV_ASSERT(!"config key of unknown type");
     return -EINVAL;
@@ -737,6 +769,7 @@ static const char *config_type_name(const struct config_key *k)
     case CONFIG_WORD:
     case CONFIG_CHOICE: return k->words;
     case CONFIG_LISTENERS: return "listener list";
+    case CONFIG_ENDPOINT: return "host:port";
     }
     return "?";
 }
@@ -794,6 +827,13 @@ void rv_config_dump(const struct rv_config *cfg, FILE *f)
         case CONFIG_CHOICE: config_dump_word(k, src, f); break;
         case CONFIG_LISTENERS:
             config_dump_listeners(src, *(const uint32_t *)((const char *)cfg + k->count_offset), f);
+            break;
+        case CONFIG_ENDPOINT:
+            if (*(const bool *)((const char *)cfg + k->count_offset)) {
+                const struct rv_config_listener *l = src;
+                bool is_v6 = strchr(l->host, ':') != NULL;
+                fprintf(f, "%s%s%s:%u", is_v6 ? "[" : "", l->host, is_v6 ? "]" : "", l->port);
+            }
             break;
         }
         fprintf(f, "\n");

@@ -59,6 +59,10 @@ struct rv_config {
     enum rv_io_backend io_backend;     /* rivven.io.backend */
     bool is_advertise_shards;          /* rivven.advertise.shards */
     int32_t trace_level;               /* rivven.trace.level: enum rv_trace_level */
+    /* rivven.admin.listener: host and port; has_admin_listener is false when
+     * the key is empty (no admin HTTP). */
+    struct rv_config_listener admin_listener;
+    bool has_admin_listener;
 };
 
 /* ---- lifecycle ------------------------------------------------------------ */

@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "core/trace.h"
 #include "net/kapi_impl.h"
+#include "net/metrics.h"
 #include "storage/topic.h"
 
 #define KAPI_ARENA_MIN (16u << 10) /* arena bytes beyond the frame's own size */
@@ -99,6 +100,8 @@ static void kreq_complete(struct rv_kreq *req)
         RV_ASSERT(req->ks->pending > 0);
         req->ks->pending--;
     }
+    rv_metrics_on_request_done(req->api != NULL ? req->h.request_api_key : -1, req->start_ns,
+                               req->err < 0);
     req->done(req->done_arg, req);
 }
 
@@ -190,6 +193,7 @@ void kapi_respond(struct rv_kreq *req, const struct rv_kp_struct_desc *desc, con
         kapi_fail(req, "%s", rc == -ENOMEM ? "no memory for a response" : rv_err_msg());
         return;
     }
+    rv_metrics_on_response(req->h.request_api_key, desc, msg, req->version);
     kreq_complete(req);
 }
 
@@ -477,6 +481,7 @@ int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap, uint8_t
     if (req == NULL)
         return -ENOMEM;
     req->ks = ks;
+    req->start_ns = rv_metrics_on_request_start();
     req->done = done;
     req->done_arg = arg;
     if (buf != NULL)

@@ -32,6 +32,7 @@
 #include "core/err.h"
 #include "core/trace.h"
 #include "net/kapi_impl.h"
+#include "net/metrics.h"
 #include "storage/batch.h"
 #include "storage/topic.h"
 
@@ -139,6 +140,7 @@ static void kpart_produced(void *arg, int64_t base)
         p->err = kapi_storage_error((int)base);
     } else {
         p->result = base;
+        rv_metrics_on_produced(p->ref.key, p->appended, p->batch_len);
         if (p->ref.is_log_append_time && p->appended != NULL) {
             int64_t ts = 0;
             for (int i = 0; i < 8; i++)
@@ -727,6 +729,7 @@ static void kapi_fetch_encode(struct rv_kreq *req)
             pd->log_start_offset = p->log_start;
             pd->preferred_read_replica = -1;
             pd->records = kapi_records_value(&p->recs, p->rec_bytes);
+            rv_metrics_on_fetched(p->ref.key, p->f.slices, p->rec_bytes > 0 ? p->f.slice_count : 0);
         }
     }
     kapi_respond(req, &rv_kp_fetch_response_desc, &resp);

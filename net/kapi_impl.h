@@ -120,6 +120,7 @@ struct rv_kreq {
     struct rv_kreq *park_prev;
     struct rv_kreq *park_next;
     bool is_parked;
+    uint64_t start_ns; /* rv_metrics_on_request_start */
 };
 
 /* One shard's part of a request. Handlers embed it first in their own. */

@@ -54,6 +54,7 @@
 #include "core/err.h"
 #include "core/trace.h"
 #include "net/kapi.h"
+#include "net/metrics.h"
 #include "storage/part.h"
 #include "shards/sock.h"
 
@@ -213,6 +214,7 @@ static void conn_closed(void *arg, int64_t res)
         c->next->prev = c->prev;
     RV_ASSERT(sh->conn_count > 0);
     sh->conn_count--;
+    rv_metrics_on_conn_close();
     conn_free_reqs(c);
     RV_ASSERT(c->req_head == NULL);
     conn_drop_rbuf(c);
@@ -629,6 +631,7 @@ static void conn_open(struct server_shard *sh, int fd)
         sh->conns->prev = c;
     sh->conns = c;
     sh->conn_count++;
+    rv_metrics_on_conn_open();
     rv_debug("connection %s accepted on shard %u", c->peer, sh->id);
     conn_pump(c);
 }

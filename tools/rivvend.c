@@ -9,8 +9,12 @@
  * it stops the server (no more connections), closes the store (flushing and
  * checkpointing) and the runtime, and exits 0.
  *
- * Served today: ApiVersions (net/kapi.h); Metadata, Produce and Fetch are not
- * advertised yet, so clients get no further than the version handshake.
+ * Served today: the APIs of net/kapi.c's table (ApiVersions lists them).
+ *
+ * Admin HTTP (rivven.admin.listener, net/admin_http.h): started right after
+ * the runtime, so /health answers and /ready says 503 while the store
+ * recovers; the shards are marked serving once the server listens on every
+ * one. A port that cannot be bound is logged and the broker runs without it.
  *
  * Signals: SIGTERM and SIGINT are blocked in the main thread before any other
  * thread exists, so every shard and helper thread inherits the mask and none of
@@ -32,7 +36,9 @@
 
 #include "core/err.h"
 #include "core/trace.h"
+#include "net/admin_http.h"
 #include "net/config.h"
+#include "net/metrics.h"
 #include "net/server.h"
 #include "rivven.h"
 
@@ -46,6 +52,8 @@ struct rivvend {
     rv_runtime_t *rt;
     rv_store_t *store;
     rv_server_t *server;
+    bool has_metrics;       /* rv_metrics_open succeeded */
+    rv_admin_http_t *admin; /* or NULL */
 };
 
 static void rivvend_usage(FILE *f)
@@ -96,6 +104,44 @@ static const char *rivvend_why(int rc)
     return rv_err_msg()[0] != '\0' ? rv_err_msg() : rv_strerror(rc);
 }
 
+/* The per-shard counters and the admin HTTP listener; failing leaves the
+ * broker without them (logged), never stops it. */
+static void rivvend_admin_open(struct rivvend *d)
+{
+    if (!d->cfg.has_admin_listener)
+        return;
+    const struct rv_config_listener *l = &d->cfg.admin_listener;
+    rv_err_clear();
+    int rc = rv_metrics_open(d->rt);
+    if (rc < 0) {
+        rv_warn("rivvend: no metrics: %s", rivvend_why(rc));
+        return;
+    }
+    d->has_metrics = true;
+    rv_err_clear();
+    rc = rv_admin_http_start(&d->admin, d->rt, l->host, l->port);
+    if (rc < 0) {
+        rv_warn("rivvend: no admin HTTP listener (/metrics, /health, /ready): %s", rivvend_why(rc));
+        return;
+    }
+    bool is_v6 = strchr(l->host, ':') != NULL;
+    rv_info("rivvend: admin on http://%s%s%s:%u (/metrics, /health, /ready)", is_v6 ? "[" : "",
+            l->host[0] != '\0' ? l->host : "*", is_v6 ? "]" : "", rv_admin_http_port(d->admin));
+}
+
+static void rivvend_admin_close(struct rivvend *d)
+{
+    rv_admin_http_stop(d->admin);
+    d->admin = NULL;
+}
+
+static void rivvend_metrics_close(struct rivvend *d)
+{
+    if (d->has_metrics)
+        rv_metrics_close(d->rt);
+    d->has_metrics = false;
+}
+
 static int rivvend_open(struct rivvend *d)
 {
     struct rv_runtime_config rc_cfg;
@@ -110,6 +156,7 @@ static int rivvend_open(struct rivvend *d)
         rv_error("rivvend: cannot start the runtime: %s", rivvend_why(rc));
         return rc;
     }
+    rivvend_admin_open(d);
     struct rv_store_config st_cfg;
     rv_store_config_init(&st_cfg);
     rv_err_clear();
@@ -125,12 +172,18 @@ static int rivvend_open(struct rivvend *d)
         rv_error("rivvend: cannot listen: %s", rivvend_why(rc));
         goto err_close_store;
     }
+    if (d->has_metrics)
+        rv_metrics_set_serving(d->rt, d->store); /* /ready answers 200 from now on */
     return 0;
 
 err_close_store:
+    rivvend_admin_close(d);
+    rivvend_metrics_close(d);
     rv_store_close(d->store);
     d->store = NULL;
 err_close_runtime:
+    rivvend_admin_close(d);
+    rivvend_metrics_close(d);
     rv_runtime_close(d->rt);
     d->rt = NULL;
     return rc;
@@ -151,8 +204,10 @@ static void rivvend_log_start(const struct rivvend *d)
 
 static void rivvend_close(struct rivvend *d)
 {
+    rivvend_admin_close(d); /* no scrape reads the store from here on */
     rv_server_stop(d->server);
     d->server = NULL;
+    rivvend_metrics_close(d);
     rv_store_close(d->store);
     d->store = NULL;
     rv_runtime_close(d->rt);
