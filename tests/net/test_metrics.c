@@ -48,7 +48,7 @@ struct expo {
     int32_t current; /* the family samples belong to now */
     uint32_t samples;
     /* histogram check: the running bucket value of the current series */
-    char series[600];
+    char series[1024];
     double last_bucket;
     bool has_inf;
     double inf_value;
@@ -204,7 +204,7 @@ static void expo_line(struct expo *e, const char *line)
     if (strcmp(f->type, "histogram") != 0)
         return;
     cr_assert_neq(suffix[0], '\0', "histogram sample %s", name);
-    char series[600];
+    char series[1024];
     snprintf(series, sizeof(series), "%s{%s}", f->name, labels);
     if (strcmp(suffix, "_bucket") == 0) {
         cr_assert_neq(le[0], '\0', "bucket without le: %s", line);
