@@ -153,6 +153,53 @@ static int store_wal_dir(char *out, size_t len, const char *dir, uint32_t shard)
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+/* Blocking work over many partitions (the final sync at close, creating a
+ * topic's logs) runs on a few threads at once: their fsyncs overlap, which
+ * the disk takes much better than one after the other. Outside threads only. */
+#define STORE_PAR_THREADS 8
+#define STORE_PAR_MIN     16 /* items per thread, at least */
+
+typedef void store_par_fn(void *ctx, uint32_t i);
+
+struct store_par {
+    store_par_fn *fn;
+    void *ctx;
+    uint32_t count;
+    uint32_t first;
+    uint32_t stride;
+};
+
+static void *store_par_main(void *p)
+{
+    struct store_par *w = p;
+    for (uint32_t i = w->first; i < w->count; i += w->stride)
+        w->fn(w->ctx, i);
+    return NULL;
+}
+
+/* fn(ctx, i) for every i < count, on up to STORE_PAR_THREADS threads (the
+ * caller's among them); each i runs exactly once, in no particular order. */
+static void store_parallel(uint32_t count, store_par_fn *fn, void *ctx)
+{
+    uint32_t threads = count / STORE_PAR_MIN + 1;
+    threads = threads > STORE_PAR_THREADS ? STORE_PAR_THREADS : threads;
+    struct store_par w[STORE_PAR_THREADS];
+    pthread_t tids[STORE_PAR_THREADS];
+    bool is_started[STORE_PAR_THREADS] = {false};
+    for (uint32_t t = 0; t < threads; t++)
+        w[t] =
+            (struct store_par){.fn = fn, .ctx = ctx, .count = count, .first = t, .stride = threads};
+    for (uint32_t t = 1; t < threads; t++)
+        is_started[t] = pthread_create(&tids[t], NULL, store_par_main, &w[t]) == 0;
+    (void)store_par_main(&w[0]);
+    for (uint32_t t = 1; t < threads; t++) {
+        if (is_started[t])
+            (void)pthread_join(tids[t], NULL); /* joinable, ours: cannot fail */
+        else
+            (void)store_par_main(&w[t]); /* no thread: do its share here */
+    }
+}
+
 /* Run fn(arg) on a shard and wait (outside threads only). */
 struct store_wait {
     rv_task_fn *fn;
@@ -845,6 +892,20 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
     return 0;
 }
 
+/* The final sync of rv_store_close: every log of every shard. */
+struct close_sync {
+    rv_plog_t **logs;
+    uint32_t *shards; /* each log's shard */
+    int *rcs;         /* each log's result */
+    uint32_t count;
+};
+
+static void close_sync_one(void *ctx, uint32_t i)
+{
+    struct close_sync *cs = ctx;
+    cs->rcs[i] = rv_plog_sync_blocking(cs->logs[i]);
+}
+
 void rv_store_close(rv_store_t *st)
 {
     if (st == NULL)
@@ -854,16 +915,31 @@ void rv_store_close(rv_store_t *st)
         struct attach_args a = {.ss = &st->shards[k]};
         (void)store_run_wait(st, k, shard_quiesce, &a.w); /* only -ESHUTDOWN: a bug */
     }
-    /* Every shard is idle for storage now: sync from here (blocking is fine). */
-    for (uint32_t k = 0; k < st->n; k++) {
-        struct store_shard *ss = &st->shards[k];
+    /* Every shard is idle for storage now: sync from here (blocking is fine),
+     * every log of every shard on a few threads. */
+    struct close_sync cs = {0};
+    for (uint32_t k = 0; k < st->n; k++)
+        cs.count += rv_hmap_count(&st->shards[k].logs);
+    cs.logs = malloc((cs.count + 1) * sizeof(*cs.logs));
+    cs.shards = malloc((cs.count + 1) * sizeof(*cs.shards));
+    cs.rcs = calloc(cs.count + 1, sizeof(*cs.rcs));
+    int alloc_rc = cs.logs != NULL && cs.shards != NULL && cs.rcs != NULL ? 0 : -ENOMEM;
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < st->n && alloc_rc == 0; k++) {
         uint32_t cursor = 0;
         uint64_t key, val;
-        int rc = 0;
-        while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
-            int r = rv_plog_sync_blocking((rv_plog_t *)(uintptr_t)val);
-            rc = rc < 0 ? rc : r;
+        while (rv_hmap_next(&st->shards[k].logs, &cursor, &key, &val)) {
+            cs.logs[n] = (rv_plog_t *)(uintptr_t)val;
+            cs.shards[n++] = k;
         }
+    }
+    if (alloc_rc == 0)
+        store_parallel(cs.count, close_sync_one, &cs);
+    for (uint32_t k = 0; k < st->n; k++) {
+        struct store_shard *ss = &st->shards[k];
+        int rc = alloc_rc; /* no memory: no checkpoint, the WAL is replayed */
+        for (uint32_t i = 0; i < n && rc == 0; i++)
+            rc = cs.shards[i] == k ? cs.rcs[i] : 0;
         if (rc == 0 && ss->ps.wal != NULL)
             rc = store_write_ckpt(st->dir, k, rv_wal_end_lsn(ss->ps.wal));
         if (rc < 0)
@@ -872,6 +948,9 @@ void rv_store_close(rv_store_t *st)
         struct attach_args a = {.ss = ss};
         (void)store_run_wait(st, k, shard_teardown, &a.w);
     }
+    free(cs.logs);
+    free(cs.shards);
+    free(cs.rcs);
     store_free(st);
 }
 
@@ -1434,22 +1513,68 @@ static void topic_reconfigure(void *p)
     store_wait_post(&c->w);
 }
 
+/* Creating a topic's logs, on a few threads. */
+struct topic_create {
+    rv_store_t *st;
+    const char *name;
+    uint32_t id;
+    int32_t first;
+    struct rv_plog_config pcfg;
+    rv_plog_t **logs;
+    int *rcs;
+};
+
+static void topic_create_one(void *ctx, uint32_t i)
+{
+    struct topic_create *tc = ctx;
+    int32_t p = tc->first + (int32_t)i;
+    char dir[PATH_MAX];
+    int rc = store_part_dir(dir, sizeof(dir), tc->st, tc->name, p);
+    /* Made here without syncing the topic directory: the caller syncs it once
+     * for all (rv_plog_open then finds it and syncs only what it creates). */
+    if (rc == 0)
+        rc = rv_sys_mkdir(dir, 0755);
+    if (rc == 0 || rc == -EEXIST)
+        rc = rv_plog_open(&tc->logs[p], dir, store_key(tc->id, p), &tc->pcfg);
+    tc->rcs[i] = rc;
+}
+
+/* Create and open partitions first.. of a topic (its directory, and in each a
+ * first segment), durably. */
+static int topic_create_logs(rv_store_t *st, const char *name, uint32_t id,
+                             const struct rv_topic_config *cfg, int32_t first, rv_plog_t **logs)
+{
+    struct topic_create tc = {.st = st, .name = name, .id = id, .first = first, .logs = logs};
+    store_plog_config(cfg, &tc.pcfg);
+    uint32_t count = (uint32_t)(cfg->partitions - first);
+    char tdir[PATH_MAX];
+    int n = snprintf(tdir, sizeof(tdir), "%s/topics/%s", st->dir, name);
+    int rc = n < 0 || (size_t)n >= sizeof(tdir) ? -ENAMETOOLONG : rv_sys_mkdir_p(tdir, 0755);
+    tc.rcs = rc == 0 ? calloc(count + 1, sizeof(*tc.rcs)) : NULL;
+    if (rc == 0 && tc.rcs == NULL)
+        rc = -ENOMEM;
+    if (rc == 0)
+        store_parallel(count, topic_create_one, &tc);
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        rc = tc.rcs[i];
+        if (rc < 0)
+            rc =
+                rv_errf(rc, "topic %s partition %d: %s", name, first + (int32_t)i, rv_strerror(rc));
+    }
+    free(tc.rcs);
+    if (rc == 0)
+        rc = rv_sys_fsync_dir(tdir); /* the new partition directories */
+    return rc;
+}
+
 /* Open every partition of a new topic and hand each to its shard. */
 static int topic_open_all(rv_store_t *st, const char *name, uint32_t id, uint64_t name_hash,
                           const struct rv_topic_config *cfg, int32_t first)
 {
-    struct rv_plog_config pcfg;
-    store_plog_config(cfg, &pcfg);
     rv_plog_t **logs = calloc((size_t)cfg->partitions, sizeof(*logs));
     if (logs == NULL)
         return -ENOMEM;
-    int rc = 0;
-    for (int32_t p = first; p < cfg->partitions && rc == 0; p++) {
-        char dir[PATH_MAX];
-        rc = store_part_dir(dir, sizeof(dir), st, name, p);
-        if (rc == 0)
-            rc = rv_plog_open(&logs[p], dir, store_key(id, p), &pcfg);
-    }
+    int rc = topic_create_logs(st, name, id, cfg, first, logs);
     for (uint32_t k = 0; k < st->n && rc == 0; k++) {
         struct topic_call c = {.ss = &st->shards[k]};
         c.logs = malloc((size_t)cfg->partitions * sizeof(*c.logs));

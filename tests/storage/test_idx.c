@@ -289,6 +289,39 @@ Test(idx, truncate_drops_entries_at_or_past_the_cut)
     assert_no_leaks();
 }
 
+/* What decides whether the files went stale: only changes of the entries
+ * count, and a loaded index matches its files. */
+Test(idx, changes_count_only_what_the_files_hold)
+{
+    struct rv_idx idx;
+    rv_idx_init(&idx, BASE, 1000);
+    cr_assert(rv_idx_is_saved(&idx), "empty: nothing to save");
+    cr_assert_eq(rv_idx_note_batch(&idx, BASE, 0, 100, 10), 0);
+    cr_assert_not(rv_idx_is_saved(&idx), "a first entry");
+    uint32_t c = idx.changes;
+    cr_assert_eq(rv_idx_note_batch(&idx, BASE + 1, 100, 100, 5), 0);
+    cr_assert_eq(idx.changes, c, "no entry and no new maximum: the files hold the same");
+    cr_assert_eq(rv_idx_note_batch(&idx, BASE + 2, 200, 100, 20), 0);
+    cr_assert_gt(idx.changes, c, "a raised time entry");
+    c = idx.changes;
+    cr_assert_eq(rv_idx_note_batch(&idx, BASE, 0, 100, 10), 0); /* noted again by a tail scan */
+    cr_assert_gt(idx.changes, c, "the time entry went back to 10 for now: counted");
+    cr_assert_eq(rv_idx_save(&idx, dir), 0);
+    idx.saved_changes = idx.changes;
+    cr_assert(rv_idx_is_saved(&idx));
+    rv_idx_truncate(&idx, BASE + 5, 300);
+    cr_assert(rv_idx_is_saved(&idx), "a cut past every entry changes nothing");
+    rv_idx_truncate(&idx, BASE, 0);
+    cr_assert_not(rv_idx_is_saved(&idx));
+    struct rv_idx back;
+    rv_idx_init(&back, BASE, 1000);
+    cr_assert_eq(rv_idx_load(&back, dir, 300), 0);
+    cr_assert(rv_idx_is_saved(&back), "loaded: the files hold it");
+    rv_idx_fini(&back);
+    rv_idx_fini(&idx);
+    assert_no_leaks();
+}
+
 Test(idx, save_load_round_trip)
 {
     static struct model_batch m[BATCHES];

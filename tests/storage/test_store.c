@@ -686,3 +686,38 @@ Test(store, close_with_openers_waiting_returns, .timeout = 300)
     wide_fetch(&e, "wide", WIDE, false);
     env_close(&e);
 }
+
+static ino_t inode_of(const char *path)
+{
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0, "%s", path);
+    return sb.st_ino;
+}
+
+/* Closing saves an index only when its entries changed: reading a partition
+ * and closing again leaves its index files alone (a save replaces them). */
+Test(store, close_saves_only_changed_indexes)
+{
+    struct env e = env_open(2);
+    make_topic(&e, "t", 4, NULL, NULL);
+    for (uint32_t p = 0; p < 4; p++)
+        cr_assert_eq(produce_one(&e, "t", (int32_t)p, p, RV_ACKS_ALL), 0);
+    env_close(&e);
+    char idx_path[1200], tidx_path[1200];
+    snprintf(idx_path, sizeof(idx_path), "%s/topics/t/1/%020d.index", dir, 0);
+    snprintf(tidx_path, sizeof(tidx_path), "%s/topics/t/1/%020d.timeindex", dir, 0);
+    ino_t idx_ino = inode_of(idx_path);
+    ino_t tidx_ino = inode_of(tidx_path);
+    e = env_open(2);
+    cr_assert_eq(read_all(&e, "t", 1, 0, 1), 1, "loads the log");
+    env_close(&e);
+    cr_assert_eq(inode_of(idx_path), idx_ino, "the unchanged index was not saved again");
+    cr_assert_eq(inode_of(tidx_path), tidx_ino);
+    e = env_open(2);
+    cr_assert_eq(produce_one(&e, "t", 1, 2, RV_ACKS_ALL), 1);
+    env_close(&e);
+    cr_assert_neq(inode_of(tidx_path), tidx_ino, "a changed index is saved");
+    e = env_open(2);
+    cr_assert_eq(read_all(&e, "t", 1, 0, 1), 2);
+    env_close(&e);
+}
