@@ -51,6 +51,20 @@ def find_binary(argv=None):
     raise SystemExit("rivvend not found: set RIVVEND=path/to/rivvend")
 
 
+_HELP = {}
+
+
+def help_text(binary):
+    """rivvend --help (cached): which keys this binary knows."""
+    if binary not in _HELP:
+        try:
+            _HELP[binary] = subprocess.run([binary, "--help"], capture_output=True, timeout=20,
+                                           text=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            _HELP[binary] = ""
+    return _HELP[binary]
+
+
 def _port_free(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -106,12 +120,17 @@ class Broker:
         return [self.port + i for i in range(n)]
 
     def args(self):
-        return [self.binary,
-                "--listeners=PLAINTEXT://127.0.0.1:%d" % self.port,
-                "--log.dirs=%s" % self.data_dir,
-                "--rivven.shards=%d" % self.shards,
-                "--rivven.advertise.shards=%s" % ("true" if self.advertise_shards else "false"),
-                ] + self.extra
+        a = [self.binary,
+             "--listeners=PLAINTEXT://127.0.0.1:%d" % self.port,
+             "--log.dirs=%s" % self.data_dir,
+             "--rivven.shards=%d" % self.shards,
+             "--rivven.advertise.shards=%s" % ("true" if self.advertise_shards else "false")]
+        # The admin HTTP listener (a fixed default port) is off unless asked for,
+        # so brokers of tests running side by side do not compete for it.
+        if (not any(x.startswith("--rivven.admin.listener=") for x in self.extra)
+                and "rivven.admin.listener=" in help_text(self.binary)):
+            a.append("--rivven.admin.listener=")
+        return a + self.extra
 
     def start(self, timeout=30.0):
         """Start it (again, on the same data directory and port when restarting)
