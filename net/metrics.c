@@ -628,6 +628,17 @@ const char *rv_metrics_api_name(uint32_t slot)
     return api != NULL ? api->name : "unknown";
 }
 
+/* A bucket bound as plain decimal text ("0.000025", "2.5", "10"): no exponent. */
+static void metrics_le_text(char *buf, size_t cap, double v)
+{
+    snprintf(buf, cap, "%.6f", v);
+    char *end = buf + strlen(buf);
+    while (end > buf && end[-1] == '0')
+        *--end = '\0';
+    if (end > buf && end[-1] == '.')
+        *--end = '\0';
+}
+
 static void metrics_family(FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -696,13 +707,12 @@ static void metrics_write_latency(FILE *f, const struct rv_metrics_snapshot *sna
             const char *api_name = rv_metrics_api_name(a);
             uint64_t cum = 0;
             for (uint32_t b = 0; b <= RV_METRICS_LATENCY_BUCKETS; b++) {
-                cum += api->buckets[b];
+                char le[32] = "+Inf";
                 if (b < RV_METRICS_LATENCY_BUCKETS)
-                    fprintf(f, "%s_bucket{shard=\"%u\",api=\"%s\",le=\"%g\"} %" PRIu64 "\n", name,
-                            i, api_name, rv_metrics_latency_le[b], cum);
-                else
-                    fprintf(f, "%s_bucket{shard=\"%u\",api=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name,
-                            i, api_name, cum);
+                    metrics_le_text(le, sizeof(le), rv_metrics_latency_le[b]);
+                cum += api->buckets[b];
+                fprintf(f, "%s_bucket{shard=\"%u\",api=\"%s\",le=\"%s\"} %" PRIu64 "\n", name, i,
+                        api_name, le, cum);
             }
             fprintf(f, "%s_sum{shard=\"%u\",api=\"%s\"} %.9f\n", name, i, api_name,
                     (double)api->sum_ns / 1e9);
@@ -1000,7 +1010,7 @@ static void metrics_write_storage(FILE *f, const struct rv_metrics_snapshot *sna
     char sync_text[RV_WAL_SYNC_BUCKETS][24];
     const char *sync_le[RV_WAL_SYNC_BUCKETS];
     for (uint32_t b = 0; b < RV_WAL_SYNC_BUCKETS; b++) {
-        snprintf(sync_text[b], sizeof(sync_text[b]), "%g", rv_wal_sync_le_us[b] / 1e6);
+        metrics_le_text(sync_text[b], sizeof(sync_text[b]), rv_wal_sync_le_us[b] / 1e6);
         sync_le[b] = sync_text[b];
     }
     metrics_family(f, "rivven_wal_group_records", "histogram",

@@ -357,6 +357,10 @@ Test(metrics, format_reads_back)
     cr_assert_eq(expo_value(text, "rivven_wal_fsync_duration_seconds_bucket{shard=\"0\","
                                   "le=\"0.0001\"} "),
                  2);
+    cr_assert_eq(expo_value(text, "rivven_wal_fsync_duration_seconds_bucket{shard=\"0\","
+                                  "le=\"0.000025\"} "),
+                 0);
+    cr_assert_null(strstr(text, "e-0"), "a number written with an exponent");
     cr_assert_eq(expo_value(text, "rivven_hot_tier_hits_total{shard=\"0\"} "), 9);
     cr_assert_eq(expo_value(text, "rivven_partition_log_end_offset{shard=\"0\",topic=\"orders\","
                                   "partition=\"2\"} "),
