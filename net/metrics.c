@@ -443,15 +443,13 @@ static int metrics_u32_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* For sorting parts by topic name, then partition. */
-static _Thread_local const struct rv_metrics_snapshot *metrics_sorting;
-
-static int metrics_part_cmp(const void *a, const void *b)
+/* Parts by topic name (arg: the snapshot), then partition. */
+static int metrics_part_cmp(const void *a, const void *b, void *arg)
 {
+    const struct rv_metrics_snapshot *snap = arg;
     const struct rv_metrics_part *x = a, *y = b;
     if (x->topic_index != y->topic_index) {
-        int c = strcmp(metrics_sorting->topic_names[x->topic_index],
-                       metrics_sorting->topic_names[y->topic_index]);
+        int c = strcmp(snap->topic_names[x->topic_index], snap->topic_names[y->topic_index]);
         if (c != 0)
             return c;
     }
@@ -508,9 +506,7 @@ static int metrics_collect_parts(struct metrics_collect *c, const uint32_t *ids,
                                          .size_bytes = r->size_bytes};
         }
     }
-    metrics_sorting = snap;
-    qsort(snap->parts, snap->part_count, sizeof(*snap->parts), metrics_part_cmp);
-    metrics_sorting = NULL;
+    qsort_r(snap->parts, snap->part_count, sizeof(*snap->parts), metrics_part_cmp, snap);
     if (snap->part_count > RV_METRICS_PARTITIONS_MAX) {
         snap->part_count = RV_METRICS_PARTITIONS_MAX;
         snap->is_parts_capped = true;

@@ -14,7 +14,9 @@
  * Admin HTTP (rivven.admin.listener, net/admin_http.h): started right after
  * the runtime, so /health answers and /ready says 503 while the store
  * recovers; the shards are marked serving once the server listens on every
- * one. A port that cannot be bound is logged and the broker runs without it.
+ * one, and not serving again when stopping starts (/ready: 503 while the
+ * connections drain). A port that cannot be bound is logged and the broker
+ * runs without it.
  *
  * Signals: SIGTERM and SIGINT are blocked in the main thread before any other
  * thread exists, so every shard and helper thread inherits the mask and none of
@@ -204,9 +206,11 @@ static void rivvend_log_start(const struct rivvend *d)
 
 static void rivvend_close(struct rivvend *d)
 {
-    rivvend_admin_close(d); /* no scrape reads the store from here on */
+    if (d->has_metrics)
+        rv_metrics_set_serving(d->rt, NULL); /* /ready: 503 while the server drains */
     rv_server_stop(d->server);
     d->server = NULL;
+    rivvend_admin_close(d); /* no scrape reads the store from here on */
     rivvend_metrics_close(d);
     rv_store_close(d->store);
     d->store = NULL;
