@@ -184,10 +184,13 @@ enum rv_codec rv_topic_codec(const struct rv_topic_config *cfg)
 
 /* ---- catalog files ------------------------------------------------------------------------ */
 
+/* DATA/meta/topics/<name><suffix>: ".topic" for the description, ".tmp" while
+ * it is replaced (a 249-character name plus ".topic.tmp" would pass NAME_MAX;
+ * no description ends in ".tmp", so the two never meet). */
 static int topic_meta_path(char *out, size_t len, const char *data_dir, const char *name,
                            const char *suffix)
 {
-    int n = snprintf(out, len, "%s/meta/topics/%s.topic%s", data_dir, name, suffix);
+    int n = snprintf(out, len, "%s/meta/topics/%s%s", data_dir, name, suffix);
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
@@ -198,7 +201,7 @@ int rv_topic_meta_save(const char *data_dir, const char *name, uint32_t id,
     snprintf(dir, sizeof(dir), "%s/meta/topics", data_dir);
     int rc = rv_sys_mkdir_p(dir, 0755);
     if (rc == 0)
-        rc = topic_meta_path(path, sizeof(path), data_dir, name, "");
+        rc = topic_meta_path(path, sizeof(path), data_dir, name, ".topic");
     if (rc == 0)
         rc = topic_meta_path(tmp, sizeof(tmp), data_dir, name, ".tmp");
     if (rc < 0)
@@ -233,7 +236,7 @@ int rv_topic_meta_save(const char *data_dir, const char *name, uint32_t id,
 int rv_topic_meta_remove(const char *data_dir, const char *name)
 {
     char path[PATH_MAX], dir[PATH_MAX];
-    int rc = topic_meta_path(path, sizeof(path), data_dir, name, "");
+    int rc = topic_meta_path(path, sizeof(path), data_dir, name, ".topic");
     if (rc < 0)
         return rc;
     rc = rv_sys_unlink(path);
@@ -268,7 +271,7 @@ int rv_topic_meta_load(const char *data_dir, const char *name, uint32_t *id,
                        struct rv_topic_config *cfg)
 {
     char path[PATH_MAX];
-    int rc = topic_meta_path(path, sizeof(path), data_dir, name, "");
+    int rc = topic_meta_path(path, sizeof(path), data_dir, name, ".topic");
     if (rc < 0)
         return rc;
     int fd = rv_sys_open(path, O_RDONLY, 0);
