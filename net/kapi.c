@@ -38,7 +38,15 @@ static const struct kapi_entry kapi_table[] = {
     {{RV_KP_API_LIST_OFFSETS, 0, 10}, kapi_list_offsets},
     {{RV_KP_API_METADATA, 0, 12}, kapi_metadata},
     {{RV_KP_API_API_VERSIONS, 0, 4}, NULL},
+    {{RV_KP_API_CREATE_TOPICS, 0, 7}, kapi_create_topics},
+    {{RV_KP_API_DELETE_TOPICS, 0, 6}, kapi_delete_topics},
+    {{RV_KP_API_DELETE_RECORDS, 0, 2}, kapi_delete_records},
     {{RV_KP_API_OFFSET_FOR_LEADER_EPOCH, 0, 4}, kapi_offset_for_leader_epoch},
+    {{RV_KP_API_DESCRIBE_CONFIGS, 0, 4}, kapi_describe_configs},
+    {{RV_KP_API_ALTER_CONFIGS, 0, 2}, kapi_alter_configs},
+    {{RV_KP_API_DESCRIBE_LOG_DIRS, 0, 4}, kapi_describe_log_dirs},
+    {{RV_KP_API_CREATE_PARTITIONS, 0, 3}, kapi_create_partitions},
+    {{RV_KP_API_INCREMENTAL_ALTER_CONFIGS, 0, 1}, kapi_incremental_alter_configs},
     {{RV_KP_API_DESCRIBE_CLUSTER, 0, 1}, kapi_describe_cluster},
 };
 
@@ -653,20 +661,27 @@ int kapi_topic_by_uuid(const struct rv_kapi_shard *ks, const struct rv_kp_uuid *
     return memcmp(want.bytes, u->bytes, RV_KP_UUID_BYTES) == 0 ? 0 : -ENOENT;
 }
 
-int kapi_create_topic_blocking(const struct rv_kapi_broker *b, const char *name, int32_t partitions)
+void kapi_topic_defaults(const struct rv_kapi_broker *b, struct rv_topic_config *tc)
 {
     const struct rv_config *cfg = b->cfg;
-    struct rv_topic_config tc;
-    rv_topic_config_init(&tc);
-    tc.partitions = partitions > 0 ? partitions : cfg->num_partitions;
-    tc.retention_ms = cfg->log_retention_ms;
-    tc.retention_bytes = cfg->log_retention_bytes;
-    tc.segment_bytes = cfg->log_segment_bytes;
-    tc.segment_ms = cfg->log_roll_ms;
+    rv_topic_config_init(tc);
+    tc->partitions = cfg->num_partitions;
+    tc->retention_ms = cfg->log_retention_ms;
+    tc->retention_bytes = cfg->log_retention_bytes;
+    tc->segment_bytes = cfg->log_segment_bytes;
+    tc->segment_ms = cfg->log_roll_ms;
     /* A batch lives in one pool buffer: Kafka's default (1048588) is 76 bytes more. */
-    tc.max_message_bytes =
+    tc->max_message_bytes =
         cfg->message_max_bytes > RV_TOPIC_BATCH_MAX ? RV_TOPIC_BATCH_MAX : cfg->message_max_bytes;
-    snprintf(tc.compression, sizeof(tc.compression), "%s", cfg->compression_type);
+    snprintf(tc->compression, sizeof(tc->compression), "%s", cfg->compression_type);
+}
+
+int kapi_create_topic_blocking(const struct rv_kapi_broker *b, const char *name, int32_t partitions)
+{
+    struct rv_topic_config tc;
+    kapi_topic_defaults(b, &tc);
+    if (partitions > 0)
+        tc.partitions = partitions;
     return rv_topic_create(b->st, name, &tc);
 }
 

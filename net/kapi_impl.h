@@ -178,6 +178,9 @@ struct rv_kp_uuid kapi_topic_uuid(uint32_t id, const char *name);
 /* Resolve a topic uuid: copies the name (RV_TOPIC_NAME_MAX + 1). -ENOENT. */
 int kapi_topic_by_uuid(const struct rv_kapi_shard *ks, const struct rv_kp_uuid *u, char *name,
                        struct rv_store_topic_info *info);
+/* The configuration a topic gets from the broker's defaults (log.retention.ms,
+ * num.partitions...): what a key not set for the topic reads as. */
+void kapi_topic_defaults(const struct rv_kapi_broker *b, struct rv_topic_config *tc);
 /* Create a topic (blocking: helper threads only) with the broker's defaults. */
 int kapi_create_topic_blocking(const struct rv_kapi_broker *b, const char *name,
                                int32_t partitions);
@@ -190,6 +193,14 @@ void kapi_fetch(struct rv_kreq *req);
 void kapi_list_offsets(struct rv_kreq *req);
 void kapi_offset_for_leader_epoch(struct rv_kreq *req);
 void kapi_describe_cluster(struct rv_kreq *req);
+void kapi_create_topics(struct rv_kreq *req);
+void kapi_delete_topics(struct rv_kreq *req);
+void kapi_create_partitions(struct rv_kreq *req);
+void kapi_describe_configs(struct rv_kreq *req);
+void kapi_alter_configs(struct rv_kreq *req);
+void kapi_incremental_alter_configs(struct rv_kreq *req);
+void kapi_delete_records(struct rv_kreq *req);
+void kapi_describe_log_dirs(struct rv_kreq *req);
 
 /* Long-poll fetches (net/kapi_data.c). */
 void kapi_fetch_on_append(void *ctx, uint64_t key);
