@@ -51,6 +51,17 @@ def find_binary(argv=None):
     raise SystemExit("rivvend not found: set RIVVEND=path/to/rivvend")
 
 
+def describe_status(rc):
+    if rc is None:
+        return "not started or still running"
+    if rc < 0:
+        try:
+            return "killed by %s" % signal.Signals(-rc).name
+        except ValueError:
+            return "killed by signal %d" % -rc
+    return "exit status %d" % rc
+
+
 _HELP = {}
 
 
@@ -66,7 +77,10 @@ def help_text(binary):
 
 
 def _port_free(port):
+    """Whether a listener could bind port now (TIME_WAIT connections do not
+    count: rivvend binds with SO_REUSEADDR too)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return True
@@ -136,10 +150,16 @@ class Broker:
         """Start it (again, on the same data directory and port when restarting)
         and wait until every port it listens on accepts a connection."""
         assert self.proc is None, "already running"
-        tries = 5 if self.port is None else 1
+        restart = self.port is not None
+        tries = 5
         for attempt in range(tries):
-            if self.port is None or attempt > 0:
+            if not restart and (self.port is None or attempt > 0):
                 self.port = free_ports(self.shards if self.advertise_shards else 1)
+            if restart:
+                # A killed broker's listeners can outlive it for a moment (its
+                # io_uring is torn down after the process is reaped) and would
+                # answer the readiness probe: wait until they are gone.
+                self._wait_ports_free(10.0)
             self.starts += 1
             with open(self.log_path, "ab") as log:
                 log.write(("---- start %d: %s\n" % (self.starts, " ".join(self.args()))).encode())
@@ -152,7 +172,8 @@ class Broker:
                 if rc is not None:
                     self.proc = None
                     if rc == 1 and "in use" in self.log_tail(5) and attempt + 1 < tries:
-                        break  # somebody took the port meanwhile: another one
+                        time.sleep(0.5 if restart else 0)
+                        break  # the port is taken: another one, or the same again later
                     raise BrokerError("rivvend exited with status %d while starting\n%s"
                                       % (rc, self.log_tail()))
                 if all(self._accepts(p) for p in self.ports()):
@@ -163,6 +184,13 @@ class Broker:
                 raise BrokerError("rivvend did not accept on %s within %.0f s\n%s"
                                   % (self.ports(), timeout, self.log_tail()))
         raise BrokerError("rivvend could not get a port\n%s" % self.log_tail())
+
+    def _wait_ports_free(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not all(_port_free(p) for p in self.ports()):
+            if time.monotonic() > deadline:
+                return  # start() reports what rivvend says about it
+            time.sleep(0.02)
 
     @staticmethod
     def _accepts(port):
@@ -178,8 +206,9 @@ class Broker:
     def check_alive(self, what=""):
         if not self.alive():
             rc = self.proc.poll() if self.proc is not None else None
-            raise BrokerError("rivvend is not running%s (exit status %s)\n%s"
-                              % (" after " + what if what else "", rc, self.log_tail()))
+            raise BrokerError("rivvend is not running%s (%s)\n%s"
+                              % (" after " + what if what else "", describe_status(rc),
+                                 self.log_tail()))
 
     def stop(self, sig=signal.SIGTERM, timeout=30.0):
         """Signal it and expect exit status 0 within timeout."""
@@ -206,17 +235,25 @@ class Broker:
         proc, self.proc = self.proc, None
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+            proc.wait()
+            note = "---- killed with SIGKILL\n"
+        else:
+            note = "---- had exited with status %d (%s)\n" % (
+                proc.returncode, describe_status(proc.returncode))
         with open(self.log_path, "ab") as log:
-            log.write(b"---- killed with SIGKILL\n")
+            log.write(note.encode())
 
     def restart(self):
         self.stop()
         return self.start()
 
     def close(self, keep=False):
+        """Kill it and remove the temporary directory (kept when keep or
+        $RIVVEN_TEST_KEEP is set: its path is printed)."""
         self.kill9()
-        if not keep:
+        if keep or os.environ.get("RIVVEN_TEST_KEEP"):
+            sys.stderr.write("rivvend %s: kept %s\n" % (self.name, self.tmp))
+        else:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
@@ -258,6 +295,17 @@ class BrokerTestCase(unittest.TestCase):
     class attribute `broker`, set by setUpClass or the test)."""
 
     broker = None
+
+    def tearDown(self):
+        # A broker that died during the test fails it, whatever the test saw;
+        # it is restarted on the same data directory for the class's next tests.
+        b = self.broker
+        if b is not None and b.proc is not None and b.proc.poll() is not None:
+            try:
+                b.check_alive("this test")
+            finally:
+                b.kill9()  # notes how it ended in its log
+                b.start()
 
     def run(self, result=None):
         before = len(result.failures) + len(result.errors) if result else 0

@@ -449,6 +449,7 @@ class WithClients(B.BrokerTestCase, Cases):
 
     def tearDown(self):
         # Each test ends by checking that the clients were unaffected.
+        super().tearDown()
         live, type(self).live = self.live, None
         if live is None:
             return
@@ -536,6 +537,13 @@ def metadata_raw(port, topics, auto=True):
     ts = r.array(lambda r: (r.i16(), r.string(), r.bool(), r.array(lambda r: (
         r.i16(), r.i32(), r.i32(), r.array(lambda r: r.i32()), r.array(lambda r: r.i32()))[:3])))
     return brokers, [(t[0], t[1], t[3]) for t in ts]
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vm_kib(pid, key):
@@ -828,6 +836,46 @@ class BadRequests(B.BrokerTestCase):
                 err, base = produce_raw(port, name, 0, B.record_batch([(b"k", b"v")]))
                 self.assertEqual((err, base), (0, 0), "Produce to a %d-character name" % n)
 
+    def test_long_poll_min_bytes_above_available(self):
+        # A Fetch whose min_bytes is more than there is (but there is some,
+        # past its offset) waits max_wait and answers what there is; the wait
+        # costs no CPU. Sent to shard 1's own port (base port + 1, which no
+        # other shard shares) for a partition shard 1 owns and for one shard 0
+        # owns (forwarded).
+        shard1_port = self.broker.port + 1
+        by_leader = {}
+        for i in range(40):
+            if len(by_leader) == 2:
+                break
+            name = "minbytes-%d" % i
+            self.create(name)
+            _, topics = metadata_raw(self.broker.port, [name])
+            by_leader.setdefault(topics[0][2][0][2], name)
+        self.assertEqual(sorted(by_leader), [0, 1], "topics led by both shards")
+        for owner, name in ((0, "forwarded to its owner"), (1, "on its owner")):
+            topic = by_leader[owner]
+            with self.subTest(name):
+                err, base = produce_raw(self.port, topic, 0, B.record_batch([(b"k", b"less")]))
+                self.assertEqual(err, 0)
+                cpu0 = cpu_s(self.broker.proc.pid)
+                t0 = time.monotonic()
+                try:
+                    err, hw, recs = fetch_raw(shard1_port, topic, 0, base, max_wait=1000,
+                                              min_bytes=1 << 20)
+                except Closed as e:
+                    self.fail("Fetch v4 (offset %d, high watermark %d, min_bytes 1 MiB, max_wait "
+                              "1000 ms) to shard 1 for a partition of shard %d: %s; broker: %s"
+                              % (base, base + 1, owner, e, "alive" if self.broker.alive() else
+                                 B.describe_status(self.broker.proc.poll())))
+                took = time.monotonic() - t0
+                burnt = cpu_s(self.broker.proc.pid) - cpu0
+                self.broker.check_alive("a long poll with min_bytes above what there is")
+                self.assertEqual(err, 0)
+                self.assertIn(b"less", recs or b"")
+                self.assertTrue(0.8 <= took < 3.0, "max_wait 1000 ms: answered after %.2f s" % took)
+                self.assertLess(burnt, 0.3, "the broker used %.2f s of CPU during a %.2f s long "
+                                "poll %s (busy waiting)" % (burnt, took, name))
+
     def test_metadata_bad_names(self):
         names = ["bad/name", "", "..", "x" * 250, "y" * 300, "sp ace"]
         _, topics = metadata_raw(self.port, names, auto=True)
@@ -858,6 +906,117 @@ class BadRequests(B.BrokerTestCase):
         self.assertLess(took, 10.0, "SIGTERM with a long poll pending: %.1f s to exit" % took)
         sys.stderr.write("  SIGTERM with a long poll pending: exit 0 after %.2f s, the poll %s\n"
                          % (took, outcome_))
+
+
+class Connections(B.BrokerTestCase):
+    """In-order answers on one connection (pipelined requests of every kind,
+    a long poll among them), many connections at once, and the idle timeout
+    (connections.max.idle.ms), also for a connection stuck in a partial frame."""
+
+    IDLE_MS = 1000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = B.Broker(name="connections", extra=[
+            "--num.partitions=4", "--connections.max.idle.ms=%d" % cls.IDLE_MS]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.broker.alive():
+                cls.broker.stop()
+        finally:
+            cls.broker.close()
+
+    def test_pipelined_in_order(self):
+        topic = "pipe"
+        deadline = time.monotonic() + 10
+        while True:
+            _, topics = metadata_raw(self.broker.port, [topic])
+            if topics[0][0] == 0 and len(topics[0][2]) == 4:
+                break
+            self.assertLess(time.monotonic(), deadline, "Metadata of %s: %s" % (topic, topics))
+            time.sleep(0.1)
+        metadata_raw(self.broker.port, ["pipe-idle"])
+        # On one connection: a long poll (300 ms on a partition nobody writes
+        # to), then produces to every partition (forwarded to their shards),
+        # fetches, Metadata and ApiVersions: answered in exactly this order.
+        with B.RawClient(self.broker.port, timeout=30) as c:
+            sent = []
+            sent.append(("long poll", c.send(1, 4, fetch_body("pipe-idle", 0, 0, max_wait=300,
+                                                             min_bytes=1))))
+            for rnd in range(5):
+                for part in range(4):
+                    w = B.Writer()
+                    w.string(None).i16(-1).i32(10000)
+                    batch = B.record_batch([(b"k", b"r%d-p%d" % (rnd, part))])
+                    w.array([topic], lambda w, t: w.string(t).array(
+                        [part], lambda w, p: w.i32(p).bytes_(batch)))
+                    sent.append(("produce %d/%d" % (rnd, part), c.send(0, 3, w.b)))
+                sent.append(("fetch", c.send(1, 4, fetch_body(topic, rnd % 4, 0))))
+                sent.append(("metadata", c.send(3, 4, B.Writer().array(
+                    [topic], lambda w, t: w.string(t)).bool(False).b)))
+                sent.append(("api versions", c.send(18, 0)))
+            for what, corr in sent:
+                size = struct.unpack(">i", B.recv_exact(c.sock, 4))[0]
+                data = B.recv_exact(c.sock, size)
+                got = struct.unpack(">i", data[:4])[0]
+                self.assertEqual(got, corr, "answer %d came where %s (%d) was due: answers "
+                                 "out of order" % (got, what, corr))
+                if what.startswith("produce"):
+                    r = B.Reader(data[4:])
+                    res = r.array(lambda r: (r.string(), r.array(
+                        lambda r: (r.i32(), r.i16(), r.i64(), r.i64()))))
+                    self.assertEqual(res[0][1][0][1], 0, "%s: error %d" % (what, res[0][1][0][1]))
+                    self.assertEqual(res[0][1][0][2], int(what.split()[1].split("/")[0]),
+                                     "%s: base offset" % what)
+
+    def test_many_connections(self):
+        conns = [B.RawClient(self.broker.port) for _ in range(300)]
+        try:
+            corrs = [c.send(18, 0) for c in conns]
+            for c, corr in zip(conns, corrs):
+                c.receive(corr)
+        finally:
+            for c in conns:
+                c.close()
+        self.broker.check_alive("300 connections")
+
+    def test_idle_timeout(self):
+        idle = B.RawClient(self.broker.port)
+        partial = self.connect_partial()
+        busy = B.RawClient(self.broker.port)
+        t0 = time.monotonic()
+        closed = {}
+        while time.monotonic() - t0 < self.IDLE_MS / 1000 * 4 and len(closed) < 2:
+            busy.api_versions()  # keeps this one active
+            for name, sock in (("idle", idle.sock), ("partial", partial)):
+                if name in closed:
+                    continue
+                r, _, _ = select.select([sock], [], [], 0.05)
+                if r:
+                    try:
+                        data = sock.recv(1)
+                    except ConnectionResetError:
+                        data = b""
+                    self.assertEqual(data, b"", "%s: unexpected data" % name)
+                    closed[name] = time.monotonic() - t0
+        busy.api_versions()  # never closed while active
+        for c in (idle, busy):
+            c.close()
+        partial.close()
+        for name in ("idle", "partial"):
+            self.assertIn(name, closed, "the %s connection was not closed within %.1f s "
+                          "(connections.max.idle.ms=%d)" % (name, self.IDLE_MS / 1000 * 4,
+                                                            self.IDLE_MS))
+            self.assertGreater(closed[name], self.IDLE_MS / 1000 * 0.5,
+                               "the %s connection was closed after %.2f s, before it was idle "
+                               "for connections.max.idle.ms" % (name, closed[name]))
+
+    def connect_partial(self):
+        s = socket.create_connection(("127.0.0.1", self.broker.port), timeout=10)
+        s.sendall(struct.pack(">i", 100) + b"\x00\x12")
+        return s
 
 
 def gzip(data):
