@@ -734,7 +734,9 @@ struct wal_job {
     uint64_t lsn; /* roll: the new file's start */
     int spare_fd; /* roll: the spare; spare: the result */
     int rc;
-    uint64_t *starts; /* release: files to delete */
+    bool is_renamed;   /* roll: the spare has the new file's name */
+    uint32_t attempts; /* roll: tries that met EMFILE/ENFILE */
+    uint64_t *starts;  /* release: files to delete */
     uint32_t count;
 };
 
@@ -789,22 +791,40 @@ static void wal_roll_work(void *arg)
 {
     struct wal_job *job = arg;
     struct rv_wal *w = job->w;
-    if (job->spare_fd < 0) {
+    job->rc = 0;
+    if (!job->is_renamed && job->spare_fd < 0) {
         job->spare_fd = wal_make_spare(w);
         if (job->spare_fd < 0) {
             job->rc = job->spare_fd;
             return;
         }
     }
-    char from[PATH_MAX], to[PATH_MAX];
-    int n = snprintf(from, sizeof(from), "%s/" WAL_SPARE_NAME, w->dir);
-    job->rc = n < 0 || (size_t)n >= sizeof(from) ? -ENAMETOOLONG : 0;
-    if (job->rc == 0)
-        job->rc = wal_file_path(to, sizeof(to), w->dir, job->lsn);
-    if (job->rc == 0)
-        job->rc = rv_sys_rename(from, to);
+    if (!job->is_renamed) { /* a retry after EMFILE may have renamed it already */
+        char from[PATH_MAX], to[PATH_MAX];
+        int n = snprintf(from, sizeof(from), "%s/" WAL_SPARE_NAME, w->dir);
+        job->rc = n < 0 || (size_t)n >= sizeof(from) ? -ENAMETOOLONG : 0;
+        if (job->rc == 0)
+            job->rc = wal_file_path(to, sizeof(to), w->dir, job->lsn);
+        if (job->rc == 0)
+            job->rc = rv_sys_rename(from, to);
+        job->is_renamed = job->rc == 0;
+    }
     if (job->rc == 0)
         job->rc = rv_sys_fsync_dir(w->dir);
+}
+
+#define WAL_EMFILE_RETRY_US 10000 /* a roll that met EMFILE tries again after this */
+#define WAL_EMFILE_RETRIES  100   /* ... this many times (1 s), then fails its groups */
+
+static void wal_roll_done(void *arg);
+
+static void wal_roll_retry(void *arg)
+{
+    struct wal_job *job = arg;
+    if (rv_offload(wal_roll_work, job, wal_roll_done) == 0)
+        return; /* still counted in jobs */
+    job->rc = -ENOMEM;
+    wal_roll_done(job);
 }
 
 static void wal_close_done(void *arg, int64_t res)
@@ -818,7 +838,20 @@ static void wal_roll_done(void *arg)
     struct wal_job *job = arg;
     struct rv_wal *w = job->w;
     w->jobs--;
+    if ((job->rc == -EMFILE || job->rc == -ENFILE) && job->attempts++ < WAL_EMFILE_RETRIES &&
+        rv_timer_add(WAL_EMFILE_RETRY_US, wal_roll_retry, job, NULL) == 0) {
+        /* Out of descriptors for now (the partition logs' budget gives some
+         * back): the appends wait in their groups instead of failing. */
+        w->jobs++;
+        return;
+    }
     w->is_rolling = false;
+    if (job->rc < 0 && job->is_renamed && job->spare_fd >= 0) {
+        /* Renamed but not durably: no spare any more (the next roll makes one
+         * and renames it over this file). */
+        (void)rv_sys_close(job->spare_fd); /* zeroes only: nothing written */
+        job->spare_fd = -1;
+    }
     if (job->rc < 0) {
         if (job->spare_fd >= 0) {
             w->spare_fd = job->spare_fd;

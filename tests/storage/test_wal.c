@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -321,6 +323,56 @@ static void write_byte(const char *path, off_t pos, uint8_t v)
     cr_assert_geq(fd, 0);
     cr_assert_eq(pwrite(fd, &v, 1, pos), 1);
     close(fd);
+}
+
+/* Descriptors of the process, all taken by the test, handed back later. */
+#define FILLERS_MAX 256
+static int fillers[FILLERS_MAX];
+static int filler_count;
+
+static void *fillers_release_later(void *arg)
+{
+    (void)arg;
+    usleep(100000);
+    for (int i = 0; i < filler_count; i++)
+        close(fillers[i]);
+    return NULL;
+}
+
+/* A roll that meets EMFILE (no descriptor to sync the directory with, or to
+ * make a spare) waits and tries again instead of failing its groups. */
+Test(wal, a_roll_out_of_descriptors_waits_for_one)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(64 << 10, 0, NULL, NULL);
+    struct rlimit saved, rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    rl = saved;
+    rl.rlim_cur = 64;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    filler_count = 0;
+    int fd;
+    while (filler_count < FILLERS_MAX && (fd = open("/dev/null", O_RDONLY)) >= 0)
+        fillers[filler_count++] = fd;
+    cr_assert_lt(filler_count, FILLERS_MAX, "the limit was reached");
+    pthread_t tid;
+    cr_assert_eq(pthread_create(&tid, NULL, fillers_release_later, NULL), 0);
+    struct appender *a = append_n(rt, w, 0, 500, 200, true); /* rolls once, at least */
+    cr_assert_eq(a->append_rc, 0, "%s", rv_strerror(a->append_rc));
+    for (uint32_t i = 0; i < 500; i++)
+        cr_assert_geq(a->results[i], 0, "append %u failed: %s", i, rv_strerror((int)a->results[i]));
+    pthread_join(tid, NULL);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    struct rv_wal_stats st;
+    rv_wal_get_stats(w, &st);
+    cr_assert_geq(st.rolls, 1);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    w = wal_open_dir(64 << 10, 0, &replay, NULL);
+    cr_assert_eq(replay.count, 500);
+    cr_assert_eq(replay.bad_payloads, 0);
+    rv_wal_close(w);
 }
 
 Test(wal, corrupt_record_cuts_the_tail_and_nothing_stale_comes_back)
