@@ -52,6 +52,9 @@ struct kpart {
     struct kshard_work *sw;
     int16_t err;
     bool is_routed;
+    bool is_missing; /* routing found no such topic (produce may create it) */
+    struct rv_kp_str topic;
+    int32_t index;
     /* in */
     int64_t offset; /* fetch: from; list offsets: the timestamp */
     uint32_t max_bytes;
@@ -361,17 +364,23 @@ static void kpart_route(struct rv_kreq *req, struct kpart *p, struct rv_kp_str t
     p->result = -1;
     p->log_start = -1;
     p->high_watermark = -1;
+    p->topic = topic;
+    p->index = index;
+    p->is_missing = false;
     if (topic.len <= 0) {
         p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
         return;
     }
     int rc = rv_store_lookup(req->ks->b->st, topic.ptr, (size_t)topic.len, index, &p->ref);
-    if (rc == -EINVAL)
+    if (rc == -EINVAL) {
         p->err = KERR_INVALID_TOPIC_EXCEPTION;
-    else if (rc < 0)
+    } else if (rc < 0) {
         p->err = KERR_UNKNOWN_TOPIC_OR_PARTITION;
-    else
+        p->is_missing = rc == -ENOENT;
+    } else {
+        p->err = 0;
         p->is_routed = true;
+    }
 }
 
 static uint64_t kapi_deadline(int32_t timeout_ms)
@@ -451,6 +460,68 @@ static void kapi_produce_encode(struct rv_kreq *req)
     kapi_respond(req, &rv_kp_produce_response_desc, &resp);
 }
 
+/* Helper thread: create the topics a produce names that do not exist. */
+static void kapi_produce_create(void *arg)
+{
+    struct rv_kreq *req = arg;
+    struct kparts *kp = req->state;
+    for (uint32_t i = 0; i < kp->count; i++) {
+        struct kpart *p = &kp->parts[i];
+        char name[RV_TOPIC_NAME_MAX + 1];
+        if (!p->is_missing || !kapi_cstr(p->topic, name, sizeof(name)))
+            continue;
+        bool is_done = false; /* an earlier partition of the same topic created it */
+        for (uint32_t k = 0; k < i && !is_done; k++)
+            is_done = kp->parts[k].is_missing && kp->parts[k].topic.len == p->topic.len &&
+                      memcmp(kp->parts[k].topic.ptr, p->topic.ptr, (size_t)p->topic.len) == 0;
+        if (is_done)
+            continue;
+        int rc = kapi_create_topic_blocking(req->ks->b, name, 0);
+        if (rc < 0 && rc != -EEXIST)
+            rv_warn("auto-creating topic %s: %s", name, rv_err_msg());
+    }
+}
+
+/* Back on the shard: route what was missing again, then produce. */
+static void kapi_produce_created(void *arg)
+{
+    struct rv_kreq *req = arg;
+    struct kparts *kp = req->state;
+    const struct rv_kp_produce_request *pr = req->msg;
+    uint32_t k = 0;
+    for (int32_t t = 0; t < pr->topic_data.count; t++) {
+        const struct rv_kp_produce_request_topic_produce_data *td = &pr->topic_data.items[t];
+        for (int32_t i = 0; i < td->partition_data.count; i++, k++) {
+            struct kpart *p = &kp->parts[k];
+            if (!p->is_missing)
+                continue;
+            const struct rv_kp_produce_request_partition_produce_data *pd =
+                &td->partition_data.items[i];
+            kpart_route(req, p, p->topic, p->index);
+            if (p->err == 0)
+                p->err = kapi_produce_check(p, pd->records);
+            if (p->err == 0) {
+                p->batch = (uint8_t *)(uintptr_t)pd->records.ptr;
+                p->batch_len = (uint32_t)pd->records.len;
+            }
+        }
+    }
+    kparts_dispatch(req);
+}
+
+/* Start creating the missing topics (auto.create.topics.enable); false when
+ * there are none or they may not be created. */
+static bool kapi_produce_create_missing(struct rv_kreq *req)
+{
+    struct kparts *kp = req->state;
+    if (!req->ks->b->cfg->is_auto_create_topics)
+        return false;
+    bool has_missing = false;
+    for (uint32_t i = 0; i < kp->count && !has_missing; i++)
+        has_missing = kp->parts[i].is_missing;
+    return has_missing && rv_offload(kapi_produce_create, req, kapi_produce_created) == 0;
+}
+
 void kapi_produce(struct rv_kreq *req)
 {
     const struct rv_kp_produce_request *pr = req->msg;
@@ -486,6 +557,8 @@ void kapi_produce(struct rv_kreq *req)
     }
     if (!is_acks_ok)
         kp->acks = 1; /* answer the error */
+    if (is_acks_ok && kapi_produce_create_missing(req))
+        return; /* kapi_produce_created dispatches */
     kparts_dispatch(req);
 }
 
@@ -572,9 +645,9 @@ static void kapi_wake_send(struct rv_kapi_shard *ks, uint32_t origin, uint64_t k
     if (wk == NULL)
         return; /* the waiter's timer answers it */
     *wk = (struct kwake){.b = ks->b, .shard = origin, .key = key};
-    if (origin == ks->id)
-        kapi_fetch_wake(wk);
-    else if (rv_runtime_submit(ks->b->rt, origin, kapi_fetch_wake, wk) < 0)
+    /* Always as a task, also on this shard: the waker may be inside the
+     * fetch it wakes (parking it, or appending). */
+    if (rv_runtime_submit(ks->b->rt, origin, kapi_fetch_wake, wk) < 0)
         free(wk);
 }
 
@@ -590,7 +663,8 @@ void kapi_fetch_on_append(void *ctx, uint64_t key)
     }
 }
 
-/* Owner: note who waits for these logs; wake at once if one grew already. */
+/* Owner: note who waits for these logs; wake at once if one grew past what
+ * the fetch saw already (offsets[] holds the high watermark it saw). */
 static void kapi_watch_run(void *arg)
 {
     struct kwatch *w = arg;
@@ -645,13 +719,12 @@ static bool kapi_fetch_park(struct rv_kreq *req)
         for (uint32_t i = 0; i < kp->count; i++) {
             struct kpart *p = &kp->parts[i];
             if (p->is_routed && p->err == 0 && p->ref.owner == s) {
+                /* Wake when the log grows past what this fetch saw of it. */
                 w->keys[j] = p->ref.key;
-                offsets[j++] = p->offset;
+                offsets[j++] = p->high_watermark > p->offset ? p->high_watermark : p->offset;
             }
         }
-        if (s == ks->id)
-            kapi_watch_run(w);
-        else if (rv_runtime_submit(ks->b->rt, s, kapi_watch_run, w) < 0)
+        if (rv_runtime_submit(ks->b->rt, s, kapi_watch_run, w) < 0)
             free(w);
     }
     return true;
@@ -1089,12 +1162,21 @@ void kapi_metadata(struct rv_kreq *req)
             char name[RV_TOPIC_NAME_MAX + 1];
             struct rv_store_topic_info info;
             if (t->name.len >= 0) {
-                if (!kapi_cstr(t->name, name, sizeof(name)))
-                    snprintf(name, sizeof(name), "%.*s", t->name.len > 200 ? 200 : t->name.len,
-                             t->name.ptr); /* an invalid name: answered as such */
-            } else if (kapi_topic_by_uuid(req->ks, &t->topic_id, name, &info) < 0) {
-                continue; /* an unknown id: nothing to name it by */
+                /* As sent, however long or odd: an invalid name is answered as such. */
+                char *copy = malloc((size_t)t->name.len + 1);
+                if (copy != NULL) {
+                    memcpy(copy, t->name.ptr, (size_t)t->name.len);
+                    copy[t->name.len] = '\0';
+                    for (int32_t k = 0; k < t->name.len; k++)
+                        copy[k] = copy[k] == '\0' ? '\1' : copy[k]; /* invalid, not shorter */
+                }
+                m->names[m->count] = copy;
+                rc = copy != NULL ? 0 : -ENOMEM;
+                m->count += rc == 0;
+                continue;
             }
+            if (kapi_topic_by_uuid(req->ks, &t->topic_id, name, &info) < 0)
+                continue; /* an unknown id: nothing to name it by */
             m->names[m->count] = strdup(name);
             rc = m->names[m->count] != NULL ? 0 : -ENOMEM;
             m->count += rc == 0;

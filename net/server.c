@@ -550,11 +550,15 @@ static void conn_pump(struct server_conn *c)
             ;
         if (n > 0) {
             int rc = rv_sock_sendv(c->fd, c->iov, n, conn_sent, c);
-            if (rc < 0) {
+            if (rc == -EAGAIN) { /* no I/O slot: try again shortly */
+                if (!c->has_retry && rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
+                    c->has_retry = true;
+            } else if (rc < 0) {
                 conn_close(c, rv_strerror(rc));
                 return;
+            } else {
+                c->is_send_pending = true;
             }
-            c->is_send_pending = true;
         }
     }
     if (c->is_draining) {
@@ -584,6 +588,11 @@ static void conn_pump(struct server_conn *c)
     size_t room = c->rcap - c->rlen;
     uint32_t len = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
     int rc = rv_sock_recv(c->fd, c->rdata + c->rlen, len, conn_received, c);
+    if (rc == -EAGAIN) { /* the shard's I/O slots are all in use: try again shortly */
+        if (rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
+            c->has_retry = true;
+        return;
+    }
     if (rc < 0) {
         conn_close(c, rv_strerror(rc));
         return;

@@ -152,6 +152,9 @@ static int rivvend_open(struct rivvend *d)
     rc_cfg.cpuset = d->cfg.cpuset[0] != '\0' ? d->cfg.cpuset : NULL;
     rc_cfg.io_backend = d->cfg.io_backend;
     rc_cfg.data_dir = d->cfg.log_dirs;
+    /* Every connection keeps a receive in flight: room for thousands per shard
+     * beside the storage's file I/O (the ring holds this many entries). */
+    rc_cfg.io_depth = 16384;
     rv_err_clear(); /* so that rivvend_why never reports an older failure */
     int rc = rv_runtime_open(&d->rt, &rc_cfg);
     if (rc < 0) {

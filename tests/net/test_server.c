@@ -588,6 +588,7 @@ static void produce_then_fetch(enum rv_io_backend kind)
     rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
     cr_assert(client_read_response(fd2, RV_KP_API_PRODUCE, 9, 6, &rv_kp_produce_response_desc, &pr,
                                    resp_buf, sizeof(resp_buf), &a));
+    usleep(100 * 1000); /* received by the server (answered or not yet: both must arrive) */
     rv_server_stop(f.srv);
     f.srv = NULL;
     rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
