@@ -59,6 +59,12 @@ struct rv_config {
     enum rv_io_backend io_backend;     /* rivven.io.backend */
     bool is_advertise_shards;          /* rivven.advertise.shards */
     int32_t trace_level;               /* rivven.trace.level: enum rv_trace_level */
+
+    /* Consumer groups (net/kgroup_api.c). */
+    int32_t group_initial_rebalance_delay_ms; /* an empty group's first rebalance waits */
+    int32_t group_min_session_timeout_ms;     /* the smallest session.timeout.ms */
+    int32_t group_max_session_timeout_ms;     /* the largest session.timeout.ms */
+
     /* rivven.admin.listener: host and port; has_admin_listener is false when
      * the key is empty (no admin HTTP). */
     struct rv_config_listener admin_listener;

@@ -37,6 +37,15 @@ static const struct kapi_entry kapi_table[] = {
     {{RV_KP_API_FETCH, 0, 17}, kapi_fetch},
     {{RV_KP_API_LIST_OFFSETS, 0, 10}, kapi_list_offsets},
     {{RV_KP_API_METADATA, 0, 12}, kapi_metadata},
+    {{RV_KP_API_OFFSET_COMMIT, 0, 9}, kapi_offset_commit},
+    {{RV_KP_API_OFFSET_FETCH, 0, 9}, kapi_offset_fetch},
+    {{RV_KP_API_FIND_COORDINATOR, 0, 6}, kapi_find_coordinator},
+    {{RV_KP_API_JOIN_GROUP, 0, 9}, kapi_join_group},
+    {{RV_KP_API_HEARTBEAT, 0, 4}, kapi_heartbeat},
+    {{RV_KP_API_LEAVE_GROUP, 0, 5}, kapi_leave_group},
+    {{RV_KP_API_SYNC_GROUP, 0, 5}, kapi_sync_group},
+    {{RV_KP_API_DESCRIBE_GROUPS, 0, 5}, kapi_describe_groups},
+    {{RV_KP_API_LIST_GROUPS, 0, 5}, kapi_list_groups},
     {{RV_KP_API_API_VERSIONS, 0, 4}, NULL},
     {{RV_KP_API_CREATE_TOPICS, 0, 7}, kapi_create_topics},
     {{RV_KP_API_DELETE_TOPICS, 0, 6}, kapi_delete_topics},
@@ -46,7 +55,9 @@ static const struct kapi_entry kapi_table[] = {
     {{RV_KP_API_ALTER_CONFIGS, 0, 2}, kapi_alter_configs},
     {{RV_KP_API_DESCRIBE_LOG_DIRS, 0, 4}, kapi_describe_log_dirs},
     {{RV_KP_API_CREATE_PARTITIONS, 0, 3}, kapi_create_partitions},
+    {{RV_KP_API_DELETE_GROUPS, 0, 2}, kapi_delete_groups},
     {{RV_KP_API_INCREMENTAL_ALTER_CONFIGS, 0, 1}, kapi_incremental_alter_configs},
+    {{RV_KP_API_OFFSET_DELETE, 0, 0}, kapi_offset_delete},
     {{RV_KP_API_DESCRIBE_CLUSTER, 0, 1}, kapi_describe_cluster},
 };
 
@@ -703,6 +714,7 @@ int rv_kapi_shard_open(struct rv_kapi_shard **out, const struct rv_kapi_broker *
     b->shards[ks->id] = ks;
     if (b->st != NULL)
         rv_store_set_append_hook(b->st, kapi_fetch_on_append, ks);
+    kgroup_shard_open(ks);
     *out = ks;
     return 0;
 }
@@ -712,6 +724,7 @@ void rv_kapi_shard_close(struct rv_kapi_shard *ks)
     if (ks == NULL)
         return;
     RV_ASSERT(ks->pending == 0 && ks->parked == NULL);
+    kgroup_shard_close(ks);
     if (ks->b->st != NULL)
         rv_store_set_append_hook(ks->b->st, NULL, NULL);
     ks->b->shards[ks->id] = NULL;
@@ -728,4 +741,5 @@ void rv_kapi_shard_wake_all(struct rv_kapi_shard *ks)
 {
     ks->is_closing = true;
     kapi_fetch_wake_all(ks);
+    kgroup_shard_stop(ks);
 }

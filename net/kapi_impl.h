@@ -202,6 +202,24 @@ void kapi_incremental_alter_configs(struct rv_kreq *req);
 void kapi_delete_records(struct rv_kreq *req);
 void kapi_describe_log_dirs(struct rv_kreq *req);
 
+/* Consumer groups (net/kgroup_api.c): the APIs, and each shard's coordinator,
+ * opened with the shard, stopped (every parked join and sync answered, on
+ * every shard) when the broker stops, closed with it. */
+void kapi_find_coordinator(struct rv_kreq *req);
+void kapi_join_group(struct rv_kreq *req);
+void kapi_sync_group(struct rv_kreq *req);
+void kapi_heartbeat(struct rv_kreq *req);
+void kapi_leave_group(struct rv_kreq *req);
+void kapi_offset_commit(struct rv_kreq *req);
+void kapi_offset_fetch(struct rv_kreq *req);
+void kapi_offset_delete(struct rv_kreq *req);
+void kapi_list_groups(struct rv_kreq *req);
+void kapi_describe_groups(struct rv_kreq *req);
+void kapi_delete_groups(struct rv_kreq *req);
+void kgroup_shard_open(struct rv_kapi_shard *ks);
+void kgroup_shard_stop(struct rv_kapi_shard *ks);
+void kgroup_shard_close(struct rv_kapi_shard *ks);
+
 /* Long-poll fetches (net/kapi_data.c). */
 void kapi_fetch_on_append(void *ctx, uint64_t key);
 void kapi_fetch_wake_all(struct rv_kapi_shard *ks);
