@@ -218,7 +218,8 @@ bool rv_plog_fds_is_idle(const struct rv_plog_shard *shard);
  * not (a dirty log is synced later through a descriptor of its own), so the
  * blocking final sync has the process's descriptors to itself. */
 void rv_plog_fds_close_all(struct rv_plog_shard *shard);
-/* Tear down (after every log is closed): cancel the retry timer. */
+/* Tear down (before the logs are closed): cancel the retry timer; a waiter
+ * left (none after a quiesce) gets -ESHUTDOWN. */
 void rv_plog_fds_fini(struct rv_plog_shard *shard);
 /* The periodic sweep: close the descriptor of every log that stayed clean
  * and had no write since the previous sweep (rv_plog_close_idle_fd), looking

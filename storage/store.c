@@ -551,17 +551,17 @@ static void shard_teardown(void *p)
     struct attach_args *a = p;
     struct store_shard *ss = a->ss;
     if (a->rc == 0) { /* first visit: close the logs and the hot tier */
-        uint32_t cursor = 0;
-        uint64_t key, val;
-        while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
-            rv_plog_close((rv_plog_t *)(uintptr_t)val);
-        rv_hmap_fini(&ss->logs);
         const struct rv_plog_fds *f = &ss->ps.fds;
         if (f->waits > 0 || f->emfiles > 0)
             rv_info("store: shard %u: descriptor budget %u: at most %u open, %" PRIu64
                     " opens waited, %" PRIu64 " closed to make room, %" PRIu64 " EMFILE",
                     ss->id, f->budget, f->used_max, f->waits, f->evictions, f->emfiles);
-        rv_plog_fds_fini(&ss->ps);
+        rv_plog_fds_fini(&ss->ps); /* before the logs its waiters would name */
+        uint32_t cursor = 0;
+        uint64_t key, val;
+        while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+            rv_plog_close((rv_plog_t *)(uintptr_t)val);
+        rv_hmap_fini(&ss->logs);
         rv_hot_destroy(ss->ps.hot);
         ss->ps.hot = NULL;
         free(ss->ps.scratch);

@@ -138,9 +138,9 @@ static void plog_cleanup(void *arg)
         return;
     if (!rv_plog_fds_is_idle(&c->sh))
         return;
+    rv_plog_fds_fini(&c->sh);
     rv_plog_close(c->log);
     c->log = NULL;
-    rv_plog_fds_fini(&c->sh);
     rv_hot_destroy(c->sh.hot);
     rv_pool_destroy(c->sh.pool);
     free(c->sh.scratch);
