@@ -727,3 +727,463 @@ Test(kgroup, abort_answers_every_parked_request, .init = setup, .fini = teardown
     cr_assert_eq(a.answers, 1);
     cr_assert_eq(a.error, KGERR_NOT_COORDINATOR);
 }
+
+/* ---- the APIs through a server, every version ------------------------------------------------ */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "net/kproto.h"
+#include "net/kproto_gen.h"
+#include "net/server.h"
+
+TestSuite(kgroup_server, .timeout = 120);
+
+#define SRV_BUF (1u << 16)
+
+struct srv {
+    rv_runtime_t *rt;
+    rv_store_t *st;
+    rv_server_t *srv;
+    char dir[64];
+    uint16_t port;
+    int fd;
+    int32_t corr;
+    uint8_t buf[SRV_BUF];
+    uint8_t arena_mem[4 * SRV_BUF];
+    struct rv_kproto_arena arena;
+};
+
+static void srv_open(struct srv *f, bool is_advertise)
+{
+    memset(f, 0, sizeof(*f));
+    struct rv_runtime_config rc;
+    rv_runtime_config_init(&rc);
+    rc.shard_count = 2;
+    rc.allow_oversubscribe = true;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/rivven-test-kgroup-XXXXXX");
+    cr_assert_not_null(mkdtemp(f->dir));
+    rc.data_dir = f->dir;
+    cr_assert_eq(rv_runtime_open(&f->rt, &rc), 0, "%s", rv_err_msg());
+    struct rv_store_config sc;
+    rv_store_config_init(&sc);
+    cr_assert_eq(rv_store_open(&f->st, f->rt, &sc), 0, "%s", rv_err_msg());
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = 3;
+    cr_assert_eq(rv_topic_create(f->st, "t", &tc), 0, "%s", rv_err_msg());
+    struct rv_config cfg;
+    rv_config_init(&cfg);
+    cr_assert_eq(rv_config_set(&cfg, "listeners", "PLAINTEXT://127.0.0.1:0"), 0);
+    cr_assert_eq(rv_config_set(&cfg, "group.initial.rebalance.delay.ms", "0"), 0);
+    cr_assert_eq(rv_config_set(&cfg, "rivven.advertise.shards", is_advertise ? "true" : "false"),
+                 0);
+    cr_assert_eq(rv_server_start(&f->srv, f->rt, f->st, &cfg), 0, "%s", rv_err_msg());
+    f->port = rv_server_port(f->srv);
+    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(f->fd, 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(f->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(f->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(connect(f->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+}
+
+static void srv_close(struct srv *f)
+{
+    close(f->fd);
+    rv_server_stop(f->srv);
+    rv_store_close(f->st);
+    rv_runtime_close(f->rt);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void srv_read(struct srv *f, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = recv(f->fd, (char *)buf + got, len - got, 0);
+        cr_assert_gt(n, 0, "recv: %s", n == 0 ? "closed" : strerror(errno));
+        got += (size_t)n;
+    }
+}
+
+/* Send one request and decode its response into resp (in f's arena, reset each call). */
+static void srv_call(struct srv *f, int16_t api, int16_t version,
+                     const struct rv_kp_struct_desc *req_desc, const void *req,
+                     const struct rv_kp_struct_desc *resp_desc, void *resp)
+{
+    struct rv_kp_request_header h;
+    rv_kp_request_header_init(&h);
+    h.request_api_key = api;
+    h.request_api_version = version;
+    h.correlation_id = ++f->corr;
+    h.client_id = rv_kp_str_from("kgroup-test");
+    struct rv_kp_writer w;
+    rv_kp_writer_init(&w, f->buf + 4, SRV_BUF - 4);
+    cr_assert_eq(rv_kp_request_header_build(&w, &h), 0);
+    cr_assert_eq(req_desc->encode(&w, version, req), 0, "%s v%d", req_desc->name, version);
+    size_t len = w.pos;
+    for (int i = 0; i < 4; i++)
+        f->buf[i] = (uint8_t)(len >> (24 - 8 * i));
+    cr_assert_eq(send(f->fd, f->buf, len + 4, MSG_NOSIGNAL), (ssize_t)(len + 4));
+    uint8_t prefix[4];
+    srv_read(f, prefix, 4);
+    uint32_t size = (uint32_t)prefix[0] << 24 | (uint32_t)prefix[1] << 16 |
+                    (uint32_t)prefix[2] << 8 | prefix[3];
+    cr_assert_lt(size, SRV_BUF);
+    srv_read(f, f->buf, size);
+    struct rv_kp_reader r;
+    rv_kp_reader_init(&r, f->buf, size);
+    int32_t corr = -1;
+    cr_assert_eq(rv_kp_response_header_parse(&r, api, version, &corr), 0);
+    cr_assert_eq(corr, f->corr);
+    rv_kproto_arena_init(&f->arena, f->arena_mem, sizeof(f->arena_mem));
+    cr_assert_eq(resp_desc->decode(&r, version, resp, &f->arena), 0, "%s v%d", resp_desc->name,
+                 version);
+    cr_assert_eq(rv_kp_reader_left(&r), 0, "%s v%d: trailing bytes", resp_desc->name, version);
+}
+
+static void str_copy(char *out, size_t cap, struct rv_kp_str s)
+{
+    cr_assert_geq(s.len, 0);
+    cr_assert_lt((size_t)s.len, cap);
+    memcpy(out, s.ptr, (size_t)s.len);
+    out[s.len] = '\0';
+}
+
+static void srv_find(struct srv *f, int16_t v, const char *group)
+{
+    struct rv_kp_find_coordinator_request req;
+    rv_kp_find_coordinator_request_init(&req);
+    struct rv_kp_str keys[1] = {rv_kp_str_from(group)};
+    /* A version's encoder refuses a field it cannot carry: set what v has. */
+    if (v < 4)
+        req.key = keys[0];
+    else
+        req.coordinator_keys = (struct rv_kp_arr_str){.count = 1, .items = keys};
+    struct rv_kp_find_coordinator_response resp;
+    srv_call(f, RV_KP_API_FIND_COORDINATOR, v, &rv_kp_find_coordinator_request_desc, &req,
+             &rv_kp_find_coordinator_response_desc, &resp);
+    if (v >= 4) {
+        cr_assert_eq(resp.coordinators.count, 1);
+        cr_assert_eq(resp.coordinators.items[0].error_code, 0);
+        cr_assert(rv_kp_str_eq_cstr(resp.coordinators.items[0].key, group));
+        cr_assert_gt(resp.coordinators.items[0].port, 0);
+    } else {
+        cr_assert_eq(resp.error_code, 0, "FindCoordinator v%d", v);
+        cr_assert_gt(resp.port, 0);
+    }
+}
+
+/* Join at version v until a generation: the member id into member. */
+static void srv_join(struct srv *f, int16_t v, const char *group, char *member, size_t cap)
+{
+    struct rv_kp_join_group_request req;
+    rv_kp_join_group_request_init(&req);
+    struct rv_kp_join_group_request_protocol proto = {
+        .name = rv_kp_str_from("range"), .metadata = {.ptr = (const uint8_t *)"meta", .len = 4}};
+    req.group_id = rv_kp_str_from(group);
+    req.session_timeout_ms = 10000;
+    req.rebalance_timeout_ms = v >= 1 ? 10000 : -1;
+    req.member_id = rv_kp_str_from("");
+    req.protocol_type = rv_kp_str_from("consumer");
+    req.protocols.count = 1;
+    req.protocols.items = &proto;
+    struct rv_kp_join_group_response resp;
+    srv_call(f, RV_KP_API_JOIN_GROUP, v, &rv_kp_join_group_request_desc, &req,
+             &rv_kp_join_group_response_desc, &resp);
+    if (v >= 4) {
+        cr_assert_eq(resp.error_code, KGERR_MEMBER_ID_REQUIRED, "JoinGroup v%d", v);
+        str_copy(member, cap, resp.member_id);
+        req.member_id = rv_kp_str_from(member);
+        srv_call(f, RV_KP_API_JOIN_GROUP, v, &rv_kp_join_group_request_desc, &req,
+                 &rv_kp_join_group_response_desc, &resp);
+    }
+    cr_assert_eq(resp.error_code, 0, "JoinGroup v%d: error %d", v, resp.error_code);
+    cr_assert_eq(resp.generation_id, 1);
+    str_copy(member, cap, resp.member_id);
+    cr_assert(rv_kp_str_eq_cstr(resp.leader, member));
+    cr_assert(rv_kp_str_eq_cstr(resp.protocol_name, "range"));
+    if (v >= 7)
+        cr_assert(rv_kp_str_eq_cstr(resp.protocol_type, "consumer"));
+    cr_assert_eq(resp.members.count, 1);
+    cr_assert(rv_kp_str_eq_cstr(resp.members.items[0].member_id, member));
+    cr_assert_eq(resp.members.items[0].metadata.len, 4);
+}
+
+static void srv_sync(struct srv *f, int16_t v, const char *group, const char *member)
+{
+    struct rv_kp_sync_group_request req;
+    rv_kp_sync_group_request_init(&req);
+    struct rv_kp_sync_group_request_assignment as = {
+        .member_id = rv_kp_str_from(member),
+        .assignment = {.ptr = (const uint8_t *)"ASSIGN", .len = 6}};
+    req.group_id = rv_kp_str_from(group);
+    req.generation_id = 1;
+    req.member_id = rv_kp_str_from(member);
+    if (v >= 5) {
+        req.protocol_type = rv_kp_str_from("consumer");
+        req.protocol_name = rv_kp_str_from("range");
+    }
+    req.assignments.count = 1;
+    req.assignments.items = &as;
+    struct rv_kp_sync_group_response resp;
+    srv_call(f, RV_KP_API_SYNC_GROUP, v, &rv_kp_sync_group_request_desc, &req,
+             &rv_kp_sync_group_response_desc, &resp);
+    cr_assert_eq(resp.error_code, 0, "SyncGroup v%d: error %d", v, resp.error_code);
+    cr_assert_eq(resp.assignment.len, 6);
+    cr_assert(memcmp(resp.assignment.ptr, "ASSIGN", 6) == 0);
+    if (v >= 5)
+        cr_assert(rv_kp_str_eq_cstr(resp.protocol_name, "range"));
+}
+
+static int16_t srv_heartbeat(struct srv *f, int16_t v, const char *group, const char *member,
+                             int32_t generation)
+{
+    struct rv_kp_heartbeat_request req;
+    rv_kp_heartbeat_request_init(&req);
+    req.group_id = rv_kp_str_from(group);
+    req.generation_id = generation;
+    req.member_id = rv_kp_str_from(member);
+    struct rv_kp_heartbeat_response resp;
+    srv_call(f, RV_KP_API_HEARTBEAT, v, &rv_kp_heartbeat_request_desc, &req,
+             &rv_kp_heartbeat_response_desc, &resp);
+    return resp.error_code;
+}
+
+static void srv_commit(struct srv *f, int16_t v, const char *group, const char *member,
+                       int64_t offset)
+{
+    struct rv_kp_offset_commit_request req;
+    rv_kp_offset_commit_request_init(&req);
+    struct rv_kp_offset_commit_request_partition parts[2] = {
+        {.partition_index = 0,
+         .committed_offset = offset,
+         .committed_leader_epoch = 3,
+         .commit_timestamp = -1,
+         .committed_metadata = rv_kp_str_from("m")},
+        {.partition_index = 7, /* no such partition */
+         .committed_offset = 1,
+         .committed_leader_epoch = -1,
+         .commit_timestamp = -1,
+         .committed_metadata = {.ptr = NULL, .len = -1}}};
+    struct rv_kp_offset_commit_request_topic topic = {.name = rv_kp_str_from("t"),
+                                                      .partitions = {.count = 2, .items = parts}};
+    req.group_id = rv_kp_str_from(group);
+    req.generation_id_or_member_epoch = v >= 1 ? 1 : -1;
+    req.member_id = rv_kp_str_from(v >= 1 ? member : "");
+    parts[0].committed_leader_epoch = v >= 6 ? 3 : -1;
+    req.topics.count = 1;
+    req.topics.items = &topic;
+    struct rv_kp_offset_commit_response resp;
+    srv_call(f, RV_KP_API_OFFSET_COMMIT, v, &rv_kp_offset_commit_request_desc, &req,
+             &rv_kp_offset_commit_response_desc, &resp);
+    cr_assert_eq(resp.topics.count, 1);
+    cr_assert_eq(resp.topics.items[0].partitions.count, 2);
+    cr_assert_eq(resp.topics.items[0].partitions.items[0].error_code, 0, "OffsetCommit v%d: %d", v,
+                 resp.topics.items[0].partitions.items[0].error_code);
+    cr_assert_eq(resp.topics.items[0].partitions.items[1].error_code,
+                 KGERR_UNKNOWN_TOPIC_OR_PARTITION);
+}
+
+/* The committed offset of t-0 (every offset when is_all, v2+). */
+static void srv_fetch(struct srv *f, int16_t v, const char *group, bool is_all, int64_t want,
+                      int32_t want_epoch)
+{
+    struct rv_kp_offset_fetch_request req;
+    rv_kp_offset_fetch_request_init(&req);
+    int32_t p0 = 0;
+    struct rv_kp_offset_fetch_request_topic topic = {
+        .name = rv_kp_str_from("t"), .partition_indexes = {.count = 1, .items = &p0}};
+    struct rv_kp_offset_fetch_request_topics topics = {
+        .name = rv_kp_str_from("t"), .partition_indexes = {.count = 1, .items = &p0}};
+    struct rv_kp_offset_fetch_request_group g;
+    rv_kp_offset_fetch_request_group_init(&g);
+    g.group_id = rv_kp_str_from(group);
+    g.topics.count = is_all ? -1 : 1;
+    g.topics.items = is_all ? NULL : &topics;
+    if (v < 8) {
+        req.group_id = rv_kp_str_from(group);
+        req.topics.count = is_all ? -1 : 1;
+        req.topics.items = is_all ? NULL : &topic;
+    } else {
+        req.groups.count = 1;
+        req.groups.items = &g;
+    }
+    struct rv_kp_offset_fetch_response resp;
+    srv_call(f, RV_KP_API_OFFSET_FETCH, v, &rv_kp_offset_fetch_request_desc, &req,
+             &rv_kp_offset_fetch_response_desc, &resp);
+    int32_t nt;
+    int32_t np;
+    int64_t offset;
+    int32_t epoch;
+    if (v >= 8) {
+        cr_assert_eq(resp.groups.count, 1);
+        cr_assert_eq(resp.groups.items[0].error_code, 0);
+        cr_assert(rv_kp_str_eq_cstr(resp.groups.items[0].group_id, group));
+        nt = resp.groups.items[0].topics.count;
+        cr_assert_eq(nt, 1, "OffsetFetch v%d: %d topics", v, nt);
+        np = resp.groups.items[0].topics.items[0].partitions.count;
+        offset = resp.groups.items[0].topics.items[0].partitions.items[0].committed_offset;
+        epoch = resp.groups.items[0].topics.items[0].partitions.items[0].committed_leader_epoch;
+    } else {
+        cr_assert_eq(resp.error_code, 0);
+        nt = resp.topics.count;
+        cr_assert_eq(nt, 1, "OffsetFetch v%d: %d topics", v, nt);
+        cr_assert(rv_kp_str_eq_cstr(resp.topics.items[0].name, "t"));
+        np = resp.topics.items[0].partitions.count;
+        offset = resp.topics.items[0].partitions.items[0].committed_offset;
+        epoch = resp.topics.items[0].partitions.items[0].committed_leader_epoch;
+    }
+    cr_assert_eq(np, 1);
+    cr_assert_eq(offset, want, "OffsetFetch v%d: offset %lld, want %lld", v, (long long)offset,
+                 (long long)want);
+    if (v >= 5)
+        cr_assert_eq(epoch, want_epoch, "OffsetFetch v%d: epoch %d", v, epoch);
+}
+
+static void srv_describe(struct srv *f, int16_t v, const char *group, const char *state,
+                         int32_t members)
+{
+    struct rv_kp_describe_groups_request req;
+    rv_kp_describe_groups_request_init(&req);
+    struct rv_kp_str g = rv_kp_str_from(group);
+    req.groups = (struct rv_kp_arr_str){.count = 1, .items = &g};
+    req.include_authorized_operations = v >= 3;
+    struct rv_kp_describe_groups_response resp;
+    srv_call(f, RV_KP_API_DESCRIBE_GROUPS, v, &rv_kp_describe_groups_request_desc, &req,
+             &rv_kp_describe_groups_response_desc, &resp);
+    cr_assert_eq(resp.groups.count, 1);
+    struct rv_kp_describe_groups_response_described_group *d = &resp.groups.items[0];
+    cr_assert_eq(d->error_code, 0);
+    cr_assert(rv_kp_str_eq_cstr(d->group_state, state), "DescribeGroups v%d: %.*s", v,
+              d->group_state.len, d->group_state.ptr);
+    cr_assert_eq(d->members.count, members);
+    if (members > 0) {
+        cr_assert(rv_kp_str_eq_cstr(d->protocol_data, "range"));
+        cr_assert(rv_kp_str_eq_cstr(d->members.items[0].client_id, "kgroup-test"));
+        cr_assert_eq(d->members.items[0].member_assignment.len, 6);
+    }
+    if (v >= 3)
+        cr_assert_eq(d->authorized_operations, (1 << 3) | (1 << 6) | (1 << 8));
+}
+
+static bool srv_listed(struct srv *f, int16_t v, const char *group)
+{
+    struct rv_kp_list_groups_request req;
+    rv_kp_list_groups_request_init(&req);
+    struct rv_kp_str state = rv_kp_str_from("stable"), type = rv_kp_str_from("Classic");
+    if (v >= 4)
+        req.states_filter = (struct rv_kp_arr_str){.count = 1, .items = &state};
+    if (v >= 5)
+        req.types_filter = (struct rv_kp_arr_str){.count = 1, .items = &type};
+    struct rv_kp_list_groups_response resp;
+    srv_call(f, RV_KP_API_LIST_GROUPS, v, &rv_kp_list_groups_request_desc, &req,
+             &rv_kp_list_groups_response_desc, &resp);
+    cr_assert_eq(resp.error_code, 0);
+    for (int32_t i = 0; i < resp.groups.count; i++) {
+        if (rv_kp_str_eq_cstr(resp.groups.items[i].group_id, group)) {
+            cr_assert(rv_kp_str_eq_cstr(resp.groups.items[i].protocol_type, "consumer"));
+            return true;
+        }
+    }
+    return false;
+}
+
+static void srv_leave(struct srv *f, int16_t v, const char *group, const char *member)
+{
+    struct rv_kp_leave_group_request req;
+    rv_kp_leave_group_request_init(&req);
+    struct rv_kp_leave_group_request_member_identity id;
+    rv_kp_leave_group_request_member_identity_init(&id);
+    id.member_id = rv_kp_str_from(member);
+    req.group_id = rv_kp_str_from(group);
+    if (v < 3) {
+        req.member_id = rv_kp_str_from(member);
+    } else {
+        req.members.count = 1;
+        req.members.items = &id;
+    }
+    struct rv_kp_leave_group_response resp;
+    srv_call(f, RV_KP_API_LEAVE_GROUP, v, &rv_kp_leave_group_request_desc, &req,
+             &rv_kp_leave_group_response_desc, &resp);
+    cr_assert_eq(resp.error_code, 0, "LeaveGroup v%d: %d", v, resp.error_code);
+    if (v >= 3) {
+        cr_assert_eq(resp.members.count, 1);
+        cr_assert_eq(resp.members.items[0].error_code, 0);
+        cr_assert(rv_kp_str_eq_cstr(resp.members.items[0].member_id, member));
+    }
+}
+
+static int16_t srv_delete(struct srv *f, int16_t v, const char *group)
+{
+    struct rv_kp_delete_groups_request req;
+    rv_kp_delete_groups_request_init(&req);
+    struct rv_kp_str g = rv_kp_str_from(group);
+    req.groups_names = (struct rv_kp_arr_str){.count = 1, .items = &g};
+    struct rv_kp_delete_groups_response resp;
+    srv_call(f, RV_KP_API_DELETE_GROUPS, v, &rv_kp_delete_groups_request_desc, &req,
+             &rv_kp_delete_groups_response_desc, &resp);
+    cr_assert_eq(resp.results.count, 1);
+    cr_assert(rv_kp_str_eq_cstr(resp.results.items[0].group_id, group));
+    return resp.results.items[0].error_code;
+}
+
+/* One group through its whole life, at version v of the APIs (each API at
+ * v modulo its versions, so that every version is used). */
+static void srv_group_life(struct srv *f, int16_t v)
+{
+    char group[32], member[256];
+    snprintf(group, sizeof(group), "group-v%d", v);
+    srv_find(f, v % 7, group);
+    srv_join(f, v, group, member, sizeof(member));
+    srv_sync(f, v % 6, group, member);
+    cr_assert_eq(srv_heartbeat(f, v % 5, group, member, 1), 0);
+    cr_assert_eq(srv_heartbeat(f, v % 5, group, member, 2), KGERR_ILLEGAL_GENERATION);
+    cr_assert_eq(srv_heartbeat(f, v % 5, group, "nobody", 1), KGERR_UNKNOWN_MEMBER_ID);
+    if (v == 0) { /* v0 has no generation: a "simple" commit, into a group of its own */
+        srv_commit(f, 0, "simple", "", 40);
+        srv_fetch(f, 0, "simple", false, 40, -1);
+    }
+    int16_t cv = v == 0 ? 1 : v;
+    srv_commit(f, cv, group, member, 100 + v);
+    srv_fetch(f, v, group, v >= 2 && v % 2 == 0, 100 + v, cv >= 6 ? 3 : -1);
+    srv_describe(f, v % 6, group, "Stable", 1);
+    cr_assert(srv_listed(f, v % 6, group));
+    cr_assert_eq(srv_delete(f, v % 3, group), KGERR_NON_EMPTY_GROUP);
+    srv_leave(f, v % 6, group, member);
+    srv_describe(f, v % 6, group, "Empty", 0);
+    cr_assert_eq(srv_delete(f, v % 3, group), 0);
+    cr_assert_eq(srv_delete(f, v % 3, group), KGERR_GROUP_ID_NOT_FOUND);
+    srv_describe(f, v % 6, group, "Dead", 0);
+    srv_fetch(f, v, group, false, -1, -1);
+}
+
+static void every_version(bool is_advertise)
+{
+    struct srv *f = calloc(1, sizeof(*f));
+    cr_assert_not_null(f);
+    srv_open(f, is_advertise);
+    for (int16_t v = 0; v <= 9; v++)
+        srv_group_life(f, v);
+    srv_close(f);
+    free(f);
+}
+
+Test(kgroup_server, every_api_at_every_version_with_shards_advertised)
+{
+    every_version(true);
+}
+
+Test(kgroup_server, every_api_at_every_version_forwarded)
+{
+    every_version(false);
+}
