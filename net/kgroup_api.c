@@ -1,35 +1,22 @@
 /*
- * net/kgroup_api.c - the consumer group APIs on the coordinator shards:
- * FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
- * OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups.
+ * net/kgroup_api.c - the consumer group APIs: FindCoordinator, JoinGroup,
+ * SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete,
+ * ListGroups, DescribeGroups, DeleteGroups.
  *
- * Coordinators. Groups live in the internal compacted topic __consumer_offsets
- * (created on first use, one partition per shard): group g belongs to its
- * partition abs(hash(g)) % partitions, and the shard that owns that partition
- * coordinates g. FindCoordinator names that shard as the broker (or the one
- * broker when shards are not advertised); every group request is sent to the
- * coordinator shard (kapi_send), which alone touches the group's state (the
- * state machine of net/kgroup.c), and the answer comes back to the
- * connection's shard to be encoded:
+ * Each request is decoded on the connection's shard (the origin), routed by
+ * group to its coordinator shard (net/kgroup_coord.c) and sent there
+ * (kapi_send: one work per coordinator), which alone runs the group's state
+ * machine; the answer comes back to the origin to be encoded:
  *
  *   origin: decode, route by group ----> coordinator: kgroup_* on its table,
  *   origin: encode, respond <----------- (a join waits for the rebalance, a
  *                                         commit for its append)
  *
- * What the coordinator answers with is written into the origin's response
- * structs; the strings and bytes they point to are allocated on the
- * coordinator (struct kg_mem) and freed with the request on the origin.
- *
- * Persistence. Committed offsets and group metadata are records of the
- * group's partition in Kafka's formats (net/kgroup.h), appended with acks=all:
- * a commit is answered once its batch is durable. At start each shard reads
- * the partitions it owns from their log start (the last value of a key wins,
- * tombstones delete) and answers COORDINATOR_LOAD_IN_PROGRESS until then.
- *
- * Threading: struct kg_shard and the groups belong to their shard; the
- * per-thread kg_self finds them. A shard that stops answers every parked
- * join and sync (NOT_COORDINATOR) so that no request waits on it; its state is
- * freed once its appends and loads in flight are done.
+ * So it works the same whether shards are advertised as brokers (clients
+ * come to the coordinator) or not (the request is forwarded). What the
+ * coordinator answers with is written into the origin's response structs;
+ * the strings and bytes they point to are allocated on the coordinator
+ * (struct kg_mem) and freed with the request on the origin.
  */
 #include <errno.h>
 #include <stdalign.h>
@@ -40,623 +27,10 @@
 
 #include "core/clock.h"
 #include "core/err.h"
-#include "core/trace.h"
-#include "net/kapi_impl.h"
-#include "net/kgroup.h"
+#include "net/kgroup_impl.h"
 #include "storage/batch.h"
-#include "storage/codec.h"
-#include "storage/topic.h"
 
-#define KG_TOPIC            "__consumer_offsets"
-#define KG_TOPIC_LEN        (sizeof(KG_TOPIC) - 1)
-#define KG_BATCH_BYTES_MAX  (256u << 10) /* records of one append */
-#define KG_LOAD_FETCH_BYTES (1u << 20)   /* one read while loading */
-#define KG_RETRY_US         1000         /* storage backpressure: try again after */
-#define KG_APPEND_WAIT_MS   30000        /* give up an append retried this long */
-#define KG_SEGMENT_BYTES    (100ll << 20)
-#define KG_GROUP_OPS        328 /* DescribeGroups: READ, DELETE, DESCRIBE (1 << 3, 6, 8) */
-
-/* ---- the coordinator shard ------------------------------------------------------------------- */
-
-enum kg_part_state {
-    KG_PART_NONE, /* not loaded: the first request starts loading it */
-    KG_PART_LOADING,
-    KG_PART_LOADED,
-};
-
-struct kg_shard {
-    rv_store_t *st;
-    rv_runtime_t *rt;
-    uint32_t id;
-    struct kgroup_table groups;
-    struct kgroup_env env;
-    uint8_t *parts; /* [part_count]: enum kg_part_state of each partition of the topic */
-    uint32_t part_count;
-    uint32_t inflight; /* appends and loads in flight: they hold the shard */
-    bool is_stopping;  /* parks nothing more; answers NOT_COORDINATOR */
-    bool is_closed;    /* freed once inflight drops to 0 */
-    bool is_creating;  /* this shard is creating the topic */
-};
-
-static _Thread_local struct kg_shard *kg_self;
-
-static int64_t kg_now_ms(void)
-{
-    return (int64_t)(rv_clock_now_ns() / 1000000u);
-}
-
-static void kg_shard_put(struct kg_shard *gs)
-{
-    RV_ASSERT(gs->inflight > 0);
-    if (--gs->inflight > 0 || !gs->is_closed)
-        return;
-    kgroup_table_fini(&gs->groups);
-    free(gs->parts);
-    free(gs);
-}
-
-/* A group is held by an operation in flight. */
-static void kg_group_put(struct kgroup *g)
-{
-    RV_ASSERT(g->refs > 0);
-    if (--g->refs == 0 && g->is_removed)
-        kgroup_free(g);
-}
-
-static void kg_timer_fired(void *arg);
-
-/* Arm the group's timer for its next deadline. */
-static void kg_schedule(struct kg_shard *gs, struct kgroup *g)
-{
-    int64_t at = gs->is_closed || g->is_removed ? INT64_MAX : kgroup_next_deadline(g);
-    if (g->has_timer && g->timer_at_ms == at)
-        return;
-    if (g->has_timer) {
-        (void)rv_timer_cancel(g->timer); /* -ENOENT: it is the one running */
-        g->has_timer = false;
-    }
-    if (at == INT64_MAX)
-        return;
-    int64_t now = kg_now_ms();
-    uint64_t delay_us = at > now ? (uint64_t)(at - now) * 1000u : 0;
-    if (rv_timer_add(delay_us + 1, kg_timer_fired, g, &g->timer) == 0) {
-        g->has_timer = true;
-        g->timer_at_ms = at;
-    }
-}
-
-static void kg_timer_fired(void *arg)
-{
-    struct kgroup *g = arg;
-    struct kg_shard *gs = kg_self;
-    g->has_timer = false;
-    if (gs == NULL || g->is_removed)
-        return;
-    kgroup_tick(&gs->env, g, kg_now_ms());
-    kg_schedule(gs, g);
-}
-
-/* Take a group out of the table (deleted); freed once nothing holds it. */
-static void kg_group_remove(struct kg_shard *gs, struct kgroup *g)
-{
-    if (g->has_timer) {
-        (void)rv_timer_cancel(g->timer);
-        g->has_timer = false;
-    }
-    kgroup_abort_waiters(g, KGERR_COORDINATOR_NOT_AVAILABLE);
-    kgroup_unlink(&gs->groups, g);
-    g->is_removed = true;
-    if (g->refs == 0)
-        kgroup_free(g);
-}
-
-/* A group created for a request that left nothing behind goes again. */
-static void kg_group_maybe_drop(struct kg_shard *gs, struct kgroup *g)
-{
-    if (kgroup_is_idle(g) && g->refs == 0 && !g->is_removed && g->generation == 0)
-        kg_group_remove(gs, g);
-}
-
-/* ---- appends to __consumer_offsets ----------------------------------------------------------- */
-
-struct kg_rec {
-    uint8_t *key;
-    uint32_t key_len;
-    uint8_t *value; /* NULL: a tombstone */
-    uint32_t value_len;
-};
-
-struct kg_append;
-typedef void kg_append_fn(struct kg_append *a, int err);
-
-struct kg_append {
-    struct kg_shard *gs;
-    uint64_t key; /* the partition's */
-    uint8_t *batch;
-    uint32_t len;
-    int64_t give_up_ms;
-    kg_append_fn *done;
-    void *arg;
-    int err;        /* a batch that could not be built */
-    uint32_t first; /* the caller's: which of its records */
-    uint32_t count;
-    /* a group store */
-    struct kgroup *g;
-    enum kgroup_store_kind kind;
-    int32_t generation;
-    char *member_id;
-};
-
-static void kg_recs_free(struct kg_rec *recs, uint32_t count)
-{
-    for (uint32_t i = 0; i < count && recs != NULL; i++) {
-        free(recs[i].key);
-        free(recs[i].value);
-    }
-    free(recs);
-}
-
-/* One uncompressed batch of recs (malloc'd). -ENOMEM, -EMSGSIZE. */
-static int kg_batch_build(const struct kg_rec *recs, uint32_t count, uint8_t **out,
-                          uint32_t *out_len)
-{
-    size_t cap = RV_BATCH_HEADER_BYTES;
-    for (uint32_t i = 0; i < count; i++)
-        cap += recs[i].key_len + recs[i].value_len + RV_BATCH_RECORD_OVERHEAD_MAX;
-    if (cap > RV_TOPIC_BATCH_MAX)
-        return -EMSGSIZE;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL)
-        return -ENOMEM;
-    struct rv_batch_params params = {
-        .base_offset = 0,
-        .base_timestamp = RV_BATCH_NO_TIMESTAMP,
-        .leader_epoch = 0,
-        .producer_id = RV_BATCH_NO_PRODUCER_ID,
-        .producer_epoch = -1,
-        .base_sequence = RV_BATCH_NO_SEQUENCE,
-    };
-    struct rv_batch_builder b;
-    int rc = rv_batch_builder_init(&b, buf, cap, &params);
-    int64_t now = rv_clock_wall_ms();
-    for (uint32_t i = 0; i < count && rc == 0; i++)
-        rc = rv_batch_builder_add(&b, now, recs[i].key, (int32_t)recs[i].key_len, recs[i].value,
-                                  recs[i].value != NULL ? (int32_t)recs[i].value_len : -1, NULL, 0);
-    size_t len = 0;
-    if (rc == 0)
-        rc = rv_batch_builder_finish(&b, &len);
-    if (rc < 0) {
-        free(buf);
-        return rc == -ENOSPC ? -EMSGSIZE : rc;
-    }
-    *out = buf;
-    *out_len = (uint32_t)len;
-    return 0;
-}
-
-static void kg_append_finish(struct kg_append *a, int err)
-{
-    struct kg_shard *gs = a->gs;
-    a->done(a, err);
-    free(a->batch);
-    free(a->member_id);
-    free(a);
-    kg_shard_put(gs);
-}
-
-static void kg_append_done(void *arg, int64_t base_or_err)
-{
-    struct kg_append *a = arg;
-    kg_append_finish(a, base_or_err < 0 ? (int)base_or_err : 0);
-}
-
-static void kg_append_try(void *arg)
-{
-    struct kg_append *a = arg;
-    rv_store_t *st = a->gs->st;
-    rv_plog_t *log = NULL;
-    int rc = rv_store_log(st, a->key, kg_append_try, a, &log);
-    if (rc == 1)
-        return; /* loading: kg_append_try runs again */
-    if (rc == 0) {
-        rv_buf_t *buf = NULL;
-        rc = rv_buf_alloc(rv_store_pool(st), a->len, &buf);
-        if (rc == 0) {
-            uint8_t *bytes = rv_buf_data(buf);
-            memcpy(bytes, a->batch, a->len);
-            rv_buf_set_len(buf, a->len);
-            rc = rv_plog_append(log, buf, bytes, a->len, RV_ACKS_ALL, kg_append_done, a);
-            rv_buf_put(buf); /* the log took its own reference */
-        }
-    }
-    if ((rc == -ENOBUFS || rc == -EAGAIN) && kg_now_ms() < a->give_up_ms &&
-        rv_timer_add(KG_RETRY_US, kg_append_try, a, NULL) == 0)
-        return;
-    if (rc < 0)
-        kg_append_finish(a, rc);
-}
-
-static void kg_append_fail(void *arg)
-{
-    struct kg_append *a = arg;
-    kg_append_finish(a, a->err);
-}
-
-/* A new append to the partition `key` of this shard; done(a, 0 or -errno)
- * runs once kg_append_start was called. NULL: no memory. */
-static struct kg_append *kg_append_new(struct kg_shard *gs, uint64_t key, kg_append_fn *done,
-                                       void *arg)
-{
-    struct kg_append *a = calloc(1, sizeof(*a));
-    if (a != NULL)
-        *a = (struct kg_append){.gs = gs,
-                                .key = key,
-                                .give_up_ms = kg_now_ms() + KG_APPEND_WAIT_MS,
-                                .done = done,
-                                .arg = arg};
-    return a;
-}
-
-/* Append recs[0..count) as one batch (the records stay the caller's). done
- * runs from a later task, never inside this call (unless the shard has no
- * memory for the task); the caller does not touch a afterwards. */
-static void kg_append_start(struct kg_append *a, const struct kg_rec *recs, uint32_t count)
-{
-    struct kg_shard *gs = a->gs;
-    gs->inflight++;
-    a->err = kg_batch_build(recs, count, &a->batch, &a->len);
-    rv_task_fn *fn = a->err < 0 ? kg_append_fail : kg_append_try;
-    if (rv_runtime_submit(gs->rt, gs->id, fn, a) < 0)
-        fn(a);
-}
-
-/* The Kafka code for an append that failed (Kafka's mapping for coordinators). */
-static int16_t kg_append_error(int err)
-{
-    switch (err) {
-    case 0: return KGERR_NONE;
-    case -EMSGSIZE: return KGERR_INVALID_COMMIT_OFFSET_SIZE;
-    case -EIO:
-    case -ENOSPC:
-    case -EROFS:
-    case -EDQUOT: return KGERR_NOT_COORDINATOR;
-    default: return KGERR_COORDINATOR_NOT_AVAILABLE;
-    }
-}
-
-/* ---- group metadata (the state machine's store) ------------------------------------------- */
-
-static void kg_store_done(struct kg_append *a, int err)
-{
-    struct kgroup *g = a->g;
-    struct kg_shard *gs = a->gs;
-    if (!gs->is_closed && !g->is_removed) {
-        if (err < 0)
-            rv_warn("group %s: storing its metadata: %s", g->id, rv_strerror(err));
-        kgroup_stored(&gs->env, g, a->kind, a->generation, a->member_id, kg_append_error(err),
-                      kg_now_ms());
-        kg_schedule(gs, g);
-    }
-    kg_group_put(g);
-}
-
-/* The state machine's store: one GroupMetadata record, answered in kg_store_done. */
-static void kg_store(struct kgroup_env *env, struct kgroup *g, enum kgroup_store_kind kind,
-                     const char *member_id)
-{
-    struct kg_shard *gs = env->ctx;
-    struct rv_part_ref ref;
-    if (g->partition < 0 ||
-        rv_store_lookup(gs->st, KG_TOPIC, KG_TOPIC_LEN, g->partition, &ref) < 0) {
-        rv_warn("group %s: no partition of %s to store it in", g->id, KG_TOPIC);
-        return;
-    }
-    struct kg_rec rec = {.key_len = (uint32_t)kgroup_group_key_size(g->id),
-                         .value_len = (uint32_t)kgroup_group_value_size(g)};
-    rec.key = malloc(rec.key_len);
-    rec.value = malloc(rec.value_len);
-    char *mid = member_id != NULL ? strdup(member_id) : NULL;
-    struct kg_append *a = kg_append_new(gs, ref.key, kg_store_done, NULL);
-    if (a == NULL || rec.key == NULL || rec.value == NULL || (member_id != NULL && mid == NULL)) {
-        rv_warn("group %s: no memory to store its metadata", g->id);
-        free(a);
-        free(mid);
-    } else {
-        kgroup_group_key_encode(rec.key, g->id);
-        kgroup_group_value_encode(rec.value, g, rv_clock_wall_ms());
-        g->refs++;
-        a->g = g;
-        a->kind = kind;
-        a->generation = g->generation;
-        a->member_id = mid;
-        kg_append_start(a, &rec, 1);
-    }
-    free(rec.key);
-    free(rec.value);
-}
-
-/* ---- loading a partition --------------------------------------------------------------------- */
-
-struct kg_load {
-    struct kg_shard *gs;
-    int32_t partition;
-    uint64_t key;
-    int64_t next;     /* the next offset to read; -1 before the first read */
-    int64_t end;      /* the log end when loading began */
-    uint8_t *scratch; /* decompressed records */
-    size_t scratch_cap;
-    uint64_t records;
-};
-
-static void kg_load_step(void *arg);
-
-static void kg_load_finish(struct kg_load *l, int err)
-{
-    struct kg_shard *gs = l->gs;
-    if (!gs->is_closed && (uint32_t)l->partition < gs->part_count) {
-        gs->parts[l->partition] = err < 0 ? KG_PART_NONE : KG_PART_LOADED;
-        if (err < 0) {
-            rv_warn("%s-%d: loading the groups: %s", KG_TOPIC, l->partition, rv_strerror(err));
-        } else {
-            int64_t now = kg_now_ms();
-            uint32_t cursor = 0, n = 0;
-            struct kgroup *chain = NULL, *g;
-            while ((g = kgroup_next(&gs->groups, &cursor, &chain)) != NULL) {
-                if (g->partition != l->partition)
-                    continue;
-                kgroup_loaded(g, now);
-                kg_schedule(gs, g);
-                n++;
-            }
-            rv_info("%s-%d: %u groups loaded from %llu records", KG_TOPIC, l->partition, n,
-                    (unsigned long long)l->records);
-        }
-    }
-    free(l->scratch);
-    free(l);
-    kg_shard_put(gs);
-}
-
-/* Apply the records of one batch at or after l->next. */
-static int kg_load_batch(struct kg_load *l, struct rv_batch_view *v)
-{
-    if (rv_batch_is_control(v))
-        return 0;
-    const uint8_t *records = v->records;
-    size_t len = v->records_bytes;
-    if (rv_batch_codec(v) != RV_CODEC_NONE) {
-        int rc = rv_codec_decompress_grow(rv_batch_codec(v), v->records, v->records_bytes,
-                                          &l->scratch, &l->scratch_cap, RV_PLOG_SCRATCH_MAX, &len);
-        if (rc < 0)
-            return rc;
-        records = l->scratch;
-    }
-    struct rv_batch_record_iter it;
-    struct rv_batch_record rec;
-    rv_batch_record_iter_init(&it, v, records, len);
-    int rc;
-    while ((rc = rv_batch_record_iter_next(&it, &rec)) == 1) {
-        if (rec.offset < l->next)
-            continue;
-        int arc = kgroup_table_apply(&l->gs->groups, l->partition, rec.key, rec.key_len, rec.value,
-                                     rec.value_len);
-        if (arc == -ENOMEM)
-            return arc;
-        l->records++;
-    }
-    return rc;
-}
-
-static void kg_load_fetched(void *arg, struct rv_plog_fetch *res)
-{
-    struct kg_load *l = arg;
-    int rc = res->err;
-    int64_t before = l->next;
-    if (rc == -ERANGE && l->next < res->log_start) {
-        l->next = res->log_start; /* retention moved the start meanwhile */
-        rc = 0;
-    }
-    for (uint32_t i = 0; i < res->slice_count && rc == 0; i++) {
-        struct rv_batch_iter it;
-        struct rv_batch_view v;
-        rv_batch_iter_init(&it, res->slices[i].bytes, res->slices[i].len, SIZE_MAX);
-        int more;
-        while (rc == 0 && (more = rv_batch_iter_next(&it, &v)) == 1) {
-            if (rv_batch_last_offset(&v) < l->next)
-                continue;
-            rc = kg_load_batch(l, &v);
-            if (rc == -EBADMSG || rc == -EINVAL || rc == -ENOTSUP) {
-                rv_warn("%s-%d: a batch at %lld does not read (%s): skipped", KG_TOPIC,
-                        l->partition, (long long)v.base_offset, rv_strerror(rc));
-                rc = 0;
-            }
-            l->next = rv_batch_last_offset(&v) + 1;
-        }
-        if (rc == 0 && more < 0)
-            rc = more;
-    }
-    rv_plog_fetch_release(res);
-    if (rc == 0 && l->next == before && l->next < l->end)
-        rc = -EBADMSG; /* no progress: the log does not read */
-    if (rc < 0 || l->next >= l->end) {
-        kg_load_finish(l, rc);
-        return;
-    }
-    /* The next read from a task: a fetch may answer inside the call. */
-    if (rv_runtime_submit(l->gs->rt, l->gs->id, kg_load_step, l) < 0)
-        kg_load_finish(l, -ENOMEM);
-}
-
-static void kg_load_step(void *arg)
-{
-    struct kg_load *l = arg;
-    if (l->gs->is_closed) {
-        kg_load_finish(l, -ECANCELED);
-        return;
-    }
-    rv_plog_t *log = NULL;
-    int rc = rv_store_log(l->gs->st, l->key, kg_load_step, l, &log);
-    if (rc == 1)
-        return;
-    if (rc < 0) {
-        kg_load_finish(l, rc);
-        return;
-    }
-    if (l->next < 0) {
-        l->next = rv_plog_log_start(log);
-        l->end = rv_plog_high_watermark(log);
-    }
-    if (l->next >= l->end) {
-        kg_load_finish(l, 0);
-        return;
-    }
-    rv_plog_fetch(log, l->next, KG_LOAD_FETCH_BYTES, kg_load_fetched, l);
-}
-
-/* The state of partition p here, growing the table. */
-static uint8_t *kg_part(struct kg_shard *gs, int32_t p)
-{
-    if (p < 0)
-        return NULL;
-    if ((uint32_t)p >= gs->part_count) {
-        uint32_t n = (uint32_t)p + 1;
-        uint8_t *parts = realloc(gs->parts, n);
-        if (parts == NULL)
-            return NULL;
-        memset(parts + gs->part_count, KG_PART_NONE, n - gs->part_count);
-        gs->parts = parts;
-        gs->part_count = n;
-    }
-    return &gs->parts[p];
-}
-
-static void kg_load_start(struct kg_shard *gs, int32_t p, uint64_t key)
-{
-    uint8_t *state = kg_part(gs, p);
-    if (state == NULL || *state != KG_PART_NONE)
-        return;
-    struct kg_load *l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        return;
-    *l = (struct kg_load){.gs = gs, .partition = p, .key = key, .next = -1, .end = -1};
-    *state = KG_PART_LOADING;
-    gs->inflight++;
-    kg_load_step(l);
-}
-
-/* Start loading every partition of the topic this shard owns. */
-static void kg_load_owned(struct kg_shard *gs)
-{
-    struct rv_store_topic_info info;
-    if (gs->is_closed || rv_store_topic_info(gs->st, KG_TOPIC, KG_TOPIC_LEN, &info) < 0)
-        return;
-    for (int32_t p = 0; p < info.partitions; p++) {
-        struct rv_part_ref ref;
-        if (rv_store_lookup(gs->st, KG_TOPIC, KG_TOPIC_LEN, p, &ref) == 0 && ref.owner == gs->id)
-            kg_load_start(gs, p, ref.key);
-    }
-}
-
-static void kg_load_owned_task(void *arg)
-{
-    (void)arg;
-    if (kg_self != NULL)
-        kg_load_owned(kg_self);
-}
-
-/*
- * On the coordinator: this shard's state if it can serve partition p now;
- * otherwise NULL and *err says why (NOT_COORDINATOR when stopping,
- * COORDINATOR_LOAD_IN_PROGRESS while loading: the first request starts it).
- */
-static struct kg_shard *kg_serve(int32_t p, uint64_t key, int16_t *err)
-{
-    struct kg_shard *gs = kg_self;
-    if (gs == NULL || gs->is_stopping) {
-        *err = KGERR_NOT_COORDINATOR;
-        return NULL;
-    }
-    uint8_t *state = kg_part(gs, p);
-    if (state == NULL) {
-        *err = KGERR_COORDINATOR_NOT_AVAILABLE;
-        return NULL;
-    }
-    if (*state == KG_PART_LOADED)
-        return gs;
-    kg_load_start(gs, p, key);
-    *err = *state == KG_PART_LOADED ? KGERR_NONE : KGERR_COORDINATOR_LOAD_IN_PROGRESS;
-    return *state == KG_PART_LOADED ? gs : NULL;
-}
-
-/* ---- creating the topic ------------------------------------------------------------------------ */
-
-struct kg_create {
-    const struct rv_kapi_broker *b;
-    struct rv_kreq *req; /* a FindCoordinator waiting for it, or NULL */
-    void (*then)(struct rv_kreq *req);
-    int rc;
-};
-
-/* Helper thread. */
-static void kg_create_run(void *arg)
-{
-    struct kg_create *c = arg;
-    const struct rv_config *cfg = c->b->cfg;
-    struct rv_topic_config tc;
-    rv_topic_config_init(&tc);
-    tc.partitions = (int32_t)c->b->shard_count;
-    tc.retention_ms = -1;
-    tc.retention_bytes = -1;
-    tc.segment_bytes =
-        KG_SEGMENT_BYTES < cfg->log_segment_bytes ? KG_SEGMENT_BYTES : cfg->log_segment_bytes;
-    tc.segment_ms = cfg->log_roll_ms;
-    snprintf(tc.cleanup_policy, sizeof(tc.cleanup_policy), "compact");
-    snprintf(tc.compression, sizeof(tc.compression), "producer");
-    c->rc = rv_topic_create(c->b->st, KG_TOPIC, &tc);
-    if (c->rc == -EEXIST)
-        c->rc = 0;
-    else if (c->rc < 0)
-        rv_warn("creating %s: %s", KG_TOPIC, rv_err_msg());
-    else
-        rv_info("created %s with %d partitions", KG_TOPIC, tc.partitions);
-}
-
-static void kg_create_done(void *arg)
-{
-    struct kg_create *c = arg;
-    if (kg_self != NULL)
-        kg_self->is_creating = false;
-    if (c->rc == 0) { /* every shard loads its (empty) partitions now */
-        for (uint32_t s = 0; s < c->b->shard_count; s++) {
-            if (s == (uint32_t)rv_shard_self())
-                kg_load_owned_task(NULL);
-            else
-                (void)rv_runtime_submit(c->b->rt, s, kg_load_owned_task, NULL);
-        }
-    }
-    if (c->req != NULL)
-        c->then(c->req);
-    free(c);
-}
-
-/* Create the topic on a helper thread, then run then(req) (req may be NULL). */
-static bool kg_create(struct rv_kreq *req, bool is_waiting, void (*then)(struct rv_kreq *req))
-{
-    struct kg_shard *gs = kg_self;
-    if (!is_waiting && (gs == NULL || gs->is_creating))
-        return false;
-    struct kg_create *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return false;
-    *c = (struct kg_create){.b = req->ks->b, .req = is_waiting ? req : NULL, .then = then};
-    if (rv_offload(kg_create_run, c, kg_create_done) < 0) {
-        free(c);
-        return false;
-    }
-    if (gs != NULL)
-        gs->is_creating = true;
-    return true;
-}
+#define KG_GROUP_OPS 328 /* DescribeGroups: READ, DELETE, DESCRIBE (1 << 3, 6, 8) */
 
 /* ---- the origin's side: requests, works, routing ------------------------------------------------ */
 
@@ -792,32 +166,6 @@ static struct rv_kp_str kg_wire(const char *s)
 static struct rv_kp_str kg_wire_nn(const char *s)
 {
     return kg_wire(s != NULL ? s : "");
-}
-
-struct kg_route {
-    int32_t partition;
-    uint64_t key;
-    uint32_t owner;
-};
-
-/* Origin: where group `id` lives. NONE, or COORDINATOR_NOT_AVAILABLE (the
- * topic is being created). */
-static int16_t kg_route(struct rv_kreq *req, const char *id, struct kg_route *out)
-{
-    rv_store_t *st = req->ks->b->st;
-    struct rv_store_topic_info info;
-    if (st == NULL)
-        return KGERR_COORDINATOR_NOT_AVAILABLE;
-    if (rv_store_topic_info(st, KG_TOPIC, KG_TOPIC_LEN, &info) < 0) {
-        (void)kg_create(req, false, NULL); /* the client asks again */
-        return KGERR_COORDINATOR_NOT_AVAILABLE;
-    }
-    int32_t p = kgroup_partition_for(id, strlen(id), info.partitions);
-    struct rv_part_ref ref;
-    if (rv_store_lookup(st, KG_TOPIC, KG_TOPIC_LEN, p, &ref) < 0)
-        return KGERR_COORDINATOR_NOT_AVAILABLE;
-    *out = (struct kg_route){.partition = p, .key = ref.key, .owner = ref.owner};
-    return KGERR_NONE;
 }
 
 /* Origin: send the single group's work to its coordinator; back(req) encodes. */
@@ -1788,6 +1136,74 @@ static int kg_fetch_topics(struct rv_kreq *req, const struct kg_fetch_group *fg,
     return 0;
 }
 
+/* v0-1 cannot carry a group error: every requested partition gets it. */
+static int kg_fetch_old_errors(struct rv_kreq *req, int16_t error,
+                               struct rv_kp_offset_fetch_response *resp)
+{
+    const struct rv_kp_offset_fetch_request *fr = req->msg;
+    int32_t nt = fr->topics.count > 0 ? fr->topics.count : 0;
+    resp->topics.items = kapi_alloc(req, (size_t)(nt + 1) * sizeof(*resp->topics.items));
+    if (resp->topics.items == NULL)
+        return -ENOMEM;
+    resp->topics.count = nt;
+    for (int32_t t = 0; t < nt; t++) {
+        struct rv_kp_offset_fetch_response_topic *rt = &resp->topics.items[t];
+        struct rv_kp_arr_i32 asked = fr->topics.items[t].partition_indexes;
+        int32_t np = asked.count > 0 ? asked.count : 0;
+        rv_kp_offset_fetch_response_topic_init(rt);
+        rt->name = fr->topics.items[t].name;
+        rt->partitions.items = kapi_alloc(req, (size_t)(np + 1) * sizeof(*rt->partitions.items));
+        if (rt->partitions.items == NULL)
+            return -ENOMEM;
+        rt->partitions.count = np;
+        for (int32_t i = 0; i < np; i++) {
+            struct rv_kp_offset_fetch_response_partition *p = &rt->partitions.items[i];
+            rv_kp_offset_fetch_response_partition_init(p);
+            p->partition_index = asked.items[i];
+            p->committed_offset = -1;
+            p->metadata = kg_wire("");
+            p->error_code = error;
+        }
+    }
+    return 0;
+}
+
+/* v0-7: the one group's answer, the same layout under other names. */
+static int kg_fetch_old_topics(struct rv_kreq *req,
+                               const struct rv_kp_offset_fetch_response_group *rg,
+                               struct rv_kp_offset_fetch_response *resp)
+{
+    resp->error_code = rg->error_code;
+    if (req->version < 2 && rg->error_code != KGERR_NONE)
+        return kg_fetch_old_errors(req, rg->error_code, resp);
+    int32_t nt = rg->topics.count;
+    resp->topics.items = kapi_alloc(req, (size_t)(nt + 1) * sizeof(*resp->topics.items));
+    if (resp->topics.items == NULL)
+        return -ENOMEM;
+    resp->topics.count = nt;
+    for (int32_t t = 0; t < nt; t++) {
+        const struct rv_kp_offset_fetch_response_topics *src = &rg->topics.items[t];
+        struct rv_kp_offset_fetch_response_topic *rt = &resp->topics.items[t];
+        int32_t np = src->partitions.count;
+        rv_kp_offset_fetch_response_topic_init(rt);
+        rt->name = src->name;
+        rt->partitions.items = kapi_alloc(req, (size_t)(np + 1) * sizeof(*rt->partitions.items));
+        if (rt->partitions.items == NULL)
+            return -ENOMEM;
+        rt->partitions.count = np;
+        for (int32_t i = 0; i < np; i++) {
+            const struct rv_kp_offset_fetch_response_partitions *sp = &src->partitions.items[i];
+            struct rv_kp_offset_fetch_response_partition *p = &rt->partitions.items[i];
+            rv_kp_offset_fetch_response_partition_init(p);
+            p->partition_index = sp->partition_index;
+            p->committed_offset = sp->committed_offset;
+            p->committed_leader_epoch = sp->committed_leader_epoch;
+            p->metadata = sp->metadata;
+        }
+    }
+    return 0;
+}
+
 static void kg_fetch_back(struct rv_kreq *req)
 {
     struct kg_req *kr = req->state;
@@ -1799,89 +1215,23 @@ static void kg_fetch_back(struct rv_kreq *req)
     struct rv_kp_offset_fetch_response resp;
     rv_kp_offset_fetch_response_init(&resp);
     struct rv_kp_offset_fetch_response_group *items = kapi_alloc(req, (n + 1) * sizeof(*items));
-    if (items == NULL) {
-        kapi_fail(req, "no memory for an offset fetch response");
-        return;
-    }
-    for (uint32_t i = 0; i < n; i++) {
+    int rc = items != NULL ? 0 : -ENOMEM;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
         struct rv_kp_offset_fetch_response_group *rg = &items[i];
         rv_kp_offset_fetch_response_group_init(rg);
         rg->group_id = groups[i].wire;
         rg->error_code = groups[i].error;
-        if (kg_fetch_topics(req, &groups[i], &rg->topics.count, &rg->topics.items) < 0) {
-            kapi_fail(req, "no memory for an offset fetch response");
-            return;
-        }
+        rc = kg_fetch_topics(req, &groups[i], &rg->topics.count, &rg->topics.items);
     }
-    if (req->version >= 8) {
+    if (rc == 0 && req->version >= 8) {
         resp.groups.count = (int32_t)n;
         resp.groups.items = items;
-        kapi_respond(req, &rv_kp_offset_fetch_response_desc, &resp);
-        return;
+    } else if (rc == 0) {
+        rc = kg_fetch_old_topics(req, &items[0], &resp);
     }
-    /* v0-7: one group; the same layout under other names (v0-1: no top-level
-     * error, each partition carries it). */
-    const struct rv_kp_offset_fetch_request *fr = req->msg;
-    struct rv_kp_offset_fetch_response_group *rg = &items[0];
-    resp.error_code = rg->error_code;
-    resp.topics.count = rg->topics.count;
-    resp.topics.items = kapi_alloc(req, (size_t)(rg->topics.count > 0 ? rg->topics.count : 1) *
-                                            sizeof(*resp.topics.items));
-    int32_t nt = fr->topics.count;
-    if (resp.topics.items == NULL) {
+    if (rc < 0) {
         kapi_fail(req, "no memory for an offset fetch response");
         return;
-    }
-    if (req->version < 2 && rg->error_code != KGERR_NONE && nt > 0) {
-        /* v0-1 cannot carry a group error: every requested partition gets it. */
-        resp.topics.count = nt;
-        resp.topics.items = kapi_alloc(req, (size_t)nt * sizeof(*resp.topics.items));
-        for (int32_t t = 0; t < nt && resp.topics.items != NULL; t++) {
-            struct rv_kp_offset_fetch_response_topic *rt = &resp.topics.items[t];
-            int32_t np = fr->topics.items[t].partition_indexes.count;
-            rv_kp_offset_fetch_response_topic_init(rt);
-            rt->name = fr->topics.items[t].name;
-            rt->partitions.items =
-                kapi_alloc(req, (size_t)(np > 0 ? np : 1) * sizeof(*rt->partitions.items));
-            if (rt->partitions.items == NULL) {
-                kapi_fail(req, "no memory for an offset fetch response");
-                return;
-            }
-            rt->partitions.count = np > 0 ? np : 0;
-            for (int32_t i = 0; i < rt->partitions.count; i++) {
-                rv_kp_offset_fetch_response_partition_init(&rt->partitions.items[i]);
-                rt->partitions.items[i].partition_index =
-                    fr->topics.items[t].partition_indexes.items[i];
-                rt->partitions.items[i].committed_offset = -1;
-                rt->partitions.items[i].metadata = kg_wire("");
-                rt->partitions.items[i].error_code = rg->error_code;
-            }
-        }
-        kapi_respond(req, &rv_kp_offset_fetch_response_desc, &resp);
-        return;
-    }
-    for (int32_t t = 0; t < rg->topics.count; t++) {
-        const struct rv_kp_offset_fetch_response_topics *src = &rg->topics.items[t];
-        struct rv_kp_offset_fetch_response_topic *rt = &resp.topics.items[t];
-        rv_kp_offset_fetch_response_topic_init(rt);
-        rt->name = src->name;
-        rt->partitions.count = src->partitions.count;
-        rt->partitions.items =
-            kapi_alloc(req, (size_t)(src->partitions.count > 0 ? src->partitions.count : 1) *
-                                sizeof(*rt->partitions.items));
-        if (rt->partitions.items == NULL) {
-            kapi_fail(req, "no memory for an offset fetch response");
-            return;
-        }
-        for (int32_t i = 0; i < src->partitions.count; i++) {
-            const struct rv_kp_offset_fetch_response_partitions *sp = &src->partitions.items[i];
-            struct rv_kp_offset_fetch_response_partition *p = &rt->partitions.items[i];
-            rv_kp_offset_fetch_response_partition_init(p);
-            p->partition_index = sp->partition_index;
-            p->committed_offset = sp->committed_offset;
-            p->committed_leader_epoch = sp->committed_leader_epoch;
-            p->metadata = sp->metadata;
-        }
     }
     kapi_respond(req, &rv_kp_offset_fetch_response_desc, &resp);
 }
@@ -2113,7 +1463,7 @@ static void kg_list_run(void *arg)
     struct kg_work *w = arg;
     struct kg_list *kl = w->resp;
     const struct rv_kp_list_groups_request *lr = w->msg;
-    struct kg_shard *gs = kg_self;
+    struct kg_shard *gs = kg_shard_self();
     if (gs == NULL || gs->is_stopping) {
         kapi_work_done(&w->w);
         return;
@@ -2429,78 +1779,4 @@ void kapi_delete_groups(struct rv_kreq *req)
         return;
     }
     kg_send_all(req, km, kg_gdel_run, kg_gdel_back);
-}
-
-/* ---- the shard's life ------------------------------------------------------------------------------ */
-
-void kgroup_shard_open(struct rv_kapi_shard *ks)
-{
-    const struct rv_kapi_broker *b = ks->b;
-    if (b->st == NULL || kg_self != NULL)
-        return;
-    struct kg_shard *gs = calloc(1, sizeof(*gs));
-    if (gs == NULL || kgroup_table_init(&gs->groups) < 0) {
-        free(gs);
-        rv_warn("shard %u: no memory for the group coordinator: it answers no group", ks->id);
-        return;
-    }
-    gs->st = b->st;
-    gs->rt = b->rt;
-    gs->id = ks->id;
-    gs->env = (struct kgroup_env){
-        .initial_delay_ms = b->cfg->group_initial_rebalance_delay_ms,
-        .session_min_ms = b->cfg->group_min_session_timeout_ms,
-        .session_max_ms = b->cfg->group_max_session_timeout_ms,
-        .rand_state = rv_clock_mono_ns() ^ ((uint64_t)ks->id + 1) * 0x9e3779b97f4a7c15ull,
-        .store = kg_store,
-        .ctx = gs,
-    };
-    kg_self = gs;
-    kg_load_owned(gs);
-}
-
-/* Answer every parked join and sync of this shard's groups; park nothing more. */
-static void kg_stop_task(void *arg)
-{
-    (void)arg;
-    struct kg_shard *gs = kg_self;
-    if (gs == NULL || gs->is_stopping)
-        return;
-    gs->is_stopping = true;
-    uint32_t cursor = 0;
-    struct kgroup *chain = NULL, *g;
-    while ((g = kgroup_next(&gs->groups, &cursor, &chain)) != NULL)
-        kgroup_abort_waiters(g, KGERR_NOT_COORDINATOR);
-}
-
-void kgroup_shard_stop(struct rv_kapi_shard *ks)
-{
-    /* A request of any shard may wait on any coordinator: stop them all. */
-    for (uint32_t s = 0; s < ks->b->shard_count; s++) {
-        if (s == ks->id)
-            kg_stop_task(NULL);
-        else
-            (void)rv_runtime_submit(ks->b->rt, s, kg_stop_task, NULL);
-    }
-}
-
-void kgroup_shard_close(struct rv_kapi_shard *ks)
-{
-    (void)ks;
-    struct kg_shard *gs = kg_self;
-    if (gs == NULL)
-        return;
-    kg_stop_task(NULL);
-    kg_self = NULL;
-    uint32_t cursor = 0;
-    struct kgroup *chain = NULL, *g;
-    while ((g = kgroup_next(&gs->groups, &cursor, &chain)) != NULL) {
-        if (g->has_timer) {
-            (void)rv_timer_cancel(g->timer);
-            g->has_timer = false;
-        }
-    }
-    gs->is_closed = true;
-    gs->inflight++;
-    kg_shard_put(gs);
 }
