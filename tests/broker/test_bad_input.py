@@ -25,7 +25,14 @@ up, and keep serving:
   connections go away, SIGTERM with a long poll pending. Kafka's error code (or
   a close), nothing appended for a rejected batch, the broker up. Also: Produce
   auto-creates a topic (the issue asks for it), names up to 249 characters work,
-  longer ones are INVALID_TOPIC_EXCEPTION and never created.
+  longer ones are INVALID_TOPIC_EXCEPTION and never created; a long poll whose
+  min_bytes is more than there is waits max_wait without spinning.
+- Connections: pipelined requests of every kind (a long poll among them) are
+  answered in order; 600 connections on one shard are all served; idle
+  connections (also one stuck in a partial frame) are closed after
+  connections.max.idle.ms, active ones are not.
+
+Set RIVVEN_TEST_KEEP=1 to keep each broker's data directory and stderr log.
 
 At the end the broker stops on SIGTERM with exit status 0.
 """
