@@ -237,6 +237,15 @@ struct kg_append *kg_append_new(struct kg_shard *gs, uint64_t key, kg_append_fn 
 /* Append recs[0..count) as one batch (the records stay the caller's). done
  * runs from a later task, never inside this call (unless the shard has no
  * memory for the task); the caller does not touch a afterwards. */
+void kg_append_abort(struct kg_append *a, int err)
+{
+    RV_ASSERT(err < 0);
+    a->gs->inflight++;
+    a->err = err;
+    if (rv_runtime_submit(a->gs->rt, a->gs->id, kg_append_fail, a) < 0)
+        kg_append_fail(a);
+}
+
 void kg_append_start(struct kg_append *a, const struct kg_rec *recs, uint32_t count)
 {
     struct kg_shard *gs = a->gs;
@@ -282,30 +291,36 @@ static void kg_store(struct kgroup_env *env, struct kgroup *g, enum kgroup_store
                      const char *member_id)
 {
     struct kg_shard *gs = env->ctx;
-    struct rv_part_ref ref;
-    if (g->partition < 0 ||
-        rv_store_lookup(gs->st, KG_TOPIC, KG_TOPIC_LEN, g->partition, &ref) < 0) {
-        rv_warn("group %s: no partition of %s to store it in", g->id, KG_TOPIC);
-        return;
-    }
+    struct rv_part_ref ref = {0};
+    int err = g->partition < 0
+                  ? -ENOENT
+                  : rv_store_lookup(gs->st, KG_TOPIC, KG_TOPIC_LEN, g->partition, &ref);
     struct kg_rec rec = {.key_len = (uint32_t)kgroup_group_key_size(g->id),
                          .value_len = (uint32_t)kgroup_group_value_size(g)};
     rec.key = malloc(rec.key_len);
     rec.value = malloc(rec.value_len);
-    char *mid = member_id != NULL ? strdup(member_id) : NULL;
     struct kg_append *a = kg_append_new(gs, ref.key, kg_store_done, NULL);
-    if (a == NULL || rec.key == NULL || rec.value == NULL || (member_id != NULL && mid == NULL)) {
+    char *mid = member_id != NULL ? strdup(member_id) : NULL;
+    if (a == NULL) { /* nothing to answer from: the waiters' sessions end it */
         rv_warn("group %s: no memory to store its metadata", g->id);
-        free(a);
         free(mid);
+        free(rec.key);
+        free(rec.value);
+        return;
+    }
+    if (err == 0 && (rec.key == NULL || rec.value == NULL || (member_id != NULL && mid == NULL)))
+        err = -ENOMEM;
+    g->refs++;
+    a->g = g;
+    a->kind = kind;
+    a->generation = g->generation;
+    a->member_id = mid;
+    if (err < 0) {
+        rv_warn("group %s: cannot store its metadata: %s", g->id, rv_strerror(err));
+        kg_append_abort(a, err); /* the state machine hears it from a task */
     } else {
         kgroup_group_key_encode(rec.key, g->id);
         kgroup_group_value_encode(rec.value, g, rv_clock_wall_ms());
-        g->refs++;
-        a->g = g;
-        a->kind = kind;
-        a->generation = g->generation;
-        a->member_id = mid;
         kg_append_start(a, &rec, 1);
     }
     free(rec.key);

@@ -108,6 +108,8 @@ struct kg_append *kg_append_new(struct kg_shard *gs, uint64_t key, kg_append_fn 
  * done runs from a later task, never inside this call (unless the shard has
  * no memory for the task); the caller does not touch a afterwards. */
 void kg_append_start(struct kg_append *a, const struct kg_rec *recs, uint32_t count);
+/* Finish a (never started) append with err, from a later task. */
+void kg_append_abort(struct kg_append *a, int err);
 /* The Kafka code for an append that failed. */
 int16_t kg_append_error(int err);
 void kg_recs_free(struct kg_rec *recs, uint32_t count);
