@@ -167,7 +167,7 @@ static void join_new(struct kgroup *g, struct waiter *w, int64_t now)
 static void sync_all(struct kgroup *g, struct waiter **ws, int n, int64_t now)
 {
     struct kgroup_assignment as[8];
-    char bytes[8][8];
+    char bytes[8][16];
     int leader = -1;
     for (int i = 0; i < n; i++) {
         snprintf(bytes[i], sizeof(bytes[i]), "A%d", i);
