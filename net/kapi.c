@@ -494,7 +494,7 @@ static void kapi_dispatch(struct rv_kreq *req)
 }
 
 int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap, uint8_t *frame, size_t len,
-                    rv_kreq_done_fn *done, void *arg, struct rv_kreq **out)
+                    int32_t node, rv_kreq_done_fn *done, void *arg, struct rv_kreq **out)
 {
     struct rv_kreq *req = calloc(1, sizeof(*req));
     if (req == NULL)
@@ -509,6 +509,7 @@ int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap, uint8_t
     req->heap = heap;
     req->frame = frame;
     req->len = len;
+    req->node = node;
     if (ks != NULL)
         ks->pending++;
     *out = req;
@@ -530,7 +531,7 @@ int rv_kapi_handle(const uint8_t *frame, size_t len, struct rv_kapi_out *out)
     bool is_done = false;
     struct rv_kreq *req;
     /* Decoding never writes the frame: the cast only fits the request's type. */
-    int rc = rv_kapi_request(NULL, NULL, NULL, (uint8_t *)(uintptr_t)frame, len, kapi_sync_done,
+    int rc = rv_kapi_request(NULL, NULL, NULL, (uint8_t *)(uintptr_t)frame, len, -1, kapi_sync_done,
                              &is_done, &req);
     if (rc < 0)
         return rc;
@@ -626,6 +627,15 @@ bool kapi_cstr(struct rv_kp_str s, char *buf, size_t cap)
     memcpy(buf, s.ptr, (size_t)s.len);
     buf[s.len] = '\0';
     return true;
+}
+
+int kapi_node_shard(const struct rv_kreq *req)
+{
+    const struct rv_config *cfg = req->ks->b->cfg;
+    if (!cfg->is_advertise_shards || req->node < cfg->node_id ||
+        req->node - cfg->node_id >= (int32_t)req->ks->b->shard_count)
+        return -1;
+    return req->node - cfg->node_id;
 }
 
 int32_t kapi_leader(const struct rv_kapi_shard *ks, uint32_t shard)

@@ -93,13 +93,15 @@ void rv_kapi_shard_wake_all(struct rv_kapi_shard *ks);
  * Start answering frame[0..len) (after the size prefix). The frame lies in
  * buf (a writable buffer of this shard's store pool; the request takes a
  * reference: a produced batch is appended from there without a copy), or,
- * when buf is NULL, in `heap`, a malloc'd block the request frees. done(arg,
+ * when buf is NULL, in `heap`, a malloc'd block the request frees. node is
+ * the broker (node id) the client addressed: the one its listener advertises,
+ * or -1 when unknown. done(arg,
  * req) runs exactly once on this shard, possibly before this returns.
  * -ENOMEM (nothing was taken).
  */
 RV_MUST_CHECK int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap,
-                                  uint8_t *frame, size_t len, rv_kreq_done_fn *done, void *arg,
-                                  struct rv_kreq **out);
+                                  uint8_t *frame, size_t len, int32_t node, rv_kreq_done_fn *done,
+                                  void *arg, struct rv_kreq **out);
 
 /* After done: 0 to send the response (it may be empty: acks=0), or -EPROTO to
  * close the connection; rv_kreq_why says why. */

@@ -1737,6 +1737,7 @@ static void kapi_describe_log_dirs_encode(struct rv_kreq *req)
     res->topics.items = topics;
     int32_t nt = 0;
     uint32_t np = 0;
+    int only = kapi_node_shard(req); /* the addressed node's logs only */
     for (uint32_t t = 0; t < d->topic_count; t++) {
         struct rv_kp_describe_log_dirs_response_topic *tr = &topics[nt];
         rv_kp_describe_log_dirs_response_topic_init(tr);
@@ -1746,6 +1747,8 @@ static void kapi_describe_log_dirs_encode(struct rv_kreq *req)
             const struct kadmin_part *p = &d->kp.parts[i];
             if (p->err != 0)
                 continue; /* not a log of ours (any more) */
+            if (only >= 0 && p->ref.owner != (uint32_t)only)
+                continue; /* another node's (shard's) log */
             struct rv_kp_describe_log_dirs_response_partition *pr = &parts[np++];
             rv_kp_describe_log_dirs_response_partition_init(pr);
             pr->partition_index = p->index;

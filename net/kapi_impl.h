@@ -97,7 +97,8 @@ struct rv_kreq {
     struct rv_kp_request_header h;
     const struct rv_kp_api *api;
     int16_t version;
-    void *msg; /* the decoded body, in the arena */
+    int32_t node; /* the node id the client addressed (its listener's), or -1 */
+    void *msg;    /* the decoded body, in the arena */
     struct rv_kproto_arena arena;
     void *arena_mem;
     struct kreq_block *blocks; /* kapi_alloc beyond the arena */
@@ -171,6 +172,9 @@ void kapi_work_done(struct kapi_work *work);
 int16_t kapi_storage_error(int err);
 /* A wire string as a C string into buf (false: too long or holds NUL). */
 bool kapi_cstr(struct rv_kp_str s, char *buf, size_t cap);
+/* The shard the node the client addressed stands for, or -1 when the request
+ * speaks for every shard (one broker advertised, or the node is unknown). */
+int kapi_node_shard(const struct rv_kreq *req);
 /* The node id that leads partitions owned by `shard` (shard-aware or not). */
 int32_t kapi_leader(const struct rv_kapi_shard *ks, uint32_t shard);
 /* A topic's id as Kafka sees it (v13+ fetch, v10+ metadata) and back. */

@@ -1526,12 +1526,12 @@ void kapi_list_groups(struct rv_kreq *req)
         return;
     }
     kr->api = lists;
-    /* Every shard's groups. Kafka's brokers list the groups they coordinate,
-     * but a connection to the base port (node 0 when shards are advertised)
-     * may land on any shard (SO_REUSEPORT), so a shard cannot tell which node
-     * the client asked: a client that asks every advertised broker sees each
-     * group once per broker rather than some groups never. */
+    /* As Kafka's brokers: the groups the addressed node coordinates (every
+     * shard's when one broker is advertised). */
+    int only = kapi_node_shard(req);
     for (uint32_t s = 0; s < kr->work_count; s++) {
+        if (only >= 0 && s != (uint32_t)only)
+            continue;
         struct kg_work *w = kg_work_for(req, s);
         if (w == NULL) {
             kapi_fail(req, "no memory for a list groups request");

@@ -77,6 +77,7 @@ struct server_listener {
     bool is_armed;  /* a multishot accept is in flight */
     bool has_retry; /* a re-arm timer is pending */
     rv_timer_id retry;
+    int32_t node; /* what it advertises: node.id on the shared port, node.id + shard on its own */
 };
 
 /* A request of a connection, in the order received. */
@@ -115,6 +116,7 @@ struct server_conn {
     bool has_retry;       /* a timer retries the receive buffer */
     bool is_closing;
     bool is_released; /* the socket's close is issued */
+    int32_t node;     /* the node id its listener advertises */
     bool is_draining; /* the broker is stopping: send what is answered, read no more */
     char peer[SERVER_PEER_MAX];
 };
@@ -357,7 +359,7 @@ static int conn_start(struct server_conn *c, size_t size)
         c->rstart += 4 + size;
     }
     struct rv_kreq *req;
-    int rc = rv_kapi_request(c->sh->ks, c->rb, heap, frame, size, conn_req_done, cr, &req);
+    int rc = rv_kapi_request(c->sh->ks, c->rb, heap, frame, size, c->node, conn_req_done, cr, &req);
     if (rc < 0) { /* nothing was taken */
         free(heap);
         c->reqs_pending--;
@@ -620,7 +622,7 @@ static void conn_name_peer(struct server_conn *c)
     snprintf(c->peer, sizeof(c->peer), "%s:%u", host, port);
 }
 
-static void conn_open(struct server_shard *sh, int fd)
+static void conn_open(struct server_shard *sh, int fd, int32_t node)
 {
     struct server_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -633,6 +635,7 @@ static void conn_open(struct server_shard *sh, int fd)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->sh = sh;
     c->fd = fd;
+    c->node = node;
     c->last_active_ns = rv_clock_now_ns();
     conn_name_peer(c);
     c->next = sh->conns;
@@ -668,7 +671,7 @@ static void listener_accepted(void *arg, int64_t res)
         if (sh->is_stopping)
             close((int)res);
         else
-            conn_open(sh, (int)res);
+            conn_open(sh, (int)res, l->node);
         return;
     }
     l->is_armed = false; /* the final completion */
@@ -870,7 +873,8 @@ static int server_bind_all(rv_server_t *srv)
         if (rc < 0)
             return rc;
         sh->listener_count = 1;
-        srv->port = port; /* the first bind fixes a port 0 for the others */
+        sl->node = srv->cfg.node_id; /* the shared port is node 0's in either mode */
+        srv->port = port;            /* the first bind fixes a port 0 for the others */
     }
     for (uint32_t i = 1; has_own && i < srv->shard_count; i++) {
         struct server_shard *sh = &srv->shards[i];
@@ -881,6 +885,7 @@ static int server_bind_all(rv_server_t *srv)
         if (rc < 0)
             return rc;
         sh->listener_count = 2;
+        sl->node = srv->cfg.node_id + (int32_t)i;
     }
     return 0;
 }

@@ -539,9 +539,8 @@ class Groups(B.BrokerTestCase):
 
         admin = AdminClient({"bootstrap.servers": self.broker.bootstrap, "error_cb": self.log})
         listed = [g for g in admin.list_groups(timeout=10) if g.id == group]
-        # With shards advertised as brokers every broker lists every group (a
-        # connection to node 0's port may land on any shard): once per broker.
-        self.assertEqual(len(listed), 2 if self.advertise else 1,
+        # Each broker lists the groups it coordinates: the group once.
+        self.assertEqual(len(listed), 1,
                          "list_groups: %s" % admin.list_groups(timeout=10))
         g = listed[0]
         self.assertEqual(g.state, "Stable")
