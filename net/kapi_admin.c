@@ -892,6 +892,14 @@ void kapi_delete_topics(struct rv_kreq *req)
         it->is_todo = true;
         names[i] = rv_kp_str_from(it->name);
     }
+    for (uint32_t i = 0; i < a->count; i++) {
+        struct kadmin_item *it = &a->items[i];
+        if (it->is_todo && kapi_is_internal(it->name)) {
+            kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: it cannot be deleted.",
+                       it->name);
+            it->is_todo = false;
+        }
+    }
     if (!kadmin_find_dups(req, names, a->count, is_dup)) {
         kapi_fail(req, "no memory for a delete topics request");
         return;
@@ -984,6 +992,11 @@ void kapi_create_partitions(struct rv_kreq *req)
             continue;
         }
         it->has_name = true;
+        if (kapi_is_internal(it->name)) { /* its partitions place the groups */
+            kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: its partitions are fixed.",
+                       it->name);
+            continue;
+        }
         if (ct->count < info.partitions) {
             kadmin_err(it, KERR_INVALID_PARTITIONS,
                        "Topic currently has %d partitions, which is higher than the requested %d.",

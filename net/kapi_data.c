@@ -1090,6 +1090,7 @@ static void kapi_metadata_encode(struct rv_kreq *req)
             continue;
         }
         tr->topic_id = kapi_topic_uuid(info.id, m->names[t]);
+        tr->is_internal = req->version >= 1 && kapi_is_internal(m->names[t]);
         tr->partitions.items =
             kapi_alloc(req, (size_t)info.partitions * sizeof(*tr->partitions.items));
         int32_t *nodes = kapi_alloc(req, (size_t)info.partitions * sizeof(int32_t));

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/hmap.h"
 #include "net/kapi.h"
@@ -167,6 +168,14 @@ void kapi_works_end(struct rv_kreq *req);
 void kapi_work_done(struct kapi_work *work);
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
+
+/* The broker's own topic (committed offsets and groups: net/kgroup*.c). */
+#define KAPI_OFFSETS_TOPIC "__consumer_offsets"
+
+static inline bool kapi_is_internal(const char *name)
+{
+    return strcmp(name, KAPI_OFFSETS_TOPIC) == 0;
+}
 
 /* The Kafka error code for a storage error (-errno). */
 int16_t kapi_storage_error(int err);
