@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,9 @@ struct rv_store {
     uint32_t n;
     uint32_t fds_per_shard; /* the descriptor budget of each shard's logs */
     struct store_shard *shards;
-    pthread_rwlock_t lock; /* the catalog below */
+    pthread_rwlock_t lock;         /* the catalog below */
+    _Atomic uint64_t catalog_gen;  /* moves with every catalog change */
+    struct store_route_cache *rcs; /* [n]: each shard's, for rv_store_lookup */
     struct store_topic **topics;
     uint32_t topic_count;
     uint32_t topic_cap;
@@ -235,7 +238,45 @@ static int store_run_wait(rv_store_t *st, uint32_t shard, rv_task_fn *fn, struct
     return rc;
 }
 
+/* ---- the shards' route caches --------------------------------------------------------------- */
+
+/*
+ * The broker routes every partition of every request (rv_store_lookup). So
+ * that this takes no lock, each shard keeps a small direct-mapped cache of
+ * what it routed (by topic name); an entry holds while the catalog's
+ * generation is the one it was filled at. Only its shard touches it.
+ */
+#define STORE_ROUTE_SLOTS 1024u /* per shard, a power of two */
+
+struct store_route_entry {
+    uint64_t gen; /* catalog generation when filled; 0: empty */
+    uint64_t name_hash;
+    uint32_t id;
+    int32_t partitions;
+    int32_t max_batch;
+    bool is_log_append_time;
+    uint8_t name_len;
+    char name[RV_TOPIC_NAME_MAX + 1];
+};
+
+struct store_route_cache {
+    struct store_route_entry slots[STORE_ROUTE_SLOTS];
+};
+
+static struct store_route_cache *store_route_caches_new(uint32_t n)
+{
+    return calloc(n, sizeof(struct store_route_cache));
+}
+
 /* ---- the catalog (lock held by the caller) ------------------------------------------------ */
+
+/* Every change of the catalog moves its generation (under the write lock), so
+ * the shards' route caches (rv_store_lookup) know when an entry is stale. */
+static void catalog_unlock_write(rv_store_t *st)
+{
+    atomic_fetch_add_explicit(&st->catalog_gen, 1, memory_order_release);
+    pthread_rwlock_unlock(&st->lock);
+}
 
 static struct store_topic *catalog_find(rv_store_t *st, const char *name)
 {
@@ -816,6 +857,7 @@ static void store_free(rv_store_t *st)
     }
     free(st->topics);
     free(st->shards);
+    free(st->rcs);
     free(st->dir);
     pthread_rwlock_destroy(&st->lock);
     free(st);
@@ -851,10 +893,11 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
     st->fds_per_shard = store_fd_budget(cfg, st->n);
     st->dir = strdup(dir);
     st->shards = calloc(st->n, sizeof(*st->shards));
+    st->rcs = store_route_caches_new(st->n);
     struct recovery r = {.st = st, .open_max = RECOVERY_FDS_MAX};
     if ((uint64_t)st->fds_per_shard * st->n < r.open_max) /* before the shards serve: all theirs */
         r.open_max = st->fds_per_shard * st->n;
-    int rc = st->dir && st->shards ? 0 : -ENOMEM;
+    int rc = st->dir && st->shards && st->rcs ? 0 : -ENOMEM;
     for (uint32_t k = 0; k < st->n && rc == 0; k++)
         st->shards[k] = (struct store_shard){.st = st, .id = k};
     if (rc == 0)
@@ -1625,7 +1668,7 @@ int rv_topic_create(rv_store_t *st, const char *name, const struct rv_topic_conf
         rc = catalog_add(st, name, st->next_id, cfg, &t);
     if (rc == 0)
         t->is_deleted = true; /* invisible until every partition is ready */
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     if (rc < 0)
         return rc == -EEXIST ? rv_errf(rc, "topic %s already exists", name) : rc;
     rc = rv_topic_meta_save(st->dir, name, t->id, cfg);
@@ -1634,7 +1677,7 @@ int rv_topic_create(rv_store_t *st, const char *name, const struct rv_topic_conf
     pthread_rwlock_wrlock(&st->lock);
     if (rc == 0)
         t->is_deleted = false;
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     if (rc < 0) {
         int err = rc;
         topic_detach_all(st, t->id);
@@ -1642,7 +1685,7 @@ int rv_topic_create(rv_store_t *st, const char *name, const struct rv_topic_conf
             rv_warn("topic %s: could not remove its half-made description", name);
         pthread_rwlock_wrlock(&st->lock);
         catalog_remove(st, t);
-        pthread_rwlock_unlock(&st->lock);
+        catalog_unlock_write(st);
         return err;
     }
     return 0;
@@ -1656,7 +1699,7 @@ int rv_topic_delete(rv_store_t *st, const char *name)
     struct store_topic *t = catalog_find(st, name);
     if (t != NULL)
         t->is_deleted = true; /* no new request reaches it */
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     if (t == NULL)
         return rv_errf(-ENOENT, "no topic %s", name);
     int rc = rv_topic_meta_remove(st->dir, name);
@@ -1668,7 +1711,7 @@ int rv_topic_delete(rv_store_t *st, const char *name)
         rv_warn("topic %s: removing %s: %s", name, dir, rv_strerror(rm));
     pthread_rwlock_wrlock(&st->lock);
     catalog_remove(st, t);
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     return rc;
 }
 
@@ -1698,7 +1741,7 @@ int rv_topic_alter(rv_store_t *st, const char *name, const struct rv_topic_confi
         rc = rv_errf(-EINVAL, "topic %s: partitions cannot change here", name);
     else if ((rc = rv_topic_meta_save(st->dir, name, id, cfg)) == 0)
         t->cfg = *cfg;
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     if (rc < 0)
         return rc;
     for (uint32_t k = 0; k < st->n; k++) {
@@ -1758,20 +1801,75 @@ static bool store_name(char *out, const char *topic, size_t len)
     return true;
 }
 
+static uint64_t store_name_key(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* This shard's cached route for name[0..len), or NULL (a miss, or stale). */
+static const struct store_route_entry *store_route_cached(rv_store_t *st, const char *name,
+                                                          size_t len, uint64_t key)
+{
+    int self = rv_shard_self();
+    if (self < 0 || (uint32_t)self >= st->n)
+        return NULL;
+    const struct store_route_entry *e = &st->rcs[self].slots[key & (STORE_ROUTE_SLOTS - 1)];
+    uint64_t gen = atomic_load_explicit(&st->catalog_gen, memory_order_acquire);
+    if (e->gen != gen + 1 || e->name_len != len || memcmp(e->name, name, len) != 0)
+        return NULL;
+    return e;
+}
+
+/* Fill this shard's entry from t (read lock held; gen read under it). */
+static void store_route_fill(rv_store_t *st, const struct store_topic *t, size_t len, uint64_t key)
+{
+    int self = rv_shard_self();
+    if (self < 0 || (uint32_t)self >= st->n)
+        return;
+    struct store_route_entry *e = &st->rcs[self].slots[key & (STORE_ROUTE_SLOTS - 1)];
+    *e = (struct store_route_entry){
+        .gen = atomic_load_explicit(&st->catalog_gen, memory_order_acquire) + 1,
+        .name_hash = t->name_hash,
+        .id = t->id,
+        .partitions = t->cfg.partitions,
+        .max_batch = t->cfg.max_message_bytes,
+        .is_log_append_time = strcmp(t->cfg.timestamp_type, "LogAppendTime") == 0,
+        .name_len = (uint8_t)len,
+    };
+    memcpy(e->name, t->name, len);
+}
+
 int rv_store_lookup(rv_store_t *st, const char *topic, size_t len, int32_t p,
                     struct rv_part_ref *out)
 {
     char name[RV_TOPIC_NAME_MAX + 1];
     if (!store_name(name, topic, len))
         return -EINVAL;
+    uint64_t key = store_name_key(name, len);
+    const struct store_route_entry *e = store_route_cached(st, name, len, key);
+    if (e != NULL) { /* the common case: no lock */
+        if (p < 0 || p >= e->partitions)
+            return -ERANGE;
+        *out = (struct rv_part_ref){.key = store_key(e->id, p),
+                                    .owner = store_owner(st, e->name_hash, p),
+                                    .partitions = e->partitions,
+                                    .max_batch = e->max_batch,
+                                    .is_log_append_time = e->is_log_append_time};
+        return 0;
+    }
     pthread_rwlock_rdlock(&st->lock);
     struct store_topic *t = catalog_find(st, name);
     int rc = 0;
     if (t == NULL || t->is_deleted) {
         rc = -ENOENT;
     } else if (p < 0 || p >= t->cfg.partitions) {
+        store_route_fill(st, t, len, key);
         rc = -ERANGE;
     } else {
+        store_route_fill(st, t, len, key);
         *out = (struct rv_part_ref){.key = store_key(t->id, p),
                                     .owner = store_owner(st, t->name_hash, p),
                                     .partitions = t->cfg.partitions,
@@ -1906,7 +2004,7 @@ int rv_topic_add_partitions(rv_store_t *st, const char *name, int32_t partitions
     uint32_t id = rc == 0 ? t->id : 0;
     uint64_t name_hash = rc == 0 ? t->name_hash : 0;
     int32_t first = rc == 0 ? t->cfg.partitions : 0;
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     if (rc < 0)
         return rc;
     /* The new logs exist on their shards before requests can route to them. */
@@ -1917,6 +2015,6 @@ int rv_topic_add_partitions(rv_store_t *st, const char *name, int32_t partitions
     t = catalog_find(st, name);
     if (t != NULL && t->id == id)
         t->cfg.partitions = partitions;
-    pthread_rwlock_unlock(&st->lock);
+    catalog_unlock_write(st);
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "rivven.h"
+#include "storage/part.h"
 #include "tests/support/rt.h"
 
 static char dir[1024];
@@ -719,5 +720,60 @@ Test(store, close_saves_only_changed_indexes)
     cr_assert_neq(inode_of(tidx_path), tidx_ino, "a changed index is saved");
     e = env_open(2);
     cr_assert_eq(read_all(&e, "t", 1, 0, 1), 2);
+    env_close(&e);
+}
+
+/* ---- the broker's routing (storage/part.h) -------------------------------------------------- */
+
+struct route_probe {
+    rv_store_t *st;
+    const char *topic;
+    int32_t partition;
+    int rc;
+    struct rv_part_ref ref;
+};
+
+static void route_probe_run(void *arg)
+{
+    struct route_probe *p = arg;
+    p->rc = rv_store_lookup(p->st, p->topic, strlen(p->topic), p->partition, &p->ref);
+}
+
+static int route_on(struct env *e, uint32_t shard, const char *topic, int32_t partition,
+                    struct rv_part_ref *out)
+{
+    struct route_probe p = {.st = e->st, .topic = topic, .partition = partition};
+    test_run_on(e->rt, shard, route_probe_run, &p);
+    if (out != NULL)
+        *out = p.ref;
+    return p.rc;
+}
+
+Test(store, routes_cached_on_a_shard_follow_every_catalog_change)
+{
+    struct env e = env_open(2);
+    make_topic(&e, "routed", 2, NULL, NULL);
+    struct rv_part_ref a, b;
+    for (int i = 0; i < 2; i++) { /* the second time from the shard's cache */
+        cr_assert_eq(route_on(&e, 0, "routed", 1, &a), 0);
+        cr_assert_eq(route_on(&e, 0, "routed", 2, NULL), -ERANGE);
+    }
+    cr_assert_eq(route_on(&e, 1, "routed", 1, &b), 0);
+    cr_assert_eq(a.key, b.key, "every shard routes alike");
+    cr_assert_eq(a.owner, b.owner);
+    cr_assert_eq(a.partitions, 2);
+    /* More partitions: the cached count is not trusted any more. */
+    cr_assert_eq(rv_topic_add_partitions(e.st, "routed", 4), 0, "%s", rv_err_msg());
+    cr_assert_eq(route_on(&e, 0, "routed", 3, &a), 0);
+    cr_assert_eq(a.partitions, 4);
+    /* Deleted, then made again: gone, then a new topic (a new id). */
+    uint64_t old_key = a.key;
+    cr_assert_eq(rv_topic_delete(e.st, "routed"), 0);
+    cr_assert_eq(route_on(&e, 0, "routed", 3, NULL), -ENOENT);
+    make_topic(&e, "routed", 4, NULL, NULL);
+    cr_assert_eq(route_on(&e, 0, "routed", 3, &a), 0);
+    cr_assert_neq(a.key, old_key, "the new topic's own id");
+    /* Names that cannot be topics. */
+    cr_assert_eq(route_on(&e, 0, "", 0, NULL), -EINVAL);
     env_close(&e);
 }
