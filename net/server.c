@@ -891,6 +891,55 @@ static int server_bind_all(rv_server_t *srv)
 }
 
 /* Stop shards [0, count) and wait until each let go of its sockets. */
+/* A round trip from one shard to every other one. */
+struct server_flush {
+    uint32_t shard_count;
+    uint32_t pending;
+    sem_t done;
+};
+
+static void server_flush_noop(void *arg)
+{
+    (void)arg;
+}
+
+static void server_flush_reply(void *arg)
+{
+    struct server_flush *f = arg;
+    if (--f->pending == 0)
+        sem_post(&f->done);
+}
+
+static void server_flush_start(void *arg)
+{
+    struct server_flush *f = arg;
+    uint32_t self = (uint32_t)rv_shard_self();
+    f->pending = 1;
+    for (uint32_t s = 0; s < f->shard_count; s++) {
+        if (s != self && rv_shard_call(s, server_flush_noop, f, server_flush_reply) == 0)
+            f->pending++;
+    }
+    server_flush_reply(f); /* the initial 1 */
+}
+
+/*
+ * Messages the handlers send between shards without a request waiting for
+ * them (a fetch's wake-ups and watches) name the broker. Before it is freed,
+ * every shard sends a call to every other one and waits for the replies:
+ * mailboxes are FIFO per shard pair, so whatever was sent before has run.
+ */
+static void server_flush_mailboxes(rv_server_t *srv)
+{
+    for (uint32_t i = 0; i < srv->shard_count; i++) {
+        struct server_flush f = {.shard_count = srv->shard_count};
+        sem_init(&f.done, 0, 0);
+        int rc = rv_runtime_submit(srv->rt, i, server_flush_start, &f);
+        while (rc == 0 && sem_wait(&f.done) < 0)
+            ; /* EINTR */
+        sem_destroy(&f.done);
+    }
+}
+
 static void server_stop_shards(rv_server_t *srv, uint32_t count)
 {
     RV_ASSERT(rv_shard_self() < 0);
@@ -901,6 +950,7 @@ static void server_stop_shards(rv_server_t *srv, uint32_t count)
         while (sem_wait(&sh->done) < 0)
             ; /* EINTR */
     }
+    server_flush_mailboxes(srv);
 }
 
 /* What Metadata advertises: the advertised (else the bound) host and ports. */
