@@ -60,11 +60,14 @@ struct rv_plog_config {
  * until a retry timer restores them. No mutex, no blocking call: it lives on
  * the owner shard and closes through the ring.
  */
+struct rv_plog_fd_waiter;
+/* err 0: a slot is the waiter's now; -ESHUTDOWN: the shard is closing and the
+ * kernel has no descriptor to give. */
+typedef void rv_plog_fd_fn(struct rv_plog_fd_waiter *w, int err);
+
 struct rv_plog_fd_waiter {
     struct rv_plog_fd_waiter *next;
-    /* err 0: a slot is the waiter's now; -ESHUTDOWN: the shard is closing and
-     * the kernel has no descriptor to give. */
-    void (*fn)(struct rv_plog_fd_waiter *w, int err);
+    rv_plog_fd_fn *fn;
 };
 
 struct rv_plog_fds {
