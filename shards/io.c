@@ -125,8 +125,14 @@ int rv_io_complete_more(struct rv_io *io, const struct rv_io_req *req, int64_t r
 {
     RV_ASSERT(req->op == RV_IO_OP_ACCEPT);
     struct rv_io_req *ev = rv_io_req_get(io);
-    if (ev == NULL)
-        return -ENOBUFS;
+    if (ev == NULL) {
+        /* Every slot is in use (e.g. by receives of other connections): a
+         * connection accepted by the kernel is still handed over, not dropped. */
+        ev = calloc(1, sizeof(*ev));
+        if (ev == NULL)
+            return -ENOBUFS;
+        ev->is_heap = true;
+    }
     ev->op = RV_IO_OP_EVENT;
     ev->fd = req->fd;
     ev->cb = req->cb;
@@ -147,7 +153,10 @@ int rv_io_run_done(struct rv_io *io)
         rv_io_fn *cb = req->cb;
         void *arg = req->cb_arg;
         int64_t res = req->res;
-        io_req_put(io, req);
+        if (req->is_heap)
+            free(req);
+        else
+            io_req_put(io, req);
         cb(arg, res);
         ran++;
         req = next;

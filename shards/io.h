@@ -59,6 +59,7 @@ struct rv_io_req {
     rv_io_fn *cb;   /* completion callback */
     void *cb_arg;
     struct rv_io_req *next; /* free list / completed list link */
+    bool is_heap;           /* an accept's event made when every slot was in use: freed */
     struct msghdr msg;      /* SENDMSG: what the kernel reads until completion */
 };
 

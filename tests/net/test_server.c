@@ -40,12 +40,16 @@ struct fixture {
     size_t api_versions_len;
 };
 
+static uint32_t fixture_io_depth; /* 0: the runtime's default */
+
 static void fixture_open(struct fixture *f, enum rv_io_backend kind, const char *extra_key,
                          const char *extra_value)
 {
     memset(f, 0, sizeof(*f));
     struct rv_runtime_config rc;
     rv_runtime_config_init(&rc);
+    if (fixture_io_depth > 0)
+        rc.io_depth = fixture_io_depth;
     rc.shard_count = 2;
     rc.allow_oversubscribe = true;
     rc.io_backend = kind;
@@ -611,4 +615,110 @@ Test(server, produce_then_fetch_on_io_uring)
 Test(server, produce_then_fetch_on_epoll)
 {
     produce_then_fetch(RV_IO_EPOLL);
+}
+
+/* A produce of `parts` partitions of topic "t", each one batch of `bytes`. */
+static size_t client_produce_big(uint8_t *out, size_t cap, int32_t corr, int parts, size_t bytes)
+{
+    static uint8_t batches[4][800 * 1024];
+    struct rv_kp_produce_request_partition_produce_data pd[4];
+    cr_assert_leq(parts, 4);
+    cr_assert_leq(bytes + 1024, sizeof(batches[0]));
+    char *value = malloc(bytes);
+    memset(value, 'x', bytes);
+    for (int p = 0; p < parts; p++) {
+        struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                         .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                         .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                         .producer_epoch = -1};
+        struct rv_batch_builder b;
+        cr_assert_eq(rv_batch_builder_init(&b, batches[p], sizeof(batches[p]), &params), 0);
+        cr_assert_eq(rv_batch_builder_add(&b, 1000, NULL, -1, value, (int32_t)bytes, NULL, 0), 0);
+        size_t blen = 0;
+        cr_assert_eq(rv_batch_builder_finish(&b, &blen), 0);
+        rv_kp_produce_request_partition_produce_data_init(&pd[p]);
+        pd[p].index = p;
+        pd[p].records = (struct rv_kp_bytes){.ptr = batches[p], .len = (int32_t)blen};
+    }
+    free(value);
+    struct rv_kp_produce_request_topic_produce_data td;
+    rv_kp_produce_request_topic_produce_data_init(&td);
+    td.name = rv_kp_str_from("t");
+    td.partition_data.count = parts;
+    td.partition_data.items = pd;
+    struct rv_kp_produce_request pr;
+    rv_kp_produce_request_init(&pr);
+    pr.acks = -1;
+    pr.timeout_ms = 5000;
+    pr.topic_data.count = 1;
+    pr.topic_data.items = &td;
+    return client_build(out, cap, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_request_desc, &pr);
+}
+
+/* A request larger than a pool buffer lands in a block of its own; its
+ * batches are copied into the owners' pools, on both shards. */
+Test(server, a_produce_larger_than_a_receive_buffer)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, "socket.request.max.bytes", "10000000");
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = 4;
+    cr_assert_eq(rv_topic_create(f.st, "t", &tc), 0, "%s", rv_err_msg());
+    int fd = client_connect(f.port);
+    size_t cap = 4 * 820 * 1024;
+    uint8_t *req = malloc(cap);
+    size_t n = client_produce_big(req, cap, 11, 4, 700 * 1024);
+    cr_assert_gt(n, 2u << 20, "a frame of %zu bytes", n);
+    /* Behind a small request in the same write: the large one straddles buffers. */
+    uint8_t *two = malloc(n + f.api_versions_len + 4);
+    uint32_t alen = (uint32_t)f.api_versions_len;
+    uint8_t prefix[4] = {0, 0, (uint8_t)(alen >> 8), (uint8_t)alen};
+    memcpy(two, prefix, 4);
+    memcpy(two + 4, f.api_versions, alen);
+    memcpy(two + 4 + alen, req, n);
+    client_write(fd, two, 4 + alen + n);
+    cr_assert_eq(client_read_api_versions(fd, 3), 1);
+    static uint8_t resp_buf[1 << 16];
+    _Alignas(16) static uint8_t arena_buf[1 << 16];
+    struct rv_kproto_arena a;
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    struct rv_kp_produce_response pr;
+    cr_assert(client_read_response(fd, RV_KP_API_PRODUCE, 9, 11, &rv_kp_produce_response_desc, &pr,
+                                   resp_buf, sizeof(resp_buf), &a));
+    for (int p = 0; p < 4; p++) {
+        cr_assert_eq(pr.responses.items[0].partition_responses.items[p].error_code, 0, "p%d", p);
+        cr_assert_eq(pr.responses.items[0].partition_responses.items[p].base_offset, 0);
+    }
+    for (int p = 0; p < 4; p++)
+        cr_assert_eq(rv_list_offset(f.st, "t", p, RV_OFFSET_LATEST), 1, "p%d", p);
+    free(two);
+    free(req);
+    close(fd);
+    fixture_close(&f);
+}
+
+/* More connections than the shard has I/O slots: the ones without a slot wait
+ * for one (they are not closed) and are answered once others go. */
+Test(server, connections_wait_for_an_io_slot)
+{
+    fixture_io_depth = 8;
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, "rivven.advertise.shards", "false");
+    fixture_io_depth = 0;
+    enum { N = 24 };
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = client_connect(f.port);
+    usleep(100 * 1000);
+    for (int i = 0; i < N; i++)
+        client_send_frame(fds[i], f.api_versions, f.api_versions_len);
+    /* Close the first half (each shard's slots are held by receives). */
+    for (int i = 0; i < N / 2; i++)
+        close(fds[i]);
+    for (int i = N / 2; i < N; i++) {
+        cr_assert_eq(client_read_api_versions(fds[i], 3), 1, "connection %d answered", i);
+        close(fds[i]);
+    }
+    fixture_close(&f);
 }
