@@ -28,6 +28,7 @@
 #include "core/sys.h"
 #include "core/trace.h"
 #include "storage/batch.h"
+#include "storage/pstate.h"
 
 #define PLOG_READ_MIN   (64u << 10)
 #define PLOG_READ_MAX   ((1u << 20) - 64)
@@ -79,6 +80,7 @@ struct append_op {
     int64_t max_ts;
     rv_plog_append_fn *done;
     void *arg;
+    bool is_tracked; /* an idempotent producer's: in the producer state (pstate.h) */
 };
 
 struct plog_waiter {
@@ -144,6 +146,7 @@ struct rv_plog {
     struct hot_entry *retry_head; /* segment writes that failed with ENOSPC */
     struct plog_waiter ckpt;      /* a checkpoint waiting for writes to drain */
     bool has_ckpt;
+    struct rv_pstate pstate; /* idempotent producers (storage/pstate.h) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -259,6 +262,7 @@ int rv_plog_create(rv_plog_t **out, const char *dir, uint64_t key, const struct 
     log->fd = -1;
     log->fd_wait.fn = plog_fd_granted;
     log->load = PLOG_UNLOADED;
+    rv_pstate_init(&log->pstate);
     *out = log;
     return 0;
 }
@@ -285,6 +289,20 @@ static int plog_load_data(struct rv_plog *log)
     log->leo = log->next_offset = (int64_t)plog_active(log)->next_offset;
     if (log->leo < log->log_start) /* everything was deleted: start there */
         log->leo = log->next_offset = log->log_start;
+    /* The producers' state: its snapshot and the batches after it. */
+    struct rv_pstate_load_report rep;
+    rc = rv_pstate_load(&log->pstate, log->dir, log->segs, log->seg_count, log->log_start, log->leo,
+                        log->cfg.max_batch_bytes, &rep);
+    if (rc < 0) {
+        for (uint32_t i = 0; i < log->seg_count; i++)
+            rv_seg_fini(&log->segs[i]);
+        log->seg_count = 0;
+        return rc;
+    }
+    if (rep.batches > 0 || rep.snaps_rejected > 0)
+        rv_debug("log %s: %u producers from the snapshot at %" PRId64 " and %" PRIu64
+                 " batches after it",
+                 log->dir, rep.producers, rep.snap_offset, rep.batches);
     return 0;
 }
 
@@ -488,7 +506,28 @@ int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len)
         return rv_errf(w < 0 ? (int)w : -ENOSPC, "log %s: replay write", log->dir);
     plog_note_written(log, pos, len, v.base_offset, last, v.max_timestamp);
     log->leo = log->next_offset = last + 1;
-    return 0;
+    return rv_pstate_replay(&log->pstate, &v);
+}
+
+/* Whether every applied batch is in the active segment's file (written, not
+ * necessarily synced): a producer snapshot at the log end matches the files. */
+static bool plog_is_settled(struct rv_plog *log)
+{
+    return log->state == PLOG_WRITABLE && log->writes_inflight == 0 && log->roll_head == NULL &&
+           log->retry_head == NULL && log->seg_count > 0 &&
+           plog_active(log)->next_offset == (uint64_t)log->leo;
+}
+
+/* Write the producers' snapshot now if it is behind (blocking: close and
+ * recovery, after the segment sync). A failure is only logged: the next
+ * start rebuilds the state from the log. */
+static void plog_pstate_save_blocking(struct rv_plog *log)
+{
+    if (!rv_pstate_needs_snapshot(&log->pstate) || !plog_is_settled(log))
+        return;
+    if (rv_pstate_snapshot_save(&log->pstate, log->dir, log->leo, log->log_start,
+                                rv_clock_wall_ms()) < 0)
+        return; /* logged; the next start rebuilds the state from the log */
 }
 
 int rv_plog_sync_blocking(rv_plog_t *log)
@@ -497,8 +536,12 @@ int rv_plog_sync_blocking(rv_plog_t *log)
         return 0;
     if (log->state == PLOG_FAILED)
         return -EIO;
-    if (!log->is_dirty)
-        return plog_save_index(log); /* synced already: at most a stale index to save */
+    if (!log->is_dirty) { /* synced already: at most a stale index to save */
+        int rc = plog_save_index(log);
+        if (rc == 0)
+            plog_pstate_save_blocking(log);
+        return rc;
+    }
     int fd = log->fd;
     int rc = 0;
     if (fd < 0) { /* closed dirty by recovery: a descriptor for this sync only */
@@ -513,8 +556,10 @@ int rv_plog_sync_blocking(rv_plog_t *log)
         (void)rv_sys_close(fd); /* synced above, or the sync failed and says so */
     if (rc == 0)
         rc = plog_save_index(log);
-    if (rc == 0)
+    if (rc == 0) {
         log->is_dirty = false;
+        plog_pstate_save_blocking(log);
+    }
     return rc;
 }
 
@@ -1191,13 +1236,57 @@ static void plog_wal_done(void *arg, int64_t lsn_or_err)
          * offsets were never visible and are assigned again. */
         if (log->next_offset > base)
             log->next_offset = base;
+        if (op->is_tracked)
+            rv_pstate_abort(&log->pstate, base);
         rv_buf_put(op->buf);
         rv_pool_put(op);
         done(done_arg, lsn_or_err);
         return;
     }
+    if (op->is_tracked)
+        rv_pstate_confirm(&log->pstate, base);
+    rv_pstate_note_applied(&log->pstate, op->len);
     plog_apply(log, op);
     done(done_arg, base);
+}
+
+/* A duplicate's answer, on a later turn as a written batch's would be. */
+static void plog_dup_done(void *arg)
+{
+    struct append_op *op = arg;
+    struct rv_plog *log = op->log;
+    RV_ASSERT(log->appends_inflight > 0);
+    log->appends_inflight--;
+    op->done(op->arg, op->base);
+    rv_buf_put(op->buf); /* after done: its bytes may still be read there */
+    rv_pool_put(op);
+}
+
+/* A retried batch of an idempotent producer that is in the log already: not
+ * written again; done gets the original's base offset, which is also stamped
+ * in the caller's bytes (and, under LogAppendTime, its timestamp), as a
+ * written batch's would be. */
+static int plog_append_duplicate(struct rv_plog *log, rv_buf_t *buf, uint8_t *batch,
+                                 const struct rv_pstate_dup *dup, rv_plog_append_fn *done,
+                                 void *arg)
+{
+    struct append_op *op = plog_pool_get(log, sizeof(*op));
+    if (op == NULL)
+        return -ENOBUFS;
+    *op = (struct append_op){
+        .log = log, .buf = buf, .base = dup->base_offset, .done = done, .arg = arg};
+    if (rv_timer_add(0, plog_dup_done, op, NULL) < 0) {
+        rv_pool_put(op);
+        return -ENOBUFS;
+    }
+    rv_buf_get(buf);
+    rv_batch_set_base_offset(batch, dup->base_offset);
+    if (log->cfg.is_log_append_time)
+        rv_batch_set_log_append_time(batch, dup->max_timestamp);
+    log->appends_inflight++;
+    rv_debug("log %s: a retried batch, answered with its original offset %" PRId64, log->dir,
+             dup->base_offset);
+    return 0;
 }
 
 /* What a producer sends must be whole: a compressed batch's records are
@@ -1239,6 +1328,15 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
     int rc = plog_check_records(log, &v);
     if (rc < 0)
         return rc;
+    bool is_tracked = rv_pstate_is_tracked(&v);
+    if (is_tracked) { /* an idempotent producer's: its sequence and epoch */
+        struct rv_pstate_dup dup;
+        rc = rv_pstate_check_batch(&log->pstate, &v, log->log_start, &dup);
+        if (rc == RV_PSTATE_DUPLICATE)
+            return plog_append_duplicate(log, buf, batch, &dup, done, arg);
+        if (rc < 0)
+            return rc;
+    }
     struct append_op *op = plog_pool_get(log, sizeof(*op));
     if (op == NULL)
         return -ENOBUFS;
@@ -1257,13 +1355,16 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
                              .last = base + v.last_offset_delta,
                              .max_ts = max_ts,
                              .done = done,
-                             .arg = arg};
+                             .arg = arg,
+                             .is_tracked = is_tracked};
     rc = rv_wal_append(log->shard->wal, RV_WAL_BATCH, log->key, batch, len, acks == RV_ACKS_ALL,
                        plog_wal_done, op);
     if (rc < 0) {
         rv_pool_put(op);
         return rc;
     }
+    if (is_tracked)
+        rv_pstate_assign(&log->pstate, &v, base, max_ts);
     rv_buf_get(buf);
     log->next_offset = op->last + 1;
     log->appends_inflight++;
@@ -1480,6 +1581,24 @@ static int plog_sync_issue(struct rv_plog *log, bool is_ckpt)
     return 0;
 }
 
+static void plog_snap_done(void *arg, int err)
+{
+    struct rv_plog *log = arg;
+    (void)err; /* logged; the next checkpoint tries again */
+    log->jobs--;
+}
+
+/* Checkpoints: write the producers' snapshot through a helper when one is
+ * due and the segment file holds everything applied. */
+static void plog_pstate_snapshot(struct rv_plog *log)
+{
+    int64_t now = rv_clock_wall_ms();
+    if (rv_pstate_snapshot_due(&log->pstate, now) && plog_is_settled(log) &&
+        rv_pstate_snapshot_start(&log->pstate, log->dir, log->leo, log->log_start, now,
+                                 plog_snap_done, log) == 0)
+        log->jobs++; /* the log stays open until it is written */
+}
+
 static void plog_ckpt_try(struct rv_plog *log)
 {
     if (log->writes_inflight > 0 || log->is_syncing || log->retry_head != NULL || log->is_opening)
@@ -1501,6 +1620,7 @@ static void plog_ckpt_try(struct rv_plog *log)
         log->ckpt.done(log->ckpt.arg, 0);
         return;
     }
+    plog_pstate_snapshot(log); /* quiet now: every applied batch is written */
     int rc = plog_sync_issue(log, true);
     if (rc == -EAGAIN) { /* the ring is full: try again shortly */
         plog_later(log, NULL);
@@ -1519,6 +1639,7 @@ void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg)
         done(arg, 0); /* not opened since start: clean */
         return;
     }
+    plog_pstate_snapshot(log);
     if (!log->is_dirty || log->has_ckpt) {
         done(arg, log->has_ckpt ? -EBUSY : 0);
         return;
@@ -2196,6 +2317,7 @@ void rv_plog_close(rv_plog_t *log)
     for (uint32_t i = 0; i < log->seg_count; i++)
         rv_seg_fini(&log->segs[i]);
     free(log->segs);
+    rv_pstate_fini(&log->pstate);
     free(log->dir);
     free(log);
 }

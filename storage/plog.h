@@ -152,10 +152,12 @@ RV_MUST_CHECK int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg);
 RV_MUST_CHECK int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key,
                                const struct rv_plog_config *cfg);
 /* Apply a replayed WAL batch with blocking I/O (recovery, before serving).
- * Batches below the log end are skipped (already in a segment). */
+ * Batches below the log end are skipped (already in a segment); the others
+ * feed the producer state too. */
 RV_MUST_CHECK int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len);
 /* Make everything written durable with blocking I/O: fdatasync the active
- * segment and save its index. */
+ * segment and save its index, then write the producer snapshot if it is
+ * behind (storage/pstate.h). */
 RV_MUST_CHECK int rv_plog_sync_blocking(rv_plog_t *log);
 /* Attach to the owner shard (after open/replay, on that shard). */
 void rv_plog_attach(rv_plog_t *log, struct rv_plog_shard *shard);
@@ -170,6 +172,14 @@ void rv_plog_close(rv_plog_t *log);
  * or -errno: -EBADMSG/-EINVAL/-EMSGSIZE/-EPROTONOSUPPORT for a bad batch
  * (done is not called: the error is returned), -EIO after a storage failure,
  * -ENOBUFS when the WAL is saturated (returned).
+ *
+ * A batch of an idempotent producer (producer id >= 0) is checked against
+ * the partition's producer state first (storage/pstate.h): refused with
+ * -EILSEQ (out of order sequence), -ESTALE (stale epoch), -ESRCH (unknown
+ * producer not starting at sequence 0), or -EAGAIN (a retry of a batch still
+ * in flight: try again shortly); a duplicate of one of the producer's last
+ * five batches in the log is not written again: done gets the original's
+ * base offset (stamped in the batch too) on a later turn.
  */
 RV_MUST_CHECK int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,
                                  int acks, rv_plog_append_fn *done, void *arg);
@@ -194,7 +204,8 @@ void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *d
 /* Apply retention (time and size) now; deletes in the background. */
 void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms);
 
-/* Make segment data durable up to now (checkpoint): done(arg, 0 or -errno). */
+/* Make segment data durable up to now (checkpoint): done(arg, 0 or -errno).
+ * Writes the producer snapshot too when one is due (a helper job). */
 void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg);
 
 /* Close the active segment's descriptor if the log is clean (synced) and had
