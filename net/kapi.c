@@ -50,6 +50,7 @@ static const struct kapi_entry kapi_table[] = {
     {{RV_KP_API_CREATE_TOPICS, 0, 7}, kapi_create_topics},
     {{RV_KP_API_DELETE_TOPICS, 0, 6}, kapi_delete_topics},
     {{RV_KP_API_DELETE_RECORDS, 0, 2}, kapi_delete_records},
+    {{RV_KP_API_INIT_PRODUCER_ID, 0, 5}, kapi_init_producer_id},
     {{RV_KP_API_OFFSET_FOR_LEADER_EPOCH, 0, 4}, kapi_offset_for_leader_epoch},
     {{RV_KP_API_DESCRIBE_CONFIGS, 0, 4}, kapi_describe_configs},
     {{RV_KP_API_ALTER_CONFIGS, 0, 2}, kapi_alter_configs},
@@ -612,6 +613,10 @@ int16_t kapi_storage_error(int err)
     case -EINVAL: return KERR_INVALID_RECORD;
     case -EPROTONOSUPPORT: return KERR_UNSUPPORTED_FOR_MESSAGE_FORMAT;
     case -ETIMEDOUT: return KERR_REQUEST_TIMED_OUT;
+    /* Idempotent producers (storage/pstate.h). */
+    case -EILSEQ: return KERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
+    case -ESTALE: return KERR_INVALID_PRODUCER_EPOCH;
+    case -ESRCH: return KERR_UNKNOWN_PRODUCER_ID;
     case -EIO:
     case -ENOSPC:
     case -EDQUOT:

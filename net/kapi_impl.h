@@ -42,6 +42,7 @@ enum {
     KERR_NOT_LEADER_OR_FOLLOWER = 6,
     KERR_REQUEST_TIMED_OUT = 7,
     KERR_MESSAGE_TOO_LARGE = 10,
+    KERR_COORDINATOR_NOT_AVAILABLE = 15,
     KERR_INVALID_TOPIC_EXCEPTION = 17,
     KERR_RECORD_LIST_TOO_LARGE = 18,
     KERR_INVALID_REQUIRED_ACKS = 21,
@@ -55,6 +56,8 @@ enum {
     KERR_INVALID_REQUEST = 42,
     KERR_UNSUPPORTED_FOR_MESSAGE_FORMAT = 43,
     KERR_POLICY_VIOLATION = 44,
+    KERR_OUT_OF_ORDER_SEQUENCE_NUMBER = 45,
+    KERR_INVALID_PRODUCER_EPOCH = 47,
     KERR_KAFKA_STORAGE_ERROR = 56,
     KERR_LOG_DIR_NOT_FOUND = 57,
     KERR_UNKNOWN_PRODUCER_ID = 59,
@@ -214,6 +217,8 @@ void kapi_alter_configs(struct rv_kreq *req);
 void kapi_incremental_alter_configs(struct rv_kreq *req);
 void kapi_delete_records(struct rv_kreq *req);
 void kapi_describe_log_dirs(struct rv_kreq *req);
+/* Idempotent producers (net/kapi_producer.c). */
+void kapi_init_producer_id(struct rv_kreq *req);
 
 /* Consumer groups (net/kgroup_api.c): the APIs, and each shard's coordinator,
  * opened with the shard, stopped (every parked join and sync answered, on
