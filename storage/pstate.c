@@ -305,11 +305,10 @@ int rv_pstate_check_batch(struct rv_pstate *ps, const struct rv_batch_view *v, i
         }
     }
     if (p == NULL || pstate_is_unknown(p)) {
-        if (v->base_sequence != 0)
-            return rv_errf(-ESRCH,
-                           "producer %" PRId64 " is unknown here and its batch starts at "
-                           "sequence %" PRId32 ", not 0",
-                           id, v->base_sequence);
+        /* As Kafka since 2.5 (KIP-360): a producer this partition does not
+         * know (never seen, or its batches deleted by retention or
+         * DeleteRecords, or expired) is taken at any sequence; refusing it
+         * (UNKNOWN_PRODUCER_ID) is fatal to librdkafka for a retried batch. */
         return p != NULL ? 0 : pstate_add(ps, id, &p);
     }
     bool has_pending = p->pending_count > 0;

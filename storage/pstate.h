@@ -20,8 +20,8 @@
  *              failed: forgotten, the confirmed state is untouched)
  *
  * Checking a batch of producer P (rv_pstate_check_batch), in Kafka's order:
- *   - P unknown (never seen, or its last batch is below the log start) and
- *     the first sequence is not 0: -ESRCH (UNKNOWN_PRODUCER_ID);
+ *   - P unknown (never seen, or its last batch is below the log start):
+ *     taken at any sequence (Kafka 2.5+, KIP-360);
  *   - epoch below P's: -ESTALE (INVALID_PRODUCER_EPOCH);
  *   - same epoch, same sequence range as one of P's last 5 batches in the
  *     log: RV_PSTATE_DUPLICATE with that batch's base offset; as one of P's

@@ -15,8 +15,8 @@
   base offset and not written again (the high watermark does not move); a gap,
   a rewind and a batch older than the last five get OUT_OF_ORDER_SEQUENCE_NUMBER
   (45); a new epoch must start at sequence 0 (45 otherwise) and fences the old
-  one (INVALID_PRODUCER_EPOCH, 47); an unknown producer not starting at 0 gets
-  UNKNOWN_PRODUCER_ID (59). The state survives a SIGTERM restart (snapshot)
+  one (INVALID_PRODUCER_EPOCH, 47); an unknown producer is taken at any
+  sequence, as Kafka >= 2.5 does (KIP-360), then held to it. The state survives a SIGTERM restart (snapshot)
   and a kill -9 (snapshot plus the log after it): duplicates are still found
   and sequences go on.
 - Restarts: a confluent-kafka producer with enable.idempotence=true produces
@@ -279,17 +279,18 @@ class RawSequences(IdemCase):
         self.assertEqual(self.send(t, pid, 0, 9, 1)[0], INVALID_PRODUCER_EPOCH,
                          "an old epoch's retry is fenced too")
         self.assertEqual(self.send(t, pid, 1, 2, 1), (NONE, 12))
-        # An unknown producer must start at 0.
-        self.assertEqual(self.send(t, pid + 1000000, 0, 7, 1)[0], UNKNOWN_PRODUCER_ID)
-        self.assertEqual(self.send(t, pid + 1000000, 0, 0, 1), (NONE, 13))
+        # An unknown producer is taken at any sequence (Kafka >= 2.5), then in order.
+        self.assertEqual(self.send(t, pid + 1000000, 0, 7, 1), (NONE, 13))
+        self.assertEqual(self.send(t, pid + 1000000, 0, 9, 1)[0], OUT_OF_ORDER_SEQUENCE_NUMBER)
+        self.assertEqual(self.send(t, pid + 1000000, 0, 8, 1), (NONE, 14))
         # Producers are per partition.
-        self.assertEqual(self.send(t, pid, 1, 3, 1, partition=1)[0], UNKNOWN_PRODUCER_ID)
-        self.assertEqual(self.send(t, pid, 1, 0, 1, partition=1), (NONE, 0))
-        self.assertEqual(self.hw(t), 14)
+        self.assertEqual(self.send(t, pid, 1, 3, 1, partition=1), (NONE, 0))
+        self.assertEqual(self.send(t, pid, 1, 3, 1, partition=1), (NONE, 0), "a duplicate")
+        self.assertEqual(self.hw(t), 15)
         got = consume_all(self.broker.bootstrap, t, 1)[0]
         self.assertEqual([v for _, _, v in got],
                          [b"v-0", b"v-1", b"v-2", b"v-3", b"v-4", b"v-5", b"v-6", b"v-7", b"v-8",
-                          b"v-9", b"v-0", b"v-1", b"v-2", b"v-0"])
+                          b"v-9", b"v-0", b"v-1", b"v-2", b"v-7", b"v-8"])
 
     def test_state_survives_sigterm_and_kill9(self):
         t, pid = "raw-restart", self.pid

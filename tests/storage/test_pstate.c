@@ -110,7 +110,7 @@ Test(pstate, a_duplicate_of_one_of_the_last_five_gets_its_original_offset)
     /* The same first sequence with another length is no duplicate. */
     cr_assert_eq(check(&ps, 7, 0, 25, 4, &dup), -EILSEQ);
     /* Another producer's state is its own. */
-    cr_assert_eq(check(&ps, 8, 0, 25, 5, &dup), -ESRCH);
+    cr_assert_eq(check(&ps, 8, 0, 25, 5, &dup), 0, "an unknown producer: any sequence");
     struct rv_pstate_info info;
     cr_assert(rv_pstate_get(&ps, 7, &info));
     cr_assert_eq(info.batch_count, 5);
@@ -133,16 +133,16 @@ Test(pstate, gaps_and_rewinds_are_out_of_order)
     rv_pstate_fini(&ps);
 }
 
-Test(pstate, unknown_producers_must_start_at_zero)
+Test(pstate, unknown_producers_are_taken_at_any_sequence)
 {
     struct rv_pstate ps;
     rv_pstate_init(&ps);
     struct rv_pstate_dup dup;
-    cr_assert_eq(check(&ps, 42, 0, 5, 1, &dup), -ESRCH);
-    cr_assert_eq(rv_pstate_producer_count(&ps), 0);
+    cr_assert_eq(check(&ps, 42, 0, 5, 1, &dup), 0, "Kafka >= 2.5: any sequence");
     int64_t end = 0;
-    append(&ps, &end, 42, 0, 0, 1);
-    cr_assert_eq(check(&ps, 42, 0, 1, 1, &dup), 0);
+    append(&ps, &end, 42, 0, 5, 1);
+    cr_assert_eq(check(&ps, 42, 0, 6, 1, &dup), 0, "then in sequence");
+    cr_assert_eq(check(&ps, 42, 0, 8, 1, &dup), -EILSEQ, "and a gap is a gap");
     rv_pstate_fini(&ps);
 }
 
@@ -258,7 +258,7 @@ Test(pstate, producers_below_the_log_start_are_unknown_again)
     append(&ps, &end, 2, 0, 0, 10); /* 10..19 */
     struct rv_pstate_dup dup;
     struct rv_batch_view v = view(1, 0, 10, 1);
-    cr_assert_eq(rv_pstate_check_batch(&ps, &v, 10, &dup), -ESRCH);
+    cr_assert_eq(rv_pstate_check_batch(&ps, &v, 10, &dup), 0, "forgotten: any sequence");
     v = view(2, 0, 10, 1);
     cr_assert_eq(rv_pstate_check_batch(&ps, &v, 10, &dup), 0);
     v = view(1, 0, 0, 1);
@@ -749,9 +749,9 @@ Test(pstate, a_log_checks_sequences_answers_retries_and_keeps_the_state_across_r
     cr_assert_eq(c.bases[0], 0, "with its original offset");
     test_run_on(rt, 0, lcase_hw, &c);
     cr_assert_eq(c.hw, 3, "and not written again");
-    STEP(rt, &c, {1, 0, 5, 1}, {2, 0, 4, 1}, {1, -1, 3, 1});
+    STEP(rt, &c, {1, 0, 5, 1}, {1, 0, 6, 1}, {1, -1, 3, 1});
     cr_assert_eq(c.rcs[0], -EILSEQ);
-    cr_assert_eq(c.rcs[1], -ESRCH);
+    cr_assert_eq(c.rcs[1], -EILSEQ);
     cr_assert_eq(c.rcs[2], -ESTALE);
     /* Two in flight, and a retry of the second while it is. */
     STEP(rt, &c, {1, 0, 3, 2}, {1, 0, 5, 2}, {1, 0, 5, 2}, {1, 0, 9, 1});
@@ -841,12 +841,13 @@ Test(pstate, a_failed_wal_write_takes_the_batches_in_flight_back)
     for (int i = 0; i < 3; i++)
         cr_assert_eq(c.bases[i], -ENOSPC, "append %d", i);
     /* The state is what the log holds: epoch 0 up to sequence 1. */
-    STEP(rt, &c, {1, 0, 0, 2}, {1, 0, 3, 1}, {2, 0, 1, 1}, {1, 0, 2, 2}, {2, 0, 0, 1});
+    STEP(rt, &c, {1, 0, 0, 2}, {1, 0, 3, 1}, {2, 0, 5, 1}, {1, 0, 2, 2}, {2, 0, 6, 1});
     cr_assert_eq(c.bases[0], 0, "still a duplicate");
     cr_assert_eq(c.rcs[1], -EILSEQ);
-    cr_assert_eq(c.rcs[2], -ESRCH, "the new producer is unknown again");
-    cr_assert_eq(c.bases[3], 2, "the failed batch goes in again, at the offsets taken back");
-    cr_assert_eq(c.bases[4], 4);
+    /* Had its failed batch stayed, producer 2 would be held to sequence 1. */
+    cr_assert_eq(c.bases[2], 2, "the new producer is unknown again: any sequence");
+    cr_assert_eq(c.bases[3], 3, "the failed batch goes in again");
+    cr_assert_eq(c.bases[4], 5);
     lcase_close(rt, &c, true);
     rv_runtime_close(rt);
 }
