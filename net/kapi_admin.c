@@ -839,6 +839,17 @@ static void kapi_delete_topics_encode(struct rv_kreq *req)
     kapi_respond(req, &rv_kp_delete_topics_response_desc, &resp);
 }
 
+/* The broker's own topics are not deleted (their partitions place groups). */
+static void kadmin_keep_internal(struct kadmin *a)
+{
+    for (uint32_t i = 0; i < a->count; i++) {
+        struct kadmin_item *it = &a->items[i];
+        if (it->is_todo && kapi_is_internal(it->name))
+            kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: it cannot be deleted.",
+                       it->name);
+    }
+}
+
 void kapi_delete_topics(struct rv_kreq *req)
 {
     const struct rv_kp_delete_topics_request *dr = req->msg;
@@ -892,14 +903,7 @@ void kapi_delete_topics(struct rv_kreq *req)
         it->is_todo = true;
         names[i] = rv_kp_str_from(it->name);
     }
-    for (uint32_t i = 0; i < a->count; i++) {
-        struct kadmin_item *it = &a->items[i];
-        if (it->is_todo && kapi_is_internal(it->name)) {
-            kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: it cannot be deleted.",
-                       it->name);
-            it->is_todo = false;
-        }
-    }
+    kadmin_keep_internal(a);
     if (!kadmin_find_dups(req, names, a->count, is_dup)) {
         kapi_fail(req, "no memory for a delete topics request");
         return;
@@ -958,6 +962,26 @@ static void kapi_create_partitions_encode(struct rv_kreq *req)
     kapi_respond(req, &rv_kp_create_partitions_response_desc, &resp);
 }
 
+/* Whether topic it may go from `have` to `want` partitions (else its error). */
+static bool kadmin_partitions_may_grow(struct kadmin_item *it, int32_t want, int32_t have)
+{
+    if (kapi_is_internal(it->name)) /* its partitions place the groups */
+        kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: its partitions are fixed.",
+                   it->name);
+    else if (want < have)
+        kadmin_err(it, KERR_INVALID_PARTITIONS,
+                   "Topic currently has %d partitions, which is higher than the requested %d.",
+                   have, want);
+    else if (want == have)
+        kadmin_err(it, KERR_INVALID_PARTITIONS, "Topic already has %d partitions.", have);
+    else if (want > RV_TOPIC_PARTITIONS_MAX)
+        kadmin_err(it, KERR_INVALID_PARTITIONS, "Number of partitions %d: at most %d.", want,
+                   RV_TOPIC_PARTITIONS_MAX);
+    else
+        return true;
+    return false;
+}
+
 void kapi_create_partitions(struct rv_kreq *req)
 {
     const struct rv_kp_create_partitions_request *cr = req->msg;
@@ -992,27 +1016,8 @@ void kapi_create_partitions(struct rv_kreq *req)
             continue;
         }
         it->has_name = true;
-        if (kapi_is_internal(it->name)) { /* its partitions place the groups */
-            kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: its partitions are fixed.",
-                       it->name);
+        if (!kadmin_partitions_may_grow(it, ct->count, info.partitions))
             continue;
-        }
-        if (ct->count < info.partitions) {
-            kadmin_err(it, KERR_INVALID_PARTITIONS,
-                       "Topic currently has %d partitions, which is higher than the requested %d.",
-                       info.partitions, ct->count);
-            continue;
-        }
-        if (ct->count == info.partitions) {
-            kadmin_err(it, KERR_INVALID_PARTITIONS, "Topic already has %d partitions.",
-                       info.partitions);
-            continue;
-        }
-        if (ct->count > RV_TOPIC_PARTITIONS_MAX) {
-            kadmin_err(it, KERR_INVALID_PARTITIONS, "Number of partitions %d: at most %d.",
-                       ct->count, RV_TOPIC_PARTITIONS_MAX);
-            continue;
-        }
         int32_t added = ct->count - info.partitions;
         if (ct->assignments.count >= 0) {
             if (ct->assignments.count != added) {

@@ -736,16 +736,16 @@ void kapi_fetch_wake_all(struct rv_kapi_shard *ks)
         kapi_fetch_rerun(ks->parked); /* is_closing: it answers now */
 }
 
-static void kapi_fetch_encode(struct rv_kreq *req)
+/* Apply the request's max_bytes (the first partition with data always
+ * counts): the records each partition answers with. Returns their total;
+ * *has_error tells whether a partition failed. */
+static uint64_t kapi_fetch_trim(struct kparts *kp, bool *has_error)
 {
-    struct kparts *kp = req->state;
-    const struct rv_kp_fetch_request *fr = req->msg;
-    /* The request's max_bytes: the first partition with data always counts. */
     uint64_t total = 0;
-    bool has_error = false;
+    *has_error = false;
     for (uint32_t i = 0; i < kp->count; i++) {
         struct kpart *p = &kp->parts[i];
-        has_error |= p->err != 0;
+        *has_error |= p->err != 0;
         p->rec_bytes = 0;
         if (!p->has_fetch)
             continue;
@@ -761,6 +761,15 @@ static void kapi_fetch_encode(struct rv_kreq *req)
         p->rec_bytes = (uint32_t)bytes;
         p->recs = (struct kapi_records){.count = p->f.slice_count, .slices = p->f.slices};
     }
+    return total;
+}
+
+static void kapi_fetch_encode(struct rv_kreq *req)
+{
+    struct kparts *kp = req->state;
+    const struct rv_kp_fetch_request *fr = req->msg;
+    bool has_error;
+    uint64_t total = kapi_fetch_trim(kp, &has_error);
     if (!has_error && total < (uint64_t)(kp->min_bytes > 0 ? kp->min_bytes : 0) &&
         kapi_fetch_park(req)) {
         kparts_release_fetches(kp);
@@ -1048,6 +1057,35 @@ static void kmeta_free(struct rv_kreq *req)
     free(m->create_rc);
 }
 
+/* A topic's partitions: each led by its owner shard's node, its only replica. */
+static bool kmeta_partitions(struct rv_kreq *req, struct rv_kp_metadata_response_topic *tr,
+                             const char *name, int32_t count)
+{
+    tr->partitions.items = kapi_alloc(req, (size_t)count * sizeof(*tr->partitions.items));
+    int32_t *nodes = kapi_alloc(req, (size_t)count * sizeof(int32_t));
+    if (tr->partitions.items == NULL || nodes == NULL)
+        return false;
+    tr->partitions.count = count;
+    for (int32_t p = 0; p < count; p++) {
+        struct rv_kp_metadata_response_partition *pr = &tr->partitions.items[p];
+        rv_kp_metadata_response_partition_init(pr);
+        struct rv_part_ref ref;
+        pr->partition_index = p;
+        if (rv_store_lookup(req->ks->b->st, name, strlen(name), p, &ref) < 0) {
+            pr->error_code = KERR_LEADER_NOT_AVAILABLE; /* changing right now */
+            pr->leader_id = -1;
+            continue;
+        }
+        nodes[p] = kapi_leader(req->ks, ref.owner);
+        pr->leader_id = nodes[p];
+        pr->leader_epoch = 0;
+        pr->replica_nodes = (struct rv_kp_arr_i32){.count = 1, .items = &nodes[p]};
+        pr->isr_nodes = (struct rv_kp_arr_i32){.count = 1, .items = &nodes[p]};
+        pr->offline_replicas = (struct rv_kp_arr_i32){.count = 0, .items = NULL};
+    }
+    return true;
+}
+
 static void kapi_metadata_encode(struct rv_kreq *req)
 {
     struct kmeta *m = req->state;
@@ -1091,30 +1129,9 @@ static void kapi_metadata_encode(struct rv_kreq *req)
         }
         tr->topic_id = kapi_topic_uuid(info.id, m->names[t]);
         tr->is_internal = req->version >= 1 && kapi_is_internal(m->names[t]);
-        tr->partitions.items =
-            kapi_alloc(req, (size_t)info.partitions * sizeof(*tr->partitions.items));
-        int32_t *nodes = kapi_alloc(req, (size_t)info.partitions * sizeof(int32_t));
-        if (tr->partitions.items == NULL || nodes == NULL) {
+        if (!kmeta_partitions(req, tr, m->names[t], info.partitions)) {
             kapi_fail(req, "no memory for a metadata response");
             return;
-        }
-        tr->partitions.count = info.partitions;
-        for (int32_t p = 0; p < info.partitions; p++) {
-            struct rv_kp_metadata_response_partition *pr = &tr->partitions.items[p];
-            rv_kp_metadata_response_partition_init(pr);
-            struct rv_part_ref ref;
-            pr->partition_index = p;
-            if (rv_store_lookup(b->st, m->names[t], strlen(m->names[t]), p, &ref) < 0) {
-                pr->error_code = KERR_LEADER_NOT_AVAILABLE; /* changing right now */
-                pr->leader_id = -1;
-                continue;
-            }
-            nodes[p] = kapi_leader(req->ks, ref.owner);
-            pr->leader_id = nodes[p];
-            pr->leader_epoch = 0;
-            pr->replica_nodes = (struct rv_kp_arr_i32){.count = 1, .items = &nodes[p]};
-            pr->isr_nodes = (struct rv_kp_arr_i32){.count = 1, .items = &nodes[p]};
-            pr->offline_replicas = (struct rv_kp_arr_i32){.count = 0, .items = NULL};
         }
     }
     kapi_respond(req, &rv_kp_metadata_response_desc, &resp);
