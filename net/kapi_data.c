@@ -1121,10 +1121,13 @@ static void kapi_metadata_encode(struct rv_kreq *req)
             tr->error_code = KERR_INVALID_TOPIC_EXCEPTION;
             continue;
         }
-        if (rv_store_topic_info(b->st, m->names[t], strlen(m->names[t]), &info) < 0) {
-            tr->error_code = m->is_create[t] && m->create_rc[t] == 0
-                                 ? KERR_LEADER_NOT_AVAILABLE
-                                 : KERR_UNKNOWN_TOPIC_OR_PARTITION;
+        int rc = rv_store_topic_info(b->st, m->names[t], strlen(m->names[t]), &info);
+        if (rc < 0) {
+            /* Being created (by us or another request), or just made: it will be
+             * there, so the client waits for it rather than forgetting it. */
+            bool is_coming = rc == -EBUSY || (m->is_create[t] && m->create_rc[t] == 0);
+            tr->error_code =
+                is_coming ? KERR_LEADER_NOT_AVAILABLE : KERR_UNKNOWN_TOPIC_OR_PARTITION;
             continue;
         }
         tr->topic_id = kapi_topic_uuid(info.id, m->names[t]);
@@ -1211,8 +1214,9 @@ void kapi_metadata(struct rv_kreq *req)
     bool has_create = false;
     for (uint32_t i = 0; i < m->count && may_create; i++) {
         struct rv_store_topic_info info;
-        m->is_create[i] = rv_topic_name_is_valid(m->names[i]) &&
-                          rv_store_topic_info(b->st, m->names[i], strlen(m->names[i]), &info) < 0;
+        m->is_create[i] =
+            rv_topic_name_is_valid(m->names[i]) &&
+            rv_store_topic_info(b->st, m->names[i], strlen(m->names[i]), &info) == -ENOENT;
         has_create |= m->is_create[i];
     }
     if (has_create && rv_offload(kapi_metadata_create, req, kapi_metadata_created) == 0)

@@ -55,7 +55,8 @@ typedef void rv_store_append_hook(void *ctx, uint64_t key);
 RV_MUST_CHECK int rv_store_lookup(rv_store_t *st, const char *topic, size_t len, int32_t p,
                                   struct rv_part_ref *out);
 
-/* Describe topic[0..len): 0 or -ENOENT. */
+/* Describe topic[0..len): 0, -ENOENT, or -EBUSY while it is being created or
+ * deleted. */
 RV_MUST_CHECK int rv_store_topic_info(rv_store_t *st, const char *topic, size_t len,
                                       struct rv_store_topic_info *out);
 

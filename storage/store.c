@@ -1889,7 +1889,8 @@ int rv_store_topic_info(rv_store_t *st, const char *topic, size_t len,
         return -ENOENT;
     pthread_rwlock_rdlock(&st->lock);
     struct store_topic *t = catalog_find(st, name);
-    int rc = t == NULL || t->is_deleted ? -ENOENT : 0;
+    /* A topic being created or deleted exists, but not for requests yet. */
+    int rc = t == NULL ? -ENOENT : t->is_deleted ? -EBUSY : 0;
     if (rc == 0)
         *out = (struct rv_store_topic_info){
             .id = t->id, .partitions = t->cfg.partitions, .cfg = t->cfg};
