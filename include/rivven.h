@@ -210,6 +210,8 @@ struct rv_store_config {
     uint32_t retention_check_ms;     /* how often retention runs (default 30000) */
     uint32_t fds_per_shard;          /* partition log descriptors each shard may hold open
                                         (0, the default: half of RLIMIT_NOFILE, shared) */
+    uint32_t compact_map_entries;    /* keys one compaction pass maps (default 524288: at
+                                        most 24 MiB; more dirty keys take more passes) */
 };
 
 void rv_store_config_init(struct rv_store_config *cfg);
@@ -237,8 +239,14 @@ struct rv_topic_config {
     int32_t max_message_bytes;    /* max.message.bytes: largest batch (default 1048512) */
     int32_t index_interval_bytes; /* index.interval.bytes: default 4096 */
     char compression[16];         /* compression.type: producer|none|gzip|snappy|lz4|zstd */
-    char cleanup_policy[16];      /* cleanup.policy: delete|compact */
+    char cleanup_policy[16];      /* cleanup.policy: delete|compact|compact,delete */
     char timestamp_type[16];      /* message.timestamp.type: CreateTime|LogAppendTime */
+    /* delete.retention.ms: tombstones of a compacted topic stay this long after
+     * compaction first kept them (default 1 day). */
+    int64_t delete_retention_ms;
+    /* min.cleanable.dirty.ratio: compact once this share of the closed segments
+     * is new (default 0.5). */
+    double min_cleanable_dirty_ratio;
 };
 
 void rv_topic_config_init(struct rv_topic_config *cfg);

@@ -73,6 +73,14 @@ uint32_t rv_store_shard_count(const rv_store_t *st);
  */
 RV_MUST_CHECK int rv_topic_add_partitions(rv_store_t *st, const char *name, int32_t partitions);
 
+/*
+ * Compact a partition of a compacted topic now (storage/compact.h), whether or
+ * not a pass is due, and wait for it: the bytes it freed, or -errno (-EINVAL:
+ * the topic does not compact; -EBUSY: a pass is running). Blocking; not from
+ * a shard. For tests, benchmarks and tools.
+ */
+int64_t rv_store_compact(rv_store_t *st, const char *topic, int32_t partition);
+
 /* ---- the calling shard ------------------------------------------------------------------- */
 
 /*

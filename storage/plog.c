@@ -28,6 +28,7 @@
 #include "core/sys.h"
 #include "core/trace.h"
 #include "storage/batch.h"
+#include "storage/compact.h"
 #include "storage/pstate.h"
 
 #define PLOG_READ_MIN   (64u << 10)
@@ -95,6 +96,18 @@ enum plog_load {
     PLOG_LOAD_FAILED,
 };
 
+/* Log compaction (storage/compact.h): at most one pass per log; its files
+ * are built by helper slices, then swapped in while closed segments wait. */
+struct plog_compact_job;
+struct plog_compact {
+    struct plog_compact_job *job;  /* the pass in flight, or NULL */
+    struct rv_compact_point point; /* compacted below; the next tombstone horizon */
+    int64_t retry_ms;              /* after a failed pass: no other before (wall clock) */
+    uint32_t gen;                  /* moves when a swap starts: older reads of closed
+                                      segments are read again */
+    bool is_swapping;              /* a helper is replacing closed segments' files */
+};
+
 /* A call waiting for a lazily opened log to load. */
 struct plog_pending {
     rv_task_fn *fn;
@@ -147,6 +160,7 @@ struct rv_plog {
     struct plog_waiter ckpt;      /* a checkpoint waiting for writes to drain */
     bool has_ckpt;
     struct rv_pstate pstate; /* idempotent producers (storage/pstate.h) */
+    struct plog_compact compact;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -210,7 +224,9 @@ static int plog_open_segments(struct rv_plog *log)
 {
     uint64_t *bases = NULL;
     uint32_t count = 0;
-    int rc = rv_seg_list(log->dir, &bases, &count);
+    int rc = rv_compact_recover(log->dir, &log->compact.point); /* an interrupted pass first */
+    if (rc == 0)
+        rc = rv_seg_list(log->dir, &bases, &count);
     if (rc < 0)
         return rc;
     if (count == 0) {
@@ -1294,8 +1310,10 @@ static int plog_append_duplicate(struct rv_plog *log, rv_buf_t *buf, uint8_t *ba
  * must be dense (0..count-1), as Kafka's produce path demands. */
 static int plog_check_records(struct rv_plog *log, struct rv_batch_view *v)
 {
-    if (rv_batch_codec(v) == RV_CODEC_NONE)
-        return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
+    if (rv_batch_codec(v) == RV_CODEC_NONE && !v->has_dense_offsets)
+        return rv_errf(-EINVAL, "append: record offsets are not dense");
+    if (rv_batch_codec(v) == RV_CODEC_NONE) /* a compacted topic refuses records without key */
+        return log->cfg.is_compact ? rv_compact_check_keys(v, v->records, v->records_bytes) : 0;
     struct rv_plog_shard *sh = log->shard;
     size_t n = 0;
     int rc = rv_codec_decompress_grow(rv_batch_codec(v), v->records, v->records_bytes, &sh->scratch,
@@ -1305,7 +1323,9 @@ static int plog_check_records(struct rv_plog *log, struct rv_batch_view *v)
     rc = rv_batch_validate_records(v, sh->scratch, n);
     if (rc < 0)
         return rv_errf(rc, "append: invalid compressed records");
-    return v->has_dense_offsets ? 0 : rv_errf(-EINVAL, "append: record offsets are not dense");
+    if (!v->has_dense_offsets)
+        return rv_errf(-EINVAL, "append: record offsets are not dense");
+    return log->cfg.is_compact ? rv_compact_check_keys(v, sh->scratch, n) : 0;
 }
 
 int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
@@ -1698,9 +1718,10 @@ struct fetch_op {
     uint32_t want;
     int fd;
     bool is_own_fd;
-    bool has_slot;    /* a slot of the shard's budget, for its own descriptor */
-    bool is_log_fd;   /* reading through the log's descriptor (counted in fd_users) */
-    bool has_retried; /* read again at the first batch, whole */
+    bool has_slot;        /* a slot of the shard's budget, for its own descriptor */
+    bool is_log_fd;       /* reading through the log's descriptor (counted in fd_users) */
+    bool has_retried;     /* read again at the first batch, whole */
+    uint32_t compact_gen; /* the log's compaction generation when planned */
     struct rv_plog_fd_waiter fd_wait;
     rv_buf_t *buf;
     rv_plog_fetch_fn *done;
@@ -1709,6 +1730,35 @@ struct fetch_op {
 };
 
 static void fetch_finish(struct fetch_op *op, int err);
+
+#define PLOG_SWAP_WAIT_US 1000 /* reads of closed segments wait this long for a swap */
+
+/* A read of a closed segment planned before a compaction swap started, or
+ * during it: its index position may not match the files any more. */
+static bool fetch_is_stale(const struct fetch_op *op)
+{
+    const struct rv_plog *log = op->log;
+    return !op->is_log_fd && (log->compact.is_swapping || log->compact.gen != op->compact_gen);
+}
+
+static void fetch_again(void *arg)
+{
+    struct fetch_op *op = arg;
+    struct rv_plog *log = op->log;
+    log->jobs--;
+    rv_plog_fetch(log, op->offset, op->max_bytes, op->done, op->arg);
+    rv_pool_put(op);
+}
+
+/* Fetch again once the swap is done (op holds nothing but its request now).
+ * -ENOBUFS when no timer: the caller answers with an error instead. */
+static int fetch_later(struct fetch_op *op)
+{
+    rv_plog_fetch_release(&op->res);
+    op->res.err = -ENOBUFS;
+    uint64_t delay_us = op->log->compact.is_swapping ? PLOG_SWAP_WAIT_US : 0;
+    return rv_timer_add(delay_us, fetch_again, op, NULL); /* jobs stays counted till then */
+}
 
 static void fetch_closed(void *arg, int64_t res)
 {
@@ -1734,6 +1784,8 @@ static void fetch_finish(struct fetch_op *op, int err)
     }
     if (op->buf != NULL)
         rv_buf_put(op->buf);
+    if (fetch_is_stale(op) && fetch_later(op) == 0)
+        return; /* a compaction swapped files under it: read them again */
     if (op->is_log_fd)
         log->fd_users--;
     op->res.high_watermark = log->leo;
@@ -1877,8 +1929,9 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
     uint32_t i = log->seg_count - 1;
     while (i > 0 && log->segs[i].base_offset > (uint64_t)offset)
         i--;
-    while (i + 1 < log->seg_count && log->segs[i].next_offset <= (uint64_t)offset)
-        i++; /* an offset in a gap between segments: the next one */
+    while (i + 1 < log->seg_count &&
+           (log->segs[i].next_offset <= (uint64_t)offset || log->segs[i].size_bytes == 0))
+        i++; /* an offset in a gap between segments (compaction leaves some): the next one */
     struct fetch_op *op = plog_pool_get(log, sizeof(*op));
     if (op == NULL) {
         struct rv_plog_fetch res = {.err = -ENOBUFS};
@@ -1898,10 +1951,13 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
                             .pos = pos,
                             .want = (uint32_t)(want < avail ? want : avail),
                             .fd = -1,
+                            .compact_gen = log->compact.gen,
                             .done = done,
                             .arg = arg};
     op->seg_next = s->next_offset;
     log->jobs++;
+    if (i + 1 < log->seg_count && log->compact.is_swapping && fetch_later(op) == 0)
+        return; /* its files are being replaced */
     log->shard->hot->stats.misses++;
     if (op->want == 0) {
         fetch_finish(op, 0);
@@ -1983,6 +2039,7 @@ struct time_job {
     int64_t found; /* -1: none */
     int rc;
     int64_t hot_found;
+    uint32_t compact_gen; /* the log's compaction generation when planned */
     rv_plog_offset_fn *done;
     void *arg;
 };
@@ -2014,6 +2071,14 @@ static void time_work(void *arg)
 
 static void time_done(void *arg);
 
+static void time_again(void *arg)
+{
+    struct time_job *job = arg;
+    job->log->jobs--;
+    rv_plog_offset_for_time(job->log, job->ts, job->done, job->arg);
+    free(job);
+}
+
 static void time_retry(void *arg)
 {
     struct time_job *job = arg;
@@ -2031,6 +2096,12 @@ static void time_done(void *arg)
         rv_timer_add(PLOG_EMFILE_RETRY_US, time_retry, job, NULL) == 0) {
         job->log->jobs++; /* out of descriptors for now: read again shortly */
         job->found = -1;
+        return;
+    }
+    struct plog_compact *pc = &job->log->compact;
+    if ((pc->is_swapping || pc->gen != job->compact_gen) &&
+        rv_timer_add(PLOG_SWAP_WAIT_US, time_again, job, NULL) == 0) {
+        job->log->jobs++; /* a compaction replaced the file it read: look again */
         return;
     }
     int64_t best = job->found;
@@ -2074,6 +2145,7 @@ void rv_plog_offset_for_time(rv_plog_t *log, int64_t ts_ms, rv_plog_offset_fn *d
                              .seg_base = s->base_offset,
                              .found = -1,
                              .hot_found = hot,
+                             .compact_gen = log->compact.gen,
                              .done = done,
                              .arg = arg};
     if (rv_offload(time_work, job, time_done) < 0) {
@@ -2193,24 +2265,31 @@ void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *d
     }
     log->log_start = offset;
     uint32_t count = 0;
-    while (count + 1 < log->seg_count && log->segs[count].next_offset <= (uint64_t)offset)
+    /* During a compaction swap the segments stay; retention drops them later. */
+    while (!log->compact.is_swapping && count + 1 < log->seg_count &&
+           log->segs[count].next_offset <= (uint64_t)offset)
         count++;
     plog_drop_segments(log, count, offset, done, arg);
 }
 
 void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
 {
-    if (log->load != PLOG_LOADED)
-        return; /* never opened since start: nothing changed */
+    if (log->load != PLOG_LOADED || log->compact.is_swapping)
+        return; /* never opened since start, or a compaction is replacing segments */
     uint32_t count = 0;
     uint64_t total = rv_plog_size_bytes(log);
     while (count + 1 < log->seg_count) {
         const struct rv_seg *s = &log->segs[count];
-        bool is_old = log->cfg.retention_ms >= 0 && s->max_timestamp_ms >= 0 &&
-                      s->max_timestamp_ms < now_ms - log->cfg.retention_ms;
+        /* A segment compaction emptied has no timestamp: it goes with age. */
+        bool is_old =
+            log->cfg.retention_ms >= 0 &&
+            (s->size_bytes == 0 ||
+             (s->max_timestamp_ms >= 0 && s->max_timestamp_ms < now_ms - log->cfg.retention_ms));
         bool is_over = log->cfg.retention_bytes >= 0 &&
                        total - s->size_bytes >= (uint64_t)log->cfg.retention_bytes;
-        if (!is_old && !is_over)
+        /* Below the log start: delete_records left it during a compaction swap. */
+        bool is_gone = s->size_bytes > 0 && s->next_offset <= (uint64_t)log->log_start;
+        if (!is_old && !is_over && !is_gone)
             break;
         total -= s->size_bytes;
         count++;
@@ -2219,6 +2298,250 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
         int64_t start = (int64_t)log->segs[count].base_offset;
         plog_drop_segments(log, count, start > log->log_start ? start : -1, NULL, NULL);
     }
+}
+
+/* ---- compaction: slices and the swap on helpers, the segment list here --------------------- */
+
+#define PLOG_COMPACT_PER_SHARD 1     /* passes in flight per shard: the helpers roll logs too */
+#define PLOG_COMPACT_RETRY_MS  60000 /* after a failed pass, the next one waits this long */
+
+struct plog_compact_job {
+    struct rv_plog *log;
+    rv_compact_t *c;
+    int rc;
+    bool is_forced;
+    int64_t started_ms;
+    uint64_t bytes_before;
+    rv_plog_offset_fn *done; /* a forced pass's caller, or NULL */
+    void *arg;
+};
+
+static void plog_compact_step_work(void *arg)
+{
+    struct plog_compact_job *job = arg;
+    job->rc = rv_compact_step(job->c);
+}
+
+static void plog_compact_swap_work(void *arg)
+{
+    struct plog_compact_job *job = arg;
+    job->rc = rv_compact_swap(job->c);
+}
+
+static void plog_compact_discard_work(void *arg)
+{
+    struct plog_compact_job *job = arg;
+    rv_compact_discard(job->c);
+}
+
+static void plog_compact_finish(struct plog_compact_job *job)
+{
+    struct rv_plog *log = job->log;
+    RV_ASSERT(log->compact.job == job && log->shard->compactions > 0);
+    log->compact.job = NULL;
+    log->shard->compactions--;
+    int64_t result = job->rc;
+    uint64_t after = rv_plog_size_bytes(log);
+    if (job->rc < 0) {
+        log->compact.retry_ms = rv_clock_wall_ms() + PLOG_COMPACT_RETRY_MS;
+        if (job->rc != -ESTALE && job->rc != -ECANCELED)
+            rv_warn("log %s: compaction failed: %s (%s)", log->dir, rv_strerror(job->rc),
+                    rv_err_msg());
+    } else {
+        const struct rv_compact_stats *st = rv_compact_get_stats(job->c);
+        result = job->bytes_before > after ? (int64_t)(job->bytes_before - after) : 0;
+        rv_info("log %s: compacted below offset %" PRIu64
+                ": %u segments replaced by %u, read %" PRIu64 " bytes, wrote %" PRIu64
+                ", %u keys, %" PRIu64 " of %" PRIu64 " records dropped (%" PRIu64
+                " tombstones) in %" PRId64 " ms",
+                log->dir, st->map_end, st->segments_in, st->segments_out, st->bytes_read,
+                st->bytes_written, st->keys, st->records_dropped, st->records_read,
+                st->tombstones_dropped, rv_clock_wall_ms() - job->started_ms);
+    }
+    if (job->done != NULL)
+        job->done(job->arg, result);
+    rv_compact_destroy(job->c);
+    free(job);
+}
+
+static void plog_compact_discarded(void *arg)
+{
+    struct plog_compact_job *job = arg;
+    job->log->jobs--;
+    plog_compact_finish(job);
+}
+
+/* Give the pass up: remove its .cleaned files on a helper, then finish. */
+static void plog_compact_abandon(struct plog_compact_job *job, int err)
+{
+    job->rc = err;
+    if (rv_offload(plog_compact_discard_work, job, plog_compact_discarded) == 0) {
+        job->log->jobs++;
+        return;
+    }
+    plog_compact_finish(job); /* the next start's recovery removes the files */
+}
+
+/* Put the swapped outputs in the segment list in place of what they replace
+ * (in place: nothing to allocate once the files are swapped). */
+static void plog_compact_install(struct rv_plog *log, rv_compact_t *c)
+{
+    uint32_t r = 0;
+    uint32_t w = 0;
+    int64_t end = -1;
+    for (uint32_t k = 0; k < rv_compact_output_count(c); k++) {
+        const struct rv_compact_output *o = rv_compact_output_get(c, k);
+        if (!o->is_swapped)
+            break;
+        RV_ASSERT(o->first >= r && o->first + o->count < log->seg_count);
+        while (r < o->first)
+            log->segs[w++] = log->segs[r++];
+        for (uint32_t i = 0; i < o->count; i++)
+            rv_seg_fini(&log->segs[r + i]);
+        r += o->count;
+        rv_compact_output_take(c, k, &log->segs[w++]);
+        end = (int64_t)o->end;
+    }
+    while (r < log->seg_count)
+        log->segs[w++] = log->segs[r++];
+    log->seg_count = w;
+    if (end >= 0)
+        hot_drop_below(log, end); /* those batches are older than what the files hold now */
+}
+
+static void plog_compact_swapped(void *arg)
+{
+    struct plog_compact_job *job = arg;
+    struct rv_plog *log = job->log;
+    log->jobs--;
+    log->compact.is_swapping = false;
+    plog_compact_install(log, job->c);
+    if (job->rc == 0) {
+        log->compact.point = rv_compact_next_point(job->c);
+    } else if (rv_compact_is_committed(job->c)) {
+        /* Between two states on disk: reopening the log completes the swap. */
+        rv_error("log %s: compaction swap failed after its commit: %s; reopen the log", log->dir,
+                 rv_strerror(job->rc));
+        plog_fail(log, job->rc);
+    } else {
+        plog_compact_abandon(job, job->rc);
+        return;
+    }
+    plog_compact_finish(job);
+}
+
+/* The outputs still replace the segments they were built from: retention or
+ * delete_records may have dropped some meanwhile (then the pass is void). */
+static bool plog_compact_matches(const struct rv_plog *log, const rv_compact_t *c)
+{
+    for (uint32_t k = 0; k < rv_compact_output_count(c); k++) {
+        const struct rv_compact_output *o = rv_compact_output_get(c, k);
+        uint32_t next = o->first + o->count;
+        if (next >= log->seg_count || log->segs[o->first].base_offset != o->seg.base_offset ||
+            log->segs[next].base_offset != o->end)
+            return false;
+    }
+    return true;
+}
+
+static void plog_compact_stepped(void *arg)
+{
+    struct plog_compact_job *job = arg;
+    struct rv_plog *log = job->log;
+    log->jobs--;
+    if (job->rc > 0 && log->shard->fds.is_closing)
+        job->rc = -ECANCELED; /* the store is closing: the next start tries again */
+    if (job->rc > 0) {
+        if (rv_offload(plog_compact_step_work, job, plog_compact_stepped) == 0) {
+            log->jobs++;
+            return;
+        }
+        job->rc = -ENOMEM;
+    }
+    if (job->rc == 0 && (!plog_compact_matches(log, job->c) || log->state == PLOG_FAILED))
+        job->rc = -ESTALE;
+    if (job->rc < 0) {
+        plog_compact_abandon(job, job->rc);
+        return;
+    }
+    if (rv_compact_output_count(job->c) == 0) { /* nothing would change */
+        log->compact.point = rv_compact_next_point(job->c);
+        plog_compact_finish(job);
+        return;
+    }
+    log->compact.is_swapping = true; /* reads of closed segments wait */
+    log->compact.gen++;              /* and those in flight read again */
+    if (rv_offload(plog_compact_swap_work, job, plog_compact_swapped) == 0) {
+        log->jobs++;
+        return;
+    }
+    log->compact.is_swapping = false;
+    plog_compact_abandon(job, -ENOMEM);
+}
+
+/* 0: a pass started; 1: none is due; -errno. */
+static int plog_compact_start(struct rv_plog *log, bool is_forced, int64_t now_ms)
+{
+    uint32_t closed = log->seg_count > 0 ? log->seg_count - 1 : 0;
+    if (log->load != PLOG_LOADED || !log->cfg.is_compact)
+        return log->load == PLOG_LOADED ? -EINVAL : rv_plog_load_error(log);
+    if (log->compact.job != NULL || log->state == PLOG_FAILED)
+        return log->state == PLOG_FAILED ? -EIO : -EBUSY;
+    if (closed == 0)
+        return 1;
+    if (!is_forced &&
+        (now_ms < log->compact.retry_ms || log->shard->compactions >= PLOG_COMPACT_PER_SHARD ||
+         !rv_compact_is_due(log->segs, closed, &log->compact.point,
+                            log->cfg.min_cleanable_dirty_ratio, now_ms)))
+        return 1;
+    uint32_t map_max = log->shard->compact_map_entries;
+    struct rv_compact_opts o = {
+        .dir = log->dir,
+        .segs = log->segs,
+        .seg_count = closed,
+        .next_base = plog_active(log)->base_offset,
+        .point = log->compact.point,
+        .segment_bytes = log->cfg.segment_bytes,
+        .index_interval = log->cfg.index_interval,
+        .max_batch_bytes = log->cfg.max_batch_bytes,
+        .map_entries_max =
+            map_max >= RV_COMPACT_MAP_ENTRIES_MIN ? map_max : RV_COMPACT_MAP_ENTRIES_DEFAULT,
+        .delete_retention_ms = log->cfg.delete_retention_ms,
+        .now_ms = now_ms,
+    };
+    struct plog_compact_job *job = calloc(1, sizeof(*job));
+    int rc = job != NULL ? rv_compact_create(&job->c, &o) : -ENOMEM;
+    if (rc == 0) {
+        job->log = log;
+        job->is_forced = is_forced;
+        job->started_ms = rv_clock_wall_ms();
+        job->bytes_before = rv_plog_size_bytes(log);
+        rc = rv_offload(plog_compact_step_work, job, plog_compact_stepped);
+    }
+    if (rc < 0) {
+        if (job != NULL)
+            rv_compact_destroy(job->c);
+        free(job);
+        return rc;
+    }
+    log->compact.job = job;
+    log->shard->compactions++;
+    log->jobs++;
+    return 0;
+}
+
+void rv_plog_compact(rv_plog_t *log, bool is_forced, int64_t now_ms, rv_plog_offset_fn *done,
+                     void *arg)
+{
+    RV_ASSERT(log->shard != NULL);
+    int rc = plog_compact_start(log, is_forced, now_ms);
+    if (rc == 0) {
+        log->compact.job->done = done;
+        log->compact.job->arg = arg;
+        return;
+    }
+    if (done != NULL)
+        done(arg, rc > 0 ? 0 : rc);
 }
 
 /* ---- idle descriptors ------------------------------------------------------------------------ */

@@ -48,6 +48,10 @@ struct rv_plog_config {
     uint32_t index_interval;  /* bytes between offset index entries */
     uint32_t max_batch_bytes; /* largest batch accepted */
     bool is_log_append_time;  /* stamp batches with the broker's clock */
+    /* Compaction (storage/compact.h). */
+    bool is_compact;                  /* cleanup.policy holds compact */
+    double min_cleanable_dirty_ratio; /* a pass is due once this share of closed bytes is dirty */
+    int64_t delete_retention_ms;      /* tombstones stay this long after their first pass */
 };
 
 /*
@@ -103,7 +107,9 @@ struct rv_plog_shard {
     /* Called after an append moved a log's end (NULL: none). */
     void (*on_append)(void *ctx, uint64_t key);
     void *on_append_ctx;
-    struct rv_plog_fds fds; /* rv_plog_fds_init before any log is attached */
+    struct rv_plog_fds fds;       /* rv_plog_fds_init before any log is attached */
+    uint32_t compact_map_entries; /* keys a compaction pass may map (0: the default) */
+    uint32_t compactions;         /* compaction passes in flight */
 };
 
 #define RV_PLOG_SCRATCH_MAX (64u << 20) /* a batch may not expand past this */
@@ -203,6 +209,18 @@ void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *d
 
 /* Apply retention (time and size) now; deletes in the background. */
 void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms);
+
+/*
+ * Compact the closed segments of a log whose topic compacts (storage/compact.h)
+ * on helper threads: when a pass is due (dirty ratio, a tombstone's horizon;
+ * one pass per shard at a time), or now when is_forced. done (NULL: none) gets
+ * the bytes the pass freed (0 when none ran) or -errno: -EINVAL (the topic
+ * does not compact), -EBUSY (a pass is running), -EIO, -ESTALE (retention
+ * dropped its segments meanwhile), -ECANCELED (the store is closing). Reads of
+ * closed segments wait while the new files are swapped in.
+ */
+void rv_plog_compact(rv_plog_t *log, bool is_forced, int64_t now_ms, rv_plog_offset_fn *done,
+                     void *arg);
 
 /* Make segment data durable up to now (checkpoint): done(arg, 0 or -errno).
  * Writes the producer snapshot too when one is due (a helper job). */

@@ -42,6 +42,7 @@
 #include "core/sys.h"
 #include "core/trace.h"
 #include "storage/batch.h"
+#include "storage/compact.h"
 #include "storage/part.h"
 #include "storage/plog.h"
 #include "storage/topic.h"
@@ -97,6 +98,7 @@ void rv_store_config_init(struct rv_store_config *cfg)
         .wal_group_window_us = 0,
         .checkpoint_interval_ms = 2000,
         .retention_check_ms = 30000,
+        .compact_map_entries = RV_COMPACT_MAP_ENTRIES_DEFAULT,
     };
 }
 
@@ -132,6 +134,9 @@ static uint32_t store_owner(const rv_store_t *st, uint64_t name_hash, int32_t pa
 
 static void store_plog_config(const struct rv_topic_config *cfg, struct rv_plog_config *out)
 {
+    /* Kafka: a compacted topic deletes by retention only when its policy says delete too. */
+    bool is_compact = strstr(cfg->cleanup_policy, "compact") != NULL;
+    bool is_delete = strstr(cfg->cleanup_policy, "delete") != NULL;
     *out = (struct rv_plog_config){
         .segment_bytes = (uint64_t)cfg->segment_bytes,
         .segment_ms = cfg->segment_ms,
@@ -140,7 +145,12 @@ static void store_plog_config(const struct rv_topic_config *cfg, struct rv_plog_
         .index_interval = (uint32_t)cfg->index_interval_bytes,
         .max_batch_bytes = RV_TOPIC_BATCH_MAX, /* accept what a lower limit once let in */
         .is_log_append_time = strcmp(cfg->timestamp_type, "LogAppendTime") == 0,
+        .is_compact = is_compact,
+        .min_cleanable_dirty_ratio = cfg->min_cleanable_dirty_ratio,
+        .delete_retention_ms = cfg->delete_retention_ms,
     };
+    if (!is_delete)
+        out->retention_ms = out->retention_bytes = -1;
 }
 
 static int store_part_dir(char *out, size_t len, const rv_store_t *st, const char *topic,
@@ -490,8 +500,10 @@ static void retention_tick(void *arg)
     int64_t now = rv_clock_wall_ms();
     uint32_t cursor = 0;
     uint64_t key, val;
-    while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
         rv_plog_enforce_retention((rv_plog_t *)(uintptr_t)val, now);
+        rv_plog_compact((rv_plog_t *)(uintptr_t)val, false, now, NULL, NULL); /* when due */
+    }
     if (rv_timer_add((uint64_t)ss->st->cfg.retention_check_ms * 1000, retention_tick, ss,
                      &ss->retention_timer) < 0)
         rv_warn("store: shard %u cannot arm its retention timer", ss->id);
@@ -543,6 +555,7 @@ static void shard_setup(void *p)
                               .numa_node = -1};
     a->rc = rv_pool_create(&ss->ps.pool, &po);
     rv_plog_fds_init(&ss->ps, ss->st->fds_per_shard);
+    ss->ps.compact_map_entries = ss->st->cfg.compact_map_entries;
     if (a->rc == 0)
         a->rc = rv_hot_create(&ss->ps.hot, ss->st->cfg.hot_bytes);
     if (a->rc == 0)
@@ -1404,6 +1417,7 @@ enum part_call_kind {
     PART_LIST_OFFSET,
     PART_DELETE_RECORDS,
     PART_INFO,
+    PART_COMPACT,
 };
 
 struct part_call {
@@ -1449,6 +1463,7 @@ static void part_call_run(void *arg)
             rv_plog_offset_for_time(log, c->arg, part_call_done, c);
         break;
     case PART_DELETE_RECORDS: rv_plog_delete_records(log, c->arg, part_call_done, c); break;
+    case PART_COMPACT: rv_plog_compact(log, true, rv_clock_wall_ms(), part_call_done, c); break;
     default:
         c->info = (struct rv_partition_info){.log_start = rv_plog_log_start(log),
                                              .high_watermark = rv_plog_high_watermark(log),
@@ -1485,6 +1500,12 @@ int64_t rv_list_offset(rv_store_t *st, const char *topic, int32_t partition, int
 int64_t rv_delete_records(rv_store_t *st, const char *topic, int32_t partition, int64_t offset)
 {
     struct part_call c = {.kind = PART_DELETE_RECORDS, .arg = offset};
+    return part_call(st, topic, partition, &c);
+}
+
+int64_t rv_store_compact(rv_store_t *st, const char *topic, int32_t partition)
+{
+    struct part_call c = {.kind = PART_COMPACT};
     return part_call(st, topic, partition, &c);
 }
 

@@ -36,6 +36,8 @@ void rv_topic_config_init(struct rv_topic_config *cfg)
         .segment_ms = 7 * DAY_MS,
         .max_message_bytes = RV_TOPIC_BATCH_MAX, /* Kafka: 1048588; ours fits a pool block */
         .index_interval_bytes = 4096,
+        .delete_retention_ms = DAY_MS,
+        .min_cleanable_dirty_ratio = 0.5,
     };
     snprintf(cfg->compression, sizeof(cfg->compression), "producer");
     snprintf(cfg->cleanup_policy, sizeof(cfg->cleanup_policy), "delete");
@@ -101,7 +103,22 @@ static const struct topic_num topic_nums[] = {
     {"max.message.bytes", offsetof(struct rv_topic_config, max_message_bytes), true, 0},
     {"index.interval.bytes", offsetof(struct rv_topic_config, index_interval_bytes), true, 0},
     {"partitions", offsetof(struct rv_topic_config, partitions), true, 1},
+    {"delete.retention.ms", offsetof(struct rv_topic_config, delete_retention_ms), false, 0},
 };
+
+#define TOPIC_RATIO_NAME "min.cleanable.dirty.ratio"
+
+/* A ratio 0..1, as Kafka's min.cleanable.dirty.ratio. */
+static int topic_parse_ratio(const char *value, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno != 0 || end == value || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
 
 int rv_topic_config_set(struct rv_topic_config *cfg, const char *name, const char *value)
 {
@@ -127,6 +144,8 @@ int rv_topic_config_set(struct rv_topic_config *cfg, const char *name, const cha
         rc = topic_set_text(cfg->cleanup_policy, sizeof(cfg->cleanup_policy), value, policies);
     else if (strcmp(name, "message.timestamp.type") == 0)
         rc = topic_set_text(cfg->timestamp_type, sizeof(cfg->timestamp_type), value, ts_types);
+    else if (strcmp(name, TOPIC_RATIO_NAME) == 0)
+        rc = topic_parse_ratio(value, &cfg->min_cleanable_dirty_ratio);
     if (rc == -ENOENT)
         return rv_errf(-ENOENT, "unknown topic setting %s", name);
     if (rc < 0)
@@ -146,6 +165,10 @@ int rv_topic_config_get(const struct rv_topic_config *cfg, const char *name, cha
         int64_t v = t->is_i32 ? *(const int32_t *)((const char *)cfg + t->offset)
                               : *(const int64_t *)((const char *)cfg + t->offset);
         snprintf(buf, len, "%" PRId64, v);
+        return 0;
+    }
+    if (strcmp(name, TOPIC_RATIO_NAME) == 0) {
+        snprintf(buf, len, "%g", cfg->min_cleanable_dirty_ratio);
         return 0;
     }
     const char *text = strcmp(name, topic_text_names[0]) == 0   ? cfg->compression
@@ -218,6 +241,9 @@ int rv_topic_meta_save(const char *data_dir, const char *name, uint32_t id,
         (void)rv_topic_config_get(cfg, topic_text_names[i], v, sizeof(v));
         n += snprintf(text + n, sizeof(text) - (size_t)n, "%s=%s\n", topic_text_names[i], v);
     }
+    char ratio[32];
+    (void)rv_topic_config_get(cfg, TOPIC_RATIO_NAME, ratio, sizeof(ratio));
+    n += snprintf(text + n, sizeof(text) - (size_t)n, "%s=%s\n", TOPIC_RATIO_NAME, ratio);
     int fd = rv_sys_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
         return rv_errf(fd, "%s: create", tmp);

@@ -44,6 +44,7 @@
 #include "storage/codec.h"
 #include "storage/idx.h"
 #include "storage/seg.h"
+#include "storage/topic.h"
 #include "storage/wal.h"
 
 /* Limits and constants. */
@@ -1427,6 +1428,7 @@ struct vfy_mark {
 
 struct vfy {
     struct ctl_out *o;
+    const char *data_dir;
     struct ctl_buf plain;
     uint64_t topics;
     uint64_t partitions;
@@ -1442,6 +1444,7 @@ struct vfy {
     uint32_t file_problems; /* problems of the current file */
     uint32_t file_hidden;   /* of which not shown */
     /* The partition being verified. */
+    bool is_compacted; /* its topic compacts: offset gaps are expected */
     bool has_next;
     uint64_t next_offset; /* one past the largest offset seen in the partition */
     /* The segment being verified. */
@@ -1557,7 +1560,7 @@ static void vfy_batch_offsets(struct vfy *v, const struct rv_batch_view *b, uint
                     "batch at byte %" PRIu64 ": offsets go backwards: base offset %" PRId64
                     " overlaps offsets up to %" PRIu64 " held before it",
                     pos, base, v->next_offset - 1);
-    else if (v->has_next && (uint64_t)base > v->next_offset)
+    else if (v->has_next && (uint64_t)base > v->next_offset && !v->is_compacted)
         vfy_problem(v, false, v->log_path,
                     "batch at byte %" PRIu64 ": offset gap: %" PRIu64 "..%" PRId64
                     " are missing before base offset %" PRId64,
@@ -1761,6 +1764,14 @@ static void vfy_stray_files(struct vfy *v, const char *dir)
         vfy_file_begin(v);
         if (ctl_has_suffix(name, ".tmp")) {
             vfy_problem(v, false, path, "leftover temporary file");
+        } else if (ctl_has_suffix(name, ".log.cleaned")) {
+            vfy_problem(v, false, path,
+                        "left by a compaction that did not commit; the next "
+                        "open removes it");
+        } else if (ctl_has_suffix(name, ".log.swap")) {
+            vfy_problem(v, false, path,
+                        "a committed compaction swap; the next open completes "
+                        "it");
         } else if (ctl_parse_base_name(name, ".index", &base) ||
                    ctl_parse_base_name(name, ".timeindex", &base)) {
             char log[PATH_MAX];
@@ -1778,6 +1789,10 @@ static void vfy_partition(void *arg, const char *topic, const char *partition, c
 {
     struct vfy *v = arg;
     v->partitions++;
+    struct rv_topic_config cfg;
+    uint32_t id;
+    v->is_compacted = rv_topic_meta_load(v->data_dir, topic, &id, &cfg) == 0 &&
+                      strstr(cfg.cleanup_policy, "compact") != NULL;
     v->has_next = false;
     v->next_offset = 0;
     uint64_t *bases = NULL;
@@ -1808,7 +1823,6 @@ static void vfy_partition(void *arg, const char *topic, const char *partition, c
                     "%s %" PRId64
                     " is past the end of the first segment (its next offset is %" PRId64 ")",
                     CTL_LOG_START_FILE, log_start, first_end);
-    (void)topic;
     (void)partition;
 }
 
@@ -1993,7 +2007,7 @@ static int vfy_run(const char *data_dir, bool is_json)
         return CTL_EXIT_CORRUPT;
     }
     struct ctl_out o = {.is_json = is_json};
-    struct vfy v = {.o = &o};
+    struct vfy v = {.o = &o, .data_dir = data_dir};
     ctl_doc_begin(&o);
     if (is_json) {
         ctl_str(&o, "data_dir", data_dir);
