@@ -65,6 +65,7 @@ enum {
     KTYPE_STRING = 2,
     KTYPE_INT = 3,
     KTYPE_LONG = 5,
+    KTYPE_DOUBLE = 6,
     KTYPE_LIST = 7,
 };
 
@@ -88,13 +89,18 @@ struct ktopic_key {
 
 static const struct ktopic_key ktopic_keys[] = {
     {"cleanup.policy", "log.cleanup.policy", KTYPE_LIST,
-     "delete: old segments are deleted by retention (compact is accepted and stored)"},
+     "delete: old segments go by retention; compact: only the latest record of each key is "
+     "kept (compact,delete: both)"},
     {"compression.type", "compression.type", KTYPE_STRING,
      "the codec batches are stored with: producer keeps the producer's"},
+    {"delete.retention.ms", "log.cleaner.delete.retention.ms", KTYPE_LONG,
+     "compacted topics: how long a tombstone is kept once its segment was compacted"},
     {"index.interval.bytes", "log.index.interval.bytes", KTYPE_INT,
      "bytes of log between two entries of the offset index"},
     {"max.message.bytes", "message.max.bytes", KTYPE_INT,
      "the largest record batch the topic accepts"},
+    {"min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", KTYPE_DOUBLE,
+     "compacted topics: the share of the log written since the last pass that starts one"},
     {"message.timestamp.type", "log.message.timestamp.type", KTYPE_STRING,
      "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's clock"},
     {"retention.bytes", "log.retention.bytes", KTYPE_LONG,
