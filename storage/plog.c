@@ -1339,6 +1339,10 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
     if (log->is_disk_full)
         return rv_errf(-ENOSPC, "log %s: the disk is full; appends resume once it has room",
                        log->dir);
+    /* Refuse before validating: a refused batch is retried, and validation
+     * (CRC and a walk over its records) is the expensive part. */
+    if (!rv_wal_has_room(log->shard->wal, len))
+        return -ENOBUFS;
     struct rv_batch_view v;
     int n = rv_batch_parse(batch, len, log->cfg.max_batch_bytes, &v);
     if (n < 0)

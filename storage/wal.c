@@ -696,6 +696,16 @@ static struct wal_group *wal_group_for(struct rv_wal *w, uint64_t rec_bytes)
     return g;
 }
 
+bool rv_wal_has_room(const rv_wal_t *w, uint32_t len)
+{
+    uint64_t rec_bytes = RV_WAL_HEADER_BYTES + (uint64_t)len;
+    if (w->group_count < RV_WAL_GROUPS)
+        return true;
+    const struct wal_group *g = wal_group_at((struct rv_wal *)(uintptr_t)w, w->group_count - 1);
+    return g->state == WAL_GROUP_OPEN && g->count < RV_WAL_GROUP_RECORDS &&
+           g->bytes + rec_bytes <= w->cfg.group_bytes_max;
+}
+
 int rv_wal_append(rv_wal_t *w, enum rv_wal_type type, uint64_t key, const void *payload,
                   uint32_t len, bool needs_sync, rv_wal_done_fn *done, void *arg)
 {

@@ -131,6 +131,9 @@ uint64_t rv_wal_durable_lsn(const rv_wal_t *wal); /* everything below is synced 
 /* Every record below has completed (its callback ran): a checkpoint LSN. */
 uint64_t rv_wal_complete_lsn(const rv_wal_t *wal);
 bool rv_wal_is_idle(const rv_wal_t *wal); /* nothing open or in flight */
+/* Whether an append of len bytes would find a group now (else -ENOBUFS): for
+ * callers that check before they do expensive work on a record. */
+bool rv_wal_has_room(const rv_wal_t *wal, uint32_t len);
 bool rv_wal_is_failed(const rv_wal_t *wal);
 uint32_t rv_wal_file_count(const rv_wal_t *wal);
 
