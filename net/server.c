@@ -27,8 +27,10 @@
  * lives on while requests or the hot tier reference it. A frame larger than
  * a pool buffer goes to a malloc'd block of its own size; its batches are
  * copied into pool buffers by the produce path. Reading pauses while the
- * unsent responses pass RV_SERVER_OUT_BYTES_MAX or the requests in flight
- * pass SERVER_INFLIGHT_MAX.
+ * unsent responses pass RV_SERVER_OUT_BYTES_MAX, the requests in flight
+ * SERVER_INFLIGHT_MAX, or the bytes of requests not yet answered (produces
+ * waiting for the log) SERVER_PENDING_BYTES_MAX: a client that pipelines
+ * without bound waits in its socket, not in the broker's memory.
  *
  * (A received buffer can be frozen by a fetch of a batch in it while the
  * connection still receives into its free tail: disjoint bytes, written only
@@ -58,15 +60,16 @@
 #include "storage/part.h"
 #include "shards/sock.h"
 
-#define SERVER_BACKLOG         1024
-#define SERVER_ACCEPT_RETRY_US 100000     /* after accept failed (EMFILE...), try again */
-#define SERVER_RECV_SHRINK     (1u << 20) /* give a larger idle receive buffer back */
-#define SERVER_PEER_MAX        64
-#define SERVER_FRAMES_PER_TURN 256     /* requests started per callback; then yield the shard */
-#define SERVER_INFLIGHT_MAX    1024    /* requests of a connection not yet sent */
-#define SERVER_IOV_MAX         256     /* iovecs per send */
-#define SERVER_POOL_RETRY_US   1000    /* the pool had no buffer: try again after */
-#define SERVER_DRAIN_US        2000000 /* stopping: answers in flight get this long to leave */
+#define SERVER_BACKLOG           1024
+#define SERVER_ACCEPT_RETRY_US   100000     /* after accept failed (EMFILE...), try again */
+#define SERVER_RECV_SHRINK       (1u << 20) /* give a larger idle receive buffer back */
+#define SERVER_PEER_MAX          64
+#define SERVER_FRAMES_PER_TURN   256  /* requests started per callback; then yield the shard */
+#define SERVER_INFLIGHT_MAX      1024 /* requests of a connection not yet sent */
+#define SERVER_PENDING_BYTES_MAX (16u << 20) /* request bytes started and not answered */
+#define SERVER_IOV_MAX           256         /* iovecs per send */
+#define SERVER_POOL_RETRY_US     1000        /* the pool had no buffer: try again after */
+#define SERVER_DRAIN_US          2000000 /* stopping: answers in flight get this long to leave */
 
 struct server_shard;
 
@@ -84,6 +87,7 @@ struct server_listener {
 struct conn_req {
     struct conn_req *next;
     struct server_conn *c;
+    size_t bytes;        /* of the request frame */
     struct rv_kreq *req; /* NULL once done and freed */
     bool is_done;
 };
@@ -105,6 +109,7 @@ struct server_conn {
     uint32_t reqs_pending; /* started and not yet done */
     size_t head_sent;      /* bytes of the head's response already sent */
     size_t unsent_bytes;   /* of done responses */
+    size_t pending_bytes;  /* of requests started and not done (a produce waiting for the log) */
     uint32_t sending;      /* requests covered by the send in flight */
     struct iovec iov[SERVER_IOV_MAX];
     uint64_t last_active_ns; /* last byte received or sent */
@@ -125,7 +130,7 @@ struct server_shard {
     rv_server_t *srv;
     uint32_t id;
     struct rv_kapi_shard *ks;
-    struct server_listener listeners[2]; /* the shared port, then the own port */
+    struct server_listener listeners[1]; /* the base port (shared or shard 0's), or its own */
     uint32_t listener_count;
     struct server_conn *conns; /* open and closing */
     uint32_t conn_count;
@@ -154,6 +159,7 @@ struct rv_server {
 static void conn_close(struct server_conn *c, const char *why);
 static void conn_pump(struct server_conn *c);
 static void conn_progress(struct server_conn *c);
+static void conn_resume(void *arg);
 
 /* ---- shard bookkeeping --------------------------------------------------------- */
 
@@ -268,8 +274,9 @@ static void conn_req_done(void *arg, struct rv_kreq *req)
     struct server_conn *c = cr->c;
     cr->req = req;
     cr->is_done = true;
-    RV_ASSERT(c->reqs_pending > 0);
+    RV_ASSERT(c->reqs_pending > 0 && c->pending_bytes >= cr->bytes);
     c->reqs_pending--;
+    c->pending_bytes -= cr->bytes;
     if (rv_kreq_error(req) < 0) {
         rv_warn("connection %s: %s: closing it", c->peer, rv_kreq_why(req));
         conn_close(c, "bad request");
@@ -284,6 +291,11 @@ static void conn_req_done(void *arg, struct rv_kreq *req)
     }
     if (cr == c->req_head)
         conn_pump(c);
+    /* Frames received but not started (the bounds held them back) start now:
+     * a request without an answer (acks=0) sends nothing that would. */
+    if (!c->is_task_pending && !c->is_draining && c->rlen - c->rstart >= 4 &&
+        rv_runtime_submit(c->sh->srv->rt, c->sh->id, conn_resume, c) == 0)
+        c->is_task_pending = true;
 }
 
 /* Make room for a frame of `total` bytes (size prefix included) that starts at
@@ -347,6 +359,8 @@ static int conn_start(struct server_conn *c, size_t size)
     c->req_tail = cr;
     c->req_count++;
     c->reqs_pending++;
+    cr->bytes = 4 + size;
+    c->pending_bytes += cr->bytes;
     uint8_t *frame = c->rdata + c->rstart + 4;
     void *heap = NULL;
     if (c->heap != NULL) { /* a frame of its own block: the request takes it */
@@ -363,6 +377,7 @@ static int conn_start(struct server_conn *c, size_t size)
     if (rc < 0) { /* nothing was taken */
         free(heap);
         c->reqs_pending--;
+        c->pending_bytes -= cr->bytes;
         cr->is_done = true; /* an empty answer slot, freed in order */
     }
     return rc;
@@ -376,7 +391,8 @@ static bool conn_answer(struct server_conn *c)
     uint32_t answered = 0;
     c->has_more = false;
     while (!c->is_closing && c->rlen - c->rstart >= 4 &&
-           c->unsent_bytes <= RV_SERVER_OUT_BYTES_MAX && c->req_count < SERVER_INFLIGHT_MAX) {
+           c->unsent_bytes <= RV_SERVER_OUT_BYTES_MAX && c->req_count < SERVER_INFLIGHT_MAX &&
+           c->pending_bytes <= SERVER_PENDING_BYTES_MAX) {
         if (answered == SERVER_FRAMES_PER_TURN) {
             c->has_more = true; /* let the shard's other work run first */
             break;
@@ -426,8 +442,6 @@ static bool conn_answer(struct server_conn *c)
         c->rstart = c->rlen = 0;
     return true;
 }
-
-static void conn_resume(void *arg);
 
 /* Answer what was received, start the next send and receive, and come back
  * later for frames left over from a full turn. */
@@ -569,7 +583,8 @@ static void conn_pump(struct server_conn *c)
         return;
     }
     bool is_paused = c->unsent_bytes > RV_SERVER_OUT_BYTES_MAX ||
-                     c->req_count >= SERVER_INFLIGHT_MAX || c->has_retry;
+                     c->req_count >= SERVER_INFLIGHT_MAX ||
+                     c->pending_bytes > SERVER_PENDING_BYTES_MAX || c->has_retry;
     if (c->is_recv_pending || is_paused)
         return;
     if (c->rdata == NULL || c->rlen == c->rcap) {
@@ -866,25 +881,29 @@ static int server_bind_all(rv_server_t *srv)
             return rc;
         close(probe);
     }
-    for (uint32_t i = 0; i < srv->shard_count; i++) {
+    /* With shards advertised the base port is node 0's, so only shard 0
+     * accepts on it (a connection to node 0 must reach shard 0, the owner of
+     * node 0's partitions); otherwise every shard shares it (SO_REUSEPORT). */
+    uint32_t sharing = has_own ? 1 : srv->shard_count;
+    for (uint32_t i = 0; i < sharing; i++) {
         struct server_shard *sh = &srv->shards[i];
         struct server_listener *sl = &sh->listeners[0];
-        int rc = server_bind(l->host, port, true, &sl->fd, &port);
+        int rc = server_bind(l->host, port, !has_own, &sl->fd, &port);
         if (rc < 0)
             return rc;
         sh->listener_count = 1;
-        sl->node = srv->cfg.node_id; /* the shared port is node 0's in either mode */
+        sl->node = srv->cfg.node_id; /* the base port is node 0's in either mode */
         srv->port = port;            /* the first bind fixes a port 0 for the others */
     }
     for (uint32_t i = 1; has_own && i < srv->shard_count; i++) {
         struct server_shard *sh = &srv->shards[i];
-        struct server_listener *sl = &sh->listeners[1];
+        struct server_listener *sl = &sh->listeners[0];
         uint16_t own = l->port == 0 ? 0 : (uint16_t)(l->port + i);
         uint16_t bound = 0;
         int rc = server_bind(l->host, own, false, &sl->fd, &bound);
         if (rc < 0)
             return rc;
-        sh->listener_count = 2;
+        sh->listener_count = 1;
         sl->node = srv->cfg.node_id + (int32_t)i;
     }
     return 0;
@@ -1070,11 +1089,11 @@ uint16_t rv_server_shard_port(const rv_server_t *srv, uint32_t shard)
 {
     RV_ASSERT(shard < srv->shard_count);
     const struct server_shard *sh = &srv->shards[shard];
-    if (sh->listener_count < 2)
+    if (shard == 0 || !srv->cfg.is_advertise_shards)
         return srv->port;
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (getsockname(sh->listeners[1].fd, (struct sockaddr *)&ss, &len) < 0)
+    if (getsockname(sh->listeners[0].fd, (struct sockaddr *)&ss, &len) < 0)
         return 0;
     return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                           : ((struct sockaddr_in *)&ss)->sin_port);

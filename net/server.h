@@ -2,11 +2,13 @@
  * net/server.h - the broker's TCP server: listeners on every shard, Kafka
  * framing, requests answered in order per connection.
  *
- * Every shard accepts on the shared (bootstrap) port through its own socket
- * (SO_REUSEPORT: the kernel spreads connections over the shards). With
- * rivven.advertise.shards each shard i > 0 also listens on port + i, its own
- * port as a broker in Metadata; shard 0's own port is the shared one. A
- * connection lives on the shard that accepted it, for its whole life.
+ * With rivven.advertise.shards (each shard a broker in Metadata) shard i
+ * listens on port + i alone: the base (bootstrap) port is node 0's, shard
+ * 0's, so a client's connection to a node reaches the shard that owns that
+ * node's partitions. Without it every shard accepts on the one port through
+ * its own socket (SO_REUSEPORT: the kernel spreads connections over the
+ * shards). A connection lives on the shard that accepted it, for its whole
+ * life.
  *
  * Framing: an int32 size, then that many bytes of request. A size that is
  * negative or over socket.request.max.bytes, or a request the protocol layer
