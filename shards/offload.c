@@ -53,6 +53,7 @@ static void offload_done_on_shard(void *p)
 static void *offload_main(void *p)
 {
     struct rv_offload_worker *w = p;
+    (void)pthread_setname_np(pthread_self(), "rv-helper");
     for (;;) {
         while (sem_wait(&w->wake) < 0 && errno == EINTR)
             ;
