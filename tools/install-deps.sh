@@ -11,6 +11,7 @@ PKGS=(
   libcriterion-dev
   clang-format fio
   kcat python3-confluent-kafka
+  librdkafka-dev
 )
 
 missing=()
