@@ -364,6 +364,21 @@ int rv_batch_parse(const uint8_t *buf, size_t len, size_t max_batch_bytes,
     return size;
 }
 
+int rv_batch_parse_built(const uint8_t *buf, size_t len, struct rv_batch_view *out)
+{
+    RV_ASSERT(out != NULL && buf != NULL);
+    if (len < RV_BATCH_HEADER_BYTES ||
+        (uint64_t)be32_load(buf + RV_BATCH_LENGTH_POS) + RV_BATCH_LOG_OVERHEAD_BYTES != len)
+        return rv_errf(-EBADMSG, "batch: a built batch of %zu bytes does not add up", len);
+    batch_header_decode(buf, out);
+    out->bytes = buf;
+    out->size_bytes = len;
+    out->records = buf + RV_BATCH_HEADER_BYTES;
+    out->records_bytes = len - RV_BATCH_HEADER_BYTES;
+    out->has_dense_offsets = true;
+    return (int)len;
+}
+
 /* Back-to-back batches. */
 
 void rv_batch_iter_init(struct rv_batch_iter *it, const uint8_t *buf, size_t len,

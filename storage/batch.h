@@ -200,6 +200,12 @@ struct rv_batch_builder {
 RV_MUST_CHECK int rv_batch_parse(const uint8_t *buf, size_t len, size_t max_batch_bytes,
                                  struct rv_batch_view *out);
 
+/* The header of a batch this process built itself (rv_batch_builder): sizes and
+ * fields only, no CRC and no record walk (offsets are dense by construction).
+ * For the embedding API's own batches; never for bytes from outside. Returns
+ * the batch's size, or -EBADMSG when buf[0..len) is not one whole batch. */
+RV_MUST_CHECK int rv_batch_parse_built(const uint8_t *buf, size_t len, struct rv_batch_view *out);
+
 /* Walk every record of `records` (a batch's decompressed records section) against the
  * header in *view: the count, offset deltas, bounds, lengths, trailing bytes. Returns
  * 0 and sets view->has_dense_offsets, or -EINVAL. */

@@ -1328,8 +1328,23 @@ static int plog_check_records(struct rv_plog *log, struct rv_batch_view *v)
     return log->cfg.is_compact ? rv_compact_check_keys(v, sh->scratch, n) : 0;
 }
 
+static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
+                       rv_plog_append_fn *done, void *arg, bool is_built);
+
 int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                    rv_plog_append_fn *done, void *arg)
+{
+    return plog_append(log, buf, batch, len, acks, done, arg, false);
+}
+
+int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
+                         rv_plog_append_fn *done, void *arg)
+{
+    return plog_append(log, buf, batch, len, acks, done, arg, true);
+}
+
+static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
+                       rv_plog_append_fn *done, void *arg, bool is_built)
 {
     RV_ASSERT(log->shard != NULL);
     if (log->load != PLOG_LOADED)
@@ -1344,12 +1359,16 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
     if (!rv_wal_has_room(log->shard->wal, len))
         return -ENOBUFS;
     struct rv_batch_view v;
-    int n = rv_batch_parse(batch, len, log->cfg.max_batch_bytes, &v);
+    int n = is_built ? rv_batch_parse_built(batch, len, &v)
+                     : rv_batch_parse(batch, len, log->cfg.max_batch_bytes, &v);
     if (n < 0)
         return n;
     if ((uint32_t)n != len)
         return rv_errf(-EINVAL, "append: %u bytes hold more than one batch", len);
-    int rc = plog_check_records(log, &v);
+    if (len > log->cfg.max_batch_bytes)
+        return rv_errf(-EMSGSIZE, "append: a batch of %u bytes", len);
+    /* Built batches are valid by construction; a compacted topic still checks keys. */
+    int rc = !is_built || log->cfg.is_compact ? plog_check_records(log, &v) : 0;
     if (rc < 0)
         return rc;
     bool is_tracked = rv_pstate_is_tracked(&v);

@@ -190,6 +190,11 @@ void rv_plog_close(rv_plog_t *log);
 RV_MUST_CHECK int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,
                                  int acks, rv_plog_append_fn *done, void *arg);
 
+/* The same for a batch this process built (rv_batch_builder, as rv_produce
+ * does): its CRC and records are not checked again. Never for received bytes. */
+RV_MUST_CHECK int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,
+                                       int acks, rv_plog_append_fn *done, void *arg);
+
 /* Fetch batches from `offset`, up to about max_bytes (always at least one
  * whole batch). done runs on this shard, possibly before the call returns. */
 void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_fetch_fn *done,
