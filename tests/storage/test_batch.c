@@ -981,17 +981,17 @@ Test(batch, reads_librdkafka_zstd_batch)
 
 Test(batch, a_built_batch_parses_by_its_header_alone)
 {
-    uint8_t buf[4096];
-    size_t len = build_simple(buf, sizeof(buf), 5);
+    uint8_t bb[4096];
+    size_t len = build_simple(bb, sizeof(bb), 5);
     struct rv_batch_view full, built;
-    cr_assert_eq(rv_batch_parse(buf, len, sizeof(buf), &full), (int)len);
-    cr_assert_eq(rv_batch_parse_built(buf, len, &built), (int)len);
+    cr_assert_eq(rv_batch_parse(bb, len, sizeof(bb), &full), (int)len);
+    cr_assert_eq(rv_batch_parse_built(bb, len, &built), (int)len);
     cr_assert_eq(built.record_count, full.record_count);
     cr_assert_eq(built.last_offset_delta, full.last_offset_delta);
     cr_assert_eq(built.max_timestamp, full.max_timestamp);
     cr_assert_eq(built.records_bytes, full.records_bytes);
     cr_assert(built.has_dense_offsets);
     /* Sizes that do not add up are refused (the CRC is not looked at). */
-    cr_assert_eq(rv_batch_parse_built(buf, len - 1, &built), -EBADMSG);
-    cr_assert_eq(rv_batch_parse_built(buf, 10, &built), -EBADMSG);
+    cr_assert_eq(rv_batch_parse_built(bb, len - 1, &built), -EBADMSG);
+    cr_assert_eq(rv_batch_parse_built(bb, 10, &built), -EBADMSG);
 }
