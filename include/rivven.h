@@ -176,6 +176,7 @@ struct rv_shard_stats {
     uint64_t stalls;        /* loop turns longer than stall_ms */
     uint64_t io_completed;  /* file operations completed */
     uint64_t timers_fired;  /* timers that ran */
+    uint64_t mailbox_depth; /* messages from other shards published and not yet run */
 };
 
 /* A snapshot of a shard's counters (any thread; values may be slightly stale).

@@ -817,6 +817,7 @@ enum metrics_shard_field {
     METRICS_STALLS,
     METRICS_IO,
     METRICS_TIMERS,
+    METRICS_MAILBOX_DEPTH,
 };
 
 static uint64_t metrics_shard_value(const struct rv_metrics_shard_snap *s,
@@ -836,6 +837,7 @@ static uint64_t metrics_shard_value(const struct rv_metrics_shard_snap *s,
     case METRICS_STALLS: return s->rt.stalls;
     case METRICS_IO: return s->rt.io_completed;
     case METRICS_TIMERS: return s->rt.timers_fired;
+    case METRICS_MAILBOX_DEPTH: return s->rt.mailbox_depth;
     }
     return 0;
 }
@@ -872,6 +874,8 @@ static void metrics_write_shards(FILE *f, const struct rv_metrics_snapshot *snap
          "File operations the shard completed."},
         {"rivven_reactor_timers_fired_total", "counter", METRICS_TIMERS,
          "Timers that ran on the shard."},
+        {"rivven_mailbox_queue_depth", "gauge", METRICS_MAILBOX_DEPTH,
+         "Messages from other shards in the shard's mailboxes, not yet run."},
     };
     for (size_t k = 0; k < RV_ARRAY_LEN(fams); k++) {
         metrics_family(f, fams[k].name, fams[k].type, fams[k].help);

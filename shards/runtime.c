@@ -481,6 +481,15 @@ int rv_runtime_shard_stats(const rv_runtime_t *rt, uint32_t shard, struct rv_sha
     STAT(io_completed);
     STAT(timers_fired);
 #undef STAT
+    /* The shard's inbound rings: published by their producers, not yet released
+     * by the shard (both indexes are atomics any thread may read). */
+    out->mailbox_depth = 0;
+    for (uint32_t p = 0; p < rt->n; p++) {
+        const struct rv_spsc *r = &rt->rings[(size_t)p * rt->n + shard];
+        uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+        uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+        out->mailbox_depth += tail - head;
+    }
     return 0;
 }
 

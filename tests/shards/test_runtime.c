@@ -234,3 +234,59 @@ Test(runtime, offload_runs_off_shard_and_close_waits_for_it)
     cr_assert_eq(c.done_shard, 1, "done ran on the calling shard");
     cr_assert_eq(rv_offload(offload_work, &c, offload_done), -EINVAL, "not on a shard");
 }
+
+/* ---- mailbox depth -------------------------------------------------------------------------- */
+
+struct depth_probe {
+    rv_runtime_t *rt;
+    _Atomic int is_held; /* shard 1 spins in a task while set */
+    _Atomic int ran;
+};
+
+static void depth_hold(void *arg)
+{
+    struct depth_probe *p = arg;
+    while (atomic_load(&p->is_held))
+        sched_yield(); /* a test stands in for a busy shard */
+}
+
+static void depth_noop(void *arg)
+{
+    struct depth_probe *p = arg;
+    atomic_fetch_add(&p->ran, 1);
+}
+
+static void depth_send(void *arg)
+{
+    struct depth_probe *p = arg;
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(rv_runtime_submit(p->rt, 1, depth_noop, p), 0);
+}
+
+Test(runtime, stats_count_the_messages_waiting_in_a_shards_mailboxes)
+{
+    rv_runtime_t *rt = test_rt_open(2);
+    struct depth_probe p = {.rt = rt, .is_held = 1};
+    cr_assert_eq(rv_runtime_submit(rt, 1, depth_hold, &p), 0);
+    test_run_on(rt, 0, depth_send, &p); /* 10 messages from shard 0 to busy shard 1 */
+    struct rv_shard_stats st;
+    for (int i = 0; i < 2000; i++) { /* published at shard 0's next flush */
+        cr_assert_eq(rv_runtime_shard_stats(rt, 1, &st), 0);
+        if (st.mailbox_depth == 10)
+            break;
+        usleep(1000);
+    }
+    cr_assert_eq(st.mailbox_depth, 10);
+    atomic_store(&p.is_held, 0);
+    for (int i = 0; i < 2000 && atomic_load(&p.ran) < 10; i++)
+        usleep(1000);
+    cr_assert_eq(atomic_load(&p.ran), 10);
+    for (int i = 0; i < 2000; i++) { /* released once the shard consumed them */
+        cr_assert_eq(rv_runtime_shard_stats(rt, 1, &st), 0);
+        if (st.mailbox_depth == 0)
+            break;
+        usleep(1000);
+    }
+    cr_assert_eq(st.mailbox_depth, 0);
+    rv_runtime_close(rt);
+}
