@@ -495,7 +495,8 @@ static void kapi_dispatch(struct rv_kreq *req)
 }
 
 int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap, uint8_t *frame, size_t len,
-                    int32_t node, rv_kreq_done_fn *done, void *arg, struct rv_kreq **out)
+                    int32_t node, const char *client_host, rv_kreq_done_fn *done, void *arg,
+                    struct rv_kreq **out)
 {
     struct rv_kreq *req = calloc(1, sizeof(*req));
     if (req == NULL)
@@ -511,6 +512,7 @@ int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap, uint8_t
     req->frame = frame;
     req->len = len;
     req->node = node;
+    req->client_host = client_host != NULL ? client_host : "";
     if (ks != NULL)
         ks->pending++;
     *out = req;
@@ -532,8 +534,8 @@ int rv_kapi_handle(const uint8_t *frame, size_t len, struct rv_kapi_out *out)
     bool is_done = false;
     struct rv_kreq *req;
     /* Decoding never writes the frame: the cast only fits the request's type. */
-    int rc = rv_kapi_request(NULL, NULL, NULL, (uint8_t *)(uintptr_t)frame, len, -1, kapi_sync_done,
-                             &is_done, &req);
+    int rc = rv_kapi_request(NULL, NULL, NULL, (uint8_t *)(uintptr_t)frame, len, -1, NULL,
+                             kapi_sync_done, &is_done, &req);
     if (rc < 0)
         return rc;
     RV_ASSERT(is_done); /* without a store every answer is immediate */

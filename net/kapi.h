@@ -95,13 +95,14 @@ void rv_kapi_shard_wake_all(struct rv_kapi_shard *ks);
  * reference: a produced batch is appended from there without a copy), or,
  * when buf is NULL, in `heap`, a malloc'd block the request frees. node is
  * the broker (node id) the client addressed: the one its listener advertises,
- * or -1 when unknown. done(arg,
+ * or -1 when unknown. client_host is the peer as Kafka names it ("/1.2.3.4"),
+ * or NULL; it must live as long as the request. done(arg,
  * req) runs exactly once on this shard, possibly before this returns.
  * -ENOMEM (nothing was taken).
  */
 RV_MUST_CHECK int rv_kapi_request(struct rv_kapi_shard *ks, rv_buf_t *buf, void *heap,
-                                  uint8_t *frame, size_t len, int32_t node, rv_kreq_done_fn *done,
-                                  void *arg, struct rv_kreq **out);
+                                  uint8_t *frame, size_t len, int32_t node, const char *client_host,
+                                  rv_kreq_done_fn *done, void *arg, struct rv_kreq **out);
 
 /* After done: 0 to send the response (it may be empty: acks=0), or -EPROTO to
  * close the connection; rv_kreq_why says why. */

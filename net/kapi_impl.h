@@ -101,8 +101,9 @@ struct rv_kreq {
     struct rv_kp_request_header h;
     const struct rv_kp_api *api;
     int16_t version;
-    int32_t node; /* the node id the client addressed (its listener's), or -1 */
-    void *msg;    /* the decoded body, in the arena */
+    int32_t node;            /* the node id the client addressed (its listener's), or -1 */
+    const char *client_host; /* "/1.2.3.4" (Kafka's form), "" when unknown */
+    void *msg;               /* the decoded body, in the arena */
     struct rv_kproto_arena arena;
     void *arena_mem;
     struct kreq_block *blocks; /* kapi_alloc beyond the arena */

@@ -375,7 +375,7 @@ void kapi_join_group(struct rv_kreq *req)
         .member_id = kg_cstr(req, jr->member_id, &is_bad),
         .instance_id = req->version >= 5 ? kg_cstr(req, jr->group_instance_id, &is_bad) : NULL,
         .client_id = kg_cstr(req, req->h.client_id, &is_bad),
-        .client_host = "",
+        .client_host = req->client_host,
         .protocol_type = kg_cstr(req, jr->protocol_type, &is_bad),
         .protocols = protos,
         .protocol_count = jr->protocols.count > 0 ? (uint32_t)jr->protocols.count : 0,

@@ -120,10 +120,11 @@ struct server_conn {
     bool has_more;        /* complete frames left in the buffer after a full turn */
     bool has_retry;       /* a timer retries the receive buffer */
     bool is_closing;
-    bool is_released; /* the socket's close is issued */
-    int32_t node;     /* the node id its listener advertises */
-    bool is_draining; /* the broker is stopping: send what is answered, read no more */
-    char peer[SERVER_PEER_MAX];
+    bool is_released;           /* the socket's close is issued */
+    int32_t node;               /* the node id its listener advertises */
+    bool is_draining;           /* the broker is stopping: send what is answered, read no more */
+    char peer[SERVER_PEER_MAX]; /* "host:port", for logs */
+    char host[SERVER_PEER_MAX]; /* "/host", as Kafka names a client (DescribeGroups) */
 };
 
 struct server_shard {
@@ -373,7 +374,8 @@ static int conn_start(struct server_conn *c, size_t size)
         c->rstart += 4 + size;
     }
     struct rv_kreq *req;
-    int rc = rv_kapi_request(c->sh->ks, c->rb, heap, frame, size, c->node, conn_req_done, cr, &req);
+    int rc = rv_kapi_request(c->sh->ks, c->rb, heap, frame, size, c->node, c->host, conn_req_done,
+                             cr, &req);
     if (rc < 0) { /* nothing was taken */
         free(heap);
         c->reqs_pending--;
@@ -635,6 +637,7 @@ static void conn_name_peer(struct server_conn *c)
         }
     }
     snprintf(c->peer, sizeof(c->peer), "%s:%u", host, port);
+    snprintf(c->host, sizeof(c->host), "/%s", host);
 }
 
 static void conn_open(struct server_shard *sh, int fd, int32_t node)

@@ -1075,6 +1075,8 @@ static void srv_describe(struct srv *f, int16_t v, const char *group, const char
     if (members > 0) {
         cr_assert(rv_kp_str_eq_cstr(d->protocol_data, "range"));
         cr_assert(rv_kp_str_eq_cstr(d->members.items[0].client_id, "kgroup-test"));
+        cr_assert(rv_kp_str_eq_cstr(d->members.items[0].client_host, "/127.0.0.1"),
+                  "the member's address, as Kafka writes it");
         cr_assert_eq(d->members.items[0].member_assignment.len, 6);
     }
     if (v >= 3)
