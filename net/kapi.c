@@ -704,8 +704,40 @@ void kapi_topic_defaults(const struct rv_kapi_broker *b, struct rv_topic_config 
     snprintf(tc->compression, sizeof(tc->compression), "%s", cfg->compression_type);
 }
 
+static bool kapi_names_collide(const char *a, const char *b)
+{
+    for (; *a != '\0' && *b != '\0'; a++, b++) {
+        char x = *a == '.' ? '_' : *a, y = *b == '.' ? '_' : *b;
+        if (x != y)
+            return false;
+    }
+    return *a == *b;
+}
+
+bool kapi_topic_collides(rv_store_t *st, const char *name, char *other)
+{
+    if (strchr(name, '.') == NULL && strchr(name, '_') == NULL)
+        return false;
+    char **names = NULL;
+    uint32_t count = 0;
+    if (rv_topic_list(st, &names, &count) < 0)
+        return false; /* no memory: the create itself will say */
+    bool is_hit = false;
+    for (uint32_t i = 0; i < count && !is_hit; i++) {
+        is_hit = strcmp(names[i], name) != 0 && kapi_names_collide(names[i], name);
+        if (is_hit)
+            snprintf(other, RV_TOPIC_NAME_MAX + 1, "%s", names[i]);
+    }
+    rv_topic_list_free(names, count);
+    return is_hit;
+}
+
 int kapi_create_topic_blocking(const struct rv_kapi_broker *b, const char *name, int32_t partitions)
 {
+    char other[RV_TOPIC_NAME_MAX + 1];
+    if (kapi_topic_collides(b->st, name, other))
+        return rv_errf(-EINVAL, "topic %s collides with existing topic %s ('.' and '_')", name,
+                       other);
     struct rv_topic_config tc;
     kapi_topic_defaults(b, &tc);
     if (partitions > 0)

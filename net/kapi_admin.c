@@ -679,6 +679,12 @@ static void kadmin_create_blocking(void *arg)
         struct kadmin_item *it = &a->items[i];
         if (!it->is_todo)
             continue;
+        char other[RV_TOPIC_NAME_MAX + 1];
+        if (kapi_topic_collides(st, it->name, other)) {
+            kadmin_err(it, KERR_INVALID_TOPIC_EXCEPTION,
+                       "Topic '%s' collides with existing topic: %s", it->name, other);
+            continue;
+        }
         int rc = rv_topic_create(st, it->name, &it->tc);
         if (rc == -EEXIST) {
             kadmin_err(it, KERR_TOPIC_ALREADY_EXISTS, "Topic '%s' already exists.", it->name);

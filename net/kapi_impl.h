@@ -198,6 +198,11 @@ int kapi_topic_by_uuid(const struct rv_kapi_shard *ks, const struct rv_kp_uuid *
 /* The configuration a topic gets from the broker's defaults (log.retention.ms,
  * num.partitions...): what a key not set for the topic reads as. */
 void kapi_topic_defaults(const struct rv_kapi_broker *b, struct rv_topic_config *tc);
+/* Kafka's rule: topic names that differ only by '.' against '_' collide (their
+ * metric names would be the same). Copies the existing one into other
+ * (RV_TOPIC_NAME_MAX + 1) and returns true when `name` collides. Blocking
+ * (lists the catalog): helper threads. */
+bool kapi_topic_collides(rv_store_t *st, const char *name, char *other);
 /* Create a topic (blocking: helper threads only) with the broker's defaults. */
 int kapi_create_topic_blocking(const struct rv_kapi_broker *b, const char *name,
                                int32_t partitions);

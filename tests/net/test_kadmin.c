@@ -883,3 +883,12 @@ Test(kadmin, describe_log_dirs_in_every_version, .init = fixture_open, .fini = f
         }
     }
 }
+
+Test(kadmin, names_differing_by_dot_and_underscore_collide, .init = fixture_open,
+     .fini = fixture_close)
+{
+    cr_assert_eq(create_one(5, "pay.ments", 1, NULL, NULL), 0);
+    cr_assert_eq(create_one(5, "pay_ments", 1, NULL, NULL), 17, "INVALID_TOPIC_EXCEPTION");
+    cr_assert_eq(create_one(5, "pay.ments", 1, NULL, NULL), 36, "TOPIC_ALREADY_EXISTS");
+    cr_assert_eq(create_one(5, "pay-ments", 1, NULL, NULL), 0, "'-' is its own character");
+}
