@@ -201,10 +201,13 @@ static void rivvend_log_start(const struct rivvend *d)
     rv_info("rivvend: %u shards (%s), data in %s", n, backend, d->cfg.log_dirs);
     const struct rv_config_listener *l = &d->cfg.listeners[0];
     bool is_v6 = strchr(l->host, ':') != NULL;
-    rv_info("rivvend: listening on %s://%s%s%s:%u (every shard)", l->name, is_v6 ? "[" : "",
-            l->host[0] != '\0' ? l->host : "*", is_v6 ? "]" : "", rv_server_port(d->server));
+    bool is_shards = d->cfg.is_advertise_shards && n > 1;
+    rv_info("rivvend: listening on %s://%s%s%s:%u (%s)", l->name, is_v6 ? "[" : "",
+            l->host[0] != '\0' ? l->host : "*", is_v6 ? "]" : "", rv_server_port(d->server),
+            is_shards ? "node 0, shard 0" : "every shard");
     for (uint32_t i = 1; i < n && d->cfg.is_advertise_shards; i++)
-        rv_info("rivvend: shard %u also on port %u", i, rv_server_shard_port(d->server, i));
+        rv_info("rivvend: node %d, shard %u on port %u", d->cfg.node_id + (int32_t)i, i,
+                rv_server_shard_port(d->server, i));
 }
 
 static void rivvend_close(struct rivvend *d)

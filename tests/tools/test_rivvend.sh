@@ -69,7 +69,7 @@ start_broker() {
     pid=$!
     for _ in $(seq 1 200); do
         if grep -q "rivvend: listening on" "$TMP/err"; then
-            port=$(sed -n 's/.*listening on PLAINTEXT:.*:\([0-9]*\) (every shard).*/\1/p' "$TMP/err")
+            port=$(sed -n 's/.*listening on PLAINTEXT:.*:\([0-9]*\) (.*/\1/p' "$TMP/err")
             ok "$name starts (port $port)"
             return 0
         fi
