@@ -335,15 +335,28 @@ static int conn_rbuf_fit(struct server_conn *c, size_t total)
     return 0;
 }
 
-static void conn_retry(void *arg)
+/* Go on after a wait (a retry timer or a queued task), unless closing. */
+static void conn_continue(struct server_conn *c)
 {
-    struct server_conn *c = arg;
-    c->has_retry = false;
     if (c->is_closing) {
         conn_release(c);
         return;
     }
     conn_progress(c);
+}
+
+static void conn_retry(void *arg)
+{
+    struct server_conn *c = arg;
+    c->has_retry = false;
+    conn_continue(c);
+}
+
+/* The pool or the ring is out of room: come back shortly (once). */
+static void conn_retry_later(struct server_conn *c)
+{
+    if (!c->has_retry && rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
+        c->has_retry = true;
 }
 
 /* Start a request for the complete frame at rstart. */
@@ -416,9 +429,7 @@ static bool conn_answer(struct server_conn *c)
                 (c->rstart + total > c->rcap || (c->heap != NULL && c->rstart > 0))) {
                 int rc = conn_rbuf_fit(c, total);
                 if (rc == -ENOBUFS) { /* the pool is at its budget: wait for buffers */
-                    if (!c->has_retry &&
-                        rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
-                        c->has_retry = true;
+                    conn_retry_later(c);
                     return true;
                 }
                 if (rc < 0) {
@@ -467,11 +478,7 @@ static void conn_resume(void *arg)
 {
     struct server_conn *c = arg;
     c->is_task_pending = false;
-    if (c->is_closing) {
-        conn_release(c);
-        return;
-    }
-    conn_progress(c);
+    conn_continue(c);
 }
 
 static void conn_sent(void *arg, int64_t res)
@@ -569,8 +576,7 @@ static void conn_pump(struct server_conn *c)
         if (n > 0) {
             int rc = rv_sock_sendv(c->fd, c->iov, n, conn_sent, c);
             if (rc == -EAGAIN) { /* no I/O slot: try again shortly */
-                if (!c->has_retry && rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
-                    c->has_retry = true;
+                conn_retry_later(c);
             } else if (rc < 0) {
                 conn_close(c, rv_strerror(rc));
                 return;
@@ -593,8 +599,7 @@ static void conn_pump(struct server_conn *c)
         /* No buffer, or a full one: a fresh one takes any partial frame. */
         int rc = conn_rbuf_fit(c, 0);
         if (rc == -ENOBUFS) {
-            if (rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
-                c->has_retry = true;
+            conn_retry_later(c);
             return;
         }
         if (rc < 0) {
@@ -608,8 +613,7 @@ static void conn_pump(struct server_conn *c)
     uint32_t len = room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
     int rc = rv_sock_recv(c->fd, c->rdata + c->rlen, len, conn_received, c);
     if (rc == -EAGAIN) { /* the shard's I/O slots are all in use: try again shortly */
-        if (rv_timer_add(SERVER_POOL_RETRY_US, conn_retry, c, NULL) == 0)
-            c->has_retry = true;
+        conn_retry_later(c);
         return;
     }
     if (rc < 0) {
