@@ -27,8 +27,7 @@
 #include "core/err.h"
 #include "core/trace.h"
 #include "net/metrics.h"
-
-#define ADMIN_HTTP_BACKLOG 64
+#include "net/server.h"
 
 struct rv_admin_http {
     rv_runtime_t *rt;
@@ -281,48 +280,16 @@ static void *admin_thread(void *arg)
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */
 
+/* The listening socket: the broker's own helper (net/server.h), named as ours. */
 static int admin_bind(const char *host, uint16_t port, int *out_fd, uint16_t *out_port)
 {
-    char port_text[8];
-    snprintf(port_text, sizeof(port_text), "%u", port);
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
-    };
-    struct addrinfo *ai = NULL;
-    int gai = getaddrinfo(host[0] != '\0' ? host : NULL, port_text, &hints, &ai);
-    if (gai != 0)
-        return rv_errf(-EINVAL, "admin listener host '%s': %s", host, gai_strerror(gai));
-    int rc = 0;
-    int one = 1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        rc = rv_errf(-errno, "admin listener: socket for %s:%u", host, port);
-        goto out_free;
+    int rc = rv_server_listen(host, port, false, out_fd, out_port);
+    if (rc < 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", rv_err_msg());
+        return rv_errf(rc, "admin listener: %s", why);
     }
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, ADMIN_HTTP_BACKLOG) < 0) {
-        int err = -errno;
-        rc = rv_errf(err, "admin listener: listen on %s:%u", host, port);
-        goto out_close;
-    }
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
-        rc = rv_errf(-errno, "admin listener: getsockname");
-        goto out_close;
-    }
-    *out_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                               : ((struct sockaddr_in *)&ss)->sin_port);
-    *out_fd = fd;
-    goto out_free;
-
-out_close:
-    close(fd);
-out_free:
-    freeaddrinfo(ai);
-    return rc;
+    return 0;
 }
 
 int rv_admin_http_start(rv_admin_http_t **out, rv_runtime_t *rt, const char *host, uint16_t port)

@@ -809,8 +809,8 @@ static void shard_stop(void *arg)
 
 /* ---- binding (starting thread) ---------------------------------------------------------- */
 
-static int server_bind(const char *host, uint16_t port, bool is_reuseport, int *out_fd,
-                       uint16_t *out_port)
+int rv_server_listen(const char *host, uint16_t port, bool is_reuseport, int *out_fd,
+                     uint16_t *out_port)
 {
     char port_text[8];
     snprintf(port_text, sizeof(port_text), "%u", port);
@@ -883,7 +883,7 @@ static int server_bind_all(rv_server_t *srv)
          * silently: a plain bind first finds anyone already there. */
         int probe = -1;
         uint16_t bound = 0;
-        int rc = server_bind(l->host, port, false, &probe, &bound);
+        int rc = rv_server_listen(l->host, port, false, &probe, &bound);
         if (rc < 0)
             return rc;
         close(probe);
@@ -895,7 +895,7 @@ static int server_bind_all(rv_server_t *srv)
     for (uint32_t i = 0; i < sharing; i++) {
         struct server_shard *sh = &srv->shards[i];
         struct server_listener *sl = &sh->listeners[0];
-        int rc = server_bind(l->host, port, !has_own, &sl->fd, &port);
+        int rc = rv_server_listen(l->host, port, !has_own, &sl->fd, &port);
         if (rc < 0)
             return rc;
         sh->listener_count = 1;
@@ -907,7 +907,7 @@ static int server_bind_all(rv_server_t *srv)
         struct server_listener *sl = &sh->listeners[0];
         uint16_t own = l->port == 0 ? 0 : (uint16_t)(l->port + i);
         uint16_t bound = 0;
-        int rc = server_bind(l->host, own, false, &sl->fd, &bound);
+        int rc = rv_server_listen(l->host, own, false, &sl->fd, &bound);
         if (rc < 0)
             return rc;
         sh->listener_count = 1;

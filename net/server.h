@@ -24,6 +24,7 @@
 #ifndef RV_NET_SERVER_H
 #define RV_NET_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/assert.h"
@@ -54,6 +55,16 @@ RV_MUST_CHECK int rv_server_start(rv_server_t **out, rv_runtime_t *rt, rv_store_
  * free it. Blocking. NULL is a no-op.
  */
 void rv_server_stop(rv_server_t *srv);
+
+/*
+ * A listening TCP socket on host:port (host "" = every interface; port 0 = the
+ * system picks, *out_port says which), SO_REUSEADDR and optionally
+ * SO_REUSEPORT. Blocking (name resolution); the broker's listeners and the
+ * admin HTTP listener use it. -EINVAL for a host that does not resolve, else
+ * the socket errors; rv_err_msg names the address.
+ */
+RV_MUST_CHECK int rv_server_listen(const char *host, uint16_t port, bool is_reuseport, int *out_fd,
+                                   uint16_t *out_port);
 
 /* ---- queries ------------------------------------------------------------- */
 
