@@ -159,6 +159,10 @@ int rv_msg_send(struct rv_shard *s, uint32_t target, const struct rv_msg *m)
     RV_ASSERT(target < s->rt->n);
     RV_ASSERT(target != s->id);
     struct rv_outbox *ob = &s->out[target];
+    /* Counted before the push: the push below may publish at once, and
+     * rv_runtime_close must never see the peer's receipt without our send (it
+     * would read a message in flight as quiet while this turn goes on). */
+    rv_shard_count_add(&s->stats.msgs_sent, 1);
     /* Order per peer: once anything overflowed, later messages queue behind it. */
     if (ob->overflow_len == 0 && rv_spsc_push(ob->ring, m)) {
         /* Publish early in big batches so a fast producer does not fill the
@@ -167,11 +171,12 @@ int rv_msg_send(struct rv_shard *s, uint32_t target, const struct rv_msg *m)
             rv_spsc_publish(ob->ring);
     } else {
         int rc = overflow_append(ob, m);
-        if (rc < 0)
+        if (rc < 0) {
+            rv_shard_count_add(&s->stats.msgs_sent, (uint64_t)-1); /* never sent */
             return rc;
+        }
     }
     msg_mark_dirty(s, target);
-    rv_shard_count_add(&s->stats.msgs_sent, 1);
     return 0;
 }
 

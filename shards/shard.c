@@ -149,6 +149,16 @@ static void shard_loop(struct rv_shard *s)
         atomic_store_explicit(&s->turn_seq,
                               atomic_load_explicit(&s->turn_seq, memory_order_relaxed) + 1,
                               memory_order_relaxed);
+        /* A turn may do work, so it is not quiet: clear a quiet flag before
+         * the turn moves any counter, or rv_runtime_close could pair the stale
+         * flag with this turn's counters and take a write in flight for
+         * quiet. The release fence orders the clear before those counter
+         * stores for a reader that sees them (runtime_snapshot). Only on the
+         * quiet-to-busy edge: a busy shard pays one relaxed load. */
+        if (atomic_load_explicit(&s->is_quiet, memory_order_relaxed)) {
+            atomic_store_explicit(&s->is_quiet, false, memory_order_relaxed);
+            atomic_thread_fence(memory_order_release);
+        }
         uint32_t work = shard_turn(s, now);
         rv_shard_count_add(&s->stats.loop_turns, 1);
         shard_check_stall(s, now);
