@@ -65,6 +65,10 @@ if grep -q "bad.properties:1" "$TMP/err"; then ok "file line named"; else fail "
 start_broker() {
     local name=$1
     shift
+    # Empty the log before the start: the background job truncates it only once
+    # it runs, and the loop below must not read the previous broker's lines.
+    : >"$TMP/out"
+    : >"$TMP/err"
     "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" &
     pid=$!
     for _ in $(seq 1 200); do
@@ -88,6 +92,13 @@ stop_broker() {
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" # never wait forever: fail, with the log, and go on
+        wait "$pid" 2>/dev/null || true
+        pid=
+        fail "$name stops on SIG$sig (still running after 20 s)"
+        return 1
+    fi
     wait "$pid" || rc=$?
     pid=
     if [ "$rc" = 0 ]; then ok "$name stops on SIG$sig"; else fail "$name stops (exit $rc)"; fi
