@@ -203,6 +203,13 @@ enum rv_acks {
 #define RV_OFFSET_LATEST   (-1) /* rv_list_offset: the log end (next offset) */
 #define RV_OFFSET_EARLIEST (-2) /* rv_list_offset: the log start */
 
+/* How each shard's WAL writes (the segments always go through the page cache). */
+enum rv_wal_io {
+    RV_WAL_IO_AUTO = 0,     /* direct where the filesystem takes O_DIRECT, else buffered */
+    RV_WAL_IO_DIRECT = 1,   /* O_DIRECT: opening fails where the filesystem refuses it */
+    RV_WAL_IO_BUFFERED = 2, /* through the page cache, then fdatasync */
+};
+
 struct rv_store_config {
     uint64_t hot_bytes;              /* hot tier budget per shard (default 64 MiB) */
     uint64_t wal_file_bytes;         /* preallocated WAL file size (default 64 MiB) */
@@ -213,6 +220,7 @@ struct rv_store_config {
                                         (0, the default: half of RLIMIT_NOFILE, shared) */
     uint32_t compact_map_entries;    /* keys one compaction pass maps (default 524288: at
                                         most 24 MiB; more dirty keys take more passes) */
+    enum rv_wal_io wal_io;           /* default RV_WAL_IO_AUTO (see docs/architecture.md) */
 };
 
 void rv_store_config_init(struct rv_store_config *cfg);

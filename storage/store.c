@@ -781,6 +781,7 @@ static int store_replay_wals(rv_store_t *st, struct recovery *r)
         wc.group_bytes_max =
             (uint32_t)(wc.file_bytes / 4 < (1u << 20) ? wc.file_bytes / 4 : (1u << 20));
         wc.group_window_us = st->cfg.wal_group_window_us;
+        wc.io = st->cfg.wal_io;
         uint64_t from = store_read_ckpt(st->dir, k);
         rv_wal_t *wal = NULL;
         struct rv_wal_report rep;

@@ -51,6 +51,7 @@ struct wal_waiter {
 struct wal_group {
     uint8_t state; /* enum wal_group_state */
     bool needs_sync;
+    bool is_sealed;     /* direct I/O: padded to a boundary, takes no more appends */
     uint32_t count;     /* records */
     uint32_t iov_count; /* iov entries used: a header each, a payload each if any */
     uint64_t bytes;     /* record bytes, headers included */
@@ -60,6 +61,8 @@ struct wal_group {
     uint8_t headers[RV_WAL_GROUP_RECORDS][RV_WAL_HEADER_BYTES];
     struct iovec iov[2 * RV_WAL_GROUP_RECORDS];
     struct wal_waiter waiters[RV_WAL_GROUP_RECORDS];
+    uint8_t *stage;     /* direct I/O: the group's bytes, RV_WAL_DIRECT_ALIGN-aligned */
+    uint64_t stage_cap; /* its size */
 };
 
 enum wal_spare_state {
@@ -84,6 +87,8 @@ struct rv_wal {
     bool is_rolling;              /* between two groups, switching files */
     bool is_failed;               /* a failed fdatasync: sticky */
     bool is_flush_queued;         /* a flush task is queued on the shard */
+    bool is_direct;               /* O_DIRECT writes from the groups' staging buffers */
+    uint32_t align_phase;         /* direct: every group starts at this LSN mod the alignment */
     struct wal_job *roll_waiting; /* a roll waiting for the spare being created */
     uint32_t jobs;                /* rv_offload jobs in flight (they use this struct) */
     struct wal_group *groups;     /* [RV_WAL_GROUPS], used as a ring */
@@ -278,13 +283,15 @@ static int wal_replay_file(struct wal_reader *r, uint64_t start, uint64_t pos, r
             .payload = rec + RV_WAL_HEADER_BYTES,
             .len = len,
         };
+        pos += RV_WAL_HEADER_BYTES + (uint64_t)len;
+        if (out.type == RV_WAL_PAD)
+            continue; /* direct I/O alignment, not a record of anyone's */
         if (fn != NULL) {
             int rc = fn(arg, &out);
             if (rc != 0)
                 return rc < 0 ? rc : -EINVAL;
         }
         rep->records++;
-        pos += RV_WAL_HEADER_BYTES + (uint64_t)len;
     }
 }
 
@@ -403,12 +410,15 @@ void rv_wal_config_init(struct rv_wal_config *cfg)
         .file_bytes = 64ull << 20,
         .group_bytes_max = 1u << 20,
         .group_window_us = 0,
+        .io = RV_WAL_IO_AUTO,
     };
 }
 
 /* Open (creating if asked) a WAL file and preallocate it to file_bytes. */
 static int wal_open_file(const struct rv_wal *w, const char *path, int extra_flags)
 {
+    if (w->is_direct)
+        extra_flags |= O_DIRECT;
     int fd = rv_sys_open(path, O_RDWR | extra_flags, 0644);
     if (fd < 0)
         return rv_errf(fd, "wal %s: open", path);
@@ -456,11 +466,39 @@ static int wal_open_current(struct rv_wal *w, uint64_t end)
     if (rc < 0)
         return rc;
     int fd = wal_open_file(w, path, O_CREAT);
+    if (fd == -EINVAL && w->is_direct && w->cfg.io == RV_WAL_IO_AUTO) {
+        /* The filesystem refuses O_DIRECT: go through the page cache. */
+        rv_info("wal %s: the filesystem refuses O_DIRECT; writing buffered", w->dir);
+        w->is_direct = false;
+        rv_err_clear();
+        fd = wal_open_file(w, path, O_CREAT);
+    }
     if (fd < 0)
         return fd;
     w->fd = fd;
     w->end_lsn = w->write_lsn = w->durable_lsn = w->complete_lsn = end;
     return rv_sys_fsync_dir(w->dir);
+}
+
+/* Direct I/O starts every group on a boundary of its file. An end that is not
+ * on one (the WAL was written buffered, or a torn tail was cut) starts a new
+ * file there; the old one ends at `end` as replay expects. */
+static int wal_align_end(struct rv_wal *w)
+{
+    uint64_t end = w->end_lsn;
+    w->align_phase = (uint32_t)(end % RV_WAL_DIRECT_ALIGN);
+    if (!w->is_direct || (end - w->file_start) % RV_WAL_DIRECT_ALIGN == 0)
+        return 0;
+    int rc = wal_files_push(w, end);
+    if (rc < 0)
+        return rc;
+    (void)rv_sys_close(w->fd); /* nothing written through it */
+    w->fd = -1;
+    rc = wal_open_current(w, end);
+    if (rc == 0)
+        rv_info("wal %s: end at lsn %llu is not on a %u-byte boundary: new file there", w->dir,
+                (unsigned long long)end, RV_WAL_DIRECT_ALIGN);
+    return rc;
 }
 
 int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_lsn,
@@ -486,8 +524,16 @@ int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_l
         rc = wal_list(w);
     if (rc == 0)
         rc = wal_replay(w, from_lsn, fn, arg, rep);
+    if (rc == 0 && cfg->io != RV_WAL_IO_BUFFERED) {
+        w->is_direct = cfg->file_bytes % RV_WAL_DIRECT_ALIGN == 0;
+        if (!w->is_direct && cfg->io == RV_WAL_IO_DIRECT)
+            rc = rv_errf(-EINVAL, "wal %s: direct I/O needs a file size that is a multiple of %u",
+                         cfg->dir, RV_WAL_DIRECT_ALIGN);
+    }
     if (rc == 0)
         rc = wal_open_current(w, rep->end_lsn);
+    if (rc == 0)
+        rc = wal_align_end(w);
     if (rc < 0) {
         rv_wal_close(w);
         return rc;
@@ -511,6 +557,8 @@ void rv_wal_close(rv_wal_t *w)
         (void)rv_sys_close(w->fd); /* synced, or never acknowledged as durable */
     if (w->spare_fd >= 0)
         (void)rv_sys_close(w->spare_fd);
+    for (uint32_t i = 0; w->groups != NULL && i < RV_WAL_GROUPS; i++)
+        free(w->groups[i].stage);
     free(w->groups);
     free(w->files);
     free(w->dir);
@@ -545,6 +593,70 @@ static void wal_queue_flush(struct rv_wal *w, uint64_t delay_us)
     w->is_flush_queued = true;
 }
 
+/* ---- direct I/O staging ---- */
+
+static uint64_t wal_round_up(uint64_t n)
+{
+    return (n + RV_WAL_DIRECT_ALIGN - 1) & ~(uint64_t)(RV_WAL_DIRECT_ALIGN - 1);
+}
+
+/* Staging bytes for a group of `bytes` record bytes: room for the largest
+ * pad too (under one header, it takes a whole extra block). */
+static uint64_t wal_stage_need(uint64_t bytes)
+{
+    return wal_round_up(bytes + RV_WAL_HEADER_BYTES + RV_WAL_DIRECT_ALIGN);
+}
+
+/* Make g's staging buffer hold at least `need` bytes, keeping what it holds. */
+static int wal_stage_reserve(struct wal_group *g, uint64_t need)
+{
+    if (g->stage_cap >= need)
+        return 0;
+    void *p = NULL;
+    if (posix_memalign(&p, RV_WAL_DIRECT_ALIGN, (size_t)need) != 0)
+        return rv_errf(-ENOMEM, "wal: staging buffer of %llu bytes", (unsigned long long)need);
+    if (g->bytes > 0)
+        memcpy(p, g->stage, (size_t)g->bytes);
+    free(g->stage);
+    g->stage = p;
+    g->stage_cap = need;
+    return 0;
+}
+
+/* A group is done with its buffer: give back one grown for an outsized record. */
+static void wal_stage_trim(const struct rv_wal *w, struct wal_group *g)
+{
+    if (g->stage_cap > wal_stage_need(w->cfg.group_bytes_max)) {
+        free(g->stage);
+        g->stage = NULL;
+        g->stage_cap = 0;
+    }
+}
+
+/* Direct I/O: close g (the newest group) with a pad record up to the next
+ * boundary. It takes no more appends after this. */
+static void wal_group_seal(struct rv_wal *w, struct wal_group *g)
+{
+    if (!w->is_direct || g->is_sealed)
+        return;
+    g->is_sealed = true;
+    uint64_t end = g->lsn + g->bytes;
+    RV_ASSERT(end == w->end_lsn);
+    uint64_t gap =
+        (w->align_phase + RV_WAL_DIRECT_ALIGN - end % RV_WAL_DIRECT_ALIGN) % RV_WAL_DIRECT_ALIGN;
+    if (gap == 0)
+        return;
+    uint64_t total = gap >= RV_WAL_HEADER_BYTES ? gap : gap + RV_WAL_DIRECT_ALIGN;
+    uint32_t len = (uint32_t)(total - RV_WAL_HEADER_BYTES);
+    RV_ASSERT(g->bytes + total <= g->stage_cap);
+    uint8_t *h = g->stage + g->bytes;
+    memset(h + RV_WAL_HEADER_BYTES, 0, len);
+    wal_encode_header(h, RV_WAL_PAD, end, 0, h + RV_WAL_HEADER_BYTES, len);
+    g->bytes += total;
+    w->end_lsn += total;
+    w->stats.pad_bytes += total;
+}
+
 /* Fail every group from index `from` (relative to head) on: each waiter gets
  * err, and their LSNs are taken back (nothing after the last write exists). */
 static void wal_fail_groups(struct rv_wal *w, uint32_t from, int err)
@@ -557,6 +669,7 @@ static void wal_fail_groups(struct rv_wal *w, uint32_t from, int err)
         uint32_t count = g->count;
         g->state = WAL_GROUP_FREE;
         g->count = 0;
+        wal_stage_trim(w, g);
         w->stats.failures += count;
         for (uint32_t j = 0; j < count; j++)
             g->waiters[j].done(g->waiters[j].arg, err);
@@ -571,6 +684,7 @@ static void wal_group_complete(struct rv_wal *w, struct wal_group *g)
         g->waiters[j].done(g->waiters[j].arg, (int64_t)g->waiters[j].lsn);
     g->state = WAL_GROUP_FREE;
     g->count = 0;
+    wal_stage_trim(w, g);
     w->complete_lsn = g->lsn + g->bytes;
     w->group_head = (w->group_head + 1) % RV_WAL_GROUPS;
     w->group_count--;
@@ -656,14 +770,17 @@ static void wal_flush(struct rv_wal *w)
     if (g->state != WAL_GROUP_OPEN || g->count == 0)
         return; /* in flight: its completion flushes the next */
     RV_ASSERT(g->lsn == w->write_lsn);
+    wal_group_seal(w, g);
     if (g->lsn - w->file_start + g->bytes > w->cfg.file_bytes) {
         wal_roll(w);
         return;
     }
     g->state = WAL_GROUP_WRITING;
     w->stats.groups++;
-    int rc =
-        rv_file_writev(w->fd, g->iov, (int)g->iov_count, g->lsn - w->file_start, wal_write_done, g);
+    uint64_t pos = g->lsn - w->file_start;
+    int rc = w->is_direct
+                 ? rv_file_write(w->fd, g->stage, (uint32_t)g->bytes, pos, wal_write_done, g)
+                 : rv_file_writev(w->fd, g->iov, (int)g->iov_count, pos, wal_write_done, g);
     if (rc == -EAGAIN) {
         g->state = WAL_GROUP_OPEN; /* the ring is full: try again shortly */
         w->stats.groups--;
@@ -673,22 +790,34 @@ static void wal_flush(struct rv_wal *w)
     }
 }
 
-/* The group an append goes to: the newest open group with room, or a new one. */
+static bool wal_group_takes(const struct rv_wal *w, const struct wal_group *g, uint64_t rec_bytes)
+{
+    return g->state == WAL_GROUP_OPEN && !g->is_sealed && g->count < RV_WAL_GROUP_RECORDS &&
+           g->bytes + rec_bytes <= w->cfg.group_bytes_max;
+}
+
+/* The group an append goes to: the newest open group with room, or a new one
+ * (NULL: every group is busy). */
 static struct wal_group *wal_group_for(struct rv_wal *w, uint64_t rec_bytes)
 {
     if (w->group_count > 0) {
         struct wal_group *g = wal_group_at(w, w->group_count - 1);
-        if (g->state == WAL_GROUP_OPEN && g->count < RV_WAL_GROUP_RECORDS &&
-            g->bytes + rec_bytes <= w->cfg.group_bytes_max)
+        if (wal_group_takes(w, g, rec_bytes))
             return g;
     }
     if (w->group_count == RV_WAL_GROUPS)
         return NULL;
+    if (w->group_count > 0) {
+        struct wal_group *last = wal_group_at(w, w->group_count - 1);
+        if (last->state == WAL_GROUP_OPEN)
+            wal_group_seal(w, last); /* full: the new group starts on a boundary */
+    }
     struct wal_group *g = wal_group_at(w, w->group_count);
     RV_ASSERT(g->state == WAL_GROUP_FREE);
     w->group_count++;
     g->state = WAL_GROUP_OPEN;
     g->needs_sync = false;
+    g->is_sealed = false;
     g->count = 0;
     g->iov_count = 0;
     g->bytes = 0;
@@ -701,9 +830,31 @@ bool rv_wal_has_room(const rv_wal_t *w, uint32_t len)
     uint64_t rec_bytes = RV_WAL_HEADER_BYTES + (uint64_t)len;
     if (w->group_count < RV_WAL_GROUPS)
         return true;
-    const struct wal_group *g = wal_group_at((struct rv_wal *)(uintptr_t)w, w->group_count - 1);
-    return g->state == WAL_GROUP_OPEN && g->count < RV_WAL_GROUP_RECORDS &&
-           g->bytes + rec_bytes <= w->cfg.group_bytes_max;
+    return wal_group_takes(w, wal_group_at((struct rv_wal *)(uintptr_t)w, w->group_count - 1),
+                           rec_bytes);
+}
+
+/* Direct I/O: copy the record into g's staging buffer (grown for a record
+ * larger than a group). On failure a group opened for it is given back. */
+static int wal_stage_record(struct rv_wal *w, struct wal_group *g, uint8_t type, uint64_t lsn,
+                            uint64_t key, const void *payload, uint32_t len)
+{
+    uint64_t need = wal_stage_need(g->bytes + RV_WAL_HEADER_BYTES + (uint64_t)len);
+    if (need < wal_stage_need(w->cfg.group_bytes_max))
+        need = wal_stage_need(w->cfg.group_bytes_max); /* the usual size: allocated once */
+    int rc = wal_stage_reserve(g, need);
+    if (rc < 0) {
+        if (g->count == 0) { /* just opened, and the newest: take it back */
+            g->state = WAL_GROUP_FREE;
+            w->group_count--;
+        }
+        return rc;
+    }
+    uint8_t *h = g->stage + g->bytes;
+    if (len > 0)
+        memcpy(h + RV_WAL_HEADER_BYTES, payload, len);
+    wal_encode_header(h, type, lsn, key, h + RV_WAL_HEADER_BYTES, len);
+    return 0;
 }
 
 int rv_wal_append(rv_wal_t *w, enum rv_wal_type type, uint64_t key, const void *payload,
@@ -714,18 +865,26 @@ int rv_wal_append(rv_wal_t *w, enum rv_wal_type type, uint64_t key, const void *
     if (w->is_failed)
         return -EIO;
     uint64_t rec_bytes = RV_WAL_HEADER_BYTES + (uint64_t)len;
-    if (len > RV_WAL_RECORD_MAX || rec_bytes > w->cfg.file_bytes)
+    /* Direct I/O: the record and the largest pad after it fit in one file. */
+    uint64_t file_need = w->is_direct ? wal_stage_need(rec_bytes) : rec_bytes;
+    if (len > RV_WAL_RECORD_MAX || file_need > w->cfg.file_bytes)
         return rv_errf(-EMSGSIZE, "wal: record of %u bytes", len);
     struct wal_group *g = wal_group_for(w, rec_bytes);
     if (g == NULL)
         return -ENOBUFS;
     uint32_t j = g->count;
     uint64_t lsn = w->end_lsn;
-    wal_encode_header(g->headers[j], (uint8_t)type, lsn, key, payload, len);
-    g->iov[g->iov_count++] =
-        (struct iovec){.iov_base = g->headers[j], .iov_len = RV_WAL_HEADER_BYTES};
-    if (len > 0)
-        g->iov[g->iov_count++] = (struct iovec){.iov_base = (void *)payload, .iov_len = len};
+    if (w->is_direct) {
+        int rc = wal_stage_record(w, g, (uint8_t)type, lsn, key, payload, len);
+        if (rc < 0)
+            return rc;
+    } else {
+        wal_encode_header(g->headers[j], (uint8_t)type, lsn, key, payload, len);
+        g->iov[g->iov_count++] =
+            (struct iovec){.iov_base = g->headers[j], .iov_len = RV_WAL_HEADER_BYTES};
+        if (len > 0)
+            g->iov[g->iov_count++] = (struct iovec){.iov_base = (void *)payload, .iov_len = len};
+    }
     g->waiters[j] = (struct wal_waiter){.done = done, .arg = arg, .lsn = lsn};
     g->count++;
     g->bytes += rec_bytes;
@@ -1021,6 +1180,11 @@ bool rv_wal_is_idle(const rv_wal_t *w)
 bool rv_wal_is_failed(const rv_wal_t *w)
 {
     return w->is_failed;
+}
+
+bool rv_wal_is_direct(const rv_wal_t *w)
+{
+    return w->is_direct;
 }
 
 uint32_t rv_wal_file_count(const rv_wal_t *w)

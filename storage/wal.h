@@ -33,6 +33,17 @@
  * WAL refuses every later append with -EIO (a failed fsync cannot be retried
  * safely: the kernel may have dropped the dirty pages).
  *
+ * Direct I/O (cfg.io, the default where the filesystem takes O_DIRECT): the
+ * records of a group are copied into the group's 4 KiB-aligned staging buffer
+ * as they are appended, and the group is written with O_DIRECT, so the WAL
+ * never enters the page cache (it is read back only at recovery). Every group
+ * then starts and ends on a 4 KiB boundary of its file: a group is closed with
+ * an RV_WAL_PAD record (zeros) up to the next boundary, which replay skips.
+ * An end that is not on a boundary at open (a WAL written buffered, or a cut
+ * tail) starts a new file at that LSN. One copy either way: direct I/O trades
+ * the kernel's copy into the page cache (and its reclaim and writeback) for
+ * ours into the staging buffer; docs/benchmarks.md has the measurement.
+ *
  * Rolling: when a group does not fit in the current file, the file is
  * fdatasynced, the spare file (preallocated in the background) is renamed to
  * its LSN name, and writing continues there. A file is deleted once a
@@ -48,15 +59,18 @@
 #include <stdint.h>
 
 #include "core/assert.h"
+#include "rivven.h"
 
 #define RV_WAL_HEADER_BYTES  28
 #define RV_WAL_GROUPS        8
 #define RV_WAL_GROUP_RECORDS 512
 #define RV_WAL_RECORD_MAX    (64u << 20) /* payload bytes */
+#define RV_WAL_DIRECT_ALIGN  4096u       /* direct I/O: groups start and end on this */
 
 enum rv_wal_type {
     RV_WAL_BATCH = 1, /* payload: one Kafka RecordBatch v2 of partition `key` */
     RV_WAL_META = 2,  /* payload: a catalog change (storage/store.c) */
+    RV_WAL_PAD = 3,   /* payload: zeros up to the next direct I/O boundary; skipped */
 };
 
 typedef struct rv_wal rv_wal_t;
@@ -66,9 +80,12 @@ struct rv_wal_config {
     uint64_t file_bytes;      /* size of each preallocated file (default 64 MiB) */
     uint32_t group_bytes_max; /* close a group at this size (default 1 MiB) */
     uint32_t group_window_us; /* wait this long for more appends (default 0) */
+    enum rv_wal_io io;        /* RV_WAL_IO_* of rivven.h (default AUTO); direct I/O needs
+                                 file_bytes to be a multiple of RV_WAL_DIRECT_ALIGN */
 };
 
-/* One replayed record. payload is valid only during the callback. */
+/* One replayed record (RV_WAL_PAD records are not). payload is valid only
+ * during the callback. */
 struct rv_wal_record {
     uint64_t lsn;
     uint64_t key;
@@ -115,7 +132,8 @@ void rv_wal_close(rv_wal_t *wal);
  * Append one record. payload must stay valid until done runs. needs_sync asks
  * for the group to be fdatasynced before done. Returns 0 (done will run), or
  * -EIO after a failed fsync, -ENOBUFS when every group is busy, -EMSGSIZE for a
- * payload over RV_WAL_RECORD_MAX; done is not called then.
+ * payload over RV_WAL_RECORD_MAX (or one that does not fit in a file), -ENOMEM
+ * when direct I/O cannot grow a staging buffer for it; done is not called then.
  */
 RV_MUST_CHECK int rv_wal_append(rv_wal_t *wal, enum rv_wal_type type, uint64_t key,
                                 const void *payload, uint32_t len, bool needs_sync,
@@ -135,6 +153,7 @@ bool rv_wal_is_idle(const rv_wal_t *wal); /* nothing open or in flight */
  * callers that check before they do expensive work on a record. */
 bool rv_wal_has_room(const rv_wal_t *wal, uint32_t len);
 bool rv_wal_is_failed(const rv_wal_t *wal);
+bool rv_wal_is_direct(const rv_wal_t *wal); /* writing with O_DIRECT */
 uint32_t rv_wal_file_count(const rv_wal_t *wal);
 
 /* Histogram bounds of the stats: bucket i counts values <= bound i; one more
@@ -145,9 +164,10 @@ extern const uint32_t rv_wal_sync_le_us[RV_WAL_SYNC_BUCKETS];
 
 struct rv_wal_stats {
     uint64_t appends;
-    uint64_t groups; /* gather writes issued */
-    uint64_t syncs;  /* fdatasyncs issued */
-    uint64_t bytes;  /* record bytes written */
+    uint64_t groups;    /* gather writes issued */
+    uint64_t syncs;     /* fdatasyncs issued */
+    uint64_t bytes;     /* record bytes written (padding included) */
+    uint64_t pad_bytes; /* of which RV_WAL_PAD records (direct I/O alignment) */
     uint64_t rolls;
     uint64_t failures; /* appends failed by I/O errors */
     /* Group fdatasyncs that succeeded: their latency. */

@@ -192,7 +192,11 @@ static void bench_usage(FILE *out)
             "  --messages N     broker: messages per produce cell instead of --seconds\n"
             "  --rate N         broker: messages/s of the paced latency runs (default 1000)\n"
             "  --cell TEXT      broker: only the produce cells whose key contains TEXT\n"
-            "                   (p100_none_a1 ... p1k_zstd_all, e.g. p1k_none)\n"
+            "                   (p100_none_a1 ... p1k_zstd_all, e.g. p1k_none); storage:\n"
+            "                   only the produce cells whose key contains it\n"
+            "                   (p1_100b_b1_none ... s2_1k_b1000_all, e.g. p1_100b_b1000)\n"
+            "  --wal-io MODE    storage: auto (default), direct or buffered: how the WAL\n"
+            "                   writes (rv_store_config.wal_io)\n"
             "  -X, --producer-set KEY=VALUE  broker: a librdkafka setting for the\n"
             "                   throughput producers, after the bench's own (repeatable)\n"
             "  --no-settle      broker: no sync() before each latency run (they then run\n"
@@ -343,6 +347,7 @@ static const struct option opts_long[] = {
     {"cell", required_argument, NULL, 'C'},
     {"producer-set", required_argument, NULL, 'X'},
     {"no-settle", no_argument, NULL, 'N'},
+    {"wal-io", required_argument, NULL, 'W'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -399,6 +404,16 @@ static int opts_parse_broker(int c, const char *arg, struct bench_opts *o)
         o->messages = n;
         break;
     case 'C': o->cell = arg; break;
+    case 'W':
+        if (strcmp(arg, "auto") == 0)
+            o->wal_io = RV_WAL_IO_AUTO;
+        else if (strcmp(arg, "direct") == 0)
+            o->wal_io = RV_WAL_IO_DIRECT;
+        else if (strcmp(arg, "buffered") == 0)
+            o->wal_io = RV_WAL_IO_BUFFERED;
+        else
+            return bench_usage_error("--wal-io %s: expected auto, direct or buffered", arg);
+        break;
     case 'N': o->is_no_settle = true; break;
     case 'X':
         if (strchr(arg, '=') == NULL || arg[0] == '=' || strlen(arg) > 255)
@@ -2801,6 +2816,8 @@ static int st_runtime_open(const struct st_ctx *c, uint32_t shards, const char *
     return bench_open(out, &cfg);
 }
 
+static enum rv_wal_io bench_wal_io; /* --wal-io, for every store of the run */
+
 /* rv_store_open with hot_bytes (0: the default), timed into *took_ns. */
 static int st_store_open(rv_runtime_t *rt, uint64_t hot_bytes, rv_store_t **out, uint64_t *took_ns)
 {
@@ -2808,6 +2825,7 @@ static int st_store_open(rv_runtime_t *rt, uint64_t hot_bytes, rv_store_t **out,
     rv_store_config_init(&cfg);
     if (hot_bytes != 0)
         cfg.hot_bytes = hot_bytes;
+    cfg.wal_io = bench_wal_io;
     uint64_t t0 = rv_clock_now_ns();
     int rc = rv_store_open(out, rt, &cfg);
     if (took_ns != NULL)
@@ -3211,6 +3229,8 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
     char topic[64];
     rv_store_t *st;
     st_cell_key(cell, topic, sizeof(topic));
+    if (c->o->cell != NULL && strstr(topic, c->o->cell) == NULL)
+        return 0; /* not asked for (--cell) */
     if (c->value_len_prepared != cell->value_len)
         st_prepare_records(c, cell->value_len);
     cell->batch_fit = st_batch_fit(cell->batch, cell->value_len);
@@ -4121,6 +4141,7 @@ static int bench_storage(const struct bench_opts *o)
 {
     char tmp[] = "/var/tmp/rivven-bench.XXXXXX";
     struct st_ctx c = {.o = o, .dir = o->dir};
+    bench_wal_io = o->wal_io;
     if (c.dir == NULL && (c.dir = mkdtemp(tmp)) == NULL) {
         fprintf(stderr, BENCH_NAME ": mkdtemp %s: %s\n", tmp, strerror(errno));
         return -errno;

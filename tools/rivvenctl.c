@@ -1151,6 +1151,7 @@ static const char *wal_type_name(uint8_t type)
     switch (type) {
     case RV_WAL_BATCH: return "batch";
     case RV_WAL_META: return "meta";
+    case RV_WAL_PAD: return "pad";
     default: return "unknown";
     }
 }
@@ -1845,7 +1846,7 @@ static int vfy_wal_rec(void *arg, const struct ctl_wal_rec *rec)
     if (rec->type == RV_WAL_BATCH && wal_check_batch(rec, &b, why, sizeof(why)) < 0)
         vfy_problem(v, true, w->path, "record at byte %" PRIu64 " (lsn %" PRIu64 "): %s", rec->pos,
                     rec->lsn, why);
-    else if (rec->type != RV_WAL_BATCH && rec->type != RV_WAL_META)
+    else if (rec->type != RV_WAL_BATCH && rec->type != RV_WAL_META && rec->type != RV_WAL_PAD)
         vfy_problem(v, false, w->path,
                     "record at byte %" PRIu64 " (lsn %" PRIu64 "): unknown type %u", rec->pos,
                     rec->lsn, rec->type);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "rivven.h"
+#include "tests/support/rt.h"
 
 #define CRASH_ITERATIONS 50
 #define PARTS            2
@@ -64,6 +65,7 @@ static int env_open(struct env *e, uint32_t shards)
     rv_store_config_init(&scfg);
     scfg.checkpoint_interval_ms = ckpt_ms;
     scfg.wal_file_bytes = 256 << 10; /* and WAL rolls */
+    scfg.wal_io = test_wal_io();
     scfg.fds_per_shard = fds_per_shard;
     rc = rv_store_open(&e->st, e->rt, &scfg);
     if (rc < 0)

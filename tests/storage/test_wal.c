@@ -134,6 +134,7 @@ static rv_wal_t *wal_open_dir(uint64_t file_bytes, uint64_t from, struct replaye
     cfg.dir = wal_dir;
     cfg.file_bytes = file_bytes;
     cfg.group_bytes_max = (uint32_t)(file_bytes / 4);
+    cfg.io = test_wal_io();
     rv_wal_t *w = NULL;
     int rc = rv_wal_open(&w, &cfg, from, r ? replay_cb : NULL, r, rep);
     cr_assert_eq(rc, 0, "rv_wal_open: %s: %s", rv_strerror(rc), rv_err_msg());
@@ -536,4 +537,212 @@ static void big_fn(void *p)
         int rc;
     } *c = p;
     c->rc = rv_wal_append(c->w, RV_WAL_BATCH, 1, big, sizeof(big), true, never_called, NULL);
+}
+
+/* ---- direct I/O ------------------------------------------------------------------------- */
+
+/* Open the WAL in wal_dir with an explicit I/O mode; returns rv_wal_open's rc. */
+static int wal_open_io(uint64_t file_bytes, enum rv_wal_io io, struct replayed *r, rv_wal_t **out)
+{
+    struct rv_wal_config cfg;
+    rv_wal_config_init(&cfg);
+    cfg.dir = wal_dir;
+    cfg.file_bytes = file_bytes;
+    cfg.group_bytes_max = (uint32_t)(file_bytes / 4);
+    cfg.io = io;
+    *out = NULL;
+    return rv_wal_open(out, &cfg, 0, r ? replay_cb : NULL, r, NULL);
+}
+
+static rv_wal_t *wal_open_direct(uint64_t file_bytes, struct replayed *r)
+{
+    rv_wal_t *w = NULL;
+    int rc = wal_open_io(file_bytes, RV_WAL_IO_DIRECT, r, &w);
+    if (rc == -EINVAL)
+        cr_skip_test("this filesystem refuses O_DIRECT: %s", rv_err_msg());
+    cr_assert_eq(rc, 0, "rv_wal_open: %s: %s", rv_strerror(rc), rv_err_msg());
+    cr_assert(rv_wal_is_direct(w));
+    return w;
+}
+
+Test(wal, direct_groups_start_on_boundaries_and_replay_skips_the_pads)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_direct(1 << 20, NULL);
+    /* Each round's appends join one group; the next round starts a new one. */
+    for (uint32_t round = 0; round < 10; round++) {
+        uint32_t size = 1 + round * 25;
+        struct appender *a = append_n(rt, w, round * 30, 30, size, round % 2 == 0);
+        cr_assert_eq(a->append_rc, 0);
+        cr_assert_eq(a->results[0] % RV_WAL_DIRECT_ALIGN, 0, "round %u starts at lsn %lld", round,
+                     (long long)a->results[0]);
+        for (uint32_t i = 1; i < 30; i++)
+            cr_assert_eq(a->results[i], a->results[i - 1] + RV_WAL_HEADER_BYTES + size);
+    }
+    uint64_t end = rv_wal_end_lsn(w);
+    struct rv_wal_stats st;
+    rv_wal_get_stats(w, &st);
+    cr_assert_eq(end % RV_WAL_DIRECT_ALIGN, 0);
+    cr_assert_gt(st.pad_bytes, 0);
+    cr_assert_eq(st.bytes, end, "every byte, pads included, was written");
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    reset_replay();
+    w = wal_open_direct(1 << 20, &replay);
+    cr_assert_eq(replay.count, 300, "the records, not the pads");
+    cr_assert_eq(replay.bad_payloads, 0);
+    for (uint32_t i = 0; i < 300; i++)
+        cr_assert_eq(replay.keys[i], 1000 + i);
+    cr_assert_eq(rv_wal_end_lsn(w), end);
+    rv_wal_close(w);
+}
+
+static uint8_t huge[300 << 10]; /* over a group (256 KiB here): a staging buffer of its own */
+
+struct huge_append {
+    rv_wal_t *w;
+    int rc;
+    int64_t lsn;
+    struct test_signal done;
+};
+
+static void huge_done(void *arg, int64_t lsn_or_err)
+{
+    struct huge_append *h = arg;
+    h->lsn = lsn_or_err;
+    test_signal_post(&h->done);
+}
+
+static void huge_fn(void *p)
+{
+    struct huge_append *h = p;
+    h->rc = rv_wal_append(h->w, RV_WAL_BATCH, 7, huge, sizeof(huge), true, huge_done, h);
+    if (h->rc < 0)
+        test_signal_post(&h->done);
+}
+
+static int huge_replay_cb(void *arg, const struct rv_wal_record *rec)
+{
+    uint32_t *ok = arg;
+    if (rec->key == 7 && rec->len == sizeof(huge) && memcmp(rec->payload, huge, sizeof(huge)) == 0)
+        (*ok)++;
+    return 0;
+}
+
+Test(wal, direct_record_larger_than_a_group_is_staged_whole)
+{
+    for (size_t i = 0; i < sizeof(huge); i++)
+        huge[i] = (uint8_t)(i * 7 + i / 4096);
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_direct(1 << 20, NULL);
+    append_n(rt, w, 0, 3, 50, false);
+    struct huge_append h = {.w = w};
+    test_signal_init(&h.done);
+    test_run_on(rt, 0, huge_fn, &h);
+    test_signal_wait(&h.done);
+    cr_assert_eq(h.rc, 0, "%s", rv_strerror(h.rc));
+    cr_assert_eq(h.lsn % RV_WAL_DIRECT_ALIGN, 0, "a group of its own");
+    struct appender *a = append_n(rt, w, 3, 3, 50, true);
+    cr_assert_eq(a->results[0] % RV_WAL_DIRECT_ALIGN, 0);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    uint32_t ok = 0;
+    struct rv_wal_config cfg;
+    rv_wal_config_init(&cfg);
+    cfg.dir = wal_dir;
+    cfg.file_bytes = 1 << 20;
+    cfg.group_bytes_max = 256 << 10;
+    cfg.io = RV_WAL_IO_DIRECT;
+    struct rv_wal_report rep;
+    cr_assert_eq(rv_wal_open(&w, &cfg, 0, huge_replay_cb, &ok, &rep), 0);
+    cr_assert_eq(ok, 1, "the big record came back whole");
+    cr_assert_eq(rep.records, 7);
+    rv_wal_close(w);
+}
+
+Test(wal, direct_open_on_an_end_off_the_boundary_starts_a_new_file)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = NULL;
+    cr_assert_eq(wal_open_io(1 << 20, RV_WAL_IO_BUFFERED, NULL, &w), 0);
+    cr_assert_not(rv_wal_is_direct(w));
+    append_n(rt, w, 0, 7, 100, true);
+    uint64_t end = rv_wal_end_lsn(w);
+    cr_assert_neq(end % RV_WAL_DIRECT_ALIGN, 0, "7 records of 128 bytes: 896");
+    wal_close_when_idle(rt, w);
+    cr_assert_eq(count_files(".wal"), 1);
+
+    w = wal_open_direct(1 << 20, NULL);
+    cr_assert_eq(count_files(".wal"), 2, "a new file starts at the end");
+    cr_assert_eq(rv_wal_end_lsn(w), end);
+    struct appender *a = append_n(rt, w, 7, 5, 100, true);
+    cr_assert_eq(a->results[0], (int64_t)end, "appends go on at the end");
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    /* Either way of opening reads both files. */
+    for (int pass = 0; pass < 2; pass++) {
+        reset_replay();
+        cr_assert_eq(
+            wal_open_io(1 << 20, pass ? RV_WAL_IO_BUFFERED : RV_WAL_IO_DIRECT, &replay, &w), 0);
+        cr_assert_eq(replay.count, 12);
+        cr_assert_eq(replay.bad_payloads, 0);
+        for (uint32_t i = 0; i < 12; i++)
+            cr_assert_eq(replay.keys[i], 1000 + i);
+        rv_wal_close(w);
+    }
+}
+
+Test(wal, auto_falls_back_to_buffered_where_o_direct_is_refused)
+{
+    /* Make each shimmed call of an open fail in turn with EINVAL (what a
+     * filesystem without O_DIRECT answers): AUTO either fails cleanly or opens,
+     * and where the refused call was the O_DIRECT open it opens buffered;
+     * DIRECT never opens buffered. */
+    bool is_fallback_seen = false;
+    for (uint32_t n = 1; n <= 40; n++) {
+        for (int mode = 0; mode < 2; mode++) {
+            snprintf(wal_dir, sizeof(wal_dir), "%s/wal-%u-%d", dir, n, mode);
+            enum rv_wal_io io = mode == 0 ? RV_WAL_IO_AUTO : RV_WAL_IO_DIRECT;
+            rv_sys_fault_fail_nth(n, -EINVAL);
+            rv_wal_t *w = NULL;
+            int rc = wal_open_io(1 << 20, io, NULL, &w);
+            bool is_fired = rv_sys_fault_fired();
+            rv_sys_fault_clear();
+            if (rc < 0) {
+                cr_assert(is_fired, "open failed without the fault: %s", rv_strerror(rc));
+                cr_assert_null(w);
+                continue;
+            }
+            if (io == RV_WAL_IO_DIRECT)
+                cr_assert(rv_wal_is_direct(w), "DIRECT opened buffered (call %u)", n);
+            if (!rv_wal_is_direct(w)) {
+                cr_assert(is_fired);
+                is_fallback_seen = true;
+                rv_runtime_t *rt = test_rt_open(1);
+                struct appender *a = append_n(rt, w, 0, 20, 100, true);
+                cr_assert_eq(a->results[19], 19 * (RV_WAL_HEADER_BYTES + 100));
+                wal_close_when_idle(rt, w);
+                rv_runtime_close(rt);
+                reset_replay();
+                cr_assert_eq(wal_open_io(1 << 20, RV_WAL_IO_BUFFERED, &replay, &w), 0);
+                cr_assert_eq(replay.count, 20);
+            }
+            rv_wal_close(w);
+        }
+    }
+    cr_assert(is_fallback_seen, "no call of the open was the O_DIRECT one");
+}
+
+Test(wal, direct_needs_a_file_size_on_the_boundary)
+{
+    rv_wal_t *w = NULL;
+    cr_assert_eq(wal_open_io((1 << 20) + 512, RV_WAL_IO_DIRECT, NULL, &w), -EINVAL);
+    cr_assert_null(w);
+    cr_assert(strstr(rv_err_msg(), "multiple of 4096") != NULL, "%s", rv_err_msg());
+    cr_assert_eq(wal_open_io((1 << 20) + 512, RV_WAL_IO_AUTO, NULL, &w), 0);
+    cr_assert_not(rv_wal_is_direct(w), "AUTO writes buffered then");
+    rv_wal_close(w);
 }

@@ -9,10 +9,24 @@
 #include <criterion/criterion.h>
 #include <semaphore.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <errno.h>
 
 #include "rivven.h"
+
+/* The WAL I/O mode a test asks for: RIVVEN_TEST_WAL_IO=buffered or direct
+ * (meson runs the WAL and crash tests once each way), else the default. */
+static inline enum rv_wal_io test_wal_io(void)
+{
+    const char *v = getenv("RIVVEN_TEST_WAL_IO");
+    if (v == NULL || v[0] == '\0')
+        return RV_WAL_IO_AUTO;
+    if (strcmp(v, "buffered") == 0)
+        return RV_WAL_IO_BUFFERED;
+    cr_assert_str_eq(v, "direct", "RIVVEN_TEST_WAL_IO is buffered or direct");
+    return RV_WAL_IO_DIRECT;
+}
 
 /* A runtime of n shards (oversubscribed if the machine has fewer cores). */
 static inline rv_runtime_t *test_rt_open(uint32_t n)
