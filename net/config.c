@@ -60,6 +60,7 @@ struct config_key {
     .offset = offsetof(struct rv_config, field), .size = sizeof(((struct rv_config *)0)->field)
 
 static const int32_t backend_values[] = {RV_IO_AUTO, RV_IO_URING, RV_IO_URING, RV_IO_EPOLL};
+static const int32_t wal_io_values[] = {RV_WAL_IO_AUTO, RV_WAL_IO_DIRECT, RV_WAL_IO_BUFFERED};
 static const int32_t trace_values[] = {RV_TRACE_DEBUG, RV_TRACE_INFO, RV_TRACE_WARN, RV_TRACE_ERROR,
                                        RV_TRACE_OFF};
 
@@ -201,6 +202,14 @@ static const struct config_key config_keys[] = {
      .values = backend_values,
      .def = "auto",
      .meaning = "shard I/O: io_uring, epoll, or auto (io_uring when the kernel allows it)"},
+    {.name = "rivven.wal.io",
+     .type = CONFIG_CHOICE,
+     CONFIG_AT(wal_io),
+     .words = "auto|direct|buffered",
+     .values = wal_io_values,
+     .def = "auto",
+     .meaning = "how the shards' WALs write: direct (O_DIRECT, no page cache), buffered, or "
+                "auto (direct where the filesystem takes it)"},
     {.name = "rivven.advertise.shards",
      .type = CONFIG_BOOL,
      CONFIG_AT(is_advertise_shards),
@@ -440,6 +449,7 @@ int rv_config_set(struct rv_config *cfg, const char *key, const char *value)
 void rv_config_init(struct rv_config *cfg)
 {
     RV_STATIC_ASSERT(sizeof(enum rv_io_backend) == sizeof(int32_t));
+    RV_STATIC_ASSERT(sizeof(enum rv_wal_io) == sizeof(int32_t));
     RV_STATIC_ASSERT(sizeof(bool) == 1);
     memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < RV_ARRAY_LEN(config_keys); i++) {

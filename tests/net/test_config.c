@@ -137,6 +137,7 @@ Test(config, bad_values_are_errors_and_leave_the_value_unchanged)
         {"connections.max.idle.ms", "0"},
         {"auto.create.topics.enable", "yes"},
         {"rivven.io.backend", "kqueue"},
+        {"rivven.wal.io", "mmap"},
         {"rivven.shards", "257"},
         {"rivven.shards", "-1"},
         {"rivven.cpuset", "a-b"},
@@ -170,6 +171,11 @@ Test(config, good_values_of_every_type)
     cr_assert_eq(cfg.io_backend, RV_IO_URING);
     cr_assert_eq(rv_config_set(&cfg, "rivven.io.backend", "URING"), 0);
     cr_assert_eq(cfg.io_backend, RV_IO_URING);
+    cr_assert_eq(cfg.wal_io, RV_WAL_IO_AUTO, "the default");
+    cr_assert_eq(rv_config_set(&cfg, "rivven.wal.io", "buffered"), 0);
+    cr_assert_eq(cfg.wal_io, RV_WAL_IO_BUFFERED);
+    cr_assert_eq(rv_config_set(&cfg, "rivven.wal.io", "direct"), 0);
+    cr_assert_eq(cfg.wal_io, RV_WAL_IO_DIRECT);
     cr_assert_eq(rv_config_set(&cfg, "compression.type", "ZSTD"), 0);
     cr_assert_str_eq(cfg.compression_type, "zstd");
     cr_assert_eq(rv_config_set(&cfg, "rivven.trace.level", "debug"), 0);

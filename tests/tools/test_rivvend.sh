@@ -47,7 +47,7 @@ expect_exit 0 "--help exits 0" --help
 for key in listeners=PLAINTEXT://127.0.0.1:9092 advertised.listeners= log.dirs=./data \
     num.partitions=1 auto.create.topics.enable=true log.retention.ms= log.retention.bytes=-1 \
     log.segment.bytes= socket.request.max.bytes=104857600 connections.max.idle.ms=600000 \
-    rivven.shards=0 rivven.cpuset= rivven.io.backend=auto rivven.advertise.shards=true; do
+    rivven.shards=0 rivven.cpuset= rivven.io.backend=auto rivven.wal.io=auto rivven.advertise.shards=true; do
     if grep -qF -- "$key" "$TMP/out"; then ok "help lists $key"; else fail "help lists $key"; fi
 done
 
@@ -115,7 +115,7 @@ else
     fail "the flag's log.dirs won over the file's"
 fi
 start_broker "restart, epoll" --log.dirs="$TMP/data" --rivven.shards=2 \
-    --rivven.io.backend=epoll "$LISTEN" && stop_broker INT "restart, epoll"
+    --rivven.io.backend=epoll --rivven.wal.io=buffered "$LISTEN" && stop_broker INT "restart, epoll"
 if grep -q "(epoll)" "$TMP/err"; then ok "epoll backend used"; else fail "epoll backend used"; fi
 
 # wire PORT: ApiVersions over a raw socket, bad input on other connections, and
