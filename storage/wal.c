@@ -435,8 +435,32 @@ static int wal_open_file(const struct rv_wal *w, const char *path, int extra_fla
     return fd;
 }
 
-/* A fresh, zeroed, preallocated spare file. Blocking. */
-static int wal_make_spare(const struct rv_wal *w)
+/* Direct I/O: write zeros over the whole file. A preallocated extent is
+ * "unwritten" until written, and a direct write into one is slower (ext4
+ * converts the extent, and io_uring hands the write to a worker) and makes
+ * the next fdatasync commit the journal: fio on this project's VM, 4 KiB +
+ * fdatasync 4 845/s into a preallocated file against 9 773/s over written
+ * blocks, 1 MiB writes 2.1 against 3.8 GB/s. Zeros keep replay's clean end. */
+static int wal_zero_fill(const struct rv_wal *w, int fd)
+{
+    const size_t chunk = 1u << 20;
+    void *zeros = NULL;
+    if (posix_memalign(&zeros, RV_WAL_DIRECT_ALIGN, chunk) != 0)
+        return -ENOMEM;
+    memset(zeros, 0, chunk);
+    int rc = 0;
+    for (uint64_t pos = 0; pos < w->cfg.file_bytes && rc == 0; pos += chunk) {
+        size_t len = w->cfg.file_bytes - pos < chunk ? (size_t)(w->cfg.file_bytes - pos) : chunk;
+        ssize_t n = rv_sys_pwrite(fd, zeros, len, (off_t)pos);
+        rc = n < 0 ? (int)n : (size_t)n != len ? -ENOSPC : 0;
+    }
+    free(zeros);
+    return rc == 0 ? rv_sys_fdatasync(fd) : rc;
+}
+
+/* A fresh, zeroed, preallocated spare file; with is_written (direct I/O
+ * only), every block written with zeros too. Blocking. */
+static int wal_make_spare(const struct rv_wal *w, bool is_written)
 {
     char path[PATH_MAX];
     int n = snprintf(path, sizeof(path), "%s/" WAL_SPARE_NAME, w->dir);
@@ -445,7 +469,12 @@ static int wal_make_spare(const struct rv_wal *w)
     int fd = wal_open_file(w, path, O_CREAT | O_TRUNC);
     if (fd < 0)
         return fd;
-    int rc = rv_sys_fsync_dir(w->dir);
+    int rc = is_written && w->is_direct ? wal_zero_fill(w, fd) : 0;
+    if (rc < 0) {
+        (void)rv_sys_close(fd);
+        return rv_errf(rc, "wal %s: writing zeros", path);
+    }
+    rc = rv_sys_fsync_dir(w->dir);
     if (rc < 0) {
         (void)rv_sys_close(fd);
         return rc;
@@ -538,7 +567,9 @@ int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_l
         rv_wal_close(w);
         return rc;
     }
-    w->spare_fd = wal_make_spare(w);
+    /* Not written with zeros: that would make every open write two files
+     * (128 MiB by default). The spares made after rolls are (wal_spare_work). */
+    w->spare_fd = wal_make_spare(w, false);
     /* No spare (disk full) is not fatal: the next roll tries again. */
     w->spare_state = w->spare_fd >= 0 ? WAL_SPARE_READY : WAL_SPARE_MISSING;
     for (uint32_t i = 0; i < RV_WAL_GROUPS; i++)
@@ -914,7 +945,7 @@ static void wal_roll_rename(struct wal_job *job);
 static void wal_spare_work(void *arg)
 {
     struct wal_job *job = arg;
-    job->spare_fd = wal_make_spare(job->w);
+    job->spare_fd = wal_make_spare(job->w, true); /* in the background: the fast kind */
     job->rc = job->spare_fd < 0 ? job->spare_fd : 0;
 }
 
@@ -962,7 +993,7 @@ static void wal_roll_work(void *arg)
     struct rv_wal *w = job->w;
     job->rc = 0;
     if (!job->is_renamed && job->spare_fd < 0) {
-        job->spare_fd = wal_make_spare(w);
+        job->spare_fd = wal_make_spare(w, false); /* a roll waits for it: quick */
         if (job->spare_fd < 0) {
             job->rc = job->spare_fd;
             return;
