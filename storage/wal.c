@@ -38,8 +38,9 @@
 enum wal_group_state {
     WAL_GROUP_FREE = 0,
     WAL_GROUP_OPEN,
-    WAL_GROUP_WRITING,
-    WAL_GROUP_SYNCING,
+    WAL_GROUP_WRITING, /* its write is in flight */
+    WAL_GROUP_WRITTEN, /* its write completed (write_err says how) */
+    WAL_GROUP_SYNCING, /* the head, waiting for the fdatasync that covers it */
 };
 
 struct wal_waiter {
@@ -57,6 +58,7 @@ struct wal_group {
     uint64_t bytes;     /* record bytes, headers included */
     uint64_t lsn;       /* LSN of the first record */
     uint64_t sync_start_ns;
+    int write_err; /* WRITTEN: 0, or why the write failed */
     struct rv_wal *wal;
     uint8_t headers[RV_WAL_GROUP_RECORDS][RV_WAL_HEADER_BYTES];
     struct iovec iov[2 * RV_WAL_GROUP_RECORDS];
@@ -76,18 +78,27 @@ struct wal_job;
 struct rv_wal {
     struct rv_wal_config cfg;
     char *dir;
-    int fd;                       /* current file */
-    uint64_t file_start;          /* its start LSN */
-    uint64_t end_lsn;             /* next LSN to assign (runs ahead of what is written) */
-    uint64_t write_lsn;           /* everything below is written */
-    uint64_t durable_lsn;         /* everything below is synced */
-    uint64_t complete_lsn;        /* everything below completed (callbacks ran) */
-    int spare_fd;                 /* the preallocated next file, or -1 */
-    uint8_t spare_state;          /* enum wal_spare_state */
-    bool is_rolling;              /* between two groups, switching files */
-    bool is_failed;               /* a failed fdatasync: sticky */
-    bool is_flush_queued;         /* a flush task is queued on the shard */
-    bool is_direct;               /* O_DIRECT writes from the groups' staging buffers */
+    int fd;                /* current file */
+    uint64_t file_start;   /* its start LSN */
+    uint64_t end_lsn;      /* next LSN to assign (runs ahead of what is written) */
+    uint64_t write_lsn;    /* everything below is written */
+    uint64_t durable_lsn;  /* everything below is synced */
+    uint64_t complete_lsn; /* everything below completed (callbacks ran) */
+    int spare_fd;          /* the preallocated next file, or -1 */
+    uint8_t spare_state;   /* enum wal_spare_state */
+    bool is_rolling;       /* between two groups, switching files */
+    bool is_failed;        /* a failed fdatasync: sticky */
+    bool is_flush_queued;  /* a flush task is queued on the shard */
+    bool is_direct;        /* O_DIRECT writes from the groups' staging buffers */
+    bool is_syncing;       /* an fdatasync is in flight (for the head group) */
+    bool is_repairing;     /* zeros going over a failed write's bytes */
+    uint32_t writes_max;   /* group writes in flight at once (1 buffered) */
+    uint32_t writes_inflight;
+    int write_err;       /* a write failed: no more until it is settled */
+    uint64_t sync_end;   /* what the fdatasync in flight covers */
+    uint64_t issued_end; /* end of the furthest group write issued */
+    void *repair_zeros;  /* the zeros being written, and how many */
+    uint64_t repair_len;
     uint32_t align_phase;         /* direct: every group starts at this LSN mod the alignment */
     struct wal_job *roll_waiting; /* a roll waiting for the spare being created */
     uint32_t jobs;                /* rv_offload jobs in flight (they use this struct) */
@@ -505,7 +516,7 @@ static int wal_open_current(struct rv_wal *w, uint64_t end)
     if (fd < 0)
         return fd;
     w->fd = fd;
-    w->end_lsn = w->write_lsn = w->durable_lsn = w->complete_lsn = end;
+    w->end_lsn = w->write_lsn = w->durable_lsn = w->complete_lsn = w->issued_end = end;
     return rv_sys_fsync_dir(w->dir);
 }
 
@@ -563,6 +574,7 @@ int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_l
         rc = wal_open_current(w, rep->end_lsn);
     if (rc == 0)
         rc = wal_align_end(w);
+    w->writes_max = w->is_direct ? RV_WAL_DIRECT_WRITES : 1;
     if (rc < 0) {
         rv_wal_close(w);
         return rc;
@@ -605,11 +617,13 @@ static struct wal_group *wal_group_at(struct rv_wal *w, uint32_t i)
     return &w->groups[(w->group_head + i) % RV_WAL_GROUPS];
 }
 
+static void wal_advance(struct rv_wal *w);
+
 static void wal_flush_task(void *arg)
 {
     struct rv_wal *w = arg;
     w->is_flush_queued = false;
-    wal_flush(w);
+    wal_advance(w); /* a sync the full ring refused, then the writes */
 }
 
 static void wal_queue_flush(struct rv_wal *w, uint64_t delay_us)
@@ -689,9 +703,11 @@ static void wal_group_seal(struct rv_wal *w, struct wal_group *g)
 }
 
 /* Fail every group from index `from` (relative to head) on: each waiter gets
- * err, and their LSNs are taken back (nothing after the last write exists). */
+ * err, and their LSNs are taken back (nothing after the last write exists).
+ * No write of these groups may be in flight. */
 static void wal_fail_groups(struct rv_wal *w, uint32_t from, int err)
 {
+    RV_ASSERT(w->writes_inflight == 0 && !w->is_syncing);
     uint32_t n = w->group_count;
     w->end_lsn = w->write_lsn;
     w->group_count = from; /* before the callbacks: they may append again */
@@ -700,6 +716,7 @@ static void wal_fail_groups(struct rv_wal *w, uint32_t from, int err)
         uint32_t count = g->count;
         g->state = WAL_GROUP_FREE;
         g->count = 0;
+        g->write_err = 0;
         wal_stage_trim(w, g);
         w->stats.failures += count;
         for (uint32_t j = 0; j < count; j++)
@@ -719,7 +736,6 @@ static void wal_group_complete(struct rv_wal *w, struct wal_group *g)
     w->complete_lsn = g->lsn + g->bytes;
     w->group_head = (w->group_head + 1) % RV_WAL_GROUPS;
     w->group_count--;
-    wal_flush(w);
 }
 
 const uint32_t rv_wal_sync_le_us[RV_WAL_SYNC_BUCKETS] = {
@@ -744,80 +760,217 @@ static void wal_stats_group(struct rv_wal_stats *s, uint32_t records)
     s->group_records_sum += records;
 }
 
+static void wal_advance(struct rv_wal *w);
+
 static void wal_sync_done(void *arg, int64_t res)
 {
     struct wal_group *g = arg;
     struct rv_wal *w = g->wal;
-    if (res >= 0)
-        wal_stats_sync(&w->stats, rv_clock_now_ns() - g->sync_start_ns);
+    RV_ASSERT(w->is_syncing && g == wal_group_at(w, 0) && g->state == WAL_GROUP_SYNCING);
+    w->is_syncing = false;
+    g->state = WAL_GROUP_WRITTEN;
     if (res < 0) {
         /* Sticky: after a failed fdatasync the page cache may have dropped the
-         * data; nothing written since the last good sync can be trusted. */
+         * data; nothing written since the last good sync can be trusted. The
+         * groups fail once no write of theirs is in flight (wal_advance). */
         rv_error("wal %s: fdatasync failed: %s; refusing all further appends", w->dir,
                  rv_strerror((int)res));
         w->is_failed = true;
         w->write_lsn = w->durable_lsn;
+        g->write_err = -EIO;
+        w->write_err = -EIO;
+    } else {
+        wal_stats_sync(&w->stats, rv_clock_now_ns() - g->sync_start_ns);
+        if (w->sync_end > w->durable_lsn)
+            w->durable_lsn = w->sync_end;
+    }
+    wal_advance(w);
+}
+
+/* Zeros over what the failed writes may have left: done. */
+static void wal_repair_done(void *arg, int64_t res)
+{
+    struct rv_wal *w = arg;
+    free(w->repair_zeros);
+    w->repair_zeros = NULL;
+    w->is_repairing = false;
+    if (res < 0 || (uint64_t)res != w->repair_len) {
+        rv_error("wal %s: clearing a failed write's bytes failed: %s; refusing all further "
+                 "appends",
+                 w->dir, rv_strerror(res < 0 ? (int)res : -ENOSPC));
+        w->is_failed = true;
         wal_fail_groups(w, 0, -EIO);
         return;
     }
-    w->durable_lsn = g->lsn + g->bytes;
-    wal_group_complete(w, g);
+    wal_flush(w);
+}
+
+/*
+ * The head group's write failed and nothing is in flight any more: fail it
+ * and every later group (their LSNs are taken back), then write zeros over
+ * every byte a write was issued for from the head on, before anything else
+ * is written there. Without them a later group that did reach the disk, or
+ * the written part of a short write, could sit exactly where new appends end
+ * and replay would take its records, which were refused, for valid ones.
+ */
+static void wal_write_failed(struct rv_wal *w)
+{
+    struct wal_group *g = wal_group_at(w, 0);
+    int err = g->write_err;
+    uint64_t from = g->lsn;
+    uint64_t to = w->issued_end;
+    w->write_err = 0;
+    wal_fail_groups(w, 0, err);
+    if (w->is_failed)
+        return; /* a failed fdatasync: nothing more is written anyway */
+    RV_ASSERT(from == w->write_lsn && to > from);
+    uint64_t len = to - from;
+    if (w->is_direct)
+        len = wal_round_up(len);
+    void *zeros = NULL;
+    int rc = len > UINT32_MAX ? -EMSGSIZE : 0;
+    if (rc == 0 && posix_memalign(&zeros, RV_WAL_DIRECT_ALIGN, (size_t)len) != 0)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        memset(zeros, 0, (size_t)len);
+        w->repair_zeros = zeros;
+        w->repair_len = len;
+        w->is_repairing = true;
+        w->issued_end = from;
+        rc = rv_file_write(w->fd, zeros, (uint32_t)len, from - w->file_start, wal_repair_done, w);
+        if (rc < 0)
+            w->is_repairing = false;
+    }
+    if (rc < 0) {
+        free(zeros);
+        w->repair_zeros = NULL;
+        rv_error("wal %s: cannot clear a failed write's bytes: %s; refusing all further appends",
+                 w->dir, rv_strerror(rc));
+        w->is_failed = true;
+        wal_fail_groups(w, 0, -EIO);
+    }
 }
 
 static void wal_write_done(void *arg, int64_t res)
 {
     struct wal_group *g = arg;
     struct rv_wal *w = g->wal;
+    RV_ASSERT(g->state == WAL_GROUP_WRITING && w->writes_inflight > 0);
+    w->writes_inflight--;
+    g->state = WAL_GROUP_WRITTEN;
     if (res < 0 || (uint64_t)res != g->bytes) {
         /* A short write of a regular file means the disk is full. */
         int err = res < 0 ? (int)res : -ENOSPC;
         rv_warn("wal %s: write of %llu bytes at lsn %llu failed: %s", w->dir,
                 (unsigned long long)g->bytes, (unsigned long long)g->lsn, rv_strerror(err));
-        wal_fail_groups(w, 0, err);
-        return;
+        g->write_err = err;
+        if (w->write_err == 0)
+            w->write_err = err; /* no more writes until this is settled */
+    } else {
+        w->stats.bytes += g->bytes;
+        wal_stats_group(&w->stats, g->count);
     }
-    w->write_lsn = g->lsn + g->bytes;
-    w->stats.bytes += g->bytes;
-    wal_stats_group(&w->stats, g->count);
-    if (!g->needs_sync) {
+    wal_advance(w);
+}
+
+/*
+ * Complete the written groups at the head, in LSN order: a group that asked
+ * for a sync waits for an fdatasync issued after its write completed (one
+ * covers every group written by then). Then write what can be written.
+ */
+static void wal_advance(struct rv_wal *w)
+{
+    while (w->group_count > 0) {
+        struct wal_group *g = wal_group_at(w, 0);
+        if (g->state != WAL_GROUP_WRITTEN)
+            break; /* open, being written or being synced */
+        if (g->write_err != 0) {
+            if (w->writes_inflight == 0 && !w->is_syncing)
+                wal_write_failed(w);
+            return; /* else the last completion comes back here */
+        }
+        uint64_t end = g->lsn + g->bytes;
+        w->write_lsn = end;
+        if (g->needs_sync && w->durable_lsn < end) {
+            if (w->is_syncing)
+                return; /* an older sync is in flight: its completion comes back */
+            /* This sync covers every group written so far, in order. */
+            uint64_t cover = end;
+            for (uint32_t i = 1; i < w->group_count; i++) {
+                const struct wal_group *n = wal_group_at(w, i);
+                if (n->state != WAL_GROUP_WRITTEN || n->write_err != 0)
+                    break;
+                cover = n->lsn + n->bytes;
+            }
+            g->state = WAL_GROUP_SYNCING;
+            g->sync_start_ns = rv_clock_now_ns();
+            int rc = rv_file_fdatasync(w->fd, wal_sync_done, g);
+            if (rc == -EAGAIN) {
+                g->state = WAL_GROUP_WRITTEN; /* the ring is full: try again shortly */
+                wal_queue_flush(w, 50);
+                return;
+            }
+            w->stats.syncs++;
+            w->is_syncing = true;
+            w->sync_end = cover;
+            if (rc < 0)
+                wal_sync_done(g, rc);
+            return;
+        }
         wal_group_complete(w, g);
-        return;
     }
-    g->state = WAL_GROUP_SYNCING;
-    w->stats.syncs++;
-    g->sync_start_ns = rv_clock_now_ns();
-    int rc = rv_file_fdatasync(w->fd, wal_sync_done, g);
-    if (rc < 0)
-        wal_sync_done(g, rc);
+    wal_flush(w);
 }
 
 static void wal_roll(struct rv_wal *w);
 
+/* Issue the writes of open groups, oldest first, up to writes_max in flight
+ * (only full ones behind the head). */
 static void wal_flush(struct rv_wal *w)
 {
-    if (w->is_rolling || w->group_count == 0)
+    if (w->is_rolling || w->is_repairing || w->write_err != 0)
         return;
-    struct wal_group *g = wal_group_at(w, 0);
-    if (g->state != WAL_GROUP_OPEN || g->count == 0)
-        return; /* in flight: its completion flushes the next */
-    RV_ASSERT(g->lsn == w->write_lsn);
-    wal_group_seal(w, g);
-    if (g->lsn - w->file_start + g->bytes > w->cfg.file_bytes) {
-        wal_roll(w);
-        return;
-    }
-    g->state = WAL_GROUP_WRITING;
-    w->stats.groups++;
-    uint64_t pos = g->lsn - w->file_start;
-    int rc = w->is_direct
-                 ? rv_file_write(w->fd, g->stage, (uint32_t)g->bytes, pos, wal_write_done, g)
-                 : rv_file_writev(w->fd, g->iov, (int)g->iov_count, pos, wal_write_done, g);
-    if (rc == -EAGAIN) {
-        g->state = WAL_GROUP_OPEN; /* the ring is full: try again shortly */
-        w->stats.groups--;
-        wal_queue_flush(w, 50);
-    } else if (rc < 0) {
-        wal_write_done(g, rc);
+    for (uint32_t i = 0; i < w->group_count; i++) {
+        struct wal_group *g = wal_group_at(w, i);
+        if (g->state != WAL_GROUP_OPEN)
+            continue; /* issued already */
+        if (g->count == 0 || w->writes_inflight >= w->writes_max)
+            return;
+        /* A group still filling is written only as the head: while the ones
+         * ahead are in flight it gathers more (natural group commit); full
+         * (sealed) groups go at once, several at a time under direct I/O. */
+        if (i > 0 && !g->is_sealed)
+            return;
+        wal_group_seal(w, g);
+        if (g->lsn - w->file_start + g->bytes > w->cfg.file_bytes) {
+            /* A roll starts between two groups, with nothing in flight: when
+             * this group is the head; else the head's completion comes back. */
+            if (i == 0) {
+                RV_ASSERT(g->lsn == w->write_lsn);
+                wal_roll(w);
+            }
+            return;
+        }
+        g->state = WAL_GROUP_WRITING;
+        uint64_t pos = g->lsn - w->file_start;
+        int rc = w->is_direct
+                     ? rv_file_write(w->fd, g->stage, (uint32_t)g->bytes, pos, wal_write_done, g)
+                     : rv_file_writev(w->fd, g->iov, (int)g->iov_count, pos, wal_write_done, g);
+        if (rc == -EAGAIN) {
+            g->state = WAL_GROUP_OPEN; /* the ring is full: try again shortly */
+            wal_queue_flush(w, 50);
+            return;
+        }
+        w->stats.groups++;
+        w->writes_inflight++;
+        if (w->writes_inflight > w->stats.writes_inflight_max)
+            w->stats.writes_inflight_max = w->writes_inflight;
+        if (g->lsn + g->bytes > w->issued_end)
+            w->issued_end = g->lsn + g->bytes;
+        if (rc < 0) {
+            wal_write_done(g, rc); /* fails it through the usual path */
+            return;
+        }
     }
 }
 
@@ -922,7 +1075,9 @@ int rv_wal_append(rv_wal_t *w, enum rv_wal_type type, uint64_t key, const void *
     g->needs_sync |= needs_sync;
     w->end_lsn += rec_bytes;
     w->stats.appends++;
-    if (g == wal_group_at(w, 0) && !w->is_rolling)
+    /* A group can be written next turn if a write slot is free; else the
+     * completion of one in flight writes it. */
+    if (!w->is_rolling && w->writes_inflight < w->writes_max)
         wal_queue_flush(w, g->bytes >= w->cfg.group_bytes_max ? 0 : w->cfg.group_window_us);
     return 0;
 }
@@ -1205,7 +1360,8 @@ uint64_t rv_wal_durable_lsn(const rv_wal_t *w)
 
 bool rv_wal_is_idle(const rv_wal_t *w)
 {
-    return w->group_count == 0 && !w->is_rolling && !w->is_flush_queued && w->jobs == 0;
+    return w->group_count == 0 && !w->is_rolling && !w->is_flush_queued && w->jobs == 0 &&
+           !w->is_repairing;
 }
 
 bool rv_wal_is_failed(const rv_wal_t *w)

@@ -24,14 +24,20 @@
  * (reported), together with any later file.
  *
  * Group commit: appends made during one reactor turn join the open group; a
- * group is written with one gather write when the previous group finished
- * (or, with group_window_us, after that long if it is still small), and
- * fdatasynced when any of its appends asked for it. At most
- * RV_WAL_GROUPS groups are open or in flight; beyond that appends get -ENOBUFS
- * (backpressure). A failed write fails every append of its group and changes
- * nothing on disk that replay would accept; a failed fdatasync is sticky: the
- * WAL refuses every later append with -EIO (a failed fsync cannot be retried
- * safely: the kernel may have dropped the dirty pages).
+ * group is written with one write when a write slot is free (buffered: one
+ * group at a time, when the previous one finished; direct I/O: up to
+ * RV_WAL_DIRECT_WRITES groups at once), or with group_window_us after that
+ * long if it is still small. Groups complete strictly in LSN order; one that
+ * asked for a sync waits for an fdatasync issued after its write completed
+ * (one fdatasync covers every group written by then). At most RV_WAL_GROUPS
+ * groups are open or in flight; beyond that appends get -ENOBUFS
+ * (backpressure). A failed write fails every append of its group and of every
+ * later group (once no write is in flight), takes their LSNs back, and zeros
+ * are written over every byte a write was issued for from that group on
+ * before anything else is written there: nothing refused can come back at
+ * replay. A failed fdatasync is sticky: the WAL refuses every later append
+ * with -EIO (a failed fsync cannot be retried safely: the kernel may have
+ * dropped the dirty pages); so is a failure to write those zeros.
  *
  * Direct I/O (cfg.io, the default where the filesystem takes O_DIRECT): the
  * records of a group are copied into the group's 4 KiB-aligned staging buffer
@@ -66,6 +72,7 @@
 #define RV_WAL_GROUP_RECORDS 512
 #define RV_WAL_RECORD_MAX    (64u << 20) /* payload bytes */
 #define RV_WAL_DIRECT_ALIGN  4096u       /* direct I/O: groups start and end on this */
+#define RV_WAL_DIRECT_WRITES 4           /* direct I/O: group writes in flight at once */
 
 enum rv_wal_type {
     RV_WAL_BATCH = 1, /* payload: one Kafka RecordBatch v2 of partition `key` */
@@ -164,10 +171,11 @@ extern const uint32_t rv_wal_sync_le_us[RV_WAL_SYNC_BUCKETS];
 
 struct rv_wal_stats {
     uint64_t appends;
-    uint64_t groups;    /* gather writes issued */
-    uint64_t syncs;     /* fdatasyncs issued */
-    uint64_t bytes;     /* record bytes written (padding included) */
-    uint64_t pad_bytes; /* of which RV_WAL_PAD records (direct I/O alignment) */
+    uint64_t groups;              /* gather writes issued */
+    uint64_t syncs;               /* fdatasyncs issued */
+    uint64_t bytes;               /* record bytes written (padding included) */
+    uint64_t pad_bytes;           /* of which RV_WAL_PAD records (direct I/O alignment) */
+    uint64_t writes_inflight_max; /* the most group writes in flight at once */
     uint64_t rolls;
     uint64_t failures; /* appends failed by I/O errors */
     /* Group fdatasyncs that succeeded: their latency. */

@@ -799,3 +799,179 @@ Test(wal, direct_spares_made_after_a_roll_are_written_with_zeros)
     cr_assert_geq(replay.count, 100, "zeros read as the clean end, not as a cut");
     rv_wal_close(w);
 }
+
+/* ---- several group writes in flight (direct I/O) ------------------------------------------ */
+
+Test(wal, direct_writes_several_groups_at_once_and_completes_them_in_order)
+{
+    for (int backend = 0; backend < 2; backend++) {
+        rv_runtime_t *rt = backend == 0 ? test_rt_open(1) : epoll_rt();
+        rv_wal_t *w = wal_open_direct(4 << 20, NULL);
+        /* 3000 appends in one turn: six groups (512 records at most each). */
+        struct appender *a = append_n(rt, w, 0, 3000, 200, true);
+        cr_assert_eq(a->append_rc, 0, "%s", rv_strerror(a->append_rc));
+        cr_assert_eq(a->done, 3000);
+        for (uint32_t i = 1; i < 3000; i++)
+            cr_assert_gt(a->results[i], a->results[i - 1], "completions in LSN order (%u)", i);
+        struct rv_wal_stats st;
+        rv_wal_get_stats(w, &st);
+        cr_assert_geq(st.groups, 6);
+        cr_assert_geq(st.writes_inflight_max, 2, "groups written at once (%s)",
+                      backend == 0 ? "io_uring" : "epoll");
+        cr_assert_leq(st.writes_inflight_max, RV_WAL_DIRECT_WRITES);
+        cr_assert_eq(rv_wal_durable_lsn(w), rv_wal_end_lsn(w), "every group synced");
+        wal_close_when_idle(rt, w);
+        rv_runtime_close(rt);
+        reset_replay();
+        w = wal_open_direct(4 << 20, &replay);
+        cr_assert_eq(replay.count, 3000);
+        cr_assert_eq(replay.bad_payloads, 0);
+        for (uint32_t i = 0; i < 3000; i++)
+            cr_assert_eq(replay.keys[i], 1000 + i);
+        rv_wal_close(w);
+        char cmd[200];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", wal_dir);
+        cr_assert_eq(system(cmd), 0);
+    }
+}
+
+/* Records of 200 KiB, a group each (groups hold 256 KiB here). */
+#define TRIO_BYTES (200u << 10)
+
+struct trio {
+    rv_wal_t *w;
+    uint64_t first_key;
+    uint32_t count;
+    int64_t results[4];
+    uint32_t done;
+    int rc;
+    bool is_fault_after; /* make the next shimmed call fail once every append failed */
+    struct test_signal all_done;
+};
+
+static void trio_done(void *arg, int64_t lsn_or_err)
+{
+    struct trio *t = arg;
+    t->results[t->done++] = lsn_or_err;
+    if (t->is_fault_after && t->done == t->count)
+        rv_sys_fault_fail_nth(1, -EIO); /* the zeros over the failed bytes */
+    if (t->done == t->count)
+        test_signal_post(&t->all_done);
+}
+
+static void trio_fn(void *p)
+{
+    struct trio *t = p;
+    for (uint32_t i = 0; i < t->count && t->rc == 0; i++)
+        t->rc = rv_wal_append(t->w, RV_WAL_BATCH, t->first_key + i,
+                              huge + (t->first_key + i) % 4 * 1000, TRIO_BYTES, true, trio_done, t);
+}
+
+static void trio_run(rv_runtime_t *rt, struct trio *t)
+{
+    test_signal_init(&t->all_done);
+    test_run_on(rt, 0, trio_fn, t);
+    cr_assert_eq(t->rc, 0, "%s", rv_strerror(t->rc));
+    test_signal_wait(&t->all_done);
+}
+
+struct keys_seen {
+    uint64_t keys[16];
+    uint32_t count;
+};
+
+static int keys_replay_cb(void *arg, const struct rv_wal_record *rec)
+{
+    struct keys_seen *k = arg;
+    cr_assert_eq(rec->len, TRIO_BYTES);
+    cr_assert_eq(memcmp(rec->payload, huge + rec->key % 4 * 1000, TRIO_BYTES), 0);
+    if (k->count < 16)
+        k->keys[k->count] = rec->key;
+    k->count++;
+    return 0;
+}
+
+Test(wal, a_failed_write_fails_the_later_groups_and_nothing_of_theirs_comes_back)
+{
+    for (size_t i = 0; i < sizeof(huge); i++)
+        huge[i] = (uint8_t)(i * 13 + i / 777);
+    rv_runtime_t *rt = epoll_rt();
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    bool is_direct = rv_wal_is_direct(w);
+    /* Direct: calls 1-3 are the writes of the three full groups, issued at
+     * once (the fourth, still open, waits to be the head); buffered: 1 is
+     * the first group's write, 2 its fdatasync, 3 the second's write. */
+    int spec[2] = {is_direct ? 2 : 3, -ENOSPC};
+    test_run_on(rt, 0, arm_fault, spec);
+    struct trio t = {.w = w, .first_key = 1, .count = 4};
+    trio_run(rt, &t);
+    cr_assert(rv_sys_fault_fired());
+    cr_assert_geq(t.results[0], 0, "the first group was written: %s",
+                  rv_strerror((int)t.results[0]));
+    cr_assert_eq(t.results[1], -ENOSPC);
+    cr_assert_eq(t.results[2], -ENOSPC, "a later group fails with the failed one");
+    cr_assert_eq(t.results[3], -ENOSPC);
+    cr_assert_not(rv_wal_is_failed(w), "a failed write is not sticky");
+    struct rv_wal_stats st;
+    rv_wal_get_stats(w, &st);
+    if (is_direct)
+        cr_assert_eq(st.writes_inflight_max, 3, "the third group was written too");
+    /* The same size again where the failed group was: it ends exactly where
+     * the third group's record sits on disk (direct I/O), which must not come
+     * back behind it. */
+    struct trio t2 = {.w = w, .first_key = 5, .count = 1};
+    trio_run(rt, &t2);
+    cr_assert_geq(t2.results[0], 0, "%s", rv_strerror((int)t2.results[0]));
+    uint64_t rec = RV_WAL_HEADER_BYTES + TRIO_BYTES; /* the failed group's LSN: after the first */
+    uint64_t second =
+        is_direct ? (rec + RV_WAL_DIRECT_ALIGN - 1) / RV_WAL_DIRECT_ALIGN * RV_WAL_DIRECT_ALIGN
+                  : rec;
+    cr_assert_eq(t2.results[0], (int64_t)second, "it took the failed group's place");
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+
+    struct keys_seen k = {0};
+    struct rv_wal_config cfg;
+    rv_wal_config_init(&cfg);
+    cfg.dir = wal_dir;
+    cfg.file_bytes = 1 << 20;
+    cfg.group_bytes_max = 256 << 10;
+    cfg.io = test_wal_io();
+    struct rv_wal_report rep;
+    cr_assert_eq(rv_wal_open(&w, &cfg, 0, keys_replay_cb, &k, &rep), 0);
+    cr_assert_eq(k.count, 2, "the first record and the one after the failure (%u)", k.count);
+    cr_assert_eq(k.keys[0], 1);
+    cr_assert_eq(k.keys[1], 5);
+    rv_wal_close(w);
+}
+
+static void append_one_fn(void *p)
+{
+    struct trio *t = p;
+    t->rc = rv_wal_append(t->w, RV_WAL_BATCH, 9, huge, 100, true, trio_done, t);
+}
+
+Test(wal, a_failure_to_clear_a_failed_writes_bytes_is_sticky)
+{
+    rv_runtime_t *rt = epoll_rt();
+    rv_wal_t *w = wal_open_dir(1 << 20, 0, NULL, NULL);
+    int spec[2] = {1, -ENOSPC}; /* the first group's write */
+    test_run_on(rt, 0, arm_fault, spec);
+    struct trio t = {.w = w, .first_key = 1, .count = 1, .is_fault_after = true};
+    trio_run(rt, &t);
+    cr_assert_eq(t.results[0], -ENOSPC);
+    /* The zeros' write failed (on the shard, after the callback): sticky. */
+    struct idle_check c = {.wal = w};
+    for (int i = 0; i < 2000 && !c.is_idle; i++) {
+        test_run_on(rt, 0, idle_probe, &c);
+        if (!c.is_idle)
+            usleep(1000);
+    }
+    cr_assert(rv_sys_fault_fired());
+    cr_assert(rv_wal_is_failed(w), "a WAL that cannot clear refused bytes writes no more");
+    struct trio t2 = {.w = w};
+    test_run_on(rt, 0, append_one_fn, &t2);
+    cr_assert_eq(t2.rc, -EIO);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+}
