@@ -34,8 +34,10 @@ RV_STATIC_ASSERT((RV_POOL_CHUNK_ALIGN & (RV_POOL_CHUNK_ALIGN - 1)) == 0);
 RV_STATIC_ASSERT(POOL_CHUNK_HEADER_BYTES % RV_POOL_BLOCK_ALIGN == 0);
 RV_STATIC_ASSERT(RV_POOL_BLOCK_MAX <= RV_POOL_CHUNK_ALIGN);
 
-/* The first 64 bytes of every chunk. Written once by the owner when the chunk is
- * made, read-only afterwards, so any thread holding a block may read it. */
+/* The first 64 bytes of every chunk. Written by the owner when the chunk is
+ * made; afterwards only blocks_free (and next, when a chunk leaves the list)
+ * change, on the owner's thread, so any thread holding a block may read the
+ * rest. */
 struct pool_chunk {
     uint32_t magic;          /* POOL_CHUNK_MAGIC while the chunk is live */
     uint32_t cls;            /* class index */
@@ -44,6 +46,7 @@ struct pool_chunk {
     size_t bytes;            /* header + blocks */
     rv_pool_t *pool;         /* owner */
     struct pool_chunk *next; /* pool's chunk list, newest first */
+    uint32_t blocks_free;    /* on the freelist or uncarved: all of them = reclaimable */
 } RV_ALIGNED_CACHE;
 
 RV_STATIC_ASSERT(sizeof(struct pool_chunk) == POOL_CHUNK_HEADER_BYTES);
@@ -74,6 +77,7 @@ struct rv_pool {
     size_t chunk_count;        /* chunks on the list */
     struct pool_chunk *chunks; /* newest first */
     uint64_t remote_puts;      /* blocks that came home through rv_ctx_post */
+    uint64_t chunks_reclaimed; /* free chunks given back for another class */
     uint64_t size_failures;    /* gets for size 0 or over RV_POOL_BLOCK_MAX */
     struct pool_class classes[RV_POOL_CLASS_COUNT];
 };
@@ -210,6 +214,7 @@ static struct pool_chunk *pool_chunk_new(rv_pool_t *pool, int cls)
         .bytes = bytes,
         .pool = pool,
         .next = pool->chunks,
+        .blocks_free = (uint32_t)block_count,
     };
     pool->chunks = c;
     pool->chunk_count++;
@@ -236,6 +241,74 @@ static struct pool_chunk *pool_chunk_of(const void *block)
     return c;
 }
 
+/*
+ * Give every wholly free chunk of the other classes back to mimalloc, so that
+ * class `cls` can have one within the budget: a pool whose traffic moved from
+ * one size to another (small records, then large batches) does not stay
+ * refused for good. Slow path (a get the budget refused): each class that
+ * gives a chunk back has its freelist walked once. Returns the chunks freed.
+ */
+static size_t pool_reclaim(rv_pool_t *pool, int cls)
+{
+    size_t freed = 0;
+    for (int k = 0; k < RV_POOL_CLASS_COUNT; k++) {
+        struct pool_class *pc = &pool->classes[k];
+        if (k == cls || pc->blocks_free == 0)
+            continue;
+        bool has_free_chunk = false;
+        for (struct pool_chunk *c = pool->chunks; c != NULL && !has_free_chunk; c = c->next)
+            has_free_chunk = (int)c->cls == k && c->blocks_free == c->block_count;
+        if (!has_free_chunk)
+            continue;
+        /* Rebuild the freelist without the free chunks' blocks, in order. A
+         * block is poisoned again once it is not the list's tail. */
+        size_t block_size = rv_pool_class_size(k);
+        struct pool_free *rest = pc->free_head, *head = NULL, *tail = NULL;
+        while (rest != NULL) {
+            struct pool_free *f = rest;
+            ASAN_UNPOISON_MEMORY_REGION(f, sizeof(*f));
+            rest = f->next;
+            const struct pool_chunk *c = pool_chunk_of(f);
+            if (c->blocks_free == c->block_count)
+                continue; /* its memory goes back with its chunk */
+            f->next = NULL;
+            if (tail != NULL) {
+                tail->next = f;
+                ASAN_POISON_MEMORY_REGION(tail, block_size);
+            } else {
+                head = f;
+            }
+            tail = f;
+        }
+        if (tail != NULL)
+            ASAN_POISON_MEMORY_REGION(tail, block_size);
+        pc->free_head = head;
+        struct pool_chunk **cl = &pool->chunks;
+        while (*cl != NULL) {
+            struct pool_chunk *c = *cl;
+            if ((int)c->cls != k || c->blocks_free != c->block_count) {
+                cl = &c->next;
+                continue;
+            }
+            if (pc->carve_end == (uint8_t *)c + c->bytes)
+                pc->carve_next = pc->carve_end = NULL; /* its uncarved rest goes too */
+            *cl = c->next;
+            pc->blocks_total -= c->block_count;
+            pc->blocks_free -= c->block_count;
+            pool->chunk_count--;
+            pool->bytes_reserved -= c->bytes;
+            pool->chunks_reclaimed++;
+            c->magic = 0;
+            ASAN_UNPOISON_MEMORY_REGION(c, c->bytes);
+            mi_free(c);
+            freed++;
+        }
+    }
+    if (freed > 0)
+        rv_debug("pool: gave back %zu free chunks for class %zu B", freed, rv_pool_class_size(cls));
+    return freed;
+}
+
 /* Operations. */
 
 static void *pool_class_pop(rv_pool_t *pool, int cls)
@@ -247,13 +320,16 @@ static void *pool_class_pop(rv_pool_t *pool, int cls)
     if (f != NULL) {
         ASAN_UNPOISON_MEMORY_REGION(f, block_size);
         pc->free_head = f->next;
+        pool_chunk_of(f)->blocks_free--;
         return f;
     }
-    if (pc->carve_next == pc->carve_end && pool_chunk_new(pool, cls) == NULL)
+    if (pc->carve_next == pc->carve_end && pool_chunk_new(pool, cls) == NULL &&
+        (pool_reclaim(pool, cls) == 0 || pool_chunk_new(pool, cls) == NULL))
         return NULL;
     void *block = pc->carve_next;
     pc->carve_next += block_size;
     ASAN_UNPOISON_MEMORY_REGION(block, block_size);
+    pool_chunk_of(block)->blocks_free--;
     return block;
 }
 
@@ -280,8 +356,9 @@ void *rv_pool_get(rv_pool_t *pool, size_t size)
     return block;
 }
 
-static void pool_put_local(rv_pool_t *pool, const struct pool_chunk *c, void *block)
+static void pool_put_local(rv_pool_t *pool, struct pool_chunk *c, void *block)
 {
+    c->blocks_free++;
     struct pool_class *pc = &pool->classes[c->cls];
     struct pool_free *f = block;
 
@@ -360,6 +437,7 @@ void rv_pool_stats(const rv_pool_t *pool, struct rv_pool_stats *out)
     out->bytes_reserved = pool->bytes_reserved;
     out->bytes_max = pool->bytes_max;
     out->remote_puts = pool->remote_puts;
+    out->chunks_reclaimed = pool->chunks_reclaimed;
     out->size_failures = pool->size_failures;
 }
 
@@ -375,6 +453,7 @@ size_t rv_pool_in_use_bytes(const rv_pool_t *pool)
 bool rv_pool_check(const rv_pool_t *pool)
 {
     uint64_t blocks[RV_POOL_CLASS_COUNT] = {0};
+    uint64_t free_blocks[RV_POOL_CLASS_COUNT] = {0};
     size_t bytes = 0;
     RV_ASSERT(pool != NULL);
     const struct pool_chunk *c = pool->chunks;
@@ -384,7 +463,10 @@ bool rv_pool_check(const rv_pool_t *pool)
             return false;
         if (c->cls >= RV_POOL_CLASS_COUNT || c->block_size != rv_pool_class_size((int)c->cls))
             return false;
+        if (c->blocks_free > c->block_count)
+            return false;
         blocks[c->cls] += c->block_count;
+        free_blocks[c->cls] += c->blocks_free;
         bytes += c->bytes;
         c = c->next;
     }
@@ -392,7 +474,7 @@ bool rv_pool_check(const rv_pool_t *pool)
         return false;
     for (int cls = 0; cls < RV_POOL_CLASS_COUNT; cls++) {
         const struct pool_class *pc = &pool->classes[cls];
-        if (pc->blocks_total != blocks[cls])
+        if (pc->blocks_total != blocks[cls] || pc->blocks_free != free_blocks[cls])
             return false;
         if (pc->blocks_in_use + pc->blocks_free != pc->blocks_total)
             return false;

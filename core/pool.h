@@ -22,11 +22,14 @@
  * their own: the cost is 64 B per chunk (about 0.006%), and a 64 B block costs
  * 64 B. Chunks are carved lazily, so untouched blocks cost no RSS. With a NUMA
  * node in the options each chunk is bound (MPOL_PREFERRED) to that node before
- * first use. Chunks go back to mimalloc only when the pool is destroyed.
+ * first use. A chunk whose blocks are all free goes back to mimalloc when
+ * another class needs a chunk the budget would refuse (so traffic that moves
+ * from small to large blocks is not refused for good), and at destroy.
  *
  * Bounds. bytes_max caps the chunk memory. When a class has no free block and
- * a new chunk would pass the cap (or mimalloc has no memory), rv_pool_get()
- * returns NULL: callers turn that into -ENOBUFS backpressure.
+ * a new chunk would pass the cap, the wholly free chunks of the other classes
+ * are given back first; if that frees none (or mimalloc has no memory),
+ * rv_pool_get() returns NULL: callers turn that into -ENOBUFS backpressure.
  *
  * Ownership and threads. A pool belongs to one shard (owner_shard), and only
  * that shard's thread gets blocks and touches the freelists and counters. A
@@ -74,11 +77,12 @@ struct rv_pool_class_stats {
 
 struct rv_pool_stats {
     struct rv_pool_class_stats classes[RV_POOL_CLASS_COUNT];
-    size_t bytes_reserved;  /* chunk memory taken from mimalloc, <= bytes_max */
-    size_t bytes_max;       /* the cap from the options */
-    size_t bytes_in_use;    /* sum of the class sizes of blocks in use */
-    uint64_t remote_puts;   /* blocks that came home through rv_ctx_post() */
-    uint64_t size_failures; /* gets refused for size 0 or over RV_POOL_BLOCK_MAX */
+    size_t bytes_reserved;     /* chunk memory taken from mimalloc, <= bytes_max */
+    size_t bytes_max;          /* the cap from the options */
+    size_t bytes_in_use;       /* sum of the class sizes of blocks in use */
+    uint64_t remote_puts;      /* blocks that came home through rv_ctx_post() */
+    uint64_t chunks_reclaimed; /* wholly free chunks given back for another class */
+    uint64_t size_failures;    /* gets refused for size 0 or over RV_POOL_BLOCK_MAX */
 };
 
 /* Lifecycle. */

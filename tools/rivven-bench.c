@@ -3221,9 +3221,9 @@ static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
 
 /* Run one cell: a fresh store and topic with a partition per shard, a driver
  * on each owner, then delete the topic so the disk does not fill up. Each cell
- * has its own store because a shard's buffer pool keeps its chunks in the size
- * classes that first used them: after cells of small batches, a store refuses
- * large ones with -ENOBUFS (docs/benchmarks.md). */
+ * has its own store so that no cell inherits another's pool, hot tier or WAL
+ * position (a pool once kept its chunks in the classes that first used them:
+ * problem B of docs/benchmarks.md, fixed since). */
 static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
 {
     char topic[64];

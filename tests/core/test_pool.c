@@ -240,6 +240,60 @@ Test(pool, exhausting_small_blocks_spans_chunks_then_fails)
     cr_assert(rv_pool_check(pool));
 }
 
+Test(pool, free_chunks_of_one_class_are_given_back_for_another)
+{
+    /* Two chunks of 64 B blocks spend the budget; once they are free, 1 MiB
+     * blocks get their memory. A chunk with a block still in use stays. */
+    enum { PER_CHUNK = (1 << 20) / 64 - 1, TOTAL = 2 * PER_CHUNK };
+    static void *blocks[TOTAL];
+    rv_pool_destroy(pool);
+    pool = make_pool(OWNER, 2 * MiB + 2 * 64);
+    for (size_t i = 0; i < TOTAL; i++) {
+        blocks[i] = rv_pool_get(pool, 64);
+        cr_assert_not_null(blocks[i], "block %zu", i);
+    }
+    cr_assert_null(rv_pool_get(pool, MiB), "the budget is spent and nothing is free");
+    void *kept = blocks[0]; /* keeps its chunk */
+    for (size_t i = 1; i < TOTAL; i++)
+        rv_pool_put(blocks[i]);
+    cr_assert(rv_pool_check(pool));
+
+    void *big = rv_pool_get(pool, MiB);
+    cr_assert_not_null(big, "the wholly free chunk went to the 1 MiB class");
+    memset(big, 0xab, MiB); /* all of it is usable */
+    struct rv_pool_stats st;
+    rv_pool_stats(pool, &st);
+    cr_assert_eq(st.chunks_reclaimed, 1);
+    cr_assert_eq(st.classes[0].blocks_in_use, 1);
+    cr_assert_eq(st.classes[0].blocks_free, PER_CHUNK - 1, "one 64 B chunk is left");
+    cr_assert_leq(st.bytes_reserved, st.bytes_max);
+    cr_assert(rv_pool_check(pool));
+    cr_assert_null(rv_pool_get(pool, MiB), "the chunk with a block in use is not taken");
+
+    /* The 64 B class still works from what it kept, and gives it back later. */
+    void *small = rv_pool_get(pool, 64);
+    cr_assert_not_null(small);
+    rv_pool_put(small);
+    rv_pool_put(kept);
+    void *big2 = rv_pool_get(pool, MiB);
+    cr_assert_not_null(big2, "its last block came home: the chunk is free");
+    rv_pool_stats(pool, &st);
+    cr_assert_eq(st.chunks_reclaimed, 2);
+    cr_assert_eq(st.classes[0].blocks_free, 0);
+    cr_assert(rv_pool_check(pool));
+    rv_pool_put(big);
+    rv_pool_put(big2);
+    /* And back again: small blocks take the large class's chunks. */
+    for (size_t i = 0; i < TOTAL; i++) {
+        blocks[i] = rv_pool_get(pool, 64);
+        cr_assert_not_null(blocks[i], "block %zu", i);
+    }
+    for (size_t i = 0; i < TOTAL; i++)
+        rv_pool_put(blocks[i]);
+    cr_assert(rv_pool_check(pool));
+    cr_assert_eq(rv_pool_in_use_bytes(pool), 0);
+}
+
 Test(pool, put_then_get_reuses_blocks_last_in_first_out)
 {
     void *a = rv_pool_get(pool, 100);
