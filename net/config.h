@@ -65,6 +65,9 @@ struct rv_config {
     int32_t group_initial_rebalance_delay_ms; /* an empty group's first rebalance waits */
     int32_t group_min_session_timeout_ms;     /* the smallest session.timeout.ms */
     int32_t group_max_session_timeout_ms;     /* the largest session.timeout.ms */
+    int32_t offsets_retention_minutes;        /* committed offsets of an empty group expire */
+    int64_t offsets_retention_check_interval_ms;
+    int64_t offsets_retention_ms; /* rivven.offsets.retention.ms: -1 = use the minutes */
 
     /* rivven.admin.listener: host and port; has_admin_listener is false when
      * the key is empty (no admin HTTP). */

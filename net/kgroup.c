@@ -981,6 +981,27 @@ int16_t kgroup_delete(struct kgroup *g)
     return KGERR_NONE;
 }
 
+uint32_t kgroup_offsets_expired(const struct kgroup *g, int64_t now_wall_ms, int64_t retention_ms,
+                                int64_t empty_since_ms, struct kgroup_offset **out, uint32_t cap)
+{
+    if (g->state != KGROUP_EMPTY || g->members != NULL)
+        return 0;
+    bool is_standalone = g->protocol_type == NULL;
+    uint32_t n = 0, cursor = 0;
+    struct kgroup_offset *chain = NULL, *o;
+    while ((o = kgroup_offset_next(g, &cursor, &chain)) != NULL) {
+        int64_t from = o->commit_ms;
+        if (!is_standalone && empty_since_ms > from)
+            from = empty_since_ms;
+        if (now_wall_ms - from < retention_ms)
+            continue;
+        if (n < cap)
+            out[n] = o;
+        n++;
+    }
+    return n;
+}
+
 bool kgroup_is_idle(const struct kgroup *g)
 {
     return g->state == KGROUP_EMPTY && g->offset_count == 0 && g->members == NULL &&

@@ -169,6 +169,7 @@ struct kgroup {
     bool has_timer;
     rv_timer_id timer;
     int64_t timer_at_ms;
+    int64_t empty_since_ms; /* wall ms the owner first saw it EMPTY; 0: not empty */
 };
 
 enum kgroup_store_kind {
@@ -306,6 +307,17 @@ RV_MUST_CHECK int kgroup_offset_put(struct kgroup *g, const char *topic, int32_t
                                     int64_t offset, int32_t leader_epoch, const char *metadata,
                                     int64_t commit_ms);
 void kgroup_offset_del(struct kgroup *g, const char *topic, int32_t partition);
+/*
+ * Offset expiry (offsets.retention.minutes, as Kafka's
+ * GroupMetadata.removeExpiredOffsets since KIP-211): only a group without
+ * members (EMPTY) loses offsets. An offset expires retention_ms after the
+ * later of its commit and empty_since_ms (when the group was seen empty); in
+ * a group that never had a protocol (standalone consumers that only commit)
+ * it counts from the commit alone. Puts up to cap of them in out and returns
+ * how many expired (more than cap when it does not fit). Wall clock ms.
+ */
+uint32_t kgroup_offsets_expired(const struct kgroup *g, int64_t now_wall_ms, int64_t retention_ms,
+                                int64_t empty_since_ms, struct kgroup_offset **out, uint32_t cap);
 /* Every offset: *cursor = 0 and *chain = NULL first; NULL at the end. */
 struct kgroup_offset *kgroup_offset_next(const struct kgroup *g, uint32_t *cursor,
                                          struct kgroup_offset **chain);

@@ -627,6 +627,157 @@ int16_t kg_route(struct rv_kreq *req, const char *id, struct kg_route *out)
     return KGERR_NONE;
 }
 
+/* ---- offset expiry ---------------------------------------------------------------------------------- */
+
+#define KG_EXPIRE_BATCH 1000 /* offsets one append of a pass deletes, at most */
+
+struct kg_expired {
+    char *topic;
+    int32_t partition;
+    int64_t commit_ms; /* as it was: an offset committed again since stays */
+};
+
+struct kg_expiry {
+    struct kgroup *g;
+    struct kg_expired *items;
+    uint32_t count;
+    bool is_group; /* the group's metadata goes too: nothing is left of it */
+};
+
+static void kg_expiry_free(struct kg_expiry *x)
+{
+    for (uint32_t i = 0; x != NULL && i < x->count; i++)
+        free(x->items[i].topic);
+    if (x != NULL)
+        free(x->items);
+    free(x);
+}
+
+static void kg_expire_appended(struct kg_append *a, int err)
+{
+    struct kg_expiry *x = a->arg;
+    struct kgroup *g = x->g;
+    struct kg_shard *gs = a->gs;
+    if (err < 0) {
+        rv_warn("group %s: deleting %u expired offsets: %s (tried again at the next check)", g->id,
+                x->count, rv_strerror(err));
+    } else if (!gs->is_closed && !g->is_removed) {
+        uint32_t gone = 0;
+        for (uint32_t i = 0; i < x->count; i++) {
+            const struct kg_expired *e = &x->items[i];
+            const struct kgroup_offset *o = kgroup_offset_find(g, e->topic, e->partition);
+            if (o != NULL && o->commit_ms == e->commit_ms) {
+                kgroup_offset_del(g, e->topic, e->partition);
+                gone++;
+            }
+        }
+        rv_info("group %s: %u committed offsets expired%s", g->id, gone,
+                x->is_group && kgroup_is_idle(g) ? "; the group is gone" : "");
+        if (x->is_group && kgroup_is_idle(g))
+            kg_group_remove(gs, g);
+    }
+    kg_group_put(g);
+    kg_expiry_free(x);
+}
+
+/* Tombstones for g's expired offsets (and for g when none would be left). */
+static int kg_expire_group(struct kg_shard *gs, struct kgroup *g, int64_t now)
+{
+    uint32_t n = kgroup_offsets_expired(g, now, gs->retention_ms, g->empty_since_ms, NULL, 0);
+    if (n == 0)
+        return 0;
+    uint32_t take = n < KG_EXPIRE_BATCH ? n : KG_EXPIRE_BATCH;
+    struct rv_part_ref ref;
+    int rc = rv_store_lookup(gs->st, KG_TOPIC, KG_TOPIC_LEN, g->partition, &ref);
+    if (rc < 0)
+        return rc;
+    struct kgroup_offset **os = calloc(take, sizeof(*os));
+    struct kg_expiry *x = calloc(1, sizeof(*x));
+    struct kg_rec *recs = calloc(take + 1, sizeof(*recs));
+    struct kg_append *a = NULL;
+    uint32_t k = 0;
+    bool is_oom = os == NULL || x == NULL || recs == NULL;
+    if (!is_oom) {
+        x->items = calloc(take, sizeof(*x->items));
+        a = kg_append_new(gs, ref.key, kg_expire_appended, x);
+        is_oom = x->items == NULL || a == NULL;
+    }
+    if (!is_oom) {
+        (void)kgroup_offsets_expired(g, now, gs->retention_ms, g->empty_since_ms, os, take);
+        x->g = g;
+        x->is_group = n == take && n == g->offset_count && g->pending == NULL;
+    }
+    for (uint32_t i = 0; i < take && !is_oom; i++) {
+        struct kg_expired *e = &x->items[x->count];
+        e->topic = strdup(os[i]->topic);
+        e->partition = os[i]->partition;
+        e->commit_ms = os[i]->commit_ms;
+        struct kg_rec *r = &recs[k];
+        r->key_len = (uint32_t)kgroup_offset_key_size(g->id, os[i]->topic);
+        r->key = malloc(r->key_len);
+        is_oom = e->topic == NULL || r->key == NULL;
+        if (e->topic != NULL)
+            x->count++;
+        if (r->key != NULL)
+            k++;
+        if (!is_oom)
+            kgroup_offset_key_encode(r->key, g->id, os[i]->topic, os[i]->partition);
+    }
+    if (!is_oom && x->is_group) {
+        struct kg_rec *r = &recs[k];
+        r->key_len = (uint32_t)kgroup_group_key_size(g->id);
+        r->key = malloc(r->key_len);
+        is_oom = r->key == NULL;
+        if (!is_oom) {
+            kgroup_group_key_encode(r->key, g->id);
+            k++;
+        }
+    }
+    free(os);
+    if (is_oom) {
+        kg_recs_free(recs, k);
+        kg_expiry_free(x);
+        free(a);
+        return -ENOMEM;
+    }
+    g->refs++;
+    kg_append_start(a, recs, k);
+    kg_recs_free(recs, k);
+    return 0;
+}
+
+/* Every group of the shard: note when it became empty, expire what is due. */
+static void kg_expire_pass(struct kg_shard *gs)
+{
+    int64_t now = rv_clock_wall_ms();
+    uint32_t cursor = 0;
+    struct kgroup *chain = NULL, *g;
+    while ((g = kgroup_next(&gs->groups, &cursor, &chain)) != NULL) {
+        if (g->state != KGROUP_EMPTY || g->members != NULL) {
+            g->empty_since_ms = 0;
+            continue;
+        }
+        if (g->empty_since_ms == 0)
+            g->empty_since_ms = now;
+        if (g->refs > 0 || g->offset_count == 0)
+            continue; /* an operation holds it: the next pass */
+        int rc = kg_expire_group(gs, g, now);
+        if (rc < 0)
+            rv_warn("group %s: cannot delete its expired offsets now: %s", g->id, rv_strerror(rc));
+    }
+}
+
+static void kg_expire_timer(void *arg)
+{
+    struct kg_shard *gs = arg;
+    gs->has_expire_timer = false;
+    if (gs->is_stopping || gs->is_closed)
+        return;
+    kg_expire_pass(gs);
+    uint64_t us = (uint64_t)gs->check_ms * 1000u;
+    gs->has_expire_timer = rv_timer_add(us, kg_expire_timer, gs, &gs->expire_timer) == 0;
+}
+
 /* ---- the shard's life ------------------------------------------------------------------------------ */
 
 void kgroup_shard_open(struct rv_kapi_shard *ks)
@@ -651,8 +802,17 @@ void kgroup_shard_open(struct rv_kapi_shard *ks)
         .store = kg_store,
         .ctx = gs,
     };
+    const struct rv_config *cfg = b->cfg;
+    gs->retention_ms = cfg->offsets_retention_ms > 0
+                           ? cfg->offsets_retention_ms
+                           : (int64_t)cfg->offsets_retention_minutes * 60000;
+    gs->check_ms = cfg->offsets_retention_check_interval_ms;
     kg_self = gs;
     kg_load_owned(gs);
+    gs->has_expire_timer =
+        rv_timer_add((uint64_t)gs->check_ms * 1000u, kg_expire_timer, gs, &gs->expire_timer) == 0;
+    if (!gs->has_expire_timer)
+        rv_warn("shard %u: no timer for offset expiry: committed offsets do not expire", ks->id);
 }
 
 /* Answer every parked join and sync of this shard's groups; park nothing more. */
@@ -688,6 +848,10 @@ void kgroup_shard_close(struct rv_kapi_shard *ks)
         return;
     kg_stop_task(NULL);
     kg_self = NULL;
+    if (gs->has_expire_timer) {
+        (void)rv_timer_cancel(gs->expire_timer);
+        gs->has_expire_timer = false;
+    }
     uint32_t cursor = 0;
     struct kgroup *chain = NULL, *g;
     while ((g = kgroup_next(&gs->groups, &cursor, &chain)) != NULL) {

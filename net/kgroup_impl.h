@@ -40,6 +40,11 @@ struct kg_shard {
     bool is_stopping;  /* parks nothing more; answers NOT_COORDINATOR */
     bool is_closed;    /* freed once inflight drops to 0 */
     bool is_creating;  /* this shard is creating the topic */
+    /* Offset expiry (offsets.retention.minutes): a pass every check_ms. */
+    int64_t retention_ms;
+    int64_t check_ms;
+    bool has_expire_timer;
+    rv_timer_id expire_timer;
 };
 
 /* A record to append (key and value malloc'd). */

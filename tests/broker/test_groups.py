@@ -24,6 +24,8 @@ requests forwarded to the coordinator shard).
 - test_list_describe_delete: AdminClient.list_groups, raw DescribeGroups,
   DeleteGroups (non-empty, unknown, deleted), OffsetDelete, OffsetFetch.
 - test_find_coordinator: every version, batched keys, key type transaction.
+- OffsetExpiry: offsets.retention.minutes (in ms here): an empty group's and a
+  standalone committer's offsets expire, an active group's stay, across a restart.
 """
 
 import os
@@ -604,6 +606,83 @@ class Groups(B.BrokerTestCase):
 
 class GroupsForwarding(Groups):
     advertise = False
+
+
+class OffsetExpiry(B.BrokerTestCase):
+    """offsets.retention.minutes (here rivven.offsets.retention.ms=2000, checked
+    every 200 ms): an empty consumer group and a standalone committer lose their
+    offsets (and the group) after the retention; a group with a member keeps
+    them; the deletion survives a restart."""
+
+    RETENTION_S = 2.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = B.Broker(shards=2, name="offset-expiry",
+                              extra=["--group.initial.rebalance.delay.ms=0",
+                                     "--num.partitions=2",
+                                     "--rivven.offsets.retention.ms=%d" % (cls.RETENTION_S * 1000),
+                                     "--offsets.retention.check.interval.ms=200"])
+        cls.broker.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.close()
+
+    def consumer(self, group, log):
+        return Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "session.timeout.ms": 30000, "error_cb": log})
+
+    def consume_and_commit(self, c, want):
+        got = 0
+        deadline = time.monotonic() + WAIT
+        while got < want and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got += 1
+        self.assertEqual(got, want)
+        c.commit(asynchronous=False)
+
+    def test_empty_and_standalone_groups_expire_active_ones_stay(self):
+        log = ClientLog()
+        topic = "expiry"
+        produce(self.broker.bootstrap, topic, values("x", 0, 20), log)
+        gone, alone, keeper = "g-expires", "g-standalone", "g-keeper"
+        c = self.consumer(gone, log)
+        c.subscribe([topic])
+        self.consume_and_commit(c, 20)
+        c.close()  # leaves: the group is empty from now on
+        s = self.consumer(alone, log)  # commits without ever joining
+        s.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 4)],
+                 asynchronous=False)
+        s.close()
+        k = self.consumer(keeper, log)
+        k.subscribe([topic])
+        self.consume_and_commit(k, 20)  # and stays a member
+        try:
+            with B.RawClient(self.broker.port) as rc:
+                for g in (gone, alone, keeper):
+                    err, offs = offset_fetch(rc, g)
+                    self.assertEqual(err, 0)
+                    self.assertEqual(len(offs), 2, "%s: %s" % (g, offs))
+                t0 = time.monotonic()
+                wait_for("the empty group's and the standalone offsets expire",
+                         lambda: offset_fetch(rc, gone)[1] == {} and offset_fetch(rc, alone)[1] == {},
+                         timeout=15, step=0.1,
+                         info=lambda: "%s %s" % (offset_fetch(rc, gone), offset_fetch(rc, alone)))
+                self.assertGreaterEqual(time.monotonic() - t0, self.RETENTION_S - 0.5,
+                                        "not before the retention")
+                self.assertEqual(describe_groups(rc, [gone])[gone][1], "Dead", "the group is gone")
+                err, offs = offset_fetch(rc, keeper)
+                self.assertEqual((err, len(offs)), (0, 2), "a group with a member keeps them")
+        finally:
+            k.close()
+        self.broker.restart()
+        with B.RawClient(self.broker.port) as rc:
+            self.assertEqual(offset_fetch(rc, gone)[1], {}, "still deleted after a restart")
+            self.assertEqual(offset_fetch(rc, alone)[1], {})
+            self.assertEqual(describe_groups(rc, [gone])[gone][1], "Dead")
 
 
 if __name__ == "__main__":

@@ -575,6 +575,45 @@ Test(kgroup, commits_from_members_of_the_generation_or_simple_ones_on_an_empty_g
     cr_assert_eq(late.error, KGERR_COORDINATOR_NOT_AVAILABLE);
 }
 
+Test(kgroup, offsets_expire_only_in_an_empty_group_after_the_retention, .init = setup,
+     .fini = teardown)
+{
+    const int64_t day = 86400000, retention = 7 * day;
+    struct kgroup_offset *out[8];
+    /* A standalone group (commits only, no protocol): from each commit. */
+    struct kgroup *s = group("standalone");
+    cr_assert_eq(kgroup_offset_put(s, "t", 0, 5, -1, "", 1 * day), 0);
+    cr_assert_eq(kgroup_offset_put(s, "t", 1, 6, -1, "", 3 * day), 0);
+    cr_assert_eq(kgroup_offsets_expired(s, 8 * day - 1, retention, 0, out, 8), 0);
+    cr_assert_eq(kgroup_offsets_expired(s, 8 * day, retention, 0, out, 8), 1);
+    cr_assert_eq(out[0]->partition, 0);
+    cr_assert_eq(kgroup_offsets_expired(s, 10 * day, retention, 9 * day, out, 8), 2,
+                 "a standalone group's empty time does not count");
+    cr_assert_eq(kgroup_offsets_expired(s, 10 * day, retention, 0, out, 1), 2, "more than cap");
+
+    /* A consumer group: nothing while it has members; once empty, from the
+     * later of the commit and the moment it was seen empty. */
+    struct kgroup *g = group("consumers");
+    struct waiter w;
+    join_new(g, &w, 1000);
+    kgroup_tick(&env, g, 1000 + 3000); /* the initial delay ends */
+    cr_assert_eq(w.answers, 1);
+    cr_assert_eq(w.error, KGERR_NONE);
+    cr_assert_eq(kgroup_offset_put(g, "t", 0, 7, -1, "", 1 * day), 0);
+    cr_assert_neq(g->state, KGROUP_EMPTY);
+    cr_assert_eq(kgroup_offsets_expired(g, 100 * day, retention, 0, out, 8), 0,
+                 "a group with members keeps its offsets");
+    cr_assert_eq(kgroup_leave(&env, g, w.member_id, NULL, 5000), KGERR_NONE);
+    cr_assert_eq(g->state, KGROUP_EMPTY);
+    cr_assert_eq(kgroup_offsets_expired(g, 9 * day, retention, 5 * day, out, 8), 0,
+                 "empty since day 5: kept until day 12");
+    cr_assert_eq(kgroup_offsets_expired(g, 12 * day, retention, 5 * day, out, 8), 1);
+    cr_assert_eq(kgroup_offset_put(g, "t", 0, 8, -1, "", 11 * day), 0);
+    cr_assert_eq(kgroup_offsets_expired(g, 12 * day, retention, 5 * day, out, 8), 0,
+                 "committed again on day 11: kept until day 18");
+    cr_assert_eq(kgroup_offsets_expired(g, 18 * day, retention, 5 * day, out, 8), 1);
+}
+
 Test(kgroup, offsets_are_kept_per_topic_and_partition, .init = setup, .fini = teardown)
 {
     struct kgroup *g = group("g");
