@@ -19,6 +19,7 @@ and for the bad-input tests.
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -90,8 +91,29 @@ def _port_free(port):
         s.close()
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(n):
-    """A base port P such that P .. P+n-1 are all free on 127.0.0.1 (now)."""
+    """A base port P such that P .. P+n-1 are all free on 127.0.0.1 (now).
+
+    Taken below the kernel's ephemeral range: a broker restarted on its ports
+    after a kill -9 must find them free, and a port in that range can meanwhile
+    become the local port of any client's connection (another test's, running
+    in parallel) and stay taken for as long as that connection lives."""
+    lo, _ = _ephemeral_range()
+    if lo - n > 20000:
+        rng = random.Random()
+        for _ in range(200):
+            base = rng.randrange(20000, lo - n)
+            if all(_port_free(base + i) for i in range(n)):
+                return base
     for _ in range(200):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.bind(("127.0.0.1", 0))
