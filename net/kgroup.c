@@ -984,14 +984,20 @@ int16_t kgroup_delete(struct kgroup *g)
 uint32_t kgroup_offsets_expired(const struct kgroup *g, int64_t now_wall_ms, int64_t retention_ms,
                                 int64_t empty_since_ms, struct kgroup_offset **out, uint32_t cap)
 {
-    if (g->state != KGROUP_EMPTY || g->members != NULL)
+    bool is_empty = g->state == KGROUP_EMPTY && g->members == NULL;
+    /* A stable consumer group loses what it no longer subscribes to. */
+    bool is_stable_consumer = g->state == KGROUP_STABLE && g->protocol_type != NULL &&
+                              strcmp(g->protocol_type, "consumer") == 0;
+    if (!is_empty && !is_stable_consumer)
         return 0;
     bool is_standalone = g->protocol_type == NULL;
     uint32_t n = 0, cursor = 0;
     struct kgroup_offset *chain = NULL, *o;
     while ((o = kgroup_offset_next(g, &cursor, &chain)) != NULL) {
+        if (!is_empty && kgroup_is_subscribed(g, o->topic))
+            continue;
         int64_t from = o->commit_ms;
-        if (!is_standalone && empty_since_ms > from)
+        if (is_empty && !is_standalone && empty_since_ms > from)
             from = empty_since_ms;
         if (now_wall_ms - from < retention_ms)
             continue;

@@ -309,11 +309,12 @@ RV_MUST_CHECK int kgroup_offset_put(struct kgroup *g, const char *topic, int32_t
 void kgroup_offset_del(struct kgroup *g, const char *topic, int32_t partition);
 /*
  * Offset expiry (offsets.retention.minutes, as Kafka's
- * GroupMetadata.removeExpiredOffsets since KIP-211): only a group without
- * members (EMPTY) loses offsets. An offset expires retention_ms after the
- * later of its commit and empty_since_ms (when the group was seen empty); in
- * a group that never had a protocol (standalone consumers that only commit)
- * it counts from the commit alone. Puts up to cap of them in out and returns
+ * GroupMetadata.removeExpiredOffsets since KIP-211): a group without members
+ * (EMPTY) loses any offset retention_ms after the later of its commit and
+ * empty_since_ms (when the group was seen empty); in a group that never had a
+ * protocol (standalone consumers that only commit) it counts from the commit
+ * alone. A STABLE consumer group loses, retention_ms after their commit, the
+ * offsets of topics none of its members subscribes to; other groups none. Puts up to cap of them in out and returns
  * how many expired (more than cap when it does not fit). Wall clock ms.
  */
 uint32_t kgroup_offsets_expired(const struct kgroup *g, int64_t now_wall_ms, int64_t retention_ms,

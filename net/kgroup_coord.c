@@ -705,7 +705,8 @@ static int kg_expire_group(struct kg_shard *gs, struct kgroup *g, int64_t now)
     if (!is_oom) {
         (void)kgroup_offsets_expired(g, now, gs->retention_ms, g->empty_since_ms, os, take);
         x->g = g;
-        x->is_group = n == take && n == g->offset_count && g->pending == NULL;
+        x->is_group = n == take && n == g->offset_count && g->members == NULL &&
+                      g->pending == NULL && g->state == KGROUP_EMPTY;
     }
     for (uint32_t i = 0; i < take && !is_oom; i++) {
         struct kg_expired *e = &x->items[x->count];
@@ -753,11 +754,9 @@ static void kg_expire_pass(struct kg_shard *gs)
     uint32_t cursor = 0;
     struct kgroup *chain = NULL, *g;
     while ((g = kgroup_next(&gs->groups, &cursor, &chain)) != NULL) {
-        if (g->state != KGROUP_EMPTY || g->members != NULL) {
-            g->empty_since_ms = 0;
-            continue;
-        }
-        if (g->empty_since_ms == 0)
+        if (g->state != KGROUP_EMPTY || g->members != NULL)
+            g->empty_since_ms = 0; /* a stable group may still lose unsubscribed topics' */
+        else if (g->empty_since_ms == 0)
             g->empty_since_ms = now;
         if (g->refs > 0 || g->offset_count == 0)
             continue; /* an operation holds it: the next pass */

@@ -612,7 +612,8 @@ class OffsetExpiry(B.BrokerTestCase):
     """offsets.retention.minutes (here rivven.offsets.retention.ms=2000, checked
     every 200 ms): an empty consumer group and a standalone committer lose their
     offsets (and the group) after the retention; a group with a member keeps
-    them; the deletion survives a restart."""
+    those of the topics it subscribes to and loses the others; the deletion
+    survives a restart."""
 
     RETENTION_S = 2.0
 
@@ -648,6 +649,7 @@ class OffsetExpiry(B.BrokerTestCase):
         log = ClientLog()
         topic = "expiry"
         produce(self.broker.bootstrap, topic, values("x", 0, 20), log)
+        produce(self.broker.bootstrap, "expiry-left", values("o", 0, 1), log)
         gone, alone, keeper = "g-expires", "g-standalone", "g-keeper"
         c = self.consumer(gone, log)
         c.subscribe([topic])
@@ -660,12 +662,14 @@ class OffsetExpiry(B.BrokerTestCase):
         k = self.consumer(keeper, log)
         k.subscribe([topic])
         self.consume_and_commit(k, 20)  # and stays a member
+        # ... with an offset of a topic it does not subscribe to (expires).
+        k.commit(offsets=[TopicPartition("expiry-left", 0, 1)], asynchronous=False)
         try:
             with B.RawClient(self.broker.port) as rc:
-                for g in (gone, alone, keeper):
+                for g, n in ((gone, 2), (alone, 2), (keeper, 3)):
                     err, offs = offset_fetch(rc, g)
                     self.assertEqual(err, 0)
-                    self.assertEqual(len(offs), 2, "%s: %s" % (g, offs))
+                    self.assertEqual(len(offs), n, "%s: %s" % (g, offs))
                 t0 = time.monotonic()
                 wait_for("the empty group's and the standalone offsets expire",
                          lambda: offset_fetch(rc, gone)[1] == {} and offset_fetch(rc, alone)[1] == {},
@@ -674,8 +678,12 @@ class OffsetExpiry(B.BrokerTestCase):
                 self.assertGreaterEqual(time.monotonic() - t0, self.RETENTION_S - 0.5,
                                         "not before the retention")
                 self.assertEqual(describe_groups(rc, [gone])[gone][1], "Dead", "the group is gone")
+                wait_for("the member's offset of a topic it left expires",
+                         lambda: len(offset_fetch(rc, keeper)[1]) == 2, timeout=15, step=0.1,
+                         info=lambda: "%s" % (offset_fetch(rc, keeper),))
                 err, offs = offset_fetch(rc, keeper)
-                self.assertEqual((err, len(offs)), (0, 2), "a group with a member keeps them")
+                self.assertEqual(sorted(offs), [(topic, 0), (topic, 1)],
+                                 "a group with a member keeps its subscribed topics' offsets")
         finally:
             k.close()
         self.broker.restart()

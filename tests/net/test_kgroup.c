@@ -657,6 +657,36 @@ Test(kgroup, subscriptions_of_consumer_members_are_read, .init = setup, .fini = 
     cr_assert_not(kgroup_is_subscribed(g, "three"));
 }
 
+Test(kgroup, a_stable_consumer_group_loses_the_offsets_of_topics_it_left, .init = setup,
+     .fini = teardown)
+{
+    static const uint8_t sub[] = {0,   0, 0, 0,   0,   2,   0,    3,    'o',  'n',
+                                  'e', 0, 3, 't', 'w', 'o', 0xff, 0xff, 0xff, 0xff};
+    const struct kgroup_join_protocol p = {"range", sub, sizeof(sub)};
+    const int64_t day = 86400000;
+    struct kgroup *g = group("g");
+    struct waiter w;
+    waiter_init(&w);
+    struct kgroup_join j = join_req("", NULL, &p, 1);
+    j.is_member_id_required = false;
+    kgroup_join(&env, g, &j, &w.w, 0);
+    kgroup_tick(&env, g, 3000);
+    cr_assert_eq(w.error, KGERR_NONE);
+    struct waiter *ws[1] = {&w};
+    sync_all(g, ws, 1, 3000);
+    store_complete(&env, KGERR_NONE, 3000);
+    cr_assert_eq(g->state, KGROUP_STABLE);
+    cr_assert_eq(kgroup_offset_put(g, "one", 0, 5, -1, "", 1 * day), 0);
+    cr_assert_eq(kgroup_offset_put(g, "three", 0, 6, -1, "", 1 * day), 0);
+    struct kgroup_offset *out[4];
+    cr_assert_eq(kgroup_offsets_expired(g, 8 * day - 1, 7 * day, 0, out, 4), 0);
+    cr_assert_eq(kgroup_offsets_expired(g, 8 * day, 7 * day, 0, out, 4), 1,
+                 "a topic no member subscribes to");
+    cr_assert_str_eq(out[0]->topic, "three");
+    cr_assert_eq(kgroup_offsets_expired(g, 100 * day, 7 * day, 0, out, 4), 1,
+                 "a subscribed topic's offsets stay however old");
+}
+
 /* ---- records ------------------------------------------------------------------------------------ */
 
 Test(kgroup, the_partition_of_a_group_is_kafkas, .init = setup, .fini = teardown)
