@@ -81,8 +81,10 @@ struct kshard_work {
     uint32_t next;     /* the next partition to start */
     uint32_t inflight; /* operations started and not done */
     bool is_waiting;   /* a retry or a log load will run kshard_run again */
+    bool is_queued;    /* produce: in this owner shard's line (kprod_*) */
     uint64_t deadline_ns;
     struct kpart **parts;
+    struct kshard_work *qnext; /* the next in that line */
 };
 
 /* What a partition request keeps between its stages. */
@@ -121,6 +123,48 @@ static void kparts_free(struct rv_kreq *req)
 /* ---- the owner side ------------------------------------------------------------------------ */
 
 static void kshard_run(void *arg);
+static void kshard_retry(void *arg);
+
+/*
+ * The owner shard's line of produce work that had to wait (a log being
+ * opened, or backpressure: a full WAL, no buffer). While anyone is in it, a
+ * produce that arrives joins its tail instead of starting, and the head, once
+ * every partition of it is started, hands over to the next. So a produce
+ * never overtakes an earlier one that waits: Kafka appends the requests of a
+ * connection in order, and a later batch to the same partition must land
+ * after an earlier one. (Work from one connection reaches the owner in
+ * order: the origin sends it through one mailbox.) Unrelated produces wait
+ * too, which costs little: what makes the head wait is mostly shard-wide.
+ */
+static _Thread_local struct kshard_work *kprod_head;
+static _Thread_local struct kshard_work *kprod_tail;
+
+static void kprod_join(struct kshard_work *sw)
+{
+    if (sw->is_queued)
+        return;
+    sw->is_queued = true;
+    sw->qnext = NULL;
+    if (kprod_tail != NULL)
+        kprod_tail->qnext = sw;
+    else
+        kprod_head = sw;
+    kprod_tail = sw;
+}
+
+/* The head started every partition: the next in line runs on a later turn. */
+static void kprod_leave(struct kshard_work *sw)
+{
+    RV_ASSERT(sw->is_queued && kprod_head == sw);
+    kprod_head = sw->qnext;
+    if (kprod_head == NULL)
+        kprod_tail = NULL;
+    sw->is_queued = false;
+    sw->qnext = NULL;
+    struct kshard_work *next = kprod_head;
+    if (next != NULL && rv_timer_add(0, kshard_retry, next, NULL) < 0)
+        kshard_retry(next); /* no memory for a timer: now, then */
+}
 
 static void kshard_check(struct kshard_work *sw)
 {
@@ -225,12 +269,20 @@ static void kshard_run(void *arg)
 {
     struct kshard_work *sw = arg;
     rv_store_t *st = sw->w.req->ks->b->st;
+    bool is_produce = sw->kind == KPART_PRODUCE;
+    if (is_produce && kprod_head != NULL && kprod_head != sw) {
+        kprod_join(sw); /* behind a produce that waits: its turn comes (kprod_leave) */
+        sw->is_waiting = true;
+        return;
+    }
     while (sw->next < sw->count) {
         struct kpart *p = sw->parts[sw->next];
         rv_plog_t *log = NULL;
         int rc = p->err != 0 ? 0 : rv_store_log(st, p->ref.key, kshard_retry, sw, &log);
         if (rc == 1) {
             sw->is_waiting = true; /* the log is loading: kshard_retry resumes here */
+            if (is_produce)
+                kprod_join(sw);
             return;
         }
         if (rc < 0)
@@ -248,6 +300,7 @@ static void kshard_run(void *arg)
                 }
                 if (rv_timer_add(KAPI_RETRY_US, kshard_retry, sw, NULL) == 0) {
                     sw->is_waiting = true;
+                    kprod_join(sw);
                     return;
                 }
                 p->err = KERR_REQUEST_TIMED_OUT;
@@ -280,6 +333,8 @@ static void kshard_run(void *arg)
         }
         sw->next++;
     }
+    if (sw->is_queued)
+        kprod_leave(sw); /* before kshard_check: that may end the request */
     kshard_check(sw);
 }
 

@@ -722,3 +722,128 @@ Test(server, connections_wait_for_an_io_slot)
     }
     fixture_close(&f);
 }
+
+/* ---- produces of one connection stay in order --------------------------------------------- */
+
+/* A produce request (v9, acks=all) of one 1-record batch to each of parts[0..n)
+ * of topic "o"; the record's value is "<corr>-<partition>". */
+static size_t client_produce_parts(uint8_t *out, size_t cap, int32_t corr, const int32_t *parts,
+                                   int n)
+{
+    static uint8_t batches[8][512];
+    struct rv_kp_produce_request_partition_produce_data pd[8];
+    cr_assert_leq(n, 8);
+    for (int i = 0; i < n; i++) {
+        struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                         .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                         .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                         .producer_epoch = -1};
+        struct rv_batch_builder b;
+        cr_assert_eq(rv_batch_builder_init(&b, batches[i], sizeof(batches[i]), &params), 0);
+        char v[32];
+        int vl = snprintf(v, sizeof(v), "%d-%d", corr, parts[i]);
+        cr_assert_eq(rv_batch_builder_add(&b, 1000, NULL, -1, v, vl, NULL, 0), 0);
+        size_t blen = 0;
+        cr_assert_eq(rv_batch_builder_finish(&b, &blen), 0);
+        rv_kp_produce_request_partition_produce_data_init(&pd[i]);
+        pd[i].index = parts[i];
+        pd[i].records = (struct rv_kp_bytes){.ptr = batches[i], .len = (int32_t)blen};
+    }
+    struct rv_kp_produce_request_topic_produce_data td;
+    rv_kp_produce_request_topic_produce_data_init(&td);
+    td.name = rv_kp_str_from("o");
+    td.partition_data.count = n;
+    td.partition_data.items = pd;
+    struct rv_kp_produce_request pr;
+    rv_kp_produce_request_init(&pr);
+    pr.acks = -1;
+    pr.timeout_ms = 10000;
+    pr.topic_data.count = 1;
+    pr.topic_data.items = &td;
+    return client_build(out, cap, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_request_desc, &pr);
+}
+
+/* The base offset each partition of a produce response got (-1: an error). */
+static void read_produce_offsets(int fd, int32_t corr, int n, const int32_t *parts, int64_t *out)
+{
+    static uint8_t resp_buf[1 << 16];
+    _Alignas(16) static uint8_t arena_buf[1 << 16];
+    struct rv_kproto_arena a;
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    struct rv_kp_produce_response pr;
+    cr_assert(client_read_response(fd, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_response_desc,
+                                   &pr, resp_buf, sizeof(resp_buf), &a));
+    cr_assert_eq(pr.responses.count, 1);
+    cr_assert_eq(pr.responses.items[0].partition_responses.count, n);
+    for (int i = 0; i < n; i++) {
+        const struct rv_kp_produce_response_partition_produce_response *r =
+            &pr.responses.items[0].partition_responses.items[i];
+        cr_assert_eq(r->index, parts[i]);
+        cr_assert_eq(r->error_code, 0, "corr %d partition %d: error %d", corr, parts[i],
+                     r->error_code);
+        out[i] = r->base_offset;
+    }
+}
+
+/*
+ * After a restart every log is opened on its first use, and a produce waits for
+ * that. Two produces pipelined on one connection, the first to partitions A
+ * and B, the second to B alone: the second must not overtake the first on B
+ * while the first waits for A's log (Kafka appends a connection's requests in
+ * order), whatever order the logs finish opening in.
+ */
+Test(server, a_waiting_produce_is_not_overtaken_by_a_later_one)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, "rivven.advertise.shards", "false");
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = 16;
+    cr_assert_eq(rv_topic_create(f.st, "o", &tc), 0, "%s", rv_err_msg());
+    /* Two partitions on one owner shard. */
+    int32_t pa = -1, pb = -1;
+    uint32_t owner0 = 0;
+    for (int32_t p = 0; p < 16 && pb < 0; p++) {
+        struct rv_partition_info info;
+        cr_assert_eq(rv_partition_info(f.st, "o", p, &info), 0);
+        if (pa < 0) {
+            pa = p;
+            owner0 = info.shard;
+        } else if (info.shard == owner0) {
+            pb = p;
+        }
+    }
+    cr_assert_geq(pb, 0);
+    uint8_t req[16384];
+    int rounds = 0;
+    for (int round = 0; round < 5; round++) {
+        /* Restart the store and server: the logs are opened lazily again. */
+        rv_server_stop(f.srv);
+        rv_store_close(f.st);
+        struct rv_store_config sc;
+        rv_store_config_init(&sc);
+        cr_assert_eq(rv_store_open(&f.st, f.rt, &sc), 0, "%s", rv_err_msg());
+        struct rv_config cfg;
+        rv_config_init(&cfg);
+        cr_assert_eq(rv_config_set(&cfg, "listeners", "PLAINTEXT://127.0.0.1:0"), 0);
+        cr_assert_eq(rv_config_set(&cfg, "rivven.advertise.shards", "false"), 0);
+        cr_assert_eq(rv_server_start(&f.srv, f.rt, f.st, &cfg), 0, "%s", rv_err_msg());
+        f.port = rv_server_port(f.srv);
+        int fd = client_connect(f.port);
+        const int32_t first[2] = {pa, pb}, second[1] = {pb};
+        size_t n1 = client_produce_parts(req, sizeof(req), 10 + 2 * round, first, 2);
+        size_t n2 = client_produce_parts(req + n1, sizeof(req) - n1, 11 + 2 * round, second, 1);
+        client_write(fd, req, n1 + n2); /* one write: both arrive together */
+        int64_t o1[2], o2[1];
+        read_produce_offsets(fd, 10 + 2 * round, 2, first, o1);
+        read_produce_offsets(fd, 11 + 2 * round, 1, second, o2);
+        cr_assert_lt(o1[1], o2[0],
+                     "round %d: the later produce went first on partition %d "
+                     "(%lld, %lld)",
+                     round, pb, (long long)o1[1], (long long)o2[0]);
+        close(fd);
+        rounds++;
+    }
+    cr_assert_eq(rounds, 5);
+    fixture_close(&f);
+}
