@@ -36,8 +36,11 @@
 #include "storage/batch.h"
 #include "storage/topic.h"
 
-#define KAPI_RETRY_US        1000  /* storage backpressure: try again after */
-#define KAPI_FETCH_PARTS_MAX 10000 /* partitions one fetch may wait on */
+#define KAPI_RETRY_US 1000 /* storage backpressure: try again after */
+/* A compressed batch this large has its records checked on a helper thread
+ * (decompressing a big one would hold the shard for milliseconds). */
+#define KAPI_CHECK_OFFLOAD_BYTES (64u << 10)
+#define KAPI_FETCH_PARTS_MAX     10000 /* partitions one fetch may wait on */
 
 enum kpart_kind {
     KPART_PRODUCE,
@@ -60,6 +63,7 @@ struct kpart {
     uint32_t max_bytes;
     uint8_t *batch; /* produce */
     uint32_t batch_len;
+    uint8_t check; /* produce: enum kpart_check */
     /* out */
     int64_t result; /* produce: base offset; list offsets: the offset */
     int64_t log_start;
@@ -199,9 +203,73 @@ static void kpart_produced(void *arg, int64_t base)
     kshard_check(sw);
 }
 
-/* Start one produce; false when it must be retried later (backpressure). */
-static bool kpart_produce(struct kshard_work *sw, struct kpart *p, rv_plog_t *log)
+enum kpart_check {
+    KPART_CHECK_INLINE = 0, /* the append checks the records (small or uncompressed) */
+    KPART_CHECK_RUNNING,    /* a helper thread is checking them */
+    KPART_CHECK_PASSED,     /* append with rv_plog_append_checked */
+};
+
+enum kpart_start {
+    KPART_STARTED, /* or failed: p->err says */
+    KPART_RETRY,   /* backpressure: try again later */
+    KPART_WAIT,    /* a helper thread checks the batch: kshard_retry comes back */
+};
+
+struct kpart_check_job {
+    struct kshard_work *sw;
+    struct kpart *p;
+    struct rv_plog_check params;
+    int rc;
+};
+
+static void kpart_check_work(void *arg) /* a helper thread */
 {
+    struct kpart_check_job *j = arg;
+    j->rc = rv_plog_check_records(&j->params, j->p->batch, j->p->batch_len);
+}
+
+static void kpart_check_done(void *arg) /* back on the owner */
+{
+    struct kpart_check_job *j = arg;
+    struct kshard_work *sw = j->sw;
+    if (j->rc < 0) {
+        j->p->err = kapi_storage_error(j->rc);
+        rv_debug("produce: %.*s-%d: %s", (int)j->p->topic.len, j->p->topic.ptr, j->p->index,
+                 rv_err_msg());
+    } else {
+        j->p->check = KPART_CHECK_PASSED;
+    }
+    free(j);
+    kshard_retry(sw);
+}
+
+/* A large compressed batch: check its records on a helper thread first.
+ * True when that started (the work waits for it). */
+static bool kpart_check_offload(struct kshard_work *sw, struct kpart *p, rv_plog_t *log)
+{
+    if (p->check != KPART_CHECK_INLINE || p->batch_len < KAPI_CHECK_OFFLOAD_BYTES ||
+        p->batch_len <= RV_BATCH_ATTRIBUTES_POS + 1 ||
+        (p->batch[RV_BATCH_ATTRIBUTES_POS + 1] & RV_BATCH_ATTR_CODEC_MASK) == RV_CODEC_NONE)
+        return false;
+    struct kpart_check_job *j = malloc(sizeof(*j));
+    if (j == NULL)
+        return false; /* checked on the shard, then */
+    *j = (struct kpart_check_job){.sw = sw, .p = p};
+    rv_plog_check_params(log, &j->params);
+    if (rv_offload(kpart_check_work, j, kpart_check_done) < 0) {
+        free(j);
+        return false;
+    }
+    p->check = KPART_CHECK_RUNNING;
+    rv_metrics_on_check_offloaded();
+    return true;
+}
+
+/* Start one produce. */
+static enum kpart_start kpart_produce(struct kshard_work *sw, struct kpart *p, rv_plog_t *log)
+{
+    if (kpart_check_offload(sw, p, log))
+        return KPART_WAIT;
     struct rv_kreq *req = sw->w.req;
     rv_store_t *st = req->ks->b->st;
     rv_buf_t *buf = NULL;
@@ -222,17 +290,19 @@ static bool kpart_produce(struct kshard_work *sw, struct kpart *p, rv_plog_t *lo
     if (rc == 0) {
         p->appended = bytes;
         sw->inflight++;
-        rc = rv_plog_append(log, buf, bytes, p->batch_len,
-                            sw->acks == 0 ? RV_ACKS_LEADER : sw->acks, kpart_produced, p);
+        int acks = sw->acks == 0 ? RV_ACKS_LEADER : sw->acks;
+        rc = p->check == KPART_CHECK_PASSED
+                 ? rv_plog_append_checked(log, buf, bytes, p->batch_len, acks, kpart_produced, p)
+                 : rv_plog_append(log, buf, bytes, p->batch_len, acks, kpart_produced, p);
         if (rc < 0)
             sw->inflight--;
     }
     rv_buf_put(buf); /* the log took its own reference */
     if (rc == -ENOBUFS || rc == -EAGAIN)
-        return false;
+        return KPART_RETRY;
     if (rc < 0)
         p->err = kapi_storage_error(rc);
-    return true;
+    return KPART_STARTED;
 }
 
 static void kpart_fetched(void *arg, struct rv_plog_fetch *res)
@@ -292,8 +362,14 @@ static void kshard_run(void *arg)
             continue;
         }
         switch (sw->kind) {
-        case KPART_PRODUCE:
-            if (!kpart_produce(sw, p, log)) {
+        case KPART_PRODUCE: {
+            enum kpart_start started = kpart_produce(sw, p, log);
+            if (started == KPART_WAIT) {
+                sw->is_waiting = true; /* kpart_check_done resumes here */
+                kprod_join(sw);
+                return;
+            }
+            if (started == KPART_RETRY) {
                 if (rv_clock_now_ns() > sw->deadline_ns) {
                     p->err = KERR_REQUEST_TIMED_OUT;
                     break;
@@ -306,6 +382,7 @@ static void kshard_run(void *arg)
                 p->err = KERR_REQUEST_TIMED_OUT;
             }
             break;
+        }
         case KPART_FETCH:
             sw->inflight++;
             rv_plog_fetch(log, p->offset, p->max_bytes, kpart_fetched, p);

@@ -61,6 +61,7 @@ struct metrics_shard {
     uint32_t topic_cap;
     uint64_t conns_accepted;
     uint64_t conns_closed;
+    uint64_t checks_offloaded;
     rv_store_t *st; /* set while serving */
     bool is_serving;
 };
@@ -207,6 +208,12 @@ void rv_metrics_on_conn_open(void)
 {
     if (metrics_self != NULL)
         metrics_self->conns_accepted++;
+}
+
+void rv_metrics_on_check_offloaded(void)
+{
+    if (metrics_self != NULL)
+        metrics_self->checks_offloaded++;
 }
 
 void rv_metrics_on_conn_close(void)
@@ -383,6 +390,7 @@ static void metrics_snap_run(void *arg)
     memcpy(s->apis, m->apis, sizeof(s->apis));
     s->conns_accepted = m->conns_accepted;
     s->conns_closed = m->conns_closed;
+    s->checks_offloaded = m->checks_offloaded;
     s->topics = m->topic_count > 0 ? calloc(m->topic_count, sizeof(*s->topics)) : NULL;
     for (uint32_t i = 0; s->topics != NULL && i < m->topic_count; i++) {
         const struct metrics_topic *t = &m->topics[i];
@@ -818,6 +826,7 @@ enum metrics_shard_field {
     METRICS_IO,
     METRICS_TIMERS,
     METRICS_MAILBOX_DEPTH,
+    METRICS_CHECKS_OFFLOADED,
 };
 
 static uint64_t metrics_shard_value(const struct rv_metrics_shard_snap *s,
@@ -838,6 +847,7 @@ static uint64_t metrics_shard_value(const struct rv_metrics_shard_snap *s,
     case METRICS_IO: return s->rt.io_completed;
     case METRICS_TIMERS: return s->rt.timers_fired;
     case METRICS_MAILBOX_DEPTH: return s->rt.mailbox_depth;
+    case METRICS_CHECKS_OFFLOADED: return s->checks_offloaded;
     }
     return 0;
 }
@@ -876,6 +886,8 @@ static void metrics_write_shards(FILE *f, const struct rv_metrics_snapshot *snap
          "Timers that ran on the shard."},
         {"rivven_mailbox_queue_depth", "gauge", METRICS_MAILBOX_DEPTH,
          "Messages from other shards in the shard's mailboxes, not yet run."},
+        {"rivven_produce_batches_checked_offshard_total", "counter", METRICS_CHECKS_OFFLOADED,
+         "Large compressed produced batches whose records a helper thread checked."},
     };
     for (size_t k = 0; k < RV_ARRAY_LEN(fams); k++) {
         metrics_family(f, fams[k].name, fams[k].type, fams[k].help);

@@ -88,8 +88,9 @@ struct rv_metrics_shard_snap {
     uint32_t topic_count;
     uint64_t conns_accepted;
     uint64_t conns_closed;
-    struct rv_shard_stats rt; /* the runtime's counters of the shard */
-    bool has_storage;         /* it serves a store: storage below is filled */
+    uint64_t checks_offloaded; /* large compressed batches checked on a helper thread */
+    struct rv_shard_stats rt;  /* the runtime's counters of the shard */
+    bool has_storage;          /* it serves a store: storage below is filled */
     struct rv_store_shard_stats storage;
 };
 
@@ -131,6 +132,7 @@ void rv_metrics_on_produced(uint64_t part_key, const uint8_t *batch, uint32_t le
 /* Fetched batches (whole ones) go out for a partition. */
 void rv_metrics_on_fetched(uint64_t part_key, const struct rv_fetch_slice *slices, uint32_t count);
 void rv_metrics_on_conn_open(void);
+void rv_metrics_on_check_offloaded(void);
 void rv_metrics_on_conn_close(void);
 
 /* ---- collecting and writing -------------------------------------------------------- */

@@ -1328,24 +1328,69 @@ static int plog_check_records(struct rv_plog *log, struct rv_batch_view *v)
     return log->cfg.is_compact ? rv_compact_check_keys(v, sh->scratch, n) : 0;
 }
 
+void rv_plog_check_params(const rv_plog_t *log, struct rv_plog_check *out)
+{
+    *out = (struct rv_plog_check){.max_batch_bytes = log->cfg.max_batch_bytes,
+                                  .is_compact = log->cfg.is_compact};
+}
+
+int rv_plog_check_records(const struct rv_plog_check *c, const uint8_t *batch, uint32_t len)
+{
+    struct rv_batch_view v;
+    int n = rv_batch_parse(batch, len, c->max_batch_bytes, &v);
+    if (n < 0)
+        return n;
+    if (rv_batch_codec(&v) == RV_CODEC_NONE) /* walked by the parse already */
+        return !v.has_dense_offsets ? rv_errf(-EINVAL, "append: record offsets are not dense")
+               : c->is_compact      ? rv_compact_check_keys(&v, v.records, v.records_bytes)
+                                    : 0;
+    uint8_t *scratch = NULL;
+    size_t cap = 0, out = 0;
+    int rc = rv_codec_decompress_grow(rv_batch_codec(&v), v.records, v.records_bytes, &scratch,
+                                      &cap, RV_PLOG_SCRATCH_MAX, &out);
+    if (rc < 0)
+        rc = rv_errf(rc, "append: compressed records do not decompress");
+    if (rc == 0 && (rc = rv_batch_validate_records(&v, scratch, out)) < 0)
+        rc = rv_errf(rc, "append: invalid compressed records");
+    if (rc == 0 && !v.has_dense_offsets)
+        rc = rv_errf(-EINVAL, "append: record offsets are not dense");
+    if (rc == 0 && c->is_compact)
+        rc = rv_compact_check_keys(&v, scratch, out);
+    free(scratch);
+    return rc;
+}
+
+enum plog_append_kind {
+    PLOG_APPEND_RECEIVED, /* everything is checked */
+    PLOG_APPEND_BUILT,    /* ours: neither the CRC nor the records */
+    PLOG_APPEND_CHECKED,  /* received, records checked by rv_plog_check_records */
+};
+
 static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
-                       rv_plog_append_fn *done, void *arg, bool is_built);
+                       rv_plog_append_fn *done, void *arg, enum plog_append_kind kind);
 
 int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                    rv_plog_append_fn *done, void *arg)
 {
-    return plog_append(log, buf, batch, len, acks, done, arg, false);
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_RECEIVED);
 }
 
 int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                          rv_plog_append_fn *done, void *arg)
 {
-    return plog_append(log, buf, batch, len, acks, done, arg, true);
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_BUILT);
+}
+
+int rv_plog_append_checked(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
+                           rv_plog_append_fn *done, void *arg)
+{
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_CHECKED);
 }
 
 static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
-                       rv_plog_append_fn *done, void *arg, bool is_built)
+                       rv_plog_append_fn *done, void *arg, enum plog_append_kind kind)
 {
+    bool is_built = kind == PLOG_APPEND_BUILT;
     RV_ASSERT(log->shard != NULL);
     if (log->load != PLOG_LOADED)
         return log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
@@ -1367,8 +1412,10 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
         return rv_errf(-EINVAL, "append: %u bytes hold more than one batch", len);
     if (len > log->cfg.max_batch_bytes)
         return rv_errf(-EMSGSIZE, "append: a batch of %u bytes", len);
-    /* Built batches are valid by construction; a compacted topic still checks keys. */
-    int rc = !is_built || log->cfg.is_compact ? plog_check_records(log, &v) : 0;
+    /* Built batches are valid by construction; a compacted topic still checks
+     * keys. A checked one's compressed records were checked off the shard. */
+    bool is_checked = kind == PLOG_APPEND_CHECKED && rv_batch_codec(&v) != RV_CODEC_NONE;
+    int rc = is_checked || (is_built && !log->cfg.is_compact) ? 0 : plog_check_records(log, &v);
     if (rc < 0)
         return rc;
     bool is_tracked = rv_pstate_is_tracked(&v);

@@ -195,6 +195,32 @@ RV_MUST_CHECK int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, 
 RV_MUST_CHECK int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,
                                        int acks, rv_plog_append_fn *done, void *arg);
 
+/*
+ * Checking a large compressed batch off the shard. rv_plog_append decompresses
+ * a compressed batch to check its records, which for a big one takes the shard
+ * for milliseconds. A caller may instead take the log's check parameters on
+ * the owner (rv_plog_check_params), run rv_plog_check_records on a helper
+ * thread (rv_offload), and then append with rv_plog_append_checked, which
+ * skips that part (the CRC, the header and the producer state are still
+ * checked on the shard).
+ */
+struct rv_plog_check {
+    uint32_t max_batch_bytes;
+    bool is_compact; /* records without a key are refused */
+};
+/* Owner shard. */
+void rv_plog_check_params(const rv_plog_t *log, struct rv_plog_check *out);
+/* Any thread, blocking: what rv_plog_append checks of the records of a
+ * compressed batch (decompression bounded by RV_PLOG_SCRATCH_MAX, the record
+ * walk, dense offsets, keys of a compacted topic), in memory of its own. 0, or
+ * the -errno rv_plog_append would return. */
+RV_MUST_CHECK int rv_plog_check_records(const struct rv_plog_check *c, const uint8_t *batch,
+                                        uint32_t len);
+/* rv_plog_append for a batch whose records rv_plog_check_records accepted. */
+RV_MUST_CHECK int rv_plog_append_checked(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch,
+                                         uint32_t len, int acks, rv_plog_append_fn *done,
+                                         void *arg);
+
 /* Fetch batches from `offset`, up to about max_bytes (always at least one
  * whole batch). done runs on this shard, possibly before the call returns. */
 void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_fetch_fn *done,

@@ -23,10 +23,12 @@
 #include "net/kproto.h"
 #include "net/kproto_gen.h"
 #include "net/kapi.h"
+#include "net/metrics.h"
 #include "net/server.h"
 #include "net/kproto_gen.h"
 #include "core/clock.h"
 #include "storage/batch.h"
+#include "core/crc32c.h"
 
 TestSuite(server, .timeout = 120);
 
@@ -845,5 +847,116 @@ Test(server, a_waiting_produce_is_not_overtaken_by_a_later_one)
         rounds++;
     }
     cr_assert_eq(rounds, 5);
+    fixture_close(&f);
+}
+
+/* ---- large compressed batches are checked off the shard ----------------------------------- */
+
+/* A gzip batch of `count` records of 1 KiB that gzip cannot shrink much (well
+ * over KAPI_CHECK_OFFLOAD_BYTES), as a produce request to "z" partition 0; with
+ * is_corrupt, one byte of the compressed records is changed and the CRC
+ * recomputed, so only decompressing finds it. */
+static size_t client_produce_gzip(uint8_t *out, size_t cap, int32_t corr, int count,
+                                  bool is_corrupt)
+{
+    static uint8_t raw[1 << 20], batch[1 << 20];
+    struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                     .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                     .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                     .producer_epoch = -1};
+    struct rv_batch_builder b;
+    cr_assert_eq(rv_batch_builder_init(&b, raw, sizeof(raw), &params), 0);
+    uint64_t x = 0x9e3779b97f4a7c15ull + (uint64_t)corr;
+    for (int i = 0; i < count; i++) {
+        char v[1024];
+        for (size_t k = 0; k < sizeof(v); k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v[k] = (char)x;
+        }
+        cr_assert_eq(rv_batch_builder_add(&b, 1000, NULL, -1, v, sizeof(v), NULL, 0), 0);
+    }
+    size_t blen = 0;
+    cr_assert_eq(rv_batch_builder_finish_compressed(&b, RV_CODEC_GZIP,
+                                                    rv_codec_default_level(RV_CODEC_GZIP), batch,
+                                                    sizeof(batch), &blen),
+                 0);
+    cr_assert_gt(blen, 64u << 10, "large enough to be checked off the shard");
+    if (is_corrupt) {
+        batch[blen / 2] ^= 0x5a; /* inside the deflate stream */
+        uint32_t crc =
+            rv_crc32c(0, batch + RV_BATCH_ATTRIBUTES_POS, blen - RV_BATCH_ATTRIBUTES_POS);
+        for (int k = 0; k < 4; k++)
+            batch[RV_BATCH_CRC_POS + k] = (uint8_t)(crc >> (24 - 8 * k));
+    }
+    struct rv_kp_produce_request_partition_produce_data pd;
+    rv_kp_produce_request_partition_produce_data_init(&pd);
+    pd.index = 0;
+    pd.records = (struct rv_kp_bytes){.ptr = batch, .len = (int32_t)blen};
+    struct rv_kp_produce_request_topic_produce_data td;
+    rv_kp_produce_request_topic_produce_data_init(&td);
+    td.name = rv_kp_str_from("z");
+    td.partition_data.count = 1;
+    td.partition_data.items = &pd;
+    struct rv_kp_produce_request pr;
+    rv_kp_produce_request_init(&pr);
+    pr.acks = -1;
+    pr.timeout_ms = 10000;
+    pr.topic_data.count = 1;
+    pr.topic_data.items = &td;
+    return client_build(out, cap, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_request_desc, &pr);
+}
+
+static int16_t read_produce_error(int fd, int32_t corr, int64_t *base)
+{
+    static uint8_t resp_buf[1 << 16];
+    _Alignas(16) static uint8_t arena_buf[1 << 16];
+    struct rv_kproto_arena a;
+    rv_kproto_arena_init(&a, arena_buf, sizeof(arena_buf));
+    struct rv_kp_produce_response pr;
+    cr_assert(client_read_response(fd, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_response_desc,
+                                   &pr, resp_buf, sizeof(resp_buf), &a));
+    const struct rv_kp_produce_response_partition_produce_response *r =
+        &pr.responses.items[0].partition_responses.items[0];
+    *base = r->base_offset;
+    return r->error_code;
+}
+
+Test(server, large_compressed_batches_are_checked_off_the_shard_in_order)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, NULL, NULL);
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = 1;
+    cr_assert_eq(rv_topic_create(f.st, "z", &tc), 0, "%s", rv_err_msg());
+    cr_assert_eq(rv_metrics_open(f.rt), 0);
+    int fd = client_connect(f.port);
+    static uint8_t req[3 << 20];
+    /* Pipelined: a big gzip batch (checked on a helper thread), a corrupt one,
+     * then a big one again: the offsets follow the order they were sent in. */
+    size_t n = client_produce_gzip(req, sizeof(req), 1, 200, false);
+    n += client_produce_gzip(req + n, sizeof(req) - n, 2, 150, true);
+    n += client_produce_gzip(req + n, sizeof(req) - n, 3, 100, false);
+    client_write(fd, req, n);
+    int64_t base = -2;
+    cr_assert_eq(read_produce_error(fd, 1, &base), 0);
+    cr_assert_eq(base, 0);
+    cr_assert_eq(read_produce_error(fd, 2, &base), 2,
+                 "CORRUPT_MESSAGE: the records do not "
+                 "decompress");
+    cr_assert_eq(read_produce_error(fd, 3, &base), 0);
+    cr_assert_eq(base, 200, "after the first, the corrupt one took no offsets");
+    struct rv_partition_info info;
+    cr_assert_eq(rv_partition_info(f.st, "z", 0, &info), 0);
+    cr_assert_eq(info.high_watermark, 300);
+    struct rv_metrics_snapshot *snap = NULL;
+    cr_assert_eq(rv_metrics_collect(f.rt, false, &snap), 0);
+    uint64_t offloaded = 0;
+    for (uint32_t i = 0; i < snap->shard_count; i++)
+        offloaded += snap->shards[i].checks_offloaded;
+    cr_assert_eq(offloaded, 3, "every batch was checked by a helper thread");
+    rv_metrics_snapshot_free(snap);
+    close(fd);
+    rv_metrics_close(f.rt);
     fixture_close(&f);
 }

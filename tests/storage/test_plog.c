@@ -182,3 +182,39 @@ Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
     cr_assert_null(c.log, "the log became idle");
     rv_runtime_close(rt);
 }
+
+/* rv_plog_check_records: what an append checks of compressed records, on any
+ * thread (the test's). */
+Test(plog, check_records_off_the_shard_finds_what_append_would)
+{
+    struct rv_plog_check c = {.max_batch_bytes = 1 << 20, .is_compact = false};
+    static uint8_t b[8192];
+    size_t len = build(b, sizeof(b), RV_CODEC_GZIP);
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0);
+    c.is_compact = true;
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0, "every record has a key");
+    b[len - 10] ^= 0x5a; /* inside the compressed records */
+    fix_crc(b, len);
+    int rc = rv_plog_check_records(&c, b, (uint32_t)len);
+    cr_assert(rc == -EBADMSG || rc == -EINVAL, "%s", rv_strerror(rc));
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len - 1), -EBADMSG, "a cut batch");
+    c.max_batch_bytes = 64;
+    len = build(b, sizeof(b), RV_CODEC_ZSTD);
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), -EMSGSIZE);
+    /* A compacted topic refuses records without a key (uncompressed too). */
+    static uint8_t tmp[4096];
+    struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                     .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                     .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                     .producer_epoch = -1};
+    struct rv_batch_builder bb;
+    cr_assert_eq(rv_batch_builder_init(&bb, tmp, sizeof(tmp), &params), 0);
+    cr_assert_eq(rv_batch_builder_add(&bb, 1000, NULL, -1, "v", 1, NULL, 0), 0);
+    cr_assert_eq(rv_batch_builder_finish_compressed(
+                     &bb, RV_CODEC_LZ4, rv_codec_default_level(RV_CODEC_LZ4), b, sizeof(b), &len),
+                 0);
+    c = (struct rv_plog_check){.max_batch_bytes = 1 << 20, .is_compact = true};
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), -EINVAL);
+    c.is_compact = false;
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0);
+}
