@@ -239,13 +239,15 @@ Test(runtime, offload_runs_off_shard_and_close_waits_for_it)
 
 struct depth_probe {
     rv_runtime_t *rt;
-    _Atomic int is_held; /* shard 1 spins in a task while set */
+    _Atomic int is_held;    /* shard 1 spins in a task while set */
+    _Atomic int is_holding; /* ... and it does */
     _Atomic int ran;
 };
 
 static void depth_hold(void *arg)
 {
     struct depth_probe *p = arg;
+    atomic_store(&p->is_holding, 1);
     while (atomic_load(&p->is_held))
         sched_yield(); /* a test stands in for a busy shard */
 }
@@ -268,6 +270,10 @@ Test(runtime, stats_count_the_messages_waiting_in_a_shards_mailboxes)
     rv_runtime_t *rt = test_rt_open(2);
     struct depth_probe p = {.rt = rt, .is_held = 1};
     cr_assert_eq(rv_runtime_submit(rt, 1, depth_hold, &p), 0);
+    /* Only once shard 1 is held: before, it would run some of them first. */
+    for (int i = 0; i < 2000 && !atomic_load(&p.is_holding); i++)
+        usleep(1000);
+    cr_assert(atomic_load(&p.is_holding));
     test_run_on(rt, 0, depth_send, &p); /* 10 messages from shard 0 to busy shard 1 */
     struct rv_shard_stats st;
     for (int i = 0; i < 2000; i++) { /* published at shard 0's next flush */
