@@ -86,6 +86,7 @@ struct kshard_work {
     uint32_t inflight; /* operations started and not done */
     bool is_waiting;   /* a retry or a log load will run kshard_run again */
     bool is_queued;    /* produce: in this owner shard's line (kprod_*) */
+    bool has_pending;  /* a timer, log load or helper job will run kshard_retry: once */
     uint64_t deadline_ns;
     struct kpart **parts;
     struct kshard_work *qnext; /* the next in that line */
@@ -131,17 +132,38 @@ static void kshard_retry(void *arg);
 
 /*
  * The owner shard's line of produce work that had to wait (a log being
- * opened, or backpressure: a full WAL, no buffer). While anyone is in it, a
- * produce that arrives joins its tail instead of starting, and the head, once
- * every partition of it is started, hands over to the next. So a produce
- * never overtakes an earlier one that waits: Kafka appends the requests of a
+ * opened, a large batch being checked, or backpressure: a full WAL, no
+ * buffer). A produce that arrives while the line holds work for one of its
+ * partitions joins the tail instead of starting, and the head, once every
+ * partition of it is started, hands over to the next. So a produce never
+ * overtakes an earlier one that waits: Kafka appends the requests of a
  * connection in order, and a later batch to the same partition must land
  * after an earlier one. (Work from one connection reaches the owner in
- * order: the origin sends it through one mailbox.) Unrelated produces wait
- * too, which costs little: what makes the head wait is mostly shard-wide.
+ * order: the origin sends it through one mailbox.) A produce to other
+ * partitions goes ahead, so one cold log opening after a restart does not
+ * hold up the shard; once in the line, work waits for its turn.
  */
 static _Thread_local struct kshard_work *kprod_head;
 static _Thread_local struct kshard_work *kprod_tail;
+
+#define KPROD_SCAN_MAX 64 /* a longer line is not searched: anyone joins it */
+
+/* Does work in the line hold one of sw's partitions? */
+static bool kprod_conflicts(const struct kshard_work *sw)
+{
+    uint32_t n = 0;
+    for (const struct kshard_work *q = kprod_head; q != NULL; q = q->qnext) {
+        if (++n > KPROD_SCAN_MAX)
+            return true;
+        for (uint32_t i = 0; i < q->count; i++) {
+            for (uint32_t j = 0; j < sw->count; j++) {
+                if (q->parts[i]->ref.key == sw->parts[j]->ref.key)
+                    return true;
+            }
+        }
+    }
+    return false;
+}
 
 static void kprod_join(struct kshard_work *sw)
 {
@@ -166,7 +188,10 @@ static void kprod_leave(struct kshard_work *sw)
     sw->is_queued = false;
     sw->qnext = NULL;
     struct kshard_work *next = kprod_head;
-    if (next != NULL && rv_timer_add(0, kshard_retry, next, NULL) < 0)
+    if (next == NULL || next->has_pending)
+        return; /* what it waits for runs it, and it is the head then */
+    next->has_pending = true;
+    if (rv_timer_add(0, kshard_retry, next, NULL) < 0)
         kshard_retry(next); /* no memory for a timer: now, then */
 }
 
@@ -180,6 +205,7 @@ static void kshard_retry(void *arg)
 {
     struct kshard_work *sw = arg;
     sw->is_waiting = false;
+    sw->has_pending = false;
     kshard_run(sw);
 }
 
@@ -340,7 +366,8 @@ static void kshard_run(void *arg)
     struct kshard_work *sw = arg;
     rv_store_t *st = sw->w.req->ks->b->st;
     bool is_produce = sw->kind == KPART_PRODUCE;
-    if (is_produce && kprod_head != NULL && kprod_head != sw) {
+    if (is_produce && kprod_head != NULL && kprod_head != sw &&
+        (sw->is_queued || kprod_conflicts(sw))) {
         kprod_join(sw); /* behind a produce that waits: its turn comes (kprod_leave) */
         sw->is_waiting = true;
         return;
@@ -351,6 +378,7 @@ static void kshard_run(void *arg)
         int rc = p->err != 0 ? 0 : rv_store_log(st, p->ref.key, kshard_retry, sw, &log);
         if (rc == 1) {
             sw->is_waiting = true; /* the log is loading: kshard_retry resumes here */
+            sw->has_pending = true;
             if (is_produce)
                 kprod_join(sw);
             return;
@@ -366,6 +394,7 @@ static void kshard_run(void *arg)
             enum kpart_start started = kpart_produce(sw, p, log);
             if (started == KPART_WAIT) {
                 sw->is_waiting = true; /* kpart_check_done resumes here */
+                sw->has_pending = true;
                 kprod_join(sw);
                 return;
             }
@@ -376,6 +405,7 @@ static void kshard_run(void *arg)
                 }
                 if (rv_timer_add(KAPI_RETRY_US, kshard_retry, sw, NULL) == 0) {
                     sw->is_waiting = true;
+                    sw->has_pending = true;
                     kprod_join(sw);
                     return;
                 }
