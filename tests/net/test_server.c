@@ -77,6 +77,15 @@ static void fixture_open(struct fixture *f, enum rv_io_backend kind, const char 
     fclose(in);
 }
 
+/* Create topic `name` with `partitions` partitions (the defaults otherwise). */
+static void fixture_topic(struct fixture *f, const char *name, int32_t partitions)
+{
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    tc.partitions = partitions;
+    cr_assert_eq(rv_topic_create(f->st, name, &tc), 0, "%s", rv_err_msg());
+}
+
 static void fixture_close(struct fixture *f)
 {
     rv_server_stop(f->srv); /* NULL when the test stopped it */
@@ -459,6 +468,27 @@ static bool client_read_response(int fd, int16_t api, int16_t version, int32_t c
     return true;
 }
 
+/* A produce request (acks=all) of pd[0..n) to one topic. */
+static size_t client_produce_request(uint8_t *out, size_t cap, int16_t version, int32_t corr,
+                                     const char *topic,
+                                     struct rv_kp_produce_request_partition_produce_data *pd, int n,
+                                     int32_t timeout_ms)
+{
+    struct rv_kp_produce_request_topic_produce_data td;
+    rv_kp_produce_request_topic_produce_data_init(&td);
+    td.name = rv_kp_str_from(topic);
+    td.partition_data.count = n;
+    td.partition_data.items = pd;
+    struct rv_kp_produce_request pr;
+    rv_kp_produce_request_init(&pr);
+    pr.acks = -1;
+    pr.timeout_ms = timeout_ms;
+    pr.topic_data.count = 1;
+    pr.topic_data.items = &td;
+    return client_build(out, cap, RV_KP_API_PRODUCE, version, corr, &rv_kp_produce_request_desc,
+                        &pr);
+}
+
 /* A produce request of one batch of `count` records to t-0, acks=all. */
 static size_t client_produce(uint8_t *out, size_t cap, int16_t version, int32_t corr, int count)
 {
@@ -480,28 +510,14 @@ static size_t client_produce(uint8_t *out, size_t cap, int16_t version, int32_t 
     rv_kp_produce_request_partition_produce_data_init(&pd);
     pd.index = 0;
     pd.records = (struct rv_kp_bytes){.ptr = batch, .len = (int32_t)blen};
-    struct rv_kp_produce_request_topic_produce_data td;
-    rv_kp_produce_request_topic_produce_data_init(&td);
-    td.name = rv_kp_str_from("t");
-    td.partition_data.count = 1;
-    td.partition_data.items = &pd;
-    struct rv_kp_produce_request pr;
-    rv_kp_produce_request_init(&pr);
-    pr.acks = -1;
-    pr.timeout_ms = 5000;
-    pr.topic_data.count = 1;
-    pr.topic_data.items = &td;
-    return client_build(out, cap, RV_KP_API_PRODUCE, version, corr, &rv_kp_produce_request_desc,
-                        &pr);
+    return client_produce_request(out, cap, version, corr, "t", &pd, 1, 5000);
 }
 
 static void produce_then_fetch(enum rv_io_backend kind)
 {
     struct fixture f;
     fixture_open(&f, kind, NULL, NULL);
-    struct rv_topic_config tc;
-    rv_topic_config_init(&tc);
-    cr_assert_eq(rv_topic_create(f.st, "t", &tc), 0, "%s", rv_err_msg());
+    fixture_topic(&f, "t", 1);
     int fd = client_connect(f.port);
     uint8_t req[8192];
     static uint8_t resp_buf[1 << 16];
@@ -643,18 +659,7 @@ static size_t client_produce_big(uint8_t *out, size_t cap, int32_t corr, int par
         pd[p].records = (struct rv_kp_bytes){.ptr = batches[p], .len = (int32_t)blen};
     }
     free(value);
-    struct rv_kp_produce_request_topic_produce_data td;
-    rv_kp_produce_request_topic_produce_data_init(&td);
-    td.name = rv_kp_str_from("t");
-    td.partition_data.count = parts;
-    td.partition_data.items = pd;
-    struct rv_kp_produce_request pr;
-    rv_kp_produce_request_init(&pr);
-    pr.acks = -1;
-    pr.timeout_ms = 5000;
-    pr.topic_data.count = 1;
-    pr.topic_data.items = &td;
-    return client_build(out, cap, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_request_desc, &pr);
+    return client_produce_request(out, cap, 9, corr, "t", pd, parts, 5000);
 }
 
 /* A request larger than a pool buffer lands in a block of its own; its
@@ -663,10 +668,7 @@ Test(server, a_produce_larger_than_a_receive_buffer)
 {
     struct fixture f;
     fixture_open(&f, RV_IO_URING, "socket.request.max.bytes", "10000000");
-    struct rv_topic_config tc;
-    rv_topic_config_init(&tc);
-    tc.partitions = 4;
-    cr_assert_eq(rv_topic_create(f.st, "t", &tc), 0, "%s", rv_err_msg());
+    fixture_topic(&f, "t", 4);
     int fd = client_connect(f.port);
     size_t cap = 4 * 820 * 1024;
     uint8_t *req = malloc(cap);
@@ -751,18 +753,7 @@ static size_t client_produce_parts(uint8_t *out, size_t cap, int32_t corr, const
         pd[i].index = parts[i];
         pd[i].records = (struct rv_kp_bytes){.ptr = batches[i], .len = (int32_t)blen};
     }
-    struct rv_kp_produce_request_topic_produce_data td;
-    rv_kp_produce_request_topic_produce_data_init(&td);
-    td.name = rv_kp_str_from("o");
-    td.partition_data.count = n;
-    td.partition_data.items = pd;
-    struct rv_kp_produce_request pr;
-    rv_kp_produce_request_init(&pr);
-    pr.acks = -1;
-    pr.timeout_ms = 10000;
-    pr.topic_data.count = 1;
-    pr.topic_data.items = &td;
-    return client_build(out, cap, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_request_desc, &pr);
+    return client_produce_request(out, cap, 9, corr, "o", pd, n, 10000);
 }
 
 /* The base offset each partition of a produce response got (-1: an error). */
@@ -798,10 +789,7 @@ Test(server, a_waiting_produce_is_not_overtaken_by_a_later_one)
 {
     struct fixture f;
     fixture_open(&f, RV_IO_URING, "rivven.advertise.shards", "false");
-    struct rv_topic_config tc;
-    rv_topic_config_init(&tc);
-    tc.partitions = 16;
-    cr_assert_eq(rv_topic_create(f.st, "o", &tc), 0, "%s", rv_err_msg());
+    fixture_topic(&f, "o", 16);
     /* Two partitions on one owner shard. */
     int32_t pa = -1, pb = -1;
     uint32_t owner0 = 0;
@@ -892,18 +880,7 @@ static size_t client_produce_gzip(uint8_t *out, size_t cap, int32_t corr, int co
     rv_kp_produce_request_partition_produce_data_init(&pd);
     pd.index = 0;
     pd.records = (struct rv_kp_bytes){.ptr = batch, .len = (int32_t)blen};
-    struct rv_kp_produce_request_topic_produce_data td;
-    rv_kp_produce_request_topic_produce_data_init(&td);
-    td.name = rv_kp_str_from("z");
-    td.partition_data.count = 1;
-    td.partition_data.items = &pd;
-    struct rv_kp_produce_request pr;
-    rv_kp_produce_request_init(&pr);
-    pr.acks = -1;
-    pr.timeout_ms = 10000;
-    pr.topic_data.count = 1;
-    pr.topic_data.items = &td;
-    return client_build(out, cap, RV_KP_API_PRODUCE, 9, corr, &rv_kp_produce_request_desc, &pr);
+    return client_produce_request(out, cap, 9, corr, "z", &pd, 1, 10000);
 }
 
 static int16_t read_produce_error(int fd, int32_t corr, int64_t *base)
@@ -925,10 +902,7 @@ Test(server, large_compressed_batches_are_checked_off_the_shard_in_order)
 {
     struct fixture f;
     fixture_open(&f, RV_IO_URING, NULL, NULL);
-    struct rv_topic_config tc;
-    rv_topic_config_init(&tc);
-    tc.partitions = 1;
-    cr_assert_eq(rv_topic_create(f.st, "z", &tc), 0, "%s", rv_err_msg());
+    fixture_topic(&f, "z", 1);
     cr_assert_eq(rv_metrics_open(f.rt), 0);
     int fd = client_connect(f.port);
     static uint8_t req[3 << 20];
