@@ -28,6 +28,8 @@
 #include "net/kproto_gen.h"
 #include "core/clock.h"
 #include "storage/batch.h"
+#include "storage/part.h"
+#include "tests/support/rt.h"
 #include "core/crc32c.h"
 
 TestSuite(server, .timeout = 120);
@@ -731,6 +733,8 @@ Test(server, connections_wait_for_an_io_slot)
 
 /* A produce request (v9, acks=all) of one 1-record batch to each of parts[0..n)
  * of topic "o"; the record's value is "<corr>-<partition>". */
+static int32_t parts_timeout_ms = 10000; /* of the produces client_produce_parts builds */
+
 static size_t client_produce_parts(uint8_t *out, size_t cap, int32_t corr, const int32_t *parts,
                                    int n)
 {
@@ -753,7 +757,7 @@ static size_t client_produce_parts(uint8_t *out, size_t cap, int32_t corr, const
         pd[i].index = parts[i];
         pd[i].records = (struct rv_kp_bytes){.ptr = batches[i], .len = (int32_t)blen};
     }
-    return client_produce_request(out, cap, 9, corr, "o", pd, n, 10000);
+    return client_produce_request(out, cap, 9, corr, "o", pd, n, parts_timeout_ms);
 }
 
 /* The base offset each partition of a produce response got (-1: an error). */
@@ -932,5 +936,88 @@ Test(server, large_compressed_batches_are_checked_off_the_shard_in_order)
     rv_metrics_snapshot_free(snap);
     close(fd);
     rv_metrics_close(f.rt);
+    fixture_close(&f);
+}
+
+/* ---- a produce that cannot get a buffer -------------------------------------------------- */
+
+struct pool_grab {
+    rv_store_t *st;
+    rv_pool_t *pool;
+    void **blocks;
+    size_t count, cap;
+};
+
+/* On a shard: take every block its store pool can give, of every class. */
+static void pool_grab_own(void *arg)
+{
+    struct pool_grab *g = arg;
+    g->pool = rv_store_pool(g->st);
+    for (int cls = RV_POOL_CLASS_COUNT - 1; cls >= 0; cls--) {
+        void *b;
+        while ((b = rv_pool_get(g->pool, rv_pool_class_size(cls))) != NULL) {
+            if (g->count == g->cap) {
+                g->cap = g->cap ? 2 * g->cap : 4096;
+                g->blocks = realloc(g->blocks, g->cap * sizeof(*g->blocks));
+                cr_assert_not_null(g->blocks);
+            }
+            g->blocks[g->count++] = b;
+        }
+    }
+}
+
+static void pool_give_back(void *arg)
+{
+    struct pool_grab *g = arg;
+    for (size_t i = 0; i < g->count; i++)
+        rv_pool_put(g->blocks[i]);
+    g->count = 0;
+}
+
+/* A produce forwarded to an owner whose pool is spent waits in its line and
+ * times out (REQUEST_TIMED_OUT) at the request's timeout; once buffers come
+ * back the next produce to that partition is appended: the timed-out one left
+ * the line. */
+Test(server, a_produce_that_cannot_get_a_buffer_times_out_and_leaves_the_line)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, NULL, NULL); /* shards advertised: port = shard 0 */
+    fixture_topic(&f, "o", 8);
+    int32_t part = -1;
+    for (int32_t p = 0; p < 8 && part < 0; p++) {
+        struct rv_partition_info info;
+        cr_assert_eq(rv_partition_info(f.st, "o", p, &info), 0);
+        if (info.shard == 1)
+            part = p; /* owned by shard 1: forwarded from shard 0's port */
+    }
+    cr_assert_geq(part, 0);
+    int fd = client_connect(f.port);
+    uint8_t req[4096];
+    int64_t base = -2;
+    /* Load the partition's log first (a produce that goes through). */
+    size_t n = client_produce_parts(req, sizeof(req), 1, &part, 1);
+    client_write(fd, req, n);
+    read_produce_offsets(fd, 1, 1, &part, &base);
+    cr_assert_eq(base, 0);
+
+    struct pool_grab g = {.st = f.st};
+    test_run_on(f.rt, 1, pool_grab_own, &g);
+    cr_assert_gt(g.count, 0);
+    parts_timeout_ms = 300;
+    uint64_t t0 = rv_clock_now_ns();
+    n = client_produce_parts(req, sizeof(req), 2, &part, 1);
+    client_write(fd, req, n);
+    int16_t err = read_produce_error(fd, 2, &base);
+    uint64_t took_ms = (rv_clock_now_ns() - t0) / 1000000;
+    cr_assert_eq(err, 7, "REQUEST_TIMED_OUT (got %d)", err);
+    cr_assert_geq(took_ms, 250, "waited for the timeout (%llu ms)", (unsigned long long)took_ms);
+    test_run_on(f.rt, 1, pool_give_back, &g);
+    free(g.blocks);
+    parts_timeout_ms = 10000;
+    n = client_produce_parts(req, sizeof(req), 3, &part, 1);
+    client_write(fd, req, n);
+    read_produce_offsets(fd, 3, 1, &part, &base);
+    cr_assert_eq(base, 1, "appended after the one that timed out took nothing");
+    close(fd);
     fixture_close(&f);
 }
