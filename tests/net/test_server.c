@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -1018,6 +1019,26 @@ Test(server, a_produce_that_cannot_get_a_buffer_times_out_and_leaves_the_line)
     client_write(fd, req, n);
     read_produce_offsets(fd, 3, 1, &part, &base);
     cr_assert_eq(base, 1, "appended after the one that timed out took nothing");
+    close(fd);
+    fixture_close(&f);
+}
+
+/* A connection whose shard has no receive buffer to give waits (retried on a
+ * timer) instead of failing, and is served once buffers come back. */
+Test(server, a_connection_waits_for_a_receive_buffer_when_the_pool_is_spent)
+{
+    struct fixture f;
+    fixture_open(&f, RV_IO_URING, NULL, NULL); /* shards advertised: port = shard 0 */
+    struct pool_grab g = {.st = f.st};
+    test_run_on(f.rt, 0, pool_grab_own, &g);
+    cr_assert_gt(g.count, 0);
+    int fd = client_connect(f.port);
+    client_send_frame(fd, f.api_versions, f.api_versions_len);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 300), 0, "no answer while there is no buffer to read it into");
+    test_run_on(f.rt, 0, pool_give_back, &g);
+    free(g.blocks);
+    cr_assert_eq(client_read_api_versions(fd, 3), 1, "served once buffers came back");
     close(fd);
     fixture_close(&f);
 }
