@@ -125,11 +125,11 @@ static const struct ktopic_key *ktopic_key_find(const char *name)
 /* One topic or resource of an admin request, and its result. */
 struct kadmin_item {
     char name[RV_TOPIC_NAME_MAX + 1];
-    bool has_name; /* name holds the topic (valid) */
-    bool is_todo;  /* the helper thread acts on it */
-    bool is_done;  /* the helper thread changed the catalog */
-    int16_t err;   /* Kafka error code */
-    uint32_t id;   /* the topic's id, when has_id */
+    bool has_name;    /* name holds the topic (valid) */
+    bool is_to_apply; /* the helper thread acts on it */
+    bool is_done;     /* the helper thread changed the catalog */
+    int16_t err;      /* Kafka error code */
+    uint32_t id;      /* the topic's id, when has_id */
     bool has_id;
     int32_t partitions;        /* create topics, create partitions: the count asked */
     struct rv_topic_config tc; /* create topics: the configuration */
@@ -191,7 +191,7 @@ static void kadmin_err(struct kadmin_item *it, int16_t err, const char *fmt, ...
 static void kadmin_err(struct kadmin_item *it, int16_t err, const char *fmt, ...)
 {
     it->err = err;
-    it->is_todo = false;
+    it->is_to_apply = false;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(it->msg, sizeof(it->msg), fmt, ap);
@@ -295,17 +295,17 @@ static void kadmin_offloaded(void *arg)
 static void kadmin_offload(struct rv_kreq *req, rv_task_fn *run_blocking)
 {
     struct kadmin *a = req->state;
-    bool has_todo = false;
+    bool has_work = false;
     for (uint32_t i = 0; i < a->count; i++)
-        has_todo |= a->items[i].is_todo;
-    if (!has_todo) {
+        has_work |= a->items[i].is_to_apply;
+    if (!has_work) {
         a->encode(req);
         return;
     }
     int rc = rv_offload(run_blocking, req, kadmin_offloaded);
     if (rc < 0) {
         for (uint32_t i = 0; i < a->count; i++) {
-            if (a->items[i].is_todo)
+            if (a->items[i].is_to_apply)
                 kadmin_err(&a->items[i], KERR_UNKNOWN_SERVER_ERROR, "no helper thread: %s",
                            rv_strerror(rc));
         }
@@ -677,7 +677,7 @@ static void kadmin_create_blocking(void *arg)
     rv_store_t *st = req->ks->b->st;
     for (uint32_t i = 0; i < a->count; i++) {
         struct kadmin_item *it = &a->items[i];
-        if (!it->is_todo)
+        if (!it->is_to_apply)
             continue;
         char other[RV_TOPIC_NAME_MAX + 1];
         if (kapi_topic_collides(st, it->name, other)) {
@@ -796,7 +796,7 @@ void kapi_create_topics(struct rv_kreq *req)
             kadmin_err_msg(it, KERR_INVALID_CONFIG, rc);
             continue;
         }
-        it->is_todo = !a->is_validate_only;
+        it->is_to_apply = !a->is_validate_only;
     }
     kadmin_offload(req, kadmin_create_blocking);
 }
@@ -809,7 +809,7 @@ static void kadmin_delete_blocking(void *arg)
     struct kadmin *a = req->state;
     for (uint32_t i = 0; i < a->count; i++) {
         struct kadmin_item *it = &a->items[i];
-        if (!it->is_todo)
+        if (!it->is_to_apply)
             continue;
         int rc = rv_topic_delete(req->ks->b->st, it->name);
         if (rc == -ENOENT)
@@ -856,7 +856,7 @@ static void kadmin_keep_internal(struct kadmin *a)
 {
     for (uint32_t i = 0; i < a->count; i++) {
         struct kadmin_item *it = &a->items[i];
-        if (it->is_todo && kapi_is_internal(it->name))
+        if (it->is_to_apply && kapi_is_internal(it->name))
             kadmin_err(it, KERR_INVALID_REQUEST, "Topic %s is internal: it cannot be deleted.",
                        it->name);
     }
@@ -897,7 +897,7 @@ void kapi_delete_topics(struct rv_kreq *req)
                 it->has_name = true;
                 it->id = info.id;
                 it->has_id = true;
-                it->is_todo = true;
+                it->is_to_apply = true;
                 names[i] = rv_kp_str_from(it->name);
                 continue;
             }
@@ -912,7 +912,7 @@ void kapi_delete_topics(struct rv_kreq *req)
         it->has_name = true;
         it->id = info.id;
         it->has_id = true;
-        it->is_todo = true;
+        it->is_to_apply = true;
         names[i] = rv_kp_str_from(it->name);
     }
     kadmin_keep_internal(a);
@@ -936,7 +936,7 @@ static void kadmin_partitions_blocking(void *arg)
     struct kadmin *a = req->state;
     for (uint32_t i = 0; i < a->count; i++) {
         struct kadmin_item *it = &a->items[i];
-        if (!it->is_todo)
+        if (!it->is_to_apply)
             continue;
         int rc = rv_topic_add_partitions(req->ks->b->st, it->name, it->partitions);
         if (rc == -ENOENT)
@@ -1052,7 +1052,7 @@ void kapi_create_partitions(struct rv_kreq *req)
             }
         }
         it->partitions = ct->count;
-        it->is_todo = !a->is_validate_only;
+        it->is_to_apply = !a->is_validate_only;
     }
     kadmin_offload(req, kadmin_partitions_blocking);
 }
@@ -1359,8 +1359,8 @@ static void kadmin_alter_blocking(void *arg)
     struct rv_kreq *req = arg;
     struct kadmin *a = req->state;
     for (uint32_t i = 0; i < a->count; i++) {
-        if (a->items[i].is_todo) {
-            a->items[i].is_todo = false;
+        if (a->items[i].is_to_apply) {
+            a->items[i].is_to_apply = false;
             kadmin_alter_topic_blocking(req, i);
         }
     }
@@ -1423,7 +1423,7 @@ static void kadmin_alter_check(struct rv_kreq *req, struct kadmin_item *it, int8
         return;
     }
     if (type == KRES_TOPIC) {
-        it->is_todo = kadmin_topic_name(it, name, KERR_INVALID_TOPIC_EXCEPTION);
+        it->is_to_apply = kadmin_topic_name(it, name, KERR_INVALID_TOPIC_EXCEPTION);
         return;
     }
     if (type == KRES_BROKER) {
