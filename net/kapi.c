@@ -602,6 +602,42 @@ void kapi_work_done(struct kapi_work *work)
     RV_ASSERT(rc == 0);
 }
 
+void kapi_send_parts(struct rv_kreq *req, uint32_t count, const struct kapi_parts_ops *ops,
+                     void (*on_done)(struct rv_kreq *req))
+{
+    uint32_t n = req->ks->b->shard_count;
+    kapi_works_begin(req, on_done);
+    uint32_t *per = kapi_alloc(req, n * sizeof(*per));
+    struct kapi_work **works = kapi_alloc(req, n * sizeof(*works));
+    if (per == NULL || works == NULL) {
+        for (uint32_t i = 0; i < count; i++)
+            ops->place(req, i, NULL);
+        kapi_works_end(req);
+        return;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        int s = ops->owner(req, i);
+        RV_ASSERT(s < (int64_t)n);
+        if (s >= 0)
+            per[s]++;
+    }
+    for (uint32_t s = 0; s < n; s++) {
+        if (per[s] > 0)
+            works[s] = ops->work_new(req, per[s]); /* NULL: its partitions fail below */
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        int s = ops->owner(req, i);
+        if (s >= 0)
+            ops->place(req, i, works[s]);
+    }
+    /* A work exists only for a shard that owns a partition: none goes out empty. */
+    for (uint32_t s = 0; s < n; s++) {
+        if (works[s] != NULL)
+            kapi_send(req, works[s], s, ops->run);
+    }
+    kapi_works_end(req);
+}
+
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
 int16_t kapi_storage_error(int err)

@@ -1582,51 +1582,44 @@ static void kadmin_parts_done(struct rv_kreq *req)
     kp->encode(req);
 }
 
+static int kadmin_part_owner(struct rv_kreq *req, uint32_t i)
+{
+    const struct kadmin_part *p = &((struct kadmin_parts *)req->state)->parts[i];
+    return p->is_routed && p->err == 0 ? (int)p->ref.owner : -1;
+}
+
+static struct kapi_work *kadmin_work_new(struct rv_kreq *req, uint32_t part_count)
+{
+    const struct kadmin_parts *kp = req->state;
+    struct kadmin_work *sw = kapi_alloc(req, sizeof(*sw));
+    struct kadmin_part **parts = kapi_alloc(req, part_count * sizeof(*parts));
+    if (sw == NULL || parts == NULL)
+        return NULL;
+    *sw = (struct kadmin_work){.kind = kp->kind, .parts = parts};
+    return &sw->w;
+}
+
+static void kadmin_part_place(struct rv_kreq *req, uint32_t i, struct kapi_work *w)
+{
+    struct kadmin_part *p = &((struct kadmin_parts *)req->state)->parts[i];
+    if (w == NULL) {
+        p->err = p->err != 0 ? p->err : KERR_UNKNOWN_SERVER_ERROR;
+        return;
+    }
+    p->sw = (struct kadmin_work *)w; /* w is its first member */
+    p->sw->parts[p->sw->count++] = p;
+}
+
+static const struct kapi_parts_ops kadmin_parts_ops = {.owner = kadmin_part_owner,
+                                                       .work_new = kadmin_work_new,
+                                                       .place = kadmin_part_place,
+                                                       .run = kadmin_work_run};
+
 /* Send every routed partition to its owner, one work per owner shard. */
 static void kadmin_parts_dispatch(struct rv_kreq *req)
 {
     struct kadmin_parts *kp = req->state;
-    uint32_t n = req->ks->b->shard_count;
-    kapi_works_begin(req, kadmin_parts_done);
-    uint32_t *per = kapi_alloc(req, n * sizeof(*per));
-    struct kadmin_work **works = kapi_alloc(req, n * sizeof(*works));
-    if (per == NULL || works == NULL) {
-        for (uint32_t i = 0; i < kp->count; i++)
-            kp->parts[i].err = kp->parts[i].err != 0 ? kp->parts[i].err : KERR_UNKNOWN_SERVER_ERROR;
-        kapi_works_end(req);
-        return;
-    }
-    for (uint32_t i = 0; i < kp->count; i++) {
-        if (kp->parts[i].is_routed && kp->parts[i].err == 0)
-            per[kp->parts[i].ref.owner]++;
-    }
-    for (uint32_t s = 0; s < n; s++) {
-        if (per[s] == 0)
-            continue;
-        struct kadmin_work *sw = kapi_alloc(req, sizeof(*sw));
-        struct kadmin_part **parts = kapi_alloc(req, per[s] * sizeof(*parts));
-        if (sw == NULL || parts == NULL)
-            continue; /* those partitions answer with an error below */
-        *sw = (struct kadmin_work){.kind = kp->kind, .parts = parts};
-        works[s] = sw;
-    }
-    for (uint32_t i = 0; i < kp->count; i++) {
-        struct kadmin_part *p = &kp->parts[i];
-        if (!p->is_routed || p->err != 0)
-            continue;
-        struct kadmin_work *sw = works[p->ref.owner];
-        if (sw == NULL) {
-            p->err = KERR_UNKNOWN_SERVER_ERROR;
-            continue;
-        }
-        p->sw = sw;
-        sw->parts[sw->count++] = p;
-    }
-    for (uint32_t s = 0; s < n; s++) {
-        if (works[s] != NULL && works[s]->count > 0)
-            kapi_send(req, &works[s]->w, s, kadmin_work_run);
-    }
-    kapi_works_end(req);
+    kapi_send_parts(req, kp->count, &kadmin_parts_ops, kadmin_parts_done);
 }
 
 /* Make room for count partitions in kp. -ENOMEM. */

@@ -453,54 +453,43 @@ static void kparts_works_done(struct rv_kreq *req)
     kp->encode(req);
 }
 
+static int kparts_owner(struct rv_kreq *req, uint32_t i)
+{
+    const struct kpart *p = &((struct kparts *)req->state)->parts[i];
+    return p->is_routed && p->err == 0 ? (int)p->ref.owner : -1;
+}
+
+static struct kapi_work *kparts_work_new(struct rv_kreq *req, uint32_t part_count)
+{
+    const struct kparts *kp = req->state;
+    struct kshard_work *sw = kapi_alloc(req, sizeof(*sw));
+    struct kpart **parts = kapi_alloc(req, part_count * sizeof(*parts));
+    if (sw == NULL || parts == NULL)
+        return NULL;
+    *sw = (struct kshard_work){
+        .kind = kp->kind, .acks = kp->acks, .deadline_ns = kp->deadline_ns, .parts = parts};
+    return &sw->w;
+}
+
+static void kparts_place(struct rv_kreq *req, uint32_t i, struct kapi_work *w)
+{
+    struct kpart *p = &((struct kparts *)req->state)->parts[i];
+    if (w == NULL) {
+        p->err = p->err != 0 ? p->err : KERR_UNKNOWN_SERVER_ERROR;
+        return;
+    }
+    p->sw = (struct kshard_work *)w; /* w is its first member */
+    p->sw->parts[p->sw->count++] = p;
+}
+
+static const struct kapi_parts_ops kparts_ops = {
+    .owner = kparts_owner, .work_new = kparts_work_new, .place = kparts_place, .run = kshard_run};
+
 /* Send every routed partition to its owner, one work per owner shard. */
 static void kparts_dispatch(struct rv_kreq *req)
 {
     struct kparts *kp = req->state;
-    uint32_t n = req->ks->b->shard_count;
-    kapi_works_begin(req, kparts_works_done);
-    uint32_t *per = kapi_alloc(req, n * sizeof(*per));
-    struct kshard_work **works = kapi_alloc(req, n * sizeof(*works));
-    if (per == NULL || works == NULL) {
-        for (uint32_t i = 0; i < kp->count; i++)
-            kp->parts[i].err = kp->parts[i].err != 0 ? kp->parts[i].err : KERR_UNKNOWN_SERVER_ERROR;
-        kapi_works_end(req);
-        return;
-    }
-    for (uint32_t i = 0; i < kp->count; i++) {
-        if (kp->parts[i].is_routed && kp->parts[i].err == 0)
-            per[kp->parts[i].ref.owner]++;
-    }
-    for (uint32_t s = 0; s < n; s++) {
-        if (per[s] == 0)
-            continue;
-        struct kshard_work *sw = kapi_alloc(req, sizeof(*sw));
-        struct kpart **parts = kapi_alloc(req, per[s] * sizeof(*parts));
-        if (sw == NULL || parts == NULL) {
-            per[s] = 0; /* those partitions answer with an error below */
-            continue;
-        }
-        *sw = (struct kshard_work){
-            .kind = kp->kind, .acks = kp->acks, .deadline_ns = kp->deadline_ns, .parts = parts};
-        works[s] = sw;
-    }
-    for (uint32_t i = 0; i < kp->count; i++) {
-        struct kpart *p = &kp->parts[i];
-        if (!p->is_routed || p->err != 0)
-            continue;
-        struct kshard_work *sw = works[p->ref.owner];
-        if (sw == NULL) {
-            p->err = KERR_UNKNOWN_SERVER_ERROR;
-            continue;
-        }
-        p->sw = sw;
-        sw->parts[sw->count++] = p;
-    }
-    for (uint32_t s = 0; s < n; s++) {
-        if (works[s] != NULL && works[s]->count > 0)
-            kapi_send(req, &works[s]->w, s, kshard_run);
-    }
-    kapi_works_end(req);
+    kapi_send_parts(req, kp->count, &kparts_ops, kparts_works_done);
 }
 
 static struct kparts *kparts_new(struct rv_kreq *req, uint32_t count, uint8_t kind,

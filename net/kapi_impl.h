@@ -12,6 +12,9 @@
  *   kapi_work_done(work)            owner: back to the origin, where
  *   req->on_works_done(req)         runs once every work sent came back
  *
+ * kapi_send_parts does the whole round for a request's partitions: it groups
+ * them by owner shard and sends one work to each.
+ *
  * Threading: the request, its state and its response belong to the origin
  * shard; a work is touched by its owner shard between kapi_send and
  * kapi_work_done and by the origin shard otherwise.
@@ -170,6 +173,26 @@ void kapi_send(struct rv_kreq *req, struct kapi_work *work, uint32_t shard, rv_t
 void kapi_works_end(struct rv_kreq *req);
 /* On the owner: the work is finished; hand it back to its origin. */
 void kapi_work_done(struct kapi_work *work);
+
+/* A request's partitions (0..count-1) as kapi_send_parts sees them. */
+struct kapi_parts_ops {
+    /* The shard that owns partition i, or -1 when it is not sent (not routed,
+     * or has an error already). */
+    int (*owner)(struct rv_kreq *req, uint32_t i);
+    /* A work with room for part_count partitions (kapi_alloc); NULL: no memory. */
+    struct kapi_work *(*work_new)(struct rv_kreq *req, uint32_t part_count);
+    /* Put partition i into work. work NULL: it cannot be sent (no memory), so
+     * it fails with KERR_UNKNOWN_SERVER_ERROR unless it has an error already. */
+    void (*place)(struct rv_kreq *req, uint32_t i, struct kapi_work *work);
+    rv_task_fn *run; /* on the owner shard, with the work */
+};
+
+/* Send every partition of req that has an owner to it, grouped: one work (one
+ * message) per owner shard, never one per partition. on_done(req) runs once
+ * every work came back (at once when none was sent). Running out of memory
+ * fails partitions (ops->place with NULL), never the request. Origin shard. */
+void kapi_send_parts(struct rv_kreq *req, uint32_t count, const struct kapi_parts_ops *ops,
+                     void (*on_done)(struct rv_kreq *req));
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
 
