@@ -4,7 +4,8 @@
  * UNSUPPORTED_VERSION, invalid client software names, every other API at every
  * schema version answered with an error response or refused, and headers that
  * are cut short, unknown or random. Responses are read back with the generated
- * decoders.
+ * decoders. And kapi_send_parts: partitions grouped by owner shard, and what
+ * fails when a shard's work cannot be made.
  */
 #include <criterion/criterion.h>
 
@@ -15,6 +16,7 @@
 
 #include "core/err.h"
 #include "net/kapi.h"
+#include "net/kapi_impl.h"
 #include "net/kproto.h"
 #include "net/kproto_gen.h"
 
@@ -297,4 +299,131 @@ Test(kapi, every_api_and_version_is_answered_readably_or_refused)
     }
     cr_assert_gt(answered, 10);
     cr_assert_gt(refused, 10);
+}
+
+/* ---- kapi_send_parts -------------------------------------------------------------------------- */
+
+/* A partition as a handler keeps it, and the work of one owner shard. */
+struct tpart {
+    int owner; /* -1: not sent */
+    int16_t err;
+    struct twork *w;
+};
+
+struct twork {
+    struct kapi_work w; /* first */
+    uint32_t count;
+    uint32_t cap;
+    struct tpart **parts;
+};
+
+static struct {
+    struct tpart parts[8];
+    uint32_t work_new_calls;
+    uint32_t work_fail_from; /* work_new fails from this call on (0: the first) */
+    uint32_t runs;
+    struct twork *ran[4];
+    uint32_t done_calls;
+} T;
+
+static int tparts_owner(struct rv_kreq *req, uint32_t i)
+{
+    (void)req;
+    return T.parts[i].owner;
+}
+
+static struct kapi_work *tparts_work_new(struct rv_kreq *req, uint32_t part_count)
+{
+    if (T.work_new_calls++ >= T.work_fail_from)
+        return NULL;
+    struct twork *w = kapi_alloc(req, sizeof(*w));
+    cr_assert_not_null(w);
+    w->parts = kapi_alloc(req, part_count * sizeof(*w->parts));
+    cr_assert_not_null(w->parts);
+    w->cap = part_count;
+    return &w->w;
+}
+
+static void tparts_place(struct rv_kreq *req, uint32_t i, struct kapi_work *work)
+{
+    (void)req;
+    struct tpart *p = &T.parts[i];
+    if (work == NULL) {
+        p->err = p->err != 0 ? p->err : KERR_UNKNOWN_SERVER_ERROR;
+        return;
+    }
+    p->w = (struct twork *)work;
+    cr_assert_lt(p->w->count, p->w->cap);
+    p->w->parts[p->w->count++] = p;
+}
+
+/* On the owner: noted, and left unfinished (no runtime here to go back through). */
+static void tparts_run(void *arg)
+{
+    cr_assert_lt(T.runs, 4);
+    T.ran[T.runs++] = arg;
+}
+
+static void tparts_done(struct rv_kreq *req)
+{
+    (void)req;
+    T.done_calls++;
+}
+
+static const struct kapi_parts_ops tparts_ops = {
+    .owner = tparts_owner, .work_new = tparts_work_new, .place = tparts_place, .run = tparts_run};
+
+/* Send parts[0..count) from shard 0 of a three-shard broker. */
+static void tparts_send(struct rv_kreq *req, uint32_t count)
+{
+    static struct rv_kapi_broker b = {.shard_count = 3};
+    static struct rv_kapi_shard ks = {.b = &b, .id = 0};
+    static alignas(max_align_t) uint8_t arena[4096];
+    *req = (struct rv_kreq){.ks = &ks};
+    rv_kproto_arena_init(&req->arena, arena, sizeof(arena));
+    kapi_send_parts(req, count, &tparts_ops, tparts_done);
+}
+
+Test(kapi, send_parts_groups_by_owner_and_fails_a_shard_without_a_work)
+{
+    /* Shard 0 gets parts 0 and 3 (in order); shard 2's work cannot be made,
+     * so its parts 1 and 4 fail; 2 and 5 are not sent. */
+    int owners[6] = {0, 2, -1, 0, 2, -1};
+    for (uint32_t i = 0; i < 6; i++)
+        T.parts[i] = (struct tpart){.owner = owners[i]};
+    T.parts[2].err = 3; /* routing's error stays */
+    T.work_fail_from = 1;
+    struct rv_kreq req;
+    tparts_send(&req, 6);
+    cr_assert_eq(T.work_new_calls, 2, "one work per owner shard");
+    cr_assert_eq(T.runs, 1);
+    struct twork *w = T.ran[0];
+    cr_assert_eq(w->w.shard, 0);
+    cr_assert_eq(w->count, 2);
+    cr_assert_eq(w->parts[0], &T.parts[0]);
+    cr_assert_eq(w->parts[1], &T.parts[3]);
+    cr_assert_eq(T.parts[0].err, 0);
+    cr_assert_eq(T.parts[3].err, 0);
+    cr_assert_eq(T.parts[1].err, KERR_UNKNOWN_SERVER_ERROR);
+    cr_assert_eq(T.parts[4].err, KERR_UNKNOWN_SERVER_ERROR);
+    cr_assert_eq(T.parts[2].err, 3);
+    cr_assert_eq(T.parts[5].err, 0);
+    cr_assert_null(T.parts[5].w);
+    /* The work sent has not come back: the request waits for it. */
+    cr_assert_eq(req.works_pending, 1);
+    cr_assert_eq(T.done_calls, 0);
+}
+
+Test(kapi, send_parts_with_no_work_made_is_done_at_once)
+{
+    for (uint32_t i = 0; i < 4; i++)
+        T.parts[i] = (struct tpart){.owner = (int)(i % 3)};
+    T.work_fail_from = 0;
+    struct rv_kreq req;
+    tparts_send(&req, 4);
+    cr_assert_eq(T.work_new_calls, 3);
+    cr_assert_eq(T.runs, 0);
+    cr_assert_eq(T.done_calls, 1);
+    for (uint32_t i = 0; i < 4; i++)
+        cr_assert_eq(T.parts[i].err, KERR_UNKNOWN_SERVER_ERROR);
 }
