@@ -16,8 +16,8 @@
  *
  * DeleteRecords and DescribeLogDirs work on partition logs: as the data path
  * APIs (net/kapi_data.c), they route every partition on the origin and send
- * one work per owner shard, which runs rv_plog_delete_records or reads the
- * log's size there.
+ * one work per owner shard (kapi_send_parts), which runs
+ * rv_plog_delete_records or reads the log's size there.
  *
  * Topic configuration: a topic stores its full configuration (storage/topic.c)
  * and cannot tell which keys were set explicitly, so a key reads as set for
@@ -156,6 +156,7 @@ struct kadmin {
     struct kadmin_item *items;
     uint32_t count;
     bool is_validate_only;
+    void (*apply)(struct rv_kreq *req, uint32_t i); /* helper thread: item i (kadmin_offload) */
     void (*encode)(struct rv_kreq *req);
     struct kbroker_cfg bc;
     bool has_bc;
@@ -211,6 +212,20 @@ static void kadmin_err_msg(struct kadmin_item *it, int16_t err, int rc)
         it->msg[n - m] = '\0';
     if (it->msg[0] == '\0')
         snprintf(it->msg, sizeof(it->msg), "%s", rv_strerror(rc));
+}
+
+/* How a change of topic it in the catalog (rv_topic_*) ended: done, or its
+ * error; -EINVAL (what was asked cannot be) is einval_err. */
+static void kadmin_applied(struct kadmin_item *it, int rc, int16_t einval_err)
+{
+    if (rc == -ENOENT)
+        kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION, "The topic '%s' does not exist.", it->name);
+    else if (rc == -EINVAL)
+        kadmin_err_msg(it, einval_err, rc);
+    else if (rc < 0)
+        kadmin_err_msg(it, kapi_storage_error(rc), rc);
+    else
+        it->is_done = true;
 }
 
 static struct rv_kp_str kadmin_msg(const struct kadmin_item *it)
@@ -284,7 +299,17 @@ static bool kadmin_find_dups(struct rv_kreq *req, const struct rv_kp_str *names,
     return true;
 }
 
-/* Run run_blocking(req) on a helper thread, then the request's encode here. */
+/* Helper thread: every item still to apply. */
+static void kadmin_apply_blocking(void *arg)
+{
+    struct rv_kreq *req = arg;
+    struct kadmin *a = req->state;
+    for (uint32_t i = 0; i < a->count; i++) {
+        if (a->items[i].is_to_apply)
+            a->apply(req, i);
+    }
+}
+
 static void kadmin_offloaded(void *arg)
 {
     struct rv_kreq *req = arg;
@@ -292,9 +317,12 @@ static void kadmin_offloaded(void *arg)
     a->encode(req);
 }
 
-static void kadmin_offload(struct rv_kreq *req, rv_task_fn *run_blocking)
+/* Run apply(req, i) on a helper thread for every item to apply, then the
+ * request's encode here. */
+static void kadmin_offload(struct rv_kreq *req, void (*apply)(struct rv_kreq *req, uint32_t i))
 {
     struct kadmin *a = req->state;
+    a->apply = apply;
     bool has_work = false;
     for (uint32_t i = 0; i < a->count; i++)
         has_work |= a->items[i].is_to_apply;
@@ -302,7 +330,7 @@ static void kadmin_offload(struct rv_kreq *req, rv_task_fn *run_blocking)
         a->encode(req);
         return;
     }
-    int rc = rv_offload(run_blocking, req, kadmin_offloaded);
+    int rc = rv_offload(kadmin_apply_blocking, req, kadmin_offloaded);
     if (rc < 0) {
         for (uint32_t i = 0; i < a->count; i++) {
             if (a->items[i].is_to_apply)
@@ -670,36 +698,31 @@ static bool kadmin_config_set(struct kadmin_item *it, struct rv_topic_config *tc
     return true;
 }
 
-static void kadmin_create_blocking(void *arg)
+/* Helper thread: create topic i. */
+static void kadmin_create_blocking(struct rv_kreq *req, uint32_t i)
 {
-    struct rv_kreq *req = arg;
-    struct kadmin *a = req->state;
+    struct kadmin_item *it = &((struct kadmin *)req->state)->items[i];
     rv_store_t *st = req->ks->b->st;
-    for (uint32_t i = 0; i < a->count; i++) {
-        struct kadmin_item *it = &a->items[i];
-        if (!it->is_to_apply)
-            continue;
-        char other[RV_TOPIC_NAME_MAX + 1];
-        if (kapi_topic_collides(st, it->name, other)) {
-            kadmin_err(it, KERR_INVALID_TOPIC_EXCEPTION,
-                       "Topic '%s' collides with existing topic: %s", it->name, other);
-            continue;
-        }
-        int rc = rv_topic_create(st, it->name, &it->tc);
-        if (rc == -EEXIST) {
-            kadmin_err(it, KERR_TOPIC_ALREADY_EXISTS, "Topic '%s' already exists.", it->name);
-            continue;
-        }
-        if (rc < 0) {
-            kadmin_err_msg(it, rc == -EINVAL ? KERR_INVALID_CONFIG : kapi_storage_error(rc), rc);
-            continue;
-        }
-        it->is_done = true;
-        struct rv_store_topic_info info;
-        if (rv_store_topic_info(st, it->name, strlen(it->name), &info) == 0) {
-            it->id = info.id;
-            it->has_id = true;
-        }
+    char other[RV_TOPIC_NAME_MAX + 1];
+    if (kapi_topic_collides(st, it->name, other)) {
+        kadmin_err(it, KERR_INVALID_TOPIC_EXCEPTION, "Topic '%s' collides with existing topic: %s",
+                   it->name, other);
+        return;
+    }
+    int rc = rv_topic_create(st, it->name, &it->tc);
+    if (rc == -EEXIST) {
+        kadmin_err(it, KERR_TOPIC_ALREADY_EXISTS, "Topic '%s' already exists.", it->name);
+        return;
+    }
+    if (rc < 0) {
+        kadmin_err_msg(it, rc == -EINVAL ? KERR_INVALID_CONFIG : kapi_storage_error(rc), rc);
+        return;
+    }
+    it->is_done = true;
+    struct rv_store_topic_info info;
+    if (rv_store_topic_info(st, it->name, strlen(it->name), &info) == 0) {
+        it->id = info.id;
+        it->has_id = true;
     }
 }
 
@@ -803,23 +826,18 @@ void kapi_create_topics(struct rv_kreq *req)
 
 /* ---- DeleteTopics --------------------------------------------------------------------------- */
 
-static void kadmin_delete_blocking(void *arg)
+/* Helper thread: delete topic i. */
+static void kadmin_delete_blocking(struct rv_kreq *req, uint32_t i)
 {
-    struct rv_kreq *req = arg;
-    struct kadmin *a = req->state;
-    for (uint32_t i = 0; i < a->count; i++) {
-        struct kadmin_item *it = &a->items[i];
-        if (!it->is_to_apply)
-            continue;
-        int rc = rv_topic_delete(req->ks->b->st, it->name);
-        if (rc == -ENOENT)
-            kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION,
-                       "This server does not host this topic-partition.");
-        else if (rc < 0)
-            kadmin_err_msg(it, kapi_storage_error(rc), rc);
-        else
-            it->is_done = true;
-    }
+    struct kadmin_item *it = &((struct kadmin *)req->state)->items[i];
+    int rc = rv_topic_delete(req->ks->b->st, it->name);
+    if (rc == -ENOENT)
+        kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION,
+                   "This server does not host this topic-partition.");
+    else if (rc < 0)
+        kadmin_err_msg(it, kapi_storage_error(rc), rc);
+    else
+        it->is_done = true;
 }
 
 static void kapi_delete_topics_encode(struct rv_kreq *req)
@@ -930,25 +948,12 @@ void kapi_delete_topics(struct rv_kreq *req)
 
 /* ---- CreatePartitions ----------------------------------------------------------------------- */
 
-static void kadmin_partitions_blocking(void *arg)
+/* Helper thread: add the partitions topic i asks for. */
+static void kadmin_partitions_blocking(struct rv_kreq *req, uint32_t i)
 {
-    struct rv_kreq *req = arg;
-    struct kadmin *a = req->state;
-    for (uint32_t i = 0; i < a->count; i++) {
-        struct kadmin_item *it = &a->items[i];
-        if (!it->is_to_apply)
-            continue;
-        int rc = rv_topic_add_partitions(req->ks->b->st, it->name, it->partitions);
-        if (rc == -ENOENT)
-            kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION, "The topic '%s' does not exist.",
-                       it->name);
-        else if (rc == -EINVAL)
-            kadmin_err_msg(it, KERR_INVALID_PARTITIONS, rc);
-        else if (rc < 0)
-            kadmin_err_msg(it, kapi_storage_error(rc), rc);
-        else
-            it->is_done = true;
-    }
+    struct kadmin_item *it = &((struct kadmin *)req->state)->items[i];
+    int rc = rv_topic_add_partitions(req->ks->b->st, it->name, it->partitions);
+    kadmin_applied(it, rc, KERR_INVALID_PARTITIONS);
 }
 
 static void kapi_create_partitions_encode(struct rv_kreq *req)
@@ -1299,8 +1304,8 @@ static bool kadmin_has_dup_keys(const struct rv_kp_str *names, size_t stride, in
     return false;
 }
 
-/* Helper thread: change one topic resource (both APIs). */
-static void kadmin_alter_topic_blocking(struct rv_kreq *req, uint32_t i)
+/* Helper thread: change topic resource i (both APIs). */
+static void kadmin_alter_blocking(struct rv_kreq *req, uint32_t i)
 {
     struct kadmin *a = req->state;
     struct kadmin_item *it = &a->items[i];
@@ -1343,27 +1348,7 @@ static void kadmin_alter_topic_blocking(struct rv_kreq *req, uint32_t i)
     }
     if (a->is_validate_only)
         return;
-    rc = rv_topic_alter(b->st, it->name, &tc);
-    if (rc == -ENOENT)
-        kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION, "The topic '%s' does not exist.", it->name);
-    else if (rc == -EINVAL)
-        kadmin_err_msg(it, KERR_INVALID_CONFIG, rc);
-    else if (rc < 0)
-        kadmin_err_msg(it, kapi_storage_error(rc), rc);
-    else
-        it->is_done = true;
-}
-
-static void kadmin_alter_blocking(void *arg)
-{
-    struct rv_kreq *req = arg;
-    struct kadmin *a = req->state;
-    for (uint32_t i = 0; i < a->count; i++) {
-        if (a->items[i].is_to_apply) {
-            a->items[i].is_to_apply = false;
-            kadmin_alter_topic_blocking(req, i);
-        }
-    }
+    kadmin_applied(it, rv_topic_alter(b->st, it->name, &tc), KERR_INVALID_CONFIG);
 }
 
 /* Both responses have the same shape. */
