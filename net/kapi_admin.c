@@ -880,10 +880,43 @@ static void kadmin_keep_internal(struct kadmin *a)
     }
 }
 
+/* Find the topic that item i of a delete topics request names (by name, or
+ * from v6 by id): its name into it->name, its catalog entry into info. false
+ * (and the item's error) when there is none to delete. */
+static bool kadmin_delete_find(struct rv_kreq *req, struct kadmin_item *it, uint32_t i,
+                               struct rv_store_topic_info *info)
+{
+    const struct rv_kp_delete_topics_request *dr = req->msg;
+    struct rv_kp_str name = req->version >= 6 ? dr->topics.items[i].name : dr->topic_names.items[i];
+    if (req->version >= 6) {
+        const struct rv_kp_uuid *id = &dr->topics.items[i].topic_id;
+        bool has_id = !rv_kp_uuid_is_zero(id);
+        if (name.len >= 0 && has_id) {
+            kadmin_err(it, KERR_INVALID_REQUEST,
+                       "You may not specify both topic name and topic id.");
+            return false;
+        }
+        if (name.len < 0) {
+            if (!has_id || kapi_topic_by_uuid(req->ks, id, it->name, info) < 0) {
+                kadmin_err(it, KERR_UNKNOWN_TOPIC_ID, "This server does not host this topic ID.");
+                return false;
+            }
+            return true;
+        }
+    }
+    if (!kapi_cstr(name, it->name, sizeof(it->name)) ||
+        rv_store_topic_info(req->ks->b->st, it->name, strlen(it->name), info) < 0) {
+        kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION,
+                   "This server does not host this topic-partition.");
+        it->name[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
 void kapi_delete_topics(struct rv_kreq *req)
 {
     const struct rv_kp_delete_topics_request *dr = req->msg;
-    const struct rv_kapi_broker *b = req->ks->b;
     int32_t count = req->version >= 6 ? dr->topics.count : dr->topic_names.count;
     struct kadmin *a = kadmin_new(req, count, kapi_delete_topics_encode);
     struct rv_kp_str *names = kapi_alloc(req, (a != NULL ? a->count + 1 : 1) * sizeof(*names));
@@ -894,39 +927,10 @@ void kapi_delete_topics(struct rv_kreq *req)
     }
     for (uint32_t i = 0; i < a->count; i++) {
         struct kadmin_item *it = &a->items[i];
-        struct rv_kp_str name =
-            req->version >= 6 ? dr->topics.items[i].name : dr->topic_names.items[i];
-        names[i] = (struct rv_kp_str){.ptr = NULL, .len = -1};
         struct rv_store_topic_info info;
-        if (req->version >= 6) {
-            const struct rv_kp_uuid *id = &dr->topics.items[i].topic_id;
-            bool has_id = !rv_kp_uuid_is_zero(id);
-            if (name.len >= 0 && has_id) {
-                kadmin_err(it, KERR_INVALID_REQUEST,
-                           "You may not specify both topic name and topic id.");
-                continue;
-            }
-            if (name.len < 0) {
-                if (!has_id || kapi_topic_by_uuid(req->ks, id, it->name, &info) < 0) {
-                    kadmin_err(it, KERR_UNKNOWN_TOPIC_ID,
-                               "This server does not host this topic ID.");
-                    continue;
-                }
-                it->has_name = true;
-                it->id = info.id;
-                it->has_id = true;
-                it->is_to_apply = true;
-                names[i] = rv_kp_str_from(it->name);
-                continue;
-            }
-        }
-        if (!kapi_cstr(name, it->name, sizeof(it->name)) ||
-            rv_store_topic_info(b->st, it->name, strlen(it->name), &info) < 0) {
-            kadmin_err(it, KERR_UNKNOWN_TOPIC_OR_PARTITION,
-                       "This server does not host this topic-partition.");
-            it->name[0] = '\0';
+        names[i] = (struct rv_kp_str){.ptr = NULL, .len = -1};
+        if (!kadmin_delete_find(req, it, i, &info))
             continue;
-        }
         it->has_name = true;
         it->id = info.id;
         it->has_id = true;
