@@ -203,7 +203,8 @@ enum rv_acks {
 #define RV_OFFSET_LATEST   (-1) /* rv_list_offset: the log end (next offset) */
 #define RV_OFFSET_EARLIEST (-2) /* rv_list_offset: the log start */
 
-/* How each shard's WAL writes (the segments always go through the page cache). */
+/* How each shard's WAL writes (rv_store_config.wal_io), and how partitions'
+ * active segments are written (rv_store_config.segment_io). */
 enum rv_wal_io {
     RV_WAL_IO_AUTO = 0,     /* direct where the filesystem takes O_DIRECT, else buffered */
     RV_WAL_IO_DIRECT = 1,   /* O_DIRECT: opening fails where the filesystem refuses it */
@@ -221,6 +222,8 @@ struct rv_store_config {
     uint32_t compact_map_entries;    /* keys one compaction pass maps (default 524288: at
                                         most 24 MiB; more dirty keys take more passes) */
     enum rv_wal_io wal_io;           /* default RV_WAL_IO_AUTO (see docs/architecture.md) */
+    enum rv_wal_io segment_io;       /* default RV_WAL_IO_AUTO: direct segment writes from
+                                        aligned staging blocks, no page-cache copy */
 };
 
 void rv_store_config_init(struct rv_store_config *cfg);

@@ -234,6 +234,15 @@ static const struct config_key config_keys[] = {
      .def = "auto",
      .meaning = "how the shards' WALs write: direct (O_DIRECT, no page cache), buffered, or "
                 "auto (direct where the filesystem takes it)"},
+    {.name = "rivven.segment.io",
+     .type = CONFIG_CHOICE,
+     CONFIG_AT(segment_io),
+     .words = "auto|direct|buffered",
+     .values = wal_io_values,
+     .def = "auto",
+     .meaning = "how partitions' active segments are written: direct (O_DIRECT from aligned "
+                "staging blocks, no page cache), buffered, or auto (direct where the filesystem "
+                "takes it)"},
     {.name = "rivven.advertise.shards",
      .type = CONFIG_BOOL,
      CONFIG_AT(is_advertise_shards),

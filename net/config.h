@@ -58,6 +58,7 @@ struct rv_config {
     char cpuset[RV_CONFIG_CPUSET_MAX]; /* rivven.cpuset: "" = the process's CPUs */
     enum rv_io_backend io_backend;     /* rivven.io.backend */
     enum rv_wal_io wal_io;             /* rivven.wal.io */
+    enum rv_wal_io segment_io;         /* rivven.segment.io */
     bool is_advertise_shards;          /* rivven.advertise.shards */
     int32_t trace_level;               /* rivven.trace.level: enum rv_trace_level */
 

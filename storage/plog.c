@@ -53,6 +53,7 @@ struct hot_entry {
     const uint8_t *bytes;
     uint32_t len;
     bool is_on_disk;              /* its segment write completed */
+    bool is_noted;                /* in the active segment's accounting (pos is set) */
     bool is_malloced;             /* allocated outside the pool (the pool was exhausted) */
     uint64_t pos;                 /* where its segment write goes */
     struct hot_entry *retry_next; /* the log's writes to retry (disk full) */
@@ -82,6 +83,28 @@ struct append_op {
     rv_plog_append_fn *done;
     void *arg;
     bool is_tracked; /* an idempotent producer's: in the producer state (pstate.h) */
+};
+
+/* Direct segment writes (an active segment opened with O_DIRECT; see "direct
+ * segment writes" below). The file's bytes go to the disk from a 4 KiB-aligned
+ * staging block of the shard's pool, one write in flight per log; a write that
+ * ends inside a block is padded with zeros there, and the next write starts at
+ * that block again, with its bytes kept in `tail`. */
+struct plog_dw {
+    struct hot_entry *first; /* the first entry not yet on disk (NULL: none) */
+    struct hot_entry *next;  /* the first entry not yet wholly copied into a write */
+    uint32_t next_done;      /* bytes of `next` copied already */
+    uint64_t end;            /* file position up to which bytes went into writes */
+    uint8_t *tail;           /* pool block: the file's bytes from end rounded down to
+                                a block to end, when end is inside a block */
+    bool has_tail;           /* tail is known (false after a reopen, until read) */
+    bool is_held;            /* a write waits to be issued again (ring, pool or disk full) */
+    bool is_padded;          /* the file holds zeros past size_bytes (cut at roll, close) */
+    void *blk;               /* the prepared write's pool block, or NULL */
+    uint8_t *data;           /* its aligned start */
+    uint64_t pos;            /* where it goes (aligned) */
+    uint32_t len;            /* its length (whole blocks) */
+    uint32_t valid;          /* bytes of it that are the file's data */
 };
 
 struct plog_waiter {
@@ -125,7 +148,9 @@ struct rv_plog {
     struct rv_plog_config cfg;
     struct rv_plog_shard *shard; /* NULL until attached */
     int fd;                      /* active segment, read-write */
-    uint8_t state;               /* enum plog_state */
+    bool is_fd_direct;           /* fd was opened with O_DIRECT: writes go through dw */
+    struct plog_dw dw;
+    uint8_t state; /* enum plog_state */
     int64_t log_start;
     int64_t leo;         /* applied: visible to fetches */
     int64_t next_offset; /* assigned */
@@ -194,6 +219,12 @@ static int plog_path(char *out, size_t len, const struct rv_plog *log, uint64_t 
 static void *plog_pool_get(struct rv_plog *log, size_t size)
 {
     return rv_pool_get(log->shard->pool, size);
+}
+
+/* Some write of the log waits to be written again (ENOSPC, a full ring or pool). */
+static bool plog_has_held_writes(const struct rv_plog *log)
+{
+    return log->retry_head != NULL || log->dw.is_held;
 }
 
 /* ---- blocking open, replay, sync (start-up / helper threads) ------------------------------- */
@@ -435,6 +466,28 @@ int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg)
     return 0;
 }
 
+/* Cut the zeros direct writes left past the active segment's `size` bytes
+ * (blocking; through fd, or a descriptor of its own when fd < 0), and sync. */
+static int plog_cut_padding(struct rv_plog *log, int fd, uint64_t size)
+{
+    char path[PATH_MAX];
+    int own = -1;
+    int rc = 0;
+    if (fd < 0) {
+        rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
+        own = rc == 0 ? rv_sys_open(path, O_RDWR, 0) : rc;
+        rc = own < 0 ? rv_errf(own, "%s: open", path) : 0;
+        fd = own;
+    }
+    if (rc == 0)
+        rc = rv_sys_ftruncate(fd, (off_t)size);
+    if (rc == 0)
+        rc = rv_sys_fdatasync(fd);
+    if (own >= 0)
+        (void)rv_sys_close(own); /* synced above, or the error says so */
+    return rc;
+}
+
 /* Save the active segment's index if the files went stale (blocking). */
 static int plog_save_index(struct rv_plog *log)
 {
@@ -530,7 +583,7 @@ int rv_plog_replay(rv_plog_t *log, const uint8_t *batch, uint32_t len)
 static bool plog_is_settled(struct rv_plog *log)
 {
     return log->state == PLOG_WRITABLE && log->writes_inflight == 0 && log->roll_head == NULL &&
-           log->retry_head == NULL && log->seg_count > 0 &&
+           !plog_has_held_writes(log) && log->seg_count > 0 &&
            plog_active(log)->next_offset == (uint64_t)log->leo;
 }
 
@@ -552,6 +605,13 @@ int rv_plog_sync_blocking(rv_plog_t *log)
         return 0;
     if (log->state == PLOG_FAILED)
         return -EIO;
+    if (log->dw.is_padded) { /* direct writes' zeros past the data: cut, synced */
+        RV_ASSERT(log->writes_inflight == 0 && !log->dw.is_held);
+        int rc = plog_cut_padding(log, log->fd, plog_active(log)->size_bytes);
+        if (rc < 0)
+            return rc;
+        log->dw.is_padded = false;
+    }
     if (!log->is_dirty) { /* synced already: at most a stale index to save */
         int rc = plog_save_index(log);
         if (rc == 0)
@@ -702,6 +762,7 @@ static void hot_drop_below(struct rv_plog *log, int64_t offset)
 #define FDS_SCAN_MAX     16     /* least recently used logs looked at for a victim */
 
 static void plog_fail(struct rv_plog *log, int err);
+static void plog_dw_forget(struct rv_plog *log);
 static void plog_ckpt_try(struct rv_plog *log);
 static void plog_roll_flush_queue(struct rv_plog *log);
 static int plog_sync_issue(struct rv_plog *log, bool is_ckpt);
@@ -891,6 +952,7 @@ static void plog_fd_drop(struct rv_plog *log, bool is_eviction)
     RV_ASSERT(log->has_slot && log->fd >= 0);
     int fd = log->fd;
     log->fd = -1;
+    plog_dw_forget(log);
     log->has_slot = false;
     fds_lru_del(f, log);
     f->closing++;
@@ -909,7 +971,7 @@ static void plog_fd_drop(struct rv_plog *log, bool is_eviction)
 static bool plog_fd_is_quiet(const struct rv_plog *log)
 {
     return log->fd >= 0 && log->has_slot && log->fd_users == 0 && log->writes_inflight == 0 &&
-           !log->is_syncing && log->retry_head == NULL && log->roll_head == NULL &&
+           !log->is_syncing && !plog_has_held_writes(log) && log->roll_head == NULL &&
            !log->is_opening && !log->is_roll_job && log->state != PLOG_ROLLING &&
            !log->is_disk_full && !log->has_ckpt;
 }
@@ -968,6 +1030,7 @@ void rv_plog_fds_close_all(struct rv_plog_shard *shard)
         fds_lru_del(f, log);
         (void)rv_sys_close(log->fd); /* idle: dirty pages stay for the final sync */
         log->fd = -1;
+        plog_dw_forget(log);
         log->has_slot = false;
         f->used--;
     }
@@ -1024,6 +1087,8 @@ static void plog_fail(struct rv_plog *log, int err)
 
 static void plog_write_done(void *arg, int64_t res);
 static void plog_fd_open_start(struct rv_plog *log);
+static void plog_dw_issue(struct rv_plog *log);
+static void plog_dw_abandon(struct rv_plog *log);
 
 #define PLOG_RETRY_US 100000 /* how often a full disk is tried again */
 
@@ -1043,6 +1108,12 @@ static void plog_retry_tick(void *arg)
         if (rc < 0)
             plog_write_done(e, rc);
         e = next;
+    }
+    if (log->dw.is_held && log->writes_inflight == 0) {
+        if (log->state == PLOG_FAILED)
+            plog_dw_abandon(log);
+        else
+            plog_dw_issue(log); /* the held direct write, or the one the pool refused */
     }
     if (log->fd < 0 && log->roll_head != NULL && log->state == PLOG_WRITABLE)
         plog_fd_open_start(log); /* an open the ring had no room for */
@@ -1116,6 +1187,180 @@ static void plog_write_done(void *arg, int64_t res)
     plog_fd_went_quiet(log);
 }
 
+/* ---- direct segment writes ---------------------------------------------------------------------
+ *
+ * An active segment opened with O_DIRECT (rv_plog_shard.is_seg_direct) takes
+ * no page-cache copy on the shard's thread: its applied batches stay in the
+ * hot tier (pinned: not on disk yet) and are copied, in file order, into one
+ * 4 KiB-aligned block of the shard's pool per write; one write is in flight
+ * per log, and what arrives meanwhile goes out with the next one. A write that
+ * ends inside a block pads it with zeros, and the next write starts at that
+ * block again (its bytes are kept in dw.tail: the same bytes, so a torn
+ * rewrite leaves them intact). The zeros past the data are cut at roll and at
+ * close; after a crash, recovery cuts them as it cuts any torn tail. After a
+ * reopen the tail block is read back before the first write. Redpanda's
+ * segment appender works the same way (aligned chunks, the head rewritten). */
+
+#define PLOG_DW_ALIGN 4096u /* the block every direct write starts and ends on */
+
+static uint64_t dw_align_down(uint64_t v)
+{
+    return v & ~(uint64_t)(PLOG_DW_ALIGN - 1);
+}
+
+/* Copy the next bytes to write (the tail block first, then entries) into a
+ * staging block. -ENOBUFS when the pool has no block for it. */
+static int plog_dw_prepare(struct rv_plog *log)
+{
+    struct plog_dw *dw = &log->dw;
+    rv_pool_t *pool = log->shard->pool;
+    RV_ASSERT(dw->next != NULL && dw->has_tail && dw->blk == NULL);
+    RV_ASSERT(dw->next->pos + dw->next_done == dw->end);
+    uint64_t pos = dw_align_down(dw->end);
+    uint32_t carry = (uint32_t)(dw->end - pos);
+    uint64_t want = carry + (plog_active(log)->size_bytes - dw->end) + PLOG_DW_ALIGN;
+    if (dw->tail == NULL && (dw->tail = rv_pool_get(pool, PLOG_DW_ALIGN)) == NULL)
+        return -ENOBUFS;
+    void *blk = rv_pool_get(pool, want < RV_POOL_BLOCK_MAX ? want : RV_POOL_BLOCK_MAX);
+    if (blk == NULL)
+        return -ENOBUFS;
+    uint8_t *data =
+        (uint8_t *)(((uintptr_t)blk + PLOG_DW_ALIGN - 1) & ~(uintptr_t)(PLOG_DW_ALIGN - 1));
+    uint32_t cap =
+        (uint32_t)dw_align_down((uint64_t)((uint8_t *)blk + rv_pool_block_size(blk) - data));
+    RV_ASSERT(cap > carry);
+    memcpy(data, dw->tail, carry);
+    uint32_t n = carry;
+    while (dw->next != NULL && n < cap) {
+        struct hot_entry *e = dw->next;
+        uint32_t take = e->len - dw->next_done;
+        take = take < cap - n ? take : cap - n;
+        memcpy(data + n, e->bytes + dw->next_done, take);
+        n += take;
+        dw->next_done += take;
+        if (dw->next_done == e->len) {
+            dw->next = e->next != NULL && e->next->is_noted ? e->next : NULL;
+            dw->next_done = 0;
+        }
+    }
+    uint32_t len = (uint32_t)dw_align_down(n + PLOG_DW_ALIGN - 1);
+    memset(data + n, 0, len - n);
+    uint32_t rest = n % PLOG_DW_ALIGN;
+    memcpy(dw->tail, data + n - rest, rest); /* the next write starts with these */
+    dw->end = pos + n;
+    dw->blk = blk;
+    dw->data = data;
+    dw->pos = pos;
+    dw->len = len;
+    dw->valid = n;
+    return 0;
+}
+
+static void plog_dw_done(void *arg, int64_t res);
+
+/* Issue the prepared write, or prepare one from what waits. */
+static void plog_dw_issue(struct rv_plog *log)
+{
+    struct plog_dw *dw = &log->dw;
+    RV_ASSERT(log->writes_inflight == 0 && log->fd >= 0);
+    dw->is_held = false;
+    if (dw->blk == NULL && plog_dw_prepare(log) < 0) {
+        dw->is_held = true; /* the pool is spent: backpressure, tried again shortly */
+        plog_later(log, NULL);
+        return;
+    }
+    if (dw->valid < dw->len)
+        dw->is_padded = true;
+    log->writes_inflight++;
+    int rc = rv_file_write(log->fd, dw->data, dw->len, dw->pos, plog_dw_done, log);
+    if (rc < 0)
+        plog_dw_done(log, rc);
+}
+
+/* Mark the entries wholly in the file below `written` as on disk. */
+static void plog_dw_mark(struct rv_plog *log, uint64_t written)
+{
+    struct hot_entry *e = log->dw.first;
+    while (e != NULL && e->is_noted && !e->is_on_disk && e->pos + e->len <= written) {
+        e->is_on_disk = true;
+        e = e->next;
+    }
+    log->dw.first = e != NULL && e->is_noted && !e->is_on_disk ? e : NULL;
+}
+
+/* A failed log writes nothing more: let the hot tier drop what waited (the
+ * WAL has it and replays it at the next start). */
+static void plog_dw_abandon(struct rv_plog *log)
+{
+    struct plog_dw *dw = &log->dw;
+    for (struct hot_entry *e = dw->first; e != NULL; e = e->next) {
+        if (e->is_noted)
+            e->is_on_disk = true;
+    }
+    rv_pool_put(dw->blk);
+    dw->blk = NULL;
+    dw->first = dw->next = NULL;
+    dw->is_held = false;
+}
+
+static void plog_dw_done(void *arg, int64_t res)
+{
+    struct rv_plog *log = arg;
+    struct plog_dw *dw = &log->dw;
+    RV_ASSERT(log->writes_inflight > 0);
+    log->writes_inflight--;
+    int err = res < 0 ? (int)res : (uint32_t)res != dw->len ? -ENOSPC : 0;
+    if (log->state != PLOG_FAILED && (err == -EAGAIN || err == -ENOSPC)) {
+        /* The ring was full, or the disk: the same write goes again later
+         * (a short write too: the range is rewritten whole). */
+        dw->is_held = true;
+        if (err == -EAGAIN)
+            plog_later(log, NULL);
+        else
+            plog_disk_full(log, NULL);
+        return;
+    }
+    if (err < 0)
+        plog_fail(log, err);
+    if (log->state == PLOG_FAILED) {
+        plog_dw_abandon(log);
+    } else {
+        plog_dw_mark(log, dw->pos + dw->valid);
+        rv_pool_put(dw->blk);
+        dw->blk = NULL;
+        if (dw->next != NULL)
+            plog_dw_issue(log); /* what arrived meanwhile */
+    }
+    hot_trim(log->shard->hot);
+    plog_ckpt_try(log);
+    plog_fd_went_quiet(log);
+}
+
+/* A batch was noted at the end of a direct segment: write it now, or with
+ * the next write if one is in flight. */
+static void plog_dw_note(struct rv_plog *log, struct hot_entry *e)
+{
+    struct plog_dw *dw = &log->dw;
+    if (dw->first == NULL)
+        dw->first = e;
+    if (dw->next == NULL) {
+        dw->next = e;
+        dw->next_done = 0;
+    }
+    if (log->writes_inflight == 0 && !dw->is_held)
+        plog_dw_issue(log);
+}
+
+/* The descriptor is gone: the tail block is read again at the next open. */
+static void plog_dw_forget(struct rv_plog *log)
+{
+    RV_ASSERT(log->dw.blk == NULL && log->dw.next == NULL);
+    rv_pool_put(log->dw.tail);
+    log->dw.tail = NULL;
+    log->dw.has_tail = false;
+    log->is_fd_direct = false;
+}
+
 /* Write one applied batch at the end of the active segment. */
 static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_entry *e)
 {
@@ -1126,11 +1371,16 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
         plog_fail(log, -ENOMEM); /* sticky: the WAL replays it at the next start */
     if (e == NULL || log->state == PLOG_FAILED)
         return;
-    rv_buf_get(op->buf); /* held by the write until it completes */
     e->pos = pos;
-    log->writes_inflight++;
+    e->is_noted = true;
     log->writes_total++;
     fds_lru_touch(&log->shard->fds, log);
+    if (log->is_fd_direct) {
+        plog_dw_note(log, e);
+        return;
+    }
+    rv_buf_get(op->buf); /* held by the write until it completes */
+    log->writes_inflight++;
     int rc = rv_file_write(log->fd, op->bytes, op->len, pos, plog_write_done, e);
     if (rc < 0)
         plog_write_done(e, rc);
@@ -1145,6 +1395,64 @@ static void plog_fd_open_retry(void *arg)
     plog_fd_open_issue(arg);
 }
 
+/* The active segment's descriptor is usable: write what waited. */
+static void plog_fd_ready(struct rv_plog *log)
+{
+    log->jobs--;
+    log->is_opening = false;
+    plog_roll_flush_queue(log);
+    plog_ckpt_try(log);
+    plog_fd_went_quiet(log); /* a roll may have taken the queue: nothing to write */
+}
+
+static void plog_dw_tail_read(void *arg);
+
+static void plog_dw_tail_done(void *arg, int64_t n)
+{
+    struct rv_plog *log = arg;
+    struct plog_dw *dw = &log->dw;
+    uint32_t rest = (uint32_t)(dw->end % PLOG_DW_ALIGN);
+    if (n >= 0 && (uint64_t)n < rest) {
+        rv_error("log %s: the active segment is shorter than the %" PRIu64 " bytes it holds",
+                 log->dir, dw->end);
+        n = -EIO;
+    }
+    if (n < 0) {
+        plog_fail(log, (int)n);
+    } else {
+        memcpy(dw->tail, dw->data, rest);
+        dw->has_tail = true;
+    }
+    rv_pool_put(dw->blk);
+    dw->blk = NULL;
+    plog_fd_ready(log);
+}
+
+/* Read the block the active segment ends in (a direct write rewrites it). */
+static void plog_dw_tail_read(void *arg)
+{
+    struct rv_plog *log = arg;
+    struct plog_dw *dw = &log->dw;
+    rv_pool_t *pool = log->shard->pool;
+    if (dw->tail == NULL)
+        dw->tail = rv_pool_get(pool, PLOG_DW_ALIGN);
+    if (dw->blk == NULL && dw->tail != NULL)
+        dw->blk = rv_pool_get(pool, 2 * PLOG_DW_ALIGN);
+    int rc = -ENOBUFS;
+    if (dw->blk != NULL) {
+        dw->data =
+            (uint8_t *)(((uintptr_t)dw->blk + PLOG_DW_ALIGN - 1) & ~(uintptr_t)(PLOG_DW_ALIGN - 1));
+        rc = rv_file_read(log->fd, dw->data, PLOG_DW_ALIGN, dw_align_down(dw->end),
+                          plog_dw_tail_done, log);
+    }
+    if (rc == 0)
+        return;
+    if ((rc == -EAGAIN || rc == -ENOBUFS) &&
+        rv_timer_add(PLOG_BUSY_US, plog_dw_tail_read, log, NULL) == 0)
+        return; /* the ring or the pool is full: shortly */
+    plog_dw_tail_done(log, rc);
+}
+
 static void plog_fd_opened(void *arg, int64_t res)
 {
     struct rv_plog *log = arg;
@@ -1155,9 +1463,9 @@ static void plog_fd_opened(void *arg, int64_t res)
             return; /* waits first in line: "at the budget", not a failure */
         res = -ESHUTDOWN;
     }
-    log->jobs--;
-    log->is_opening = false;
     if (res < 0) {
+        log->jobs--;
+        log->is_opening = false;
         if (log->has_slot) {
             log->has_slot = false;
             fds_put(f);
@@ -1168,9 +1476,19 @@ static void plog_fd_opened(void *arg, int64_t res)
     }
     log->fd = (int)res;
     fds_lru_add(f, log);
-    plog_roll_flush_queue(log);
-    plog_ckpt_try(log);
-    plog_fd_went_quiet(log); /* a roll may have taken the queue: nothing to write */
+    log->is_fd_direct = log->shard->is_seg_direct;
+    if (log->is_fd_direct) {
+        struct plog_dw *dw = &log->dw;
+        RV_ASSERT(dw->first == NULL && dw->next == NULL && dw->blk == NULL);
+        dw->end = plog_active(log)->size_bytes; /* everything before is written */
+        if (dw->end % PLOG_DW_ALIGN == 0)
+            dw->has_tail = true;
+        if (!dw->has_tail) {
+            plog_dw_tail_read(log); /* still opening until it is read */
+            return;
+        }
+    }
+    plog_fd_ready(log);
 }
 
 /* Open the active segment through the ring, holding a slot. */
@@ -1179,7 +1497,8 @@ static void plog_fd_open_issue(struct rv_plog *log)
     char path[PATH_MAX];
     int rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
     if (rc == 0)
-        rc = rv_file_open(path, O_RDWR, 0, plog_fd_opened, log);
+        rc = rv_file_open(path, O_RDWR | (log->shard->is_seg_direct ? O_DIRECT : 0), 0,
+                          plog_fd_opened, log);
     if (rc == -EAGAIN && rv_timer_add(PLOG_BUSY_US, plog_fd_open_retry, log, NULL) == 0)
         return; /* the ring is full: keep the slot and open shortly */
     if (rc < 0)
@@ -1221,9 +1540,9 @@ static void plog_apply(struct rv_plog *log, struct append_op *op)
         plog_roll_start(log, (uint64_t)op->base);
     if (log->state == PLOG_WRITABLE && log->fd < 0)
         plog_fd_open_start(log);
-    if (log->state == PLOG_ROLLING || log->is_disk_full || log->fd < 0) {
-        /* Keep the op (and its buffer) until the new segment exists or the
-         * disk has room again. */
+    if (log->state == PLOG_ROLLING || log->is_disk_full || log->fd < 0 || log->is_opening) {
+        /* Keep the op (and its buffer) until the new segment exists, the
+         * descriptor is ready or the disk has room again. */
         op->next = NULL;
         op->arg = e; /* its hot entry, for the write completion */
         if (log->roll_tail != NULL)
@@ -1468,6 +1787,9 @@ struct roll_job {
     uint64_t base;
     int old_fd;
     int new_fd;
+    uint64_t old_size;  /* the old segment's data: a padded file is cut to it */
+    bool is_old_padded; /* direct writes left zeros past old_size */
+    bool is_direct;     /* open the new file with O_DIRECT */
     int rc;
     bool is_created;      /* the next segment file exists (made by this or an earlier try) */
     uint32_t idx_changes; /* the old index's changes when copied */
@@ -1478,7 +1800,9 @@ static void plog_roll_work(void *arg)
 {
     struct roll_job *job = arg;
     struct rv_plog *log = job->log;
-    job->rc = job->old_fd >= 0 ? rv_sys_fdatasync(job->old_fd) : 0; /* closed: clean */
+    job->rc = job->is_old_padded ? plog_cut_padding(log, job->old_fd, job->old_size) : 0;
+    if (job->rc == 0)
+        job->rc = job->old_fd >= 0 ? rv_sys_fdatasync(job->old_fd) : 0; /* closed: clean */
     if (job->rc == 0 && !rv_idx_is_saved(&job->idx))
         job->rc = rv_idx_save(&job->idx, log->dir);
     if (job->rc == 0 && !job->is_created) {
@@ -1491,7 +1815,8 @@ static void plog_roll_work(void *arg)
         return; /* without a descriptor before, the next one comes through the budget */
     char path[PATH_MAX];
     job->rc = plog_path(path, sizeof(path), log, job->base, ".log");
-    job->new_fd = job->rc == 0 ? rv_sys_open(path, O_RDWR, 0) : job->rc;
+    job->new_fd =
+        job->rc == 0 ? rv_sys_open(path, O_RDWR | (job->is_direct ? O_DIRECT : 0), 0) : job->rc;
     if (plog_is_emfile(job->new_fd))
         job->rc = 0; /* rolled; the descriptor comes through the budget */
     else if (job->new_fd < 0)
@@ -1506,7 +1831,8 @@ static void plog_roll_flush_queue(struct rv_plog *log)
      * are in the WAL and come back at the next start). */
     bool is_failed = log->state == PLOG_FAILED;
     while (log->roll_head != NULL &&
-           (is_failed || (log->state == PLOG_WRITABLE && !log->is_disk_full && log->fd >= 0))) {
+           (is_failed || (log->state == PLOG_WRITABLE && !log->is_disk_full && log->fd >= 0 &&
+                          !log->is_opening))) {
         struct append_op *op = log->roll_head;
         if (!is_failed && plog_needs_roll(log, op->len, rv_clock_wall_ms())) {
             /* What waited for this roll fills the new segment too: roll again. */
@@ -1554,6 +1880,11 @@ static void plog_roll_done(void *arg)
     if (job->old_fd >= 0)
         (void)rv_sys_close(job->old_fd);           /* synced by the helper */
     log->fd = job->new_fd >= 0 ? job->new_fd : -1; /* the old descriptor's slot goes to it */
+    if (job->is_old_padded)
+        log->dw.is_padded = false; /* cut by the helper */
+    log->is_fd_direct = log->fd >= 0 && job->is_direct;
+    log->dw.end = 0; /* the new segment is empty */
+    log->dw.has_tail = true;
     if (log->fd < 0 && log->has_slot) {
         log->has_slot = false; /* the helper could not open it: the budget will */
         fds_lru_del(&log->shard->fds, log);
@@ -1601,6 +1932,9 @@ static void plog_roll_continue(struct rv_plog *log)
         job->base = plog_active(log)->next_offset;
         job->old_fd = log->fd;
         job->new_fd = -1;
+        job->old_size = plog_active(log)->size_bytes;
+        job->is_old_padded = log->dw.is_padded;
+        job->is_direct = log->shard->is_seg_direct;
         job->is_created = log->is_roll_created;
         job->idx_changes = plog_active(log)->idx.changes;
         rc = rv_offload(plog_roll_work, job, plog_roll_done);
@@ -1691,7 +2025,7 @@ static void plog_pstate_snapshot(struct rv_plog *log)
 
 static void plog_ckpt_try(struct rv_plog *log)
 {
-    if (log->writes_inflight > 0 || log->is_syncing || log->retry_head != NULL || log->is_opening)
+    if (log->writes_inflight > 0 || log->is_syncing || plog_has_held_writes(log) || log->is_opening)
         return;
     if (log->state == PLOG_ROLLING) {
         if (!log->is_roll_job)
@@ -2033,7 +2367,8 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
         fetch_finish(op, 0);
         return;
     }
-    if (i == log->seg_count - 1 && log->state != PLOG_ROLLING && log->fd >= 0) {
+    if (i == log->seg_count - 1 && log->state != PLOG_ROLLING && log->fd >= 0 &&
+        !log->is_fd_direct) { /* a direct descriptor reads only aligned blocks */
         op->fd = log->fd;
         op->is_log_fd = true;
         log->fd_users++;
@@ -2626,7 +2961,7 @@ bool rv_plog_close_idle_fd(rv_plog_t *log)
 bool rv_plog_release_fd(rv_plog_t *log)
 {
     if (log->fd < 0 || log->is_dirty || log->fd_users > 0 || log->writes_inflight > 0 ||
-        log->state != PLOG_WRITABLE || log->is_syncing || log->retry_head != NULL ||
+        log->state != PLOG_WRITABLE || log->is_syncing || plog_has_held_writes(log) ||
         log->roll_head != NULL || log->is_opening)
         return false;
     /* Clean (synced) and unused: nothing can be lost by closing. */
@@ -2636,6 +2971,7 @@ bool rv_plog_release_fd(rv_plog_t *log)
     }
     (void)rv_sys_close(log->fd); /* recovery, before the shards: no budget yet */
     log->fd = -1;
+    plog_dw_forget(log);
     return true;
 }
 
@@ -2645,6 +2981,7 @@ void rv_plog_park_fd_blocking(rv_plog_t *log)
         return;
     (void)rv_sys_close(log->fd); /* dirty pages stay in the page cache */
     log->fd = -1;                /* rv_plog_sync_blocking reopens to sync */
+    plog_dw_forget(log);
 }
 
 bool rv_plog_has_fd(const rv_plog_t *log)
@@ -2703,6 +3040,8 @@ void rv_plog_close(rv_plog_t *log)
         hot_unlink(log->shard->hot, log->hot_first);
     if (log->fd >= 0)
         (void)rv_sys_close(log->fd); /* synced by the caller, or replayed from the WAL */
+    if (log->shard != NULL)
+        plog_dw_forget(log);
     if (log->has_slot) {
         fds_lru_del(&log->shard->fds, log);
         fds_put(&log->shard->fds);

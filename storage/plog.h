@@ -108,6 +108,8 @@ struct rv_plog_shard {
     void (*on_append)(void *ctx, uint64_t key);
     void *on_append_ctx;
     struct rv_plog_fds fds;       /* rv_plog_fds_init before any log is attached */
+    bool is_seg_direct;           /* active segments are opened with O_DIRECT and written
+                                     from aligned staging blocks (plog.c) */
     uint32_t compact_map_entries; /* keys a compaction pass may map (0: the default) */
     uint32_t compactions;         /* compaction passes in flight */
 };

@@ -80,6 +80,7 @@ struct rv_store {
     struct rv_store_config cfg;
     uint32_t n;
     uint32_t fds_per_shard; /* the descriptor budget of each shard's logs */
+    bool is_seg_direct;     /* active segments written with O_DIRECT (cfg.segment_io) */
     struct store_shard *shards;
     pthread_rwlock_t lock;         /* the catalog below */
     _Atomic uint64_t catalog_gen;  /* moves with every catalog change */
@@ -103,6 +104,32 @@ void rv_store_config_init(struct rv_store_config *cfg)
 }
 
 /* ---- small helpers ----------------------------------------------------------------------- */
+
+/* How the segments under topics_dir are written (cfg.segment_io): AUTO takes
+ * O_DIRECT where the filesystem does (a probe file), DIRECT insists on it. */
+static int store_seg_io(rv_store_t *st, const char *topics_dir)
+{
+    st->is_seg_direct = st->cfg.segment_io != RV_WAL_IO_BUFFERED;
+    if (!st->is_seg_direct)
+        return 0;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/.direct-probe", topics_dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    int fd = rv_sys_open(path, O_RDWR | O_CREAT | O_DIRECT, 0644);
+    if (fd >= 0) {
+        (void)rv_sys_close(fd); /* nothing written */
+        (void)rv_sys_unlink(path);
+        return 0;
+    }
+    if (fd == -EINVAL && st->cfg.segment_io == RV_WAL_IO_AUTO) {
+        rv_info("store: %s refuses O_DIRECT; segments are written through the page cache",
+                topics_dir);
+        st->is_seg_direct = false;
+        return 0;
+    }
+    return rv_errf(fd, "store: %s: O_DIRECT probe", path);
+}
 
 #define STORE_FDS_MIN 4 /* a shard's logs may always hold this many descriptors */
 
@@ -556,6 +583,7 @@ static void shard_setup(void *p)
     a->rc = rv_pool_create(&ss->ps.pool, &po);
     rv_plog_fds_init(&ss->ps, ss->st->fds_per_shard);
     ss->ps.compact_map_entries = ss->st->cfg.compact_map_entries;
+    ss->ps.is_seg_direct = ss->st->is_seg_direct;
     if (a->rc == 0)
         a->rc = rv_hot_create(&ss->ps.hot, ss->st->cfg.hot_bytes);
     if (a->rc == 0)
@@ -922,6 +950,8 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
     snprintf(path, sizeof(path), "%s/topics", dir);
     if (rc == 0)
         rc = rv_sys_mkdir_p(path, 0755);
+    if (rc == 0)
+        rc = store_seg_io(st, path);
     if (rc == 0)
         rc = store_load_catalog(st);
     if (rc == 0)

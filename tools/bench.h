@@ -54,8 +54,9 @@ struct bench_opts {
     const char *cell;        /* broker: only produce cells whose key contains this */
     const char *producer_set[BENCH_PRODUCER_SET_MAX]; /* broker: -X KEY=VALUE */
     uint32_t producer_set_count;
-    bool is_no_settle;     /* broker: no sync() before the latency runs */
-    enum rv_wal_io wal_io; /* storage: the stores' WAL I/O (--wal-io) */
+    bool is_no_settle;         /* broker: no sync() before the latency runs */
+    enum rv_wal_io wal_io;     /* storage: the stores' WAL I/O (--wal-io) */
+    enum rv_wal_io segment_io; /* storage: the stores' segment I/O (--segment-io) */
 };
 
 /* ---- figures (rivven-bench.c) ---------------------------------------------------- */

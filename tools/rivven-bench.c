@@ -197,6 +197,8 @@ static void bench_usage(FILE *out)
             "                   (p1_100b_b1_none ... s2_1k_b1000_all, e.g. p1_100b_b1000)\n"
             "  --wal-io MODE    storage: auto (default), direct or buffered: how the WAL\n"
             "                   writes (rv_store_config.wal_io)\n"
+            "  --segment-io MODE  storage: auto (default), direct or buffered: how the\n"
+            "                   active segments are written (rv_store_config.segment_io)\n"
             "  -X, --producer-set KEY=VALUE  broker: a librdkafka setting for the\n"
             "                   throughput producers, after the bench's own (repeatable)\n"
             "  --no-settle      broker: no sync() before each latency run (they then run\n"
@@ -348,6 +350,7 @@ static const struct option opts_long[] = {
     {"producer-set", required_argument, NULL, 'X'},
     {"no-settle", no_argument, NULL, 'N'},
     {"wal-io", required_argument, NULL, 'W'},
+    {"segment-io", required_argument, NULL, 'G'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -405,15 +408,19 @@ static int opts_parse_broker(int c, const char *arg, struct bench_opts *o)
         break;
     case 'C': o->cell = arg; break;
     case 'W':
+    case 'G': {
+        enum rv_wal_io *io = c == 'W' ? &o->wal_io : &o->segment_io;
         if (strcmp(arg, "auto") == 0)
-            o->wal_io = RV_WAL_IO_AUTO;
+            *io = RV_WAL_IO_AUTO;
         else if (strcmp(arg, "direct") == 0)
-            o->wal_io = RV_WAL_IO_DIRECT;
+            *io = RV_WAL_IO_DIRECT;
         else if (strcmp(arg, "buffered") == 0)
-            o->wal_io = RV_WAL_IO_BUFFERED;
+            *io = RV_WAL_IO_BUFFERED;
         else
-            return bench_usage_error("--wal-io %s: expected auto, direct or buffered", arg);
+            return bench_usage_error("--%s %s: expected auto, direct or buffered",
+                                     c == 'W' ? "wal-io" : "segment-io", arg);
         break;
+    }
     case 'N': o->is_no_settle = true; break;
     case 'X':
         if (strchr(arg, '=') == NULL || arg[0] == '=' || strlen(arg) > 255)
@@ -2816,7 +2823,8 @@ static int st_runtime_open(const struct st_ctx *c, uint32_t shards, const char *
     return bench_open(out, &cfg);
 }
 
-static enum rv_wal_io bench_wal_io; /* --wal-io, for every store of the run */
+static enum rv_wal_io bench_wal_io;     /* --wal-io, for every store of the run */
+static enum rv_wal_io bench_segment_io; /* --segment-io, likewise */
 
 /* rv_store_open with hot_bytes (0: the default), timed into *took_ns. */
 static int st_store_open(rv_runtime_t *rt, uint64_t hot_bytes, rv_store_t **out, uint64_t *took_ns)
@@ -2826,6 +2834,7 @@ static int st_store_open(rv_runtime_t *rt, uint64_t hot_bytes, rv_store_t **out,
     if (hot_bytes != 0)
         cfg.hot_bytes = hot_bytes;
     cfg.wal_io = bench_wal_io;
+    cfg.segment_io = bench_segment_io;
     uint64_t t0 = rv_clock_now_ns();
     int rc = rv_store_open(out, rt, &cfg);
     if (took_ns != NULL)
@@ -4142,6 +4151,7 @@ static int bench_storage(const struct bench_opts *o)
     char tmp[] = "/var/tmp/rivven-bench.XXXXXX";
     struct st_ctx c = {.o = o, .dir = o->dir};
     bench_wal_io = o->wal_io;
+    bench_segment_io = o->segment_io;
     if (c.dir == NULL && (c.dir = mkdtemp(tmp)) == NULL) {
         fprintf(stderr, BENCH_NAME ": mkdtemp %s: %s\n", tmp, strerror(errno));
         return -errno;

@@ -165,6 +165,7 @@ static int rivvend_open(struct rivvend *d)
     struct rv_store_config st_cfg;
     rv_store_config_init(&st_cfg);
     st_cfg.wal_io = d->cfg.wal_io;
+    st_cfg.segment_io = d->cfg.segment_io;
     rv_err_clear();
     rc = rv_store_open(&d->store, d->rt, &st_cfg);
     if (rc < 0) {

@@ -66,6 +66,7 @@ static int env_open(struct env *e, uint32_t shards)
     scfg.checkpoint_interval_ms = ckpt_ms;
     scfg.wal_file_bytes = 256 << 10; /* and WAL rolls */
     scfg.wal_io = test_wal_io();
+    scfg.segment_io = test_wal_io();
     scfg.fds_per_shard = fds_per_shard;
     rc = rv_store_open(&e->st, e->rt, &scfg);
     if (rc < 0)
@@ -316,17 +317,6 @@ Test(crash, torn_and_corrupt_files_recover_to_valid_data)
     }
 }
 
-static int open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    cr_assert_not_null(d);
-    while (readdir(d) != NULL)
-        n++;
-    closedir(d);
-    return n;
-}
-
 /* Produce one record into each of `wide` partitions in a child and kill it
  * with nothing checkpointed: reopening replays the WAL into all of them. */
 static void produce_wide_and_kill(int32_t wide)
@@ -388,11 +378,11 @@ Test(crash, replay_into_many_partitions_bounds_descriptors)
 {
     enum { WIDE = 400 };
     produce_wide_and_kill(WIDE);
-    int base = open_fds();
+    int base = test_count_fds();
     struct env e;
     cr_assert_eq(env_open(&e, 1), 0, "reopen: %s", rv_err_msg());
-    cr_assert_lt(open_fds(), base + 300, "replay parked descriptors (%d open, base %d)", open_fds(),
-                 base);
+    cr_assert_lt(test_count_fds(), base + 300, "replay parked descriptors (%d open, base %d)",
+                 test_count_fds(), base);
     check_wide(&e, WIDE, 7);
     env_close(&e);
 }

@@ -7,6 +7,7 @@
 #define RV_TESTS_SUPPORT_RT_H
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,21 @@
 
 #include "rivven.h"
 
-/* The WAL I/O mode a test asks for: RIVVEN_TEST_WAL_IO=buffered or direct
- * (meson runs the WAL and crash tests once each way), else the default. */
+/* Descriptors this process holds open (the listing's own included). */
+static inline int test_count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* The WAL and segment I/O mode a test asks for: RIVVEN_TEST_WAL_IO=buffered or
+ * direct (meson runs the WAL, store and crash tests once each way), else the
+ * default. */
 static inline enum rv_wal_io test_wal_io(void)
 {
     const char *v = getenv("RIVVEN_TEST_WAL_IO");
