@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -85,6 +86,8 @@ struct append_op {
     bool is_tracked; /* an idempotent producer's: in the producer state (pstate.h) */
 };
 
+#define PLOG_DW_BLOCKS 4 /* pool blocks (up to 1 MiB each) one direct write gathers */
+
 /* Direct segment writes (an active segment opened with O_DIRECT; see "direct
  * segment writes" below). The file's bytes go to the disk from a 4 KiB-aligned
  * staging block of the shard's pool, one write in flight per log; a write that
@@ -100,11 +103,13 @@ struct plog_dw {
     bool has_tail;           /* tail is known (false after a reopen, until read) */
     bool is_held;            /* a write waits to be issued again (ring, pool or disk full) */
     bool is_padded;          /* the file holds zeros past size_bytes (cut at roll, close) */
-    void *blk;               /* the prepared write's pool block, or NULL */
-    uint8_t *data;           /* its aligned start */
-    uint64_t pos;            /* where it goes (aligned) */
-    uint32_t len;            /* its length (whole blocks) */
-    uint32_t valid;          /* bytes of it that are the file's data */
+    uint32_t nblk;           /* pool blocks of the prepared write (0: none), or 1 for
+                                the block a tail read goes to */
+    void *blks[PLOG_DW_BLOCKS];
+    struct iovec iov[PLOG_DW_BLOCKS]; /* their aligned parts: whole blocks but the last */
+    uint64_t pos;                     /* where the write goes (aligned) */
+    uint32_t len;                     /* its length (whole 4 KiB blocks) */
+    uint32_t valid;                   /* bytes of it that are the file's data */
 };
 
 struct plog_waiter {
@@ -1208,29 +1213,29 @@ static uint64_t dw_align_down(uint64_t v)
     return v & ~(uint64_t)(PLOG_DW_ALIGN - 1);
 }
 
-/* Copy the next bytes to write (the tail block first, then entries) into a
- * staging block. -ENOBUFS when the pool has no block for it. */
-static int plog_dw_prepare(struct rv_plog *log)
+/* A pool block for direct I/O of up to `want` bytes (at most 1 MiB less a
+ * block): its 4 KiB-aligned part in *data and *cap. NULL when the pool is spent. */
+static void *plog_dw_block(struct rv_plog *log, uint64_t want, uint8_t **data, uint32_t *cap)
 {
-    struct plog_dw *dw = &log->dw;
-    rv_pool_t *pool = log->shard->pool;
-    RV_ASSERT(dw->next != NULL && dw->has_tail && dw->blk == NULL);
-    RV_ASSERT(dw->next->pos + dw->next_done == dw->end);
-    uint64_t pos = dw_align_down(dw->end);
-    uint32_t carry = (uint32_t)(dw->end - pos);
-    uint64_t want = carry + (plog_active(log)->size_bytes - dw->end) + PLOG_DW_ALIGN;
-    if (dw->tail == NULL && (dw->tail = rv_pool_get(pool, PLOG_DW_ALIGN)) == NULL)
-        return -ENOBUFS;
-    void *blk = rv_pool_get(pool, want < RV_POOL_BLOCK_MAX ? want : RV_POOL_BLOCK_MAX);
+    want += PLOG_DW_ALIGN; /* room to align */
+    void *blk = rv_pool_get(log->shard->pool, want < RV_POOL_BLOCK_MAX ? want : RV_POOL_BLOCK_MAX);
     if (blk == NULL)
-        return -ENOBUFS;
-    uint8_t *data =
-        (uint8_t *)(((uintptr_t)blk + PLOG_DW_ALIGN - 1) & ~(uintptr_t)(PLOG_DW_ALIGN - 1));
-    uint32_t cap =
-        (uint32_t)dw_align_down((uint64_t)((uint8_t *)blk + rv_pool_block_size(blk) - data));
-    RV_ASSERT(cap > carry);
-    memcpy(data, dw->tail, carry);
-    uint32_t n = carry;
+        return NULL;
+    *data = (uint8_t *)(((uintptr_t)blk + PLOG_DW_ALIGN - 1) & ~(uintptr_t)(PLOG_DW_ALIGN - 1));
+    *cap = (uint32_t)dw_align_down((uint64_t)((uint8_t *)blk + rv_pool_block_size(blk) - *data));
+    return blk;
+}
+
+static void plog_dw_put_blocks(struct plog_dw *dw)
+{
+    for (uint32_t i = 0; i < dw->nblk; i++)
+        rv_pool_put(dw->blks[i]);
+    dw->nblk = 0;
+}
+
+/* Copy the entries' next bytes into data[n..cap); returns the new n. */
+static uint32_t plog_dw_copy(struct plog_dw *dw, uint8_t *data, uint32_t n, uint32_t cap)
+{
     while (dw->next != NULL && n < cap) {
         struct hot_entry *e = dw->next;
         uint32_t take = e->len - dw->next_done;
@@ -1243,16 +1248,55 @@ static int plog_dw_prepare(struct rv_plog *log)
             dw->next_done = 0;
         }
     }
-    uint32_t len = (uint32_t)dw_align_down(n + PLOG_DW_ALIGN - 1);
-    memset(data + n, 0, len - n);
+    return n;
+}
+
+/* Copy the next bytes to write (the tail block first, then entries) into up
+ * to PLOG_DW_BLOCKS staging blocks. -ENOBUFS when the pool has none. */
+static int plog_dw_prepare(struct rv_plog *log)
+{
+    struct plog_dw *dw = &log->dw;
+    RV_ASSERT(dw->next != NULL && dw->has_tail && dw->nblk == 0);
+    RV_ASSERT(dw->next->pos + dw->next_done == dw->end);
+    uint64_t pos = dw_align_down(dw->end);
+    uint32_t carry = (uint32_t)(dw->end - pos);
+    uint64_t left = carry + (plog_active(log)->size_bytes - dw->end); /* to write */
+    if (dw->tail == NULL && (dw->tail = rv_pool_get(log->shard->pool, PLOG_DW_ALIGN)) == NULL)
+        return -ENOBUFS;
+    uint64_t total = 0;
+    while (dw->nblk < PLOG_DW_BLOCKS && dw->next != NULL) {
+        uint8_t *data;
+        uint32_t cap;
+        void *blk = plog_dw_block(log, left - total, &data, &cap);
+        if (blk == NULL)
+            break; /* a shorter write, or none */
+        RV_ASSERT(cap > carry);
+        uint32_t n = 0;
+        if (dw->nblk == 0) {
+            memcpy(data, dw->tail, carry);
+            n = carry;
+        }
+        n = plog_dw_copy(dw, data, n, cap);
+        dw->blks[dw->nblk] = blk;
+        dw->iov[dw->nblk++] = (struct iovec){.iov_base = data, .iov_len = n};
+        total += n;
+        if (n < cap)
+            break; /* nothing more to write */
+    }
+    if (dw->nblk == 0)
+        return -ENOBUFS;
+    struct iovec *last = &dw->iov[dw->nblk - 1];
+    uint8_t *data = last->iov_base;
+    uint32_t n = (uint32_t)last->iov_len;
+    uint32_t padded = (uint32_t)dw_align_down(n + PLOG_DW_ALIGN - 1);
+    memset(data + n, 0, padded - n);
+    last->iov_len = padded;
     uint32_t rest = n % PLOG_DW_ALIGN;
     memcpy(dw->tail, data + n - rest, rest); /* the next write starts with these */
-    dw->end = pos + n;
-    dw->blk = blk;
-    dw->data = data;
+    dw->end = pos + total;
     dw->pos = pos;
-    dw->len = len;
-    dw->valid = n;
+    dw->valid = (uint32_t)total;
+    dw->len = (uint32_t)(total + padded - n);
     return 0;
 }
 
@@ -1264,7 +1308,7 @@ static void plog_dw_issue(struct rv_plog *log)
     struct plog_dw *dw = &log->dw;
     RV_ASSERT(log->writes_inflight == 0 && log->fd >= 0);
     dw->is_held = false;
-    if (dw->blk == NULL && plog_dw_prepare(log) < 0) {
+    if (dw->nblk == 0 && plog_dw_prepare(log) < 0) {
         dw->is_held = true; /* the pool is spent: backpressure, tried again shortly */
         plog_later(log, NULL);
         return;
@@ -1272,7 +1316,9 @@ static void plog_dw_issue(struct rv_plog *log)
     if (dw->valid < dw->len)
         dw->is_padded = true;
     log->writes_inflight++;
-    int rc = rv_file_write(log->fd, dw->data, dw->len, dw->pos, plog_dw_done, log);
+    int rc = dw->nblk == 1
+                 ? rv_file_write(log->fd, dw->iov[0].iov_base, dw->len, dw->pos, plog_dw_done, log)
+                 : rv_file_writev(log->fd, dw->iov, (int)dw->nblk, dw->pos, plog_dw_done, log);
     if (rc < 0)
         plog_dw_done(log, rc);
 }
@@ -1297,8 +1343,7 @@ static void plog_dw_abandon(struct rv_plog *log)
         if (e->is_noted)
             e->is_on_disk = true;
     }
-    rv_pool_put(dw->blk);
-    dw->blk = NULL;
+    plog_dw_put_blocks(dw);
     dw->first = dw->next = NULL;
     dw->is_held = false;
 }
@@ -1326,8 +1371,7 @@ static void plog_dw_done(void *arg, int64_t res)
         plog_dw_abandon(log);
     } else {
         plog_dw_mark(log, dw->pos + dw->valid);
-        rv_pool_put(dw->blk);
-        dw->blk = NULL;
+        plog_dw_put_blocks(dw);
         if (dw->next != NULL)
             plog_dw_issue(log); /* what arrived meanwhile */
     }
@@ -1354,7 +1398,7 @@ static void plog_dw_note(struct rv_plog *log, struct hot_entry *e)
 /* The descriptor is gone: the tail block is read again at the next open. */
 static void plog_dw_forget(struct rv_plog *log)
 {
-    RV_ASSERT(log->dw.blk == NULL && log->dw.next == NULL);
+    RV_ASSERT(log->dw.nblk == 0 && log->dw.next == NULL);
     rv_pool_put(log->dw.tail);
     log->dw.tail = NULL;
     log->dw.has_tail = false;
@@ -1420,11 +1464,10 @@ static void plog_dw_tail_done(void *arg, int64_t n)
     if (n < 0) {
         plog_fail(log, (int)n);
     } else {
-        memcpy(dw->tail, dw->data, rest);
+        memcpy(dw->tail, dw->iov[0].iov_base, rest);
         dw->has_tail = true;
     }
-    rv_pool_put(dw->blk);
-    dw->blk = NULL;
+    plog_dw_put_blocks(dw);
     plog_fd_ready(log);
 }
 
@@ -1436,15 +1479,20 @@ static void plog_dw_tail_read(void *arg)
     rv_pool_t *pool = log->shard->pool;
     if (dw->tail == NULL)
         dw->tail = rv_pool_get(pool, PLOG_DW_ALIGN);
-    if (dw->blk == NULL && dw->tail != NULL)
-        dw->blk = rv_pool_get(pool, 2 * PLOG_DW_ALIGN);
-    int rc = -ENOBUFS;
-    if (dw->blk != NULL) {
-        dw->data =
-            (uint8_t *)(((uintptr_t)dw->blk + PLOG_DW_ALIGN - 1) & ~(uintptr_t)(PLOG_DW_ALIGN - 1));
-        rc = rv_file_read(log->fd, dw->data, PLOG_DW_ALIGN, dw_align_down(dw->end),
-                          plog_dw_tail_done, log);
+    if (dw->nblk == 0 && dw->tail != NULL) {
+        uint8_t *data;
+        uint32_t cap;
+        void *blk = plog_dw_block(log, PLOG_DW_ALIGN, &data, &cap);
+        if (blk != NULL) {
+            dw->blks[0] = blk;
+            dw->iov[0] = (struct iovec){.iov_base = data, .iov_len = PLOG_DW_ALIGN};
+            dw->nblk = 1;
+        }
     }
+    int rc = -ENOBUFS;
+    if (dw->nblk == 1)
+        rc = rv_file_read(log->fd, dw->iov[0].iov_base, PLOG_DW_ALIGN, dw_align_down(dw->end),
+                          plog_dw_tail_done, log);
     if (rc == 0)
         return;
     if ((rc == -EAGAIN || rc == -ENOBUFS) &&
@@ -1479,7 +1527,7 @@ static void plog_fd_opened(void *arg, int64_t res)
     log->is_fd_direct = log->shard->is_seg_direct;
     if (log->is_fd_direct) {
         struct plog_dw *dw = &log->dw;
-        RV_ASSERT(dw->first == NULL && dw->next == NULL && dw->blk == NULL);
+        RV_ASSERT(dw->first == NULL && dw->next == NULL && dw->nblk == 0);
         dw->end = plog_active(log)->size_bytes; /* everything before is written */
         if (dw->end % PLOG_DW_ALIGN == 0)
             dw->has_tail = true;

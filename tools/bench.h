@@ -57,6 +57,7 @@ struct bench_opts {
     bool is_no_settle;         /* broker: no sync() before the latency runs */
     enum rv_wal_io wal_io;     /* storage: the stores' WAL I/O (--wal-io) */
     enum rv_wal_io segment_io; /* storage: the stores' segment I/O (--segment-io) */
+    uint32_t window_mb;        /* storage: MiB of batches in flight per driver (0: default) */
 };
 
 /* ---- figures (rivven-bench.c) ---------------------------------------------------- */

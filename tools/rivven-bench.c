@@ -199,6 +199,8 @@ static void bench_usage(FILE *out)
             "                   writes (rv_store_config.wal_io)\n"
             "  --segment-io MODE  storage: auto (default), direct or buffered: how the\n"
             "                   active segments are written (rv_store_config.segment_io)\n"
+            "  --window-mb N    storage: batch bytes each produce driver keeps in flight\n"
+            "                   (default 4; at most 64 produces either way)\n"
             "  -X, --producer-set KEY=VALUE  broker: a librdkafka setting for the\n"
             "                   throughput producers, after the bench's own (repeatable)\n"
             "  --no-settle      broker: no sync() before each latency run (they then run\n"
@@ -351,6 +353,7 @@ static const struct option opts_long[] = {
     {"no-settle", no_argument, NULL, 'N'},
     {"wal-io", required_argument, NULL, 'W'},
     {"segment-io", required_argument, NULL, 'G'},
+    {"window-mb", required_argument, NULL, 'M'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -407,6 +410,11 @@ static int opts_parse_broker(int c, const char *arg, struct bench_opts *o)
         o->messages = n;
         break;
     case 'C': o->cell = arg; break;
+    case 'M':
+        if (!opts_parse_u32(arg, 1, 1024, &n))
+            return bench_usage_error("--window-mb %s: expected a number from 1 to 1024", arg);
+        o->window_mb = n;
+        break;
     case 'W':
     case 'G': {
         enum rv_wal_io *io = c == 'W' ? &o->wal_io : &o->segment_io;
@@ -3072,10 +3080,12 @@ static int st_driver_create(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, 
     return 0;
 }
 
+static uint64_t bench_window_bytes = ST_WINDOW_BYTES; /* --window-mb */
+
 /* The window for batches of batch_bytes: ST_WINDOW, fewer for large batches. */
 static uint32_t st_window(uint64_t batch_bytes)
 {
-    uint64_t w = ST_WINDOW_BYTES / (batch_bytes ? batch_bytes : 1);
+    uint64_t w = bench_window_bytes / (batch_bytes ? batch_bytes : 1);
     return w < 2 ? 2 : w > ST_WINDOW ? ST_WINDOW : (uint32_t)w;
 }
 
@@ -4152,6 +4162,8 @@ static int bench_storage(const struct bench_opts *o)
     struct st_ctx c = {.o = o, .dir = o->dir};
     bench_wal_io = o->wal_io;
     bench_segment_io = o->segment_io;
+    if (o->window_mb != 0)
+        bench_window_bytes = (uint64_t)o->window_mb << 20;
     if (c.dir == NULL && (c.dir = mkdtemp(tmp)) == NULL) {
         fprintf(stderr, BENCH_NAME ": mkdtemp %s: %s\n", tmp, strerror(errno));
         return -errno;
@@ -4170,7 +4182,7 @@ static int bench_storage(const struct bench_opts *o)
     fig_text("storage", "method", "produce",
              "driver task per owner shard, <= %u produces (<= %u MiB) in flight; %.2g s or %u "
              "MiB per cell",
-             ST_WINDOW, ST_WINDOW_BYTES >> 20, (double)c.cell_ns / 1e9,
+             ST_WINDOW, (unsigned)(bench_window_bytes >> 20), (double)c.cell_ns / 1e9,
              (unsigned)(ST_CELL_BYTES >> 20));
     if (rc == 0)
         rc = st_run_all(&c);

@@ -325,6 +325,108 @@ Test(store, direct_segments_rewrite_their_last_block_and_end_at_their_data)
     env_close(&e);
 }
 
+#define BURST_VALUE    60000u
+#define BURST_PRODUCES 48
+#define BURST_PER      8
+
+static _Atomic int burst_done;
+static _Atomic int64_t burst_result[BURST_PRODUCES];
+
+static void burst_cb(void *arg, int64_t base)
+{
+    atomic_store(&burst_result[(intptr_t)arg], base);
+    atomic_fetch_add(&burst_done, 1);
+}
+
+static void burst_value(uint8_t *out, uint32_t seq)
+{
+    for (uint32_t j = 0; j < BURST_VALUE; j++)
+        out[j] = (uint8_t)(seq * 131u + j / 7u);
+}
+
+/* Every record of the burst reads back once, with its bytes (from the disk). */
+static void burst_check(struct env *e, const char *topic)
+{
+    static uint8_t want[BURST_VALUE];
+    static bool seen[BURST_PRODUCES * BURST_PER];
+    memset(seen, 0, sizeof(seen));
+    int64_t offset = 0;
+    while (offset < BURST_PRODUCES * BURST_PER) {
+        rv_fetch_result_t *res = NULL;
+        cr_assert_eq(rv_fetch_sync(e->st, topic, 0, offset, 1 << 20, &res), 0);
+        struct rv_record_view v;
+        int got = 0;
+        while (rv_fetch_next(res, &v) == 1) {
+            cr_assert_eq(v.offset, offset);
+            cr_assert_eq(v.key_len, (int32_t)sizeof(uint32_t));
+            uint32_t seq;
+            memcpy(&seq, v.key, sizeof(seq));
+            cr_assert_lt(seq, BURST_PRODUCES * BURST_PER);
+            cr_assert_not(seen[seq], "record %u once", seq);
+            seen[seq] = true;
+            cr_assert_eq(v.value_len, (int32_t)BURST_VALUE);
+            burst_value(want, seq);
+            cr_assert(memcmp(v.value, want, BURST_VALUE) == 0, "bytes of record %u", seq);
+            offset++;
+            got++;
+        }
+        rv_fetch_release(res);
+        cr_assert_gt(got, 0, "progress at %lld", (long long)offset);
+    }
+}
+
+/* A burst of large batches queues megabytes behind the segment's write in
+ * flight: direct writes then gather several pool blocks at once (and split
+ * batches across them); every byte reads back from the disk, also after a
+ * restart. */
+Test(store, a_burst_of_large_batches_reads_back_from_the_segment)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 64 << 10; /* reads come from the segment */
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "burst", 1, NULL, NULL);
+    static uint8_t vals[BURST_PER][BURST_VALUE];
+    static uint32_t keys[BURST_PER];
+    for (int i = 0; i < BURST_PRODUCES; i++)
+        atomic_store(&burst_result[i], -ENOBUFS);
+    for (int round = 0; round < 200; round++) { /* -ENOBUFS (the WAL is full): again */
+        int sent = 0;
+        atomic_store(&burst_done, 0);
+        for (int i = 0; i < BURST_PRODUCES; i++) {
+            if (atomic_load(&burst_result[i]) != -ENOBUFS)
+                continue;
+            struct rv_record recs[BURST_PER];
+            for (int k = 0; k < BURST_PER; k++) {
+                keys[k] = (uint32_t)(i * BURST_PER + k);
+                burst_value(vals[k], keys[k]);
+                recs[k] = (struct rv_record){.key = &keys[k],
+                                             .key_len = sizeof(keys[k]),
+                                             .value = vals[k],
+                                             .value_len = BURST_VALUE};
+            }
+            int rc = rv_produce(e.st, "burst", 0, recs, BURST_PER, RV_ACKS_NONE, burst_cb,
+                                (void *)(intptr_t)i);
+            cr_assert_eq(rc, 0, "%s", rv_strerror(rc));
+            sent++;
+        }
+        if (sent == 0)
+            break;
+        for (int w = 0; w < 5000 && atomic_load(&burst_done) < sent; w++)
+            usleep(1000);
+        cr_assert_eq(atomic_load(&burst_done), sent);
+    }
+    for (int i = 0; i < BURST_PRODUCES; i++)
+        cr_assert_geq(atomic_load(&burst_result[i]), 0, "produce %d: %s", i,
+                      rv_strerror((int)atomic_load(&burst_result[i])));
+    burst_check(&e, "burst");
+    env_close(&e);
+    cr_assert_eq(check_segments_end_at_their_data("burst", 0), 1);
+    e = env_open_cfg(1, &scfg);
+    burst_check(&e, "burst");
+    env_close(&e);
+}
+
 /* A direct segment's last block is read back before the next write; a file
  * shorter than the data the log knows (damaged behind its back) fails the log
  * with -EIO instead of writing over what is missing. */
