@@ -2489,7 +2489,8 @@ struct time_job {
     int64_t ts;
     uint64_t pos;
     uint64_t seg_base;
-    int64_t found; /* -1: none */
+    bool is_active; /* the active segment: its file may end in zeros or unwritten bytes */
+    int64_t found;  /* -1: none */
     int rc;
     int64_t hot_found;
     uint32_t compact_gen; /* the log's compaction generation when planned */
@@ -2518,8 +2519,10 @@ static void time_work(void *arg)
     uint64_t stop;
     int rc =
         rv_seg_scan_file(fd, job->pos, job->log->cfg.max_batch_bytes, time_scan_batch, job, &stop);
-    job->rc = rc < 0 && rc != -ENODATA ? rc : 0; /* a torn tail just ends the scan */
-    (void)rv_sys_close(fd);                      /* read-only */
+    /* A torn tail just ends the scan, and so does the active segment's end: a
+     * write in flight, or a direct write's zeros past the data. */
+    job->rc = rc < 0 && rc != -ENODATA && !job->is_active ? rc : 0;
+    (void)rv_sys_close(fd); /* read-only */
 }
 
 static void time_done(void *arg);
@@ -2596,6 +2599,7 @@ void rv_plog_offset_for_time(rv_plog_t *log, int64_t ts_ms, rv_plog_offset_fn *d
                              .ts = ts_ms,
                              .pos = pos,
                              .seg_base = s->base_offset,
+                             .is_active = i + 1 == log->seg_count,
                              .found = -1,
                              .hot_found = hot,
                              .compact_gen = log->compact.gen,
