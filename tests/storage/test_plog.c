@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/buf.h"
 #include "core/crc32c.h"
 #include "core/pool.h"
 #include "storage/batch.h"
@@ -217,4 +220,136 @@ Test(plog, check_records_off_the_shard_finds_what_append_would)
     cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), -EINVAL);
     c.is_compact = false;
     cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0);
+}
+
+/* A direct segment write whose staging block the pool cannot give: the write
+ * waits (held, retried) instead of failing the log, and lands once blocks
+ * come back; the file then holds exactly the batch. */
+struct dw_case {
+    rv_wal_t *wal;
+    struct rv_plog_shard sh;
+    rv_plog_t *log;
+    void *held[2048]; /* pool blocks the test holds back */
+    uint32_t held_count;
+    uint8_t batch[4096];
+    size_t batch_len;
+    int rc;
+    int64_t offset;
+    struct test_signal done;
+};
+
+static void dw_appended(void *arg, int64_t base)
+{
+    struct dw_case *c = arg;
+    c->offset = base;
+    test_signal_post(&c->done);
+}
+
+static void dw_start(void *arg)
+{
+    struct dw_case *c = arg;
+    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
+    cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
+    cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
+    c->sh.wal = c->wal;
+    c->sh.is_seg_direct = true;
+    rv_plog_fds_init(&c->sh, 16);
+    rv_plog_attach(c->log, &c->sh);
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
+    memcpy(rv_buf_data(buf), c->batch, c->batch_len);
+    rv_buf_set_len(buf, c->batch_len);
+    /* Hold a block of every small class (what an append takes, and the 4 KiB
+     * tail block: their chunks stay carved), then every staging-sized block
+     * the budget allows. */
+    void *small[7];
+    for (int i = 0; i < 7; i++)
+        cr_assert_not_null(small[i] = rv_pool_get(c->sh.pool, (size_t)64 << i));
+    void *b;
+    while (c->held_count < 2048 && (b = rv_pool_get(c->sh.pool, 8192)) != NULL)
+        c->held[c->held_count++] = b;
+    cr_assert(c->held_count > 0 && c->held_count < 2048, "the budget ran out: %u blocks",
+              c->held_count);
+    for (int i = 0; i < 7; i++) /* held: a wholly free chunk would be given to them */
+        c->held[c->held_count++] = small[i];
+    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
+                           dw_appended, c);
+    rv_buf_put(buf);
+}
+
+static void dw_release(void *arg)
+{
+    struct dw_case *c = arg;
+    while (c->held_count > 0)
+        rv_pool_put(c->held[--c->held_count]);
+}
+
+static void dw_cleanup(void *arg)
+{
+    struct dw_case *c = arg;
+    if (c->log == NULL || !rv_plog_is_idle(c->log) || !rv_wal_is_idle(c->wal) ||
+        !rv_plog_fds_is_idle(&c->sh))
+        return;
+    cr_assert_eq(rv_plog_sync_blocking(c->log), 0, "%s", rv_err_msg()); /* cuts the zeros */
+    rv_plog_fds_fini(&c->sh);
+    rv_plog_close(c->log);
+    c->log = NULL;
+    rv_hot_destroy(c->sh.hot);
+    rv_pool_destroy(c->sh.pool);
+    free(c->sh.scratch);
+    rv_wal_close(c->wal);
+}
+
+static long file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+}
+
+Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    struct dw_case c = {0};
+    test_signal_init(&c.done);
+    char wdir[128], pdir[128], seg[256];
+    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
+    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
+    snprintf(seg, sizeof(seg), "%s/%020d.log", pdir, 0);
+    struct rv_wal_config wc;
+    rv_wal_config_init(&wc);
+    wc.dir = wdir;
+    wc.file_bytes = 1 << 20;
+    wc.group_bytes_max = 1 << 18;
+    cr_assert_eq(rv_wal_open(&c.wal, &wc, 0, NULL, NULL, NULL), 0);
+    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
+                                .retention_ms = -1,
+                                .retention_bytes = -1,
+                                .index_interval = 4096,
+                                .max_batch_bytes = 1 << 20};
+    cr_assert_eq(rv_plog_open(&c.log, pdir, 1, &pc), 0);
+    c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
+    test_run_on(rt, 0, dw_start, &c);
+    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
+    test_signal_wait(&c.done);
+    cr_assert_eq(c.offset, 0, "acknowledged (acks=none: in the WAL)");
+    usleep(50000); /* many retries */
+    cr_assert_eq(file_size(seg), 0, "nothing written while the pool has no block");
+    test_run_on(rt, 0, dw_release, &c);
+    for (int i = 0; i < 1000 && file_size(seg) <= 0; i++)
+        usleep(1000);
+    cr_assert_eq(file_size(seg), 4096, "written, padded to its block");
+    for (int i = 0; i < 1000 && c.log != NULL; i++) {
+        test_run_on(rt, 0, dw_cleanup, &c);
+        if (c.log != NULL)
+            usleep(1000);
+    }
+    cr_assert_null(c.log, "the log became idle");
+    rv_runtime_close(rt);
+    cr_assert_eq(file_size(seg), (long)c.batch_len, "the zeros were cut at the sync");
+    FILE *f = fopen(seg, "rb");
+    cr_assert_not_null(f);
+    static uint8_t got[4096];
+    cr_assert_eq(fread(got, 1, c.batch_len, f), c.batch_len);
+    fclose(f);
+    cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the file holds the batch");
 }
