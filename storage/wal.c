@@ -33,7 +33,10 @@
 #include "rivven.h"
 
 #define WAL_SPARE_NAME "spare.wal.tmp"
-#define WAL_READ_CHUNK (4u << 20) /* replay reads: large, sequential (readahead asked for) */
+/* A released file kept for reuse (direct I/O): "free-<its old start lsn>.wal.tmp". */
+#define WAL_FREE_PREFIX "free-"
+#define WAL_FREE_SUFFIX ".wal.tmp"
+#define WAL_READ_CHUNK  (4u << 20) /* replay reads: large, sequential (readahead asked for) */
 
 enum wal_group_state {
     WAL_GROUP_FREE = 0,
@@ -108,6 +111,9 @@ struct rv_wal {
     uint64_t *files;              /* start LSNs of the files on disk, ascending; last: current */
     uint32_t file_count;
     uint32_t file_cap;
+    uint64_t *free_ids; /* released files kept for reuse as spares (their old start LSNs) */
+    uint32_t free_count;
+    uint32_t free_pending; /* being renamed to free names by a release job */
     struct rv_wal_stats stats;
 };
 
@@ -170,6 +176,41 @@ static int wal_files_push(struct rv_wal *w, uint64_t start)
     return 0;
 }
 
+static int wal_free_path(char *out, size_t len, const char *dir, uint64_t id)
+{
+    int n = snprintf(out, len, "%s/" WAL_FREE_PREFIX "%020llu" WAL_FREE_SUFFIX, dir,
+                     (unsigned long long)id);
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int wal_free_push(struct rv_wal *w, uint64_t id)
+{
+    if (w->free_ids == NULL &&
+        (w->free_ids = malloc(RV_WAL_RECYCLE_MAX * sizeof(uint64_t))) == NULL)
+        return -ENOMEM;
+    if (w->free_count >= RV_WAL_RECYCLE_MAX)
+        return -ENOSPC;
+    w->free_ids[w->free_count++] = id;
+    return 0;
+}
+
+/* Parse "free-<20 digits>.wal.tmp"; false for other names. */
+static bool wal_parse_free_name(const char *name, uint64_t *id)
+{
+    size_t pre = strlen(WAL_FREE_PREFIX), suf = strlen(WAL_FREE_SUFFIX);
+    if (strlen(name) != pre + 20 + suf || strncmp(name, WAL_FREE_PREFIX, pre) != 0 ||
+        strcmp(name + pre + 20, WAL_FREE_SUFFIX) != 0)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = pre; i < pre + 20; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    *id = v;
+    return true;
+}
+
 static int wal_cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -201,8 +242,17 @@ static int wal_list(struct rv_wal *w)
     struct dirent *de;
     while (rc == 0 && (de = readdir(d)) != NULL) {
         uint64_t start;
-        if (wal_parse_name(de->d_name, &start))
+        if (wal_parse_name(de->d_name, &start)) {
             rc = wal_files_push(w, start);
+        } else if (wal_parse_free_name(de->d_name, &start)) {
+            rc = wal_free_push(w, start); /* checked once the I/O mode is known */
+            if (rc == -ENOSPC) {
+                char path[PATH_MAX];
+                rc = wal_free_path(path, sizeof(path), w->dir, start);
+                if (rc == 0)
+                    rc = rv_sys_unlink(path); /* more than are kept: not needed */
+            }
+        }
     }
     closedir(d);
     if (rc == 0 && w->file_count > 1)
@@ -377,9 +427,6 @@ static int wal_replay_one(struct rv_wal *w, struct wal_reader *r, uint32_t i, ui
     (void)rv_sys_close(r->fd); /* read-only */
     r->fd = -1;
     *end = start + file_end;
-    if (rc == 1)
-        rv_warn("wal %s: invalid record at byte %llu: cutting the log there", path,
-                (unsigned long long)file_end);
     return rc;
 }
 
@@ -396,7 +443,13 @@ static int wal_replay(struct rv_wal *w, uint64_t from_lsn, rv_wal_replay_fn *fn,
         if (has_next && w->files[i + 1] <= from_lsn)
             continue; /* wholly before the checkpoint */
         rc = wal_replay_one(w, &r, i, from_lsn, fn, arg, rep, &end);
+        if (rc == 1 && has_next && w->files[i + 1] == end)
+            rc = 0; /* a reused file rolled there: what follows is its old contents */
         if (rc == 1) {
+            rv_warn("wal %s: invalid record at lsn %llu (byte %llu of file %llu): cutting the "
+                    "log there",
+                    w->dir, (unsigned long long)end, (unsigned long long)(end - w->files[i]),
+                    (unsigned long long)w->files[i]);
             rep->cut_reason = -EBADMSG;
             rc = wal_cut(w, i, end, rep);
             break;
@@ -496,6 +549,53 @@ static int wal_make_spare(const struct rv_wal *w, bool is_written)
     return fd;
 }
 
+/* Direct I/O: a released file (free-<id>.wal.tmp) becomes the spare: its
+ * blocks are written, so direct writes overwrite them at full speed, with no
+ * zero-filling. Its old records stay until overwritten; replay never takes
+ * them (each record holds its own LSN, and a file's end is its first invalid
+ * record, or the next file's start). Blocking. */
+static int wal_recycle_spare(const struct rv_wal *w, uint64_t id)
+{
+    char from[PATH_MAX], to[PATH_MAX];
+    int rc = wal_free_path(from, sizeof(from), w->dir, id);
+    int n = snprintf(to, sizeof(to), "%s/" WAL_SPARE_NAME, w->dir);
+    if (rc == 0 && (n < 0 || (size_t)n >= sizeof(to)))
+        rc = -ENAMETOOLONG;
+    if (rc == 0)
+        rc = rv_sys_rename(from, to);
+    if (rc < 0)
+        return rv_errf(rc, "wal %s: reuse %s", w->dir, from);
+    int fd = wal_open_file(w, to, 0); /* its blocks are allocated: the fallocate is a no-op */
+    if (fd < 0)
+        return fd;
+    rc = rv_sys_fsync_dir(w->dir);
+    if (rc < 0) {
+        (void)rv_sys_close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* A spare for a roll or the background: a released file when one is kept
+ * (id != UINT64_MAX; *is_recycled then says it was used), else a new one.
+ * Blocking. */
+static int wal_spare_from(const struct rv_wal *w, uint64_t id, bool is_written, bool *is_recycled)
+{
+    *is_recycled = false;
+    if (id != UINT64_MAX) {
+        int fd = wal_recycle_spare(w, id);
+        *is_recycled = fd >= 0;
+        if (fd >= 0)
+            return fd;
+        rv_warn("wal %s: cannot reuse a released file (%s); making a new one", w->dir,
+                rv_err_msg());
+        char path[PATH_MAX];
+        if (wal_free_path(path, sizeof(path), w->dir, id) == 0)
+            (void)rv_sys_unlink(path); /* may be gone already */
+    }
+    return wal_make_spare(w, is_written);
+}
+
 static int wal_open_current(struct rv_wal *w, uint64_t end)
 {
     if (w->file_count == 0) {
@@ -544,6 +644,24 @@ static int wal_align_end(struct rv_wal *w)
     return rc;
 }
 
+/* At open, once the I/O mode is known: keep the released files a direct WAL
+ * can reuse (whole, of this file size), remove the others. Blocking. */
+static void wal_free_adopt(struct rv_wal *w)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < w->free_count; i++) {
+        char path[PATH_MAX];
+        if (wal_free_path(path, sizeof(path), w->dir, w->free_ids[i]) < 0)
+            continue;
+        struct stat st;
+        if (w->is_direct && stat(path, &st) == 0 && (uint64_t)st.st_size == w->cfg.file_bytes)
+            w->free_ids[kept++] = w->free_ids[i];
+        else
+            (void)rv_sys_unlink(path); /* not reusable here: gone */
+    }
+    w->free_count = kept;
+}
+
 int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_lsn,
                 rv_wal_replay_fn *fn, void *arg, struct rv_wal_report *report)
 {
@@ -577,6 +695,8 @@ int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_l
         rc = wal_open_current(w, rep->end_lsn);
     if (rc == 0)
         rc = wal_align_end(w);
+    if (rc == 0)
+        wal_free_adopt(w);
     w->writes_max = w->is_direct ? RV_WAL_DIRECT_WRITES : 1;
     if (rc < 0) {
         rv_wal_close(w);
@@ -593,12 +713,33 @@ int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_l
     return 0;
 }
 
+/* Direct I/O, at close: zeros over the block where the records end, so the
+ * next open finds a clean end there even in a reused file (whose old records
+ * follow). Best effort: without it, replay cuts the stale bytes instead. */
+static void wal_mark_end(struct rv_wal *w)
+{
+    uint64_t pos = w->write_lsn - w->file_start;
+    if (pos % RV_WAL_DIRECT_ALIGN != 0 || pos + RV_WAL_DIRECT_ALIGN > w->cfg.file_bytes)
+        return; /* not on a block (never, for direct groups), or the file is full */
+    void *zeros = NULL;
+    if (posix_memalign(&zeros, RV_WAL_DIRECT_ALIGN, RV_WAL_DIRECT_ALIGN) != 0)
+        return;
+    memset(zeros, 0, RV_WAL_DIRECT_ALIGN);
+    ssize_t n = rv_sys_pwrite(w->fd, zeros, RV_WAL_DIRECT_ALIGN, (off_t)pos);
+    free(zeros);
+    if (n != (ssize_t)RV_WAL_DIRECT_ALIGN || rv_sys_fdatasync(w->fd) < 0)
+        rv_debug("wal %s: could not mark the end at lsn %llu", w->dir,
+                 (unsigned long long)w->write_lsn);
+}
+
 void rv_wal_close(rv_wal_t *w)
 {
     if (w == NULL)
         return;
     RV_ASSERT(w->group_count == 0); /* the caller waited for rv_wal_is_idle */
     RV_ASSERT(w->jobs == 0);
+    if (w->fd >= 0 && w->is_direct && !w->is_failed && w->write_err == 0)
+        wal_mark_end(w);
     if (w->fd >= 0)
         (void)rv_sys_close(w->fd); /* synced, or never acknowledged as durable */
     if (w->spare_fd >= 0)
@@ -607,6 +748,7 @@ void rv_wal_close(rv_wal_t *w)
         free(w->groups[i].stage);
     free(w->groups);
     free(w->files);
+    free(w->free_ids);
     free(w->dir);
     free(w);
 }
@@ -1096,14 +1238,31 @@ struct wal_job {
     uint32_t attempts; /* roll: tries that met EMFILE/ENFILE */
     uint64_t *starts;  /* release: files to delete */
     uint32_t count;
+    uint32_t recycle_count; /* release: the last this many of starts are kept for reuse */
+    uint64_t recycle_id;    /* spare, roll: a released file to make the spare of, or UINT64_MAX */
+    bool is_recycled;       /* spare, roll: it was */
 };
+
+/* Take a kept released file for a spare (UINT64_MAX: none). */
+static uint64_t wal_free_pop(struct rv_wal *w)
+{
+    return w->free_count > 0 ? w->free_ids[--w->free_count] : UINT64_MAX;
+}
+
+/* A job that took one could not use it: keep it for the next. */
+static void wal_free_return(struct rv_wal *w, uint64_t id)
+{
+    if (id != UINT64_MAX && wal_free_push(w, id) < 0)
+        rv_debug("wal %s: released file %llu not kept", w->dir, (unsigned long long)id);
+}
 
 static void wal_roll_rename(struct wal_job *job);
 
 static void wal_spare_work(void *arg)
 {
     struct wal_job *job = arg;
-    job->spare_fd = wal_make_spare(job->w, true); /* in the background: the fast kind */
+    /* In the background: the fast kind (written blocks), reused or zero-filled. */
+    job->spare_fd = wal_spare_from(job->w, job->recycle_id, true, &job->is_recycled);
     job->rc = job->spare_fd < 0 ? job->spare_fd : 0;
 }
 
@@ -1112,6 +1271,8 @@ static void wal_spare_done(void *arg)
     struct wal_job *job = arg;
     struct rv_wal *w = job->w;
     w->jobs--;
+    if (job->is_recycled)
+        w->stats.spares_recycled++;
     if (job->rc == 0) {
         w->spare_fd = job->spare_fd;
         w->spare_state = WAL_SPARE_READY;
@@ -1136,7 +1297,9 @@ static void wal_start_spare(struct rv_wal *w)
         return; /* the next roll makes one itself */
     job->w = w; /* before a helper thread can see the job */
     job->spare_fd = -1;
+    job->recycle_id = w->is_direct ? wal_free_pop(w) : UINT64_MAX;
     if (rv_offload(wal_spare_work, job, wal_spare_done) < 0) {
+        wal_free_return(w, job->recycle_id);
         free(job);
         return;
     }
@@ -1151,7 +1314,9 @@ static void wal_roll_work(void *arg)
     struct rv_wal *w = job->w;
     job->rc = 0;
     if (!job->is_renamed && job->spare_fd < 0) {
-        job->spare_fd = wal_make_spare(w, false); /* a roll waits for it: quick */
+        /* A roll waits for it: a kept file, or a new one only preallocated. */
+        job->spare_fd = wal_spare_from(w, job->recycle_id, false, &job->is_recycled);
+        job->recycle_id = UINT64_MAX; /* used, or removed */
         if (job->spare_fd < 0) {
             job->rc = job->spare_fd;
             return;
@@ -1226,6 +1391,8 @@ static void wal_roll_done(void *arg)
         (void)rv_sys_close(w->fd); /* ring full: a close does not block */
     w->fd = job->spare_fd;
     w->file_start = job->lsn;
+    if (job->is_recycled)
+        w->stats.spares_recycled++;
     if (wal_files_push(w, job->lsn) < 0)
         rv_warn("wal %s: file list full; file %llu will not be released", w->dir,
                 (unsigned long long)job->lsn);
@@ -1240,9 +1407,13 @@ static void wal_roll_rename(struct wal_job *job)
 {
     struct rv_wal *w = job->w;
     job->spare_fd = w->spare_state == WAL_SPARE_READY ? w->spare_fd : -1;
+    if (job->spare_fd < 0 && job->recycle_id == UINT64_MAX && w->is_direct)
+        job->recycle_id = wal_free_pop(w);
     w->spare_fd = -1;
     w->spare_state = WAL_SPARE_MISSING;
     if (rv_offload(wal_roll_work, job, wal_roll_done) < 0) {
+        wal_free_return(w, job->recycle_id);
+        job->recycle_id = UINT64_MAX;
         w->is_rolling = false;
         if (job->spare_fd >= 0) {
             w->spare_fd = job->spare_fd;
@@ -1283,7 +1454,7 @@ static void wal_roll(struct rv_wal *w)
         wal_fail_groups(w, 0, -ENOMEM);
         return;
     }
-    *job = (struct wal_job){.w = w, .lsn = w->write_lsn, .spare_fd = -1};
+    *job = (struct wal_job){.w = w, .lsn = w->write_lsn, .spare_fd = -1, .recycle_id = UINT64_MAX};
     w->is_rolling = true;
     int rc = rv_file_fdatasync(w->fd, wal_roll_synced, job);
     if (rc < 0) {
@@ -1297,8 +1468,18 @@ static void wal_release_work(void *arg)
 {
     struct wal_job *job = arg;
     for (uint32_t i = 0; i < job->count; i++) {
-        char path[PATH_MAX];
+        char path[PATH_MAX], kept[PATH_MAX];
         int rc = wal_file_path(path, sizeof(path), job->w->dir, job->starts[i]);
+        bool is_kept = i >= job->count - job->recycle_count;
+        if (rc == 0 && is_kept) {
+            rc = wal_free_path(kept, sizeof(kept), job->w->dir, job->starts[i]);
+            if (rc == 0)
+                rc = rv_sys_rename(path, kept);
+            if (rc == 0)
+                continue;
+            job->starts[i] = UINT64_MAX; /* not kept: removed instead */
+            rc = 0;
+        }
         if (rc == 0)
             rc = rv_sys_unlink(path);
         if (rc < 0 && rc != -ENOENT)
@@ -1312,9 +1493,16 @@ static void wal_release_work(void *arg)
 static void wal_release_done(void *arg)
 {
     struct wal_job *job = arg;
-    job->w->jobs--;
+    struct rv_wal *w = job->w;
+    w->jobs--;
+    RV_ASSERT(w->free_pending >= job->recycle_count);
+    w->free_pending -= job->recycle_count;
+    for (uint32_t i = job->count - job->recycle_count; i < job->count; i++) {
+        if (job->starts[i] != UINT64_MAX)
+            wal_free_return(w, job->starts[i]); /* kept: the next spares reuse it */
+    }
     if (job->rc < 0)
-        rv_warn("wal %s: removing old files: %s", job->w->dir, rv_strerror(job->rc));
+        rv_warn("wal %s: removing old files: %s", w->dir, rv_strerror(job->rc));
     free(job->starts);
     free(job);
 }
@@ -1334,9 +1522,16 @@ void rv_wal_release(rv_wal_t *w, uint64_t lsn)
         return; /* released at the next checkpoint */
     }
     memcpy(starts, w->files, n * sizeof(*starts));
-    *job = (struct wal_job){.w = w, .starts = starts, .count = n};
+    /* Direct I/O keeps the newest few for reuse as spares (up to
+     * RV_WAL_RECYCLE_MAX at once): no zero-filling of new ones. */
+    uint32_t room = RV_WAL_RECYCLE_MAX - w->free_count - w->free_pending;
+    uint32_t keep = !w->is_direct ? 0 : n < room ? n : room;
+    *job = (struct wal_job){.w = w, .starts = starts, .count = n, .recycle_count = keep};
     w->jobs++;
+    w->free_pending += keep;
     if (rv_offload(wal_release_work, job, wal_release_done) < 0) {
+        job->recycle_count = 0;
+        w->free_pending -= keep;
         wal_release_done(job);
         return;
     }

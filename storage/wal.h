@@ -20,8 +20,10 @@
  *
  * little-endian. Replay reads records in order from a checkpoint LSN and stops
  * at the first one that is not valid: all-zero bytes are the clean end of a
- * preallocated file, anything else is a torn or corrupt tail, which is cut
- * (reported), together with any later file.
+ * preallocated file, and so is the first invalid record of a file where the
+ * next file starts (a reused file rolled before it was full: its old records
+ * follow); anything else is a torn or corrupt tail, which is cut (reported),
+ * together with any later file.
  *
  * Group commit: appends made during one reactor turn join the open group; a
  * group is written with one write when a write slot is free (buffered: one
@@ -53,7 +55,13 @@
  * Rolling: when a group does not fit in the current file, the file is
  * fdatasynced, the spare file (preallocated in the background) is renamed to
  * its LSN name, and writing continues there. A file is deleted once a
- * checkpoint covers all of it (rv_wal_release).
+ * checkpoint covers all of it (rv_wal_release); under direct I/O up to
+ * RV_WAL_RECYCLE_MAX of them are kept instead (free-<lsn>.wal.tmp) and become
+ * the next spares: their blocks are written already, so direct writes go over
+ * them at full speed with no zero-filling of new files. Their old records are
+ * never replayed (each record holds its own LSN); a clean close writes a zero
+ * block where the records end, and after a crash replay cuts the old bytes
+ * there as a torn tail.
  *
  * Threads: rv_wal_open and rv_wal_close block and run before/after the shard
  * serves; everything else runs on the owner shard only.
@@ -73,6 +81,7 @@
 #define RV_WAL_RECORD_MAX    (64u << 20) /* payload bytes */
 #define RV_WAL_DIRECT_ALIGN  4096u       /* direct I/O: groups start and end on this */
 #define RV_WAL_DIRECT_WRITES 4           /* direct I/O: group writes in flight at once */
+#define RV_WAL_RECYCLE_MAX   16          /* direct I/O: released files kept for reuse */
 
 enum rv_wal_type {
     RV_WAL_BATCH = 1, /* payload: one Kafka RecordBatch v2 of partition `key` */
@@ -177,7 +186,8 @@ struct rv_wal_stats {
     uint64_t pad_bytes;           /* of which RV_WAL_PAD records (direct I/O alignment) */
     uint64_t writes_inflight_max; /* the most group writes in flight at once */
     uint64_t rolls;
-    uint64_t failures; /* appends failed by I/O errors */
+    uint64_t spares_recycled; /* spares made from released files (direct I/O) */
+    uint64_t failures;        /* appends failed by I/O errors */
     /* Group fdatasyncs that succeeded: their latency. */
     uint64_t sync_ns_sum;
     uint64_t sync_buckets[RV_WAL_SYNC_BUCKETS + 1];

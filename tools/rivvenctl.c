@@ -64,6 +64,7 @@
 #define CTL_FILE_PROBLEMS   10 /* problems shown per file; the rest are counted */
 #define CTL_LOG_START_FILE  "log-start"
 #define CTL_WAL_SPARE_NAME  "spare.wal.tmp"
+#define CTL_WAL_FREE_PREFIX "free-" /* free-<lsn>.wal.tmp: released, kept for reuse */
 #define CTL_WAL_NAME_DIGITS 20
 #define CTL_ARRAY_SIZE(a)   ((uint32_t)(sizeof(a) / sizeof((a)[0])))
 
@@ -188,6 +189,11 @@ static bool ctl_has_suffix(const char *s, const char *suffix)
     size_t n = strlen(s);
     size_t m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static bool ctl_has_prefix_suffix(const char *s, const char *prefix, const char *suffix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0 && ctl_has_suffix(s, suffix);
 }
 
 /* The text of the last rv_errf() message when there is one, else of code. */
@@ -1853,8 +1859,11 @@ static int vfy_wal_rec(void *arg, const struct ctl_wal_rec *rec)
     return 0;
 }
 
-/* Verify one WAL file; *end_lsn gets where its valid records end. */
-static void vfy_wal_file(struct vfy *v, const char *path, uint64_t start, uint64_t *end_lsn)
+/* Verify one WAL file; *end_lsn gets where its valid records end. next is the
+ * next file's start (0 for the last file): a reused file (direct I/O) that was
+ * rolled before it was full ends there in its old records, as replay expects. */
+static void vfy_wal_file(struct vfy *v, const char *path, uint64_t start, uint64_t next,
+                         uint64_t *end_lsn)
 {
     vfy_file_begin(v);
     v->wal_files++;
@@ -1875,7 +1884,9 @@ static void vfy_wal_file(struct vfy *v, const char *path, uint64_t start, uint64
     char where[48];
     snprintf(where, sizeof(where), " (lsn %" PRIu64 ")", start + end.pos);
     ctl_end_text_at(&end, "record", where, text, sizeof(text));
-    if (ctl_end_is_corrupt(&end))
+    if (end.state == CTL_END_TORN && next != 0 && start + end.pos == next)
+        (void)0; /* old records of a reused file after its end: the next file starts here */
+    else if (ctl_end_is_corrupt(&end))
         vfy_problem(v, true, path, "%s", text);
     else if (end.why[0] != '\0')
         vfy_problem(v, false, path, "%s", text);
@@ -1905,6 +1916,7 @@ static int vfy_wal_list(struct vfy *v, const char *dir, uint64_t **out)
         if (ctl_parse_base_name(name, ".wal", &starts[count])) {
             count++;
         } else if (strcmp(name, CTL_WAL_SPARE_NAME) != 0 &&
+                   !ctl_has_prefix_suffix(name, CTL_WAL_FREE_PREFIX, ".wal.tmp") &&
                    ctl_path(path, sizeof(path), dir, name) == 0) {
             vfy_file_begin(v);
             vfy_problem(v, false, path, "not a WAL file (ignored)");
@@ -1942,7 +1954,7 @@ static void vfy_wal_dir(struct vfy *v, const char *dir)
                         ", but the previous file's records end at lsn %" PRIu64,
                         starts[i], prev_end);
         }
-        vfy_wal_file(v, path, starts[i], &prev_end);
+        vfy_wal_file(v, path, starts[i], i + 1 < n ? starts[i + 1] : 0, &prev_end);
     }
     free(starts);
 }

@@ -306,6 +306,20 @@ run "verify with a WAL hole exits 1" 1 "$BIN" verify "$D"
 expect "verify reports the WAL hole" \
     "^ERROR $D/wal/shard-0/00000000000000009000\.wal: starts at lsn 9000, but the previous file's records end at lsn 2137"
 
+# A reused WAL file (direct I/O keeps released files and makes spares of them)
+# rolled before it was full: its old records follow its end, which is where the
+# next file starts; replay stops there too. Kept free-*.wal.tmp files are not WAL.
+fresh
+dd if="$D/$WAL0" of="$D/$WAL0" bs=1 seek=2137 count=400 conv=notrunc status=none
+cp "$D/$WAL0" "$D/wal/shard-0/free-00000000000000000000.wal.tmp"
+run "verify of a reused WAL file exits 0" 0 "$BIN" verify "$D"
+expect "verify of a reused WAL file is clean" "^OK: no errors, 0 warnings"
+# The same old records in the last file are a torn tail.
+fresh
+dd if="$D/$WAL0" of="$D/wal/shard-0/00000000000000002137.wal" bs=1 seek=1000 count=400 \
+    conv=notrunc status=none
+run "verify of old records in the last WAL file exits 1" 1 "$BIN" verify "$D"
+
 # ---- bad indexes ------------------------------------------------------------------------
 
 fresh
