@@ -610,8 +610,9 @@ int rv_plog_sync_blocking(rv_plog_t *log)
         return 0;
     if (log->state == PLOG_FAILED)
         return -EIO;
+    if (plog_has_held_writes(log) || log->writes_inflight > 0)
+        return rv_errf(-EIO, "log %s: writes still held (the WAL has them)", log->dir);
     if (log->dw.is_padded) { /* direct writes' zeros past the data: cut, synced */
-        RV_ASSERT(log->writes_inflight == 0 && !log->dw.is_held);
         int rc = plog_cut_padding(log, log->fd, plog_active(log)->size_bytes);
         if (rc < 0)
             return rc;
@@ -3088,6 +3089,8 @@ void rv_plog_close(rv_plog_t *log)
     if (log == NULL)
         return;
     RV_ASSERT(rv_plog_is_idle(log));
+    if (log->shard != NULL)
+        plog_dw_abandon(log); /* a write held without its retry timer (no memory for one) */
     while (log->hot_first != NULL)
         hot_unlink(log->shard->hot, log->hot_first);
     if (log->fd >= 0)
