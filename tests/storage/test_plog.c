@@ -277,6 +277,12 @@ static void dw_start(void *arg)
     rv_buf_put(buf);
 }
 
+static void dw_sync(void *arg)
+{
+    struct dw_case *c = arg;
+    c->rc = rv_plog_sync_blocking(c->log);
+}
+
 static void dw_release(void *arg)
 {
     struct dw_case *c = arg;
@@ -334,6 +340,9 @@ Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
     cr_assert_eq(c.offset, 0, "acknowledged (acks=none: in the WAL)");
     usleep(50000); /* many retries */
     cr_assert_eq(file_size(seg), 0, "nothing written while the pool has no block");
+    test_run_on(rt, 0, dw_sync, &c);
+    cr_assert_eq(c.rc, -EIO, "a sync while a write is held does not pass for durable: %s",
+                 rv_strerror(c.rc));
     test_run_on(rt, 0, dw_release, &c);
     for (int i = 0; i < 1000 && file_size(seg) <= 0; i++)
         usleep(1000);
