@@ -1065,3 +1065,42 @@ Test(wal, direct_released_files_are_reused_and_their_old_records_never_replay)
     cr_assert_eq(rep.cut_bytes, 0);
     rv_wal_close(w);
 }
+
+/* Kept files found at open: one of this file size is reused for the next
+ * spare; one of another size (the size changed) is removed; a buffered WAL
+ * keeps none. */
+Test(wal, kept_files_found_at_open_are_reused_or_removed)
+{
+    cr_assert_eq(mkdir(wal_dir, 0755), 0);
+    char good[256], bad[256], cmd[640];
+    snprintf(good, sizeof(good), "%s/free-00000000000000000007.wal.tmp", wal_dir);
+    snprintf(bad, sizeof(bad), "%s/free-00000000000000000009.wal.tmp", wal_dir);
+    snprintf(cmd, sizeof(cmd), "head -c 65536 /dev/urandom > %s && head -c 4096 /dev/urandom > %s",
+             good, bad);
+    cr_assert_eq(system(cmd), 0);
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_direct(64 << 10, NULL);
+    cr_assert_eq(access(bad, F_OK), -1, "a kept file of another size is removed");
+    cr_assert_eq(access(good, F_OK), 0, "a kept file of this size stays for reuse");
+    struct rv_wal_stats st = {0};
+    for (uint32_t round = 0; round < 20 && st.spares_recycled == 0; round++) {
+        cr_assert_eq(append_n(rt, w, round * 100, 100, 200, true)->append_rc, 0);
+        rv_wal_get_stats(w, &st);
+    }
+    cr_assert_gt(st.spares_recycled, 0, "it became a spare after a roll");
+    cr_assert_eq(access(good, F_OK), -1);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    struct rv_wal_report rep;
+    w = wal_open_dir(64 << 10, 0, &replay, &rep);
+    cr_assert_eq(replay.bad_payloads, 0, "its random old bytes never replay");
+    cr_assert_eq(rep.cut_bytes, 0);
+    rv_wal_close(w);
+    /* Buffered: kept files are not used, and removed at open. */
+    cr_assert_eq(system(cmd), 0);
+    w = NULL;
+    cr_assert_eq(wal_open_io(64 << 10, RV_WAL_IO_BUFFERED, NULL, &w), 0);
+    cr_assert_eq(access(good, F_OK), -1, "a buffered WAL keeps none");
+    rv_wal_close(w);
+}
