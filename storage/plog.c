@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -471,20 +472,27 @@ int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg)
     return 0;
 }
 
-/* Cut the zeros direct writes left past the active segment's `size` bytes
- * (blocking; through fd, or a descriptor of its own when fd < 0), and sync. */
-static int plog_cut_padding(struct rv_plog *log, int fd, uint64_t size)
+/* Cut the zeros direct writes left past segment `base`'s `size` bytes
+ * (blocking; through fd, or a descriptor of its own when fd < 0), and sync. A
+ * file shorter than size is an error: never grown, which would hide bytes
+ * that were not written. */
+static int plog_cut_padding(const struct rv_plog *log, uint64_t base, int fd, uint64_t size)
 {
     char path[PATH_MAX];
     int own = -1;
-    int rc = 0;
-    if (fd < 0) {
-        rc = plog_path(path, sizeof(path), log, plog_active(log)->base_offset, ".log");
-        own = rc == 0 ? rv_sys_open(path, O_RDWR, 0) : rc;
+    int rc = plog_path(path, sizeof(path), log, base, ".log");
+    if (rc == 0 && fd < 0) {
+        own = rv_sys_open(path, O_RDWR, 0);
         rc = own < 0 ? rv_errf(own, "%s: open", path) : 0;
         fd = own;
     }
+    struct stat st;
     if (rc == 0)
+        rc = rv_sys_fstat(fd, &st);
+    if (rc == 0 && (uint64_t)st.st_size < size)
+        rc = rv_errf(-EIO, "%s: %lld bytes, shorter than the %llu written to it", path,
+                     (long long)st.st_size, (unsigned long long)size);
+    if (rc == 0 && (uint64_t)st.st_size > size)
         rc = rv_sys_ftruncate(fd, (off_t)size);
     if (rc == 0)
         rc = rv_sys_fdatasync(fd);
@@ -613,7 +621,8 @@ int rv_plog_sync_blocking(rv_plog_t *log)
     if (plog_has_held_writes(log) || log->writes_inflight > 0)
         return rv_errf(-EIO, "log %s: writes still held (the WAL has them)", log->dir);
     if (log->dw.is_padded) { /* direct writes' zeros past the data: cut, synced */
-        int rc = plog_cut_padding(log, log->fd, plog_active(log)->size_bytes);
+        struct rv_seg *act = plog_active(log);
+        int rc = plog_cut_padding(log, act->base_offset, log->fd, act->size_bytes);
         if (rc < 0)
             return rc;
         log->dw.is_padded = false;
@@ -1131,6 +1140,23 @@ static void plog_retry_tick(void *arg)
 
 #define PLOG_BUSY_US 200 /* how soon an operation the ring had no room for is retried */
 
+/* Arm the retry timer. Without one (no memory) nothing would ever retry: the
+ * log fails instead (its data is in the WAL) and a held direct write is
+ * dropped, so the log can still close and its final sync says it failed. */
+static void plog_retry_arm(struct rv_plog *log, uint64_t delay_us)
+{
+    if (log->is_retry_armed)
+        return;
+    if (rv_timer_add(delay_us, plog_retry_tick, log, NULL) == 0) {
+        log->is_retry_armed = true;
+        log->jobs++;
+        return;
+    }
+    plog_fail(log, -ENOMEM);
+    if (log->dw.is_held && log->writes_inflight == 0)
+        plog_dw_abandon(log);
+}
+
 /* The ring had no room (io_depth operations in flight): try again very soon.
  * Backpressure, not a failure. e is a write to retry, or NULL. */
 static void plog_retry_after(struct rv_plog *log, struct hot_entry *e, uint64_t delay_us)
@@ -1139,10 +1165,7 @@ static void plog_retry_after(struct rv_plog *log, struct hot_entry *e, uint64_t 
         e->retry_next = log->retry_head;
         log->retry_head = e;
     }
-    if (!log->is_retry_armed && rv_timer_add(delay_us, plog_retry_tick, log, NULL) == 0) {
-        log->is_retry_armed = true;
-        log->jobs++;
-    }
+    plog_retry_arm(log, delay_us);
 }
 
 static void plog_later(struct rv_plog *log, struct hot_entry *e)
@@ -1161,10 +1184,7 @@ static void plog_disk_full(struct rv_plog *log, struct hot_entry *e)
         e->retry_next = log->retry_head;
         log->retry_head = e;
     }
-    if (!log->is_retry_armed && rv_timer_add(PLOG_RETRY_US, plog_retry_tick, log, NULL) == 0) {
-        log->is_retry_armed = true;
-        log->jobs++;
-    }
+    plog_retry_arm(log, PLOG_RETRY_US);
 }
 
 static void plog_write_done(void *arg, int64_t res)
@@ -1836,7 +1856,8 @@ struct roll_job {
     uint64_t base;
     int old_fd;
     int new_fd;
-    uint64_t old_size;  /* the old segment's data: a padded file is cut to it */
+    uint64_t old_base;  /* the old segment */
+    uint64_t old_size;  /* its data: a padded file is cut to it */
     bool is_old_padded; /* direct writes left zeros past old_size */
     bool is_direct;     /* open the new file with O_DIRECT */
     int rc;
@@ -1849,7 +1870,8 @@ static void plog_roll_work(void *arg)
 {
     struct roll_job *job = arg;
     struct rv_plog *log = job->log;
-    job->rc = job->is_old_padded ? plog_cut_padding(log, job->old_fd, job->old_size) : 0;
+    job->rc =
+        job->is_old_padded ? plog_cut_padding(log, job->old_base, job->old_fd, job->old_size) : 0;
     if (job->rc == 0)
         job->rc = job->old_fd >= 0 ? rv_sys_fdatasync(job->old_fd) : 0; /* closed: clean */
     if (job->rc == 0 && !rv_idx_is_saved(&job->idx))
@@ -1974,6 +1996,7 @@ static int idx_copy(struct rv_idx *dst, const struct rv_idx *src)
 /* Continue a roll once the old segment has no write in flight. */
 static void plog_roll_continue(struct rv_plog *log)
 {
+    RV_ASSERT(log->dw.first == NULL && log->dw.nblk == 0 && !plog_has_held_writes(log));
     struct roll_job *job = calloc(1, sizeof(*job));
     int rc = job != NULL ? idx_copy(&job->idx, &plog_active(log)->idx) : -ENOMEM;
     if (rc == 0) {
@@ -1981,6 +2004,7 @@ static void plog_roll_continue(struct rv_plog *log)
         job->base = plog_active(log)->next_offset;
         job->old_fd = log->fd;
         job->new_fd = -1;
+        job->old_base = plog_active(log)->base_offset;
         job->old_size = plog_active(log)->size_bytes;
         job->is_old_padded = log->dw.is_padded;
         job->is_direct = log->shard->is_seg_direct;
@@ -2004,7 +2028,10 @@ static void plog_roll_start(struct rv_plog *log, uint64_t base)
 {
     (void)base;                /* the new segment starts at the old one's end */
     log->state = PLOG_ROLLING; /* a waiting checkpoint resumes after the roll */
-    if (log->writes_inflight == 0 && !log->is_syncing && !log->is_opening)
+    /* Every write of the old segment lands first, held ones too (a retry goes
+     * to the descriptor and position of the segment it was made for). */
+    if (log->writes_inflight == 0 && !plog_has_held_writes(log) && !log->is_syncing &&
+        !log->is_opening)
         plog_roll_continue(log);
 }
 

@@ -245,9 +245,9 @@ static void dw_appended(void *arg, int64_t base)
     test_signal_post(&c->done);
 }
 
-static void dw_start(void *arg)
+/* The shard's pool (small, so the test can spend it), hot tier, direct I/O. */
+static void dw_setup(struct dw_case *c)
 {
-    struct dw_case *c = arg;
     struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
     cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
     cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
@@ -255,6 +255,11 @@ static void dw_start(void *arg)
     c->sh.is_seg_direct = true;
     rv_plog_fds_init(&c->sh, 16);
     rv_plog_attach(c->log, &c->sh);
+}
+
+/* Spend the pool's staging-sized blocks, then append the batch (acks=none). */
+static void dw_spend_and_append(struct dw_case *c)
+{
     rv_buf_t *buf;
     cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
     memcpy(rv_buf_data(buf), c->batch, c->batch_len);
@@ -275,6 +280,13 @@ static void dw_start(void *arg)
     c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
                            dw_appended, c);
     rv_buf_put(buf);
+}
+
+static void dw_start(void *arg)
+{
+    struct dw_case *c = arg;
+    dw_setup(c);
+    dw_spend_and_append(c);
 }
 
 static void dw_sync(void *arg)
@@ -361,4 +373,96 @@ Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
     cr_assert_eq(fread(got, 1, c.batch_len, f), c.batch_len);
     fclose(f);
     cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the file holds the batch");
+}
+
+/* A roll waits for a held direct write of the old segment: held (the pool
+ * spent) when an append needs a new segment, the first batch still lands in
+ * the old file and the second alone in the new one. (Before, the roll went
+ * ahead and the retry wrote the old batch into the new segment.) */
+struct rr_case {
+    struct dw_case c;
+    rv_buf_t *buf2;
+    int rc2;
+    int64_t offset2;
+    struct test_signal done2;
+};
+
+static void rr_appended2(void *arg, int64_t base)
+{
+    struct rr_case *r = arg;
+    r->offset2 = base;
+    test_signal_post(&r->done2);
+}
+
+static void rr_start(void *arg)
+{
+    struct rr_case *r = arg;
+    struct dw_case *c = &r->c;
+    dw_setup(c);
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &r->buf2), 0); /* before it is spent */
+    dw_spend_and_append(c);
+}
+
+static void rr_second(void *arg)
+{
+    struct rr_case *r = arg;
+    memcpy(rv_buf_data(r->buf2), r->c.batch, r->c.batch_len);
+    rv_buf_set_len(r->buf2, r->c.batch_len);
+    r->rc2 = rv_plog_append(r->c.log, r->buf2, rv_buf_data(r->buf2), (uint32_t)r->c.batch_len,
+                            RV_ACKS_NONE, rr_appended2, r);
+    rv_buf_put(r->buf2);
+}
+
+Test(plog, a_roll_waits_for_a_held_direct_write)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct rr_case r;
+    memset(&r, 0, sizeof(r));
+    struct dw_case *c = &r.c;
+    test_signal_init(&c->done);
+    test_signal_init(&r.done2);
+    char wdir[128], pdir[128], seg0[256], seg1[256];
+    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
+    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
+    snprintf(seg0, sizeof(seg0), "%s/%020d.log", pdir, 0);
+    snprintf(seg1, sizeof(seg1), "%s/%020d.log", pdir, 3);
+    struct rv_wal_config wc;
+    rv_wal_config_init(&wc);
+    wc.dir = wdir;
+    wc.file_bytes = 1 << 20;
+    wc.group_bytes_max = 1 << 18;
+    cr_assert_eq(rv_wal_open(&c->wal, &wc, 0, NULL, NULL, NULL), 0);
+    c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
+    struct rv_plog_config pc = {.segment_bytes = (uint32_t)c->batch_len + 1, /* one each */
+                                .retention_ms = -1,
+                                .retention_bytes = -1,
+                                .index_interval = 4096,
+                                .max_batch_bytes = 1 << 20};
+    cr_assert_eq(rv_plog_open(&c->log, pdir, 1, &pc), 0);
+    test_run_on(rt, 0, rr_start, &r);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    usleep(20000);
+    cr_assert_eq(file_size(seg0), 0, "held");
+    test_run_on(rt, 0, rr_second, &r);
+    cr_assert_eq(r.rc2, 0, "%s", rv_strerror(r.rc2));
+    test_signal_wait(&r.done2);
+    cr_assert_eq(r.offset2, 3);
+    usleep(50000); /* a roll that did not wait would run now */
+    test_run_on(rt, 0, dw_release, c);
+    for (int i = 0; i < 1000 && c->log != NULL; i++) {
+        test_run_on(rt, 0, dw_cleanup, c);
+        if (c->log != NULL)
+            usleep(1000);
+    }
+    cr_assert_null(c->log, "the log became idle");
+    rv_runtime_close(rt);
+    cr_assert_eq(file_size(seg0), (long)c->batch_len, "the first batch is in segment 0");
+    cr_assert_eq(file_size(seg1), (long)c->batch_len, "segment 3 holds only the second");
+    FILE *f = fopen(seg0, "rb");
+    cr_assert_not_null(f);
+    static uint8_t got[4096];
+    cr_assert_eq(fread(got, 1, c->batch_len, f), c->batch_len);
+    fclose(f);
+    cr_assert(memcmp(got, c->batch, c->batch_len) == 0, "segment 0 holds the first batch");
 }
