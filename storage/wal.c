@@ -623,15 +623,21 @@ static int wal_open_current(struct rv_wal *w, uint64_t end)
     return rv_sys_fsync_dir(w->dir);
 }
 
-/* Direct I/O starts every group on a boundary of its file. An end that is not
- * on one (the WAL was written buffered, or a torn tail was cut) starts a new
- * file there; the old one ends at `end` as replay expects. */
+/* Direct I/O: appends after an open go to a new file starting at the end
+ * (the old one ends there, as replay expects; the next file's start is its
+ * end). Every group starts on a boundary of its file, which an end left by a
+ * buffered WAL or a cut tail may not be on; and up to RV_WAL_DIRECT_WRITES
+ * groups were written at once, so after a power loss a group may be missing
+ * (zeros, where replay ended) while a later one reached the disk: writing on
+ * in that file could end a new group exactly where that stale one begins,
+ * and a second crash would replay it. A file that is never written again
+ * keeps its zeros there. */
 static int wal_align_end(struct rv_wal *w)
 {
     uint64_t end = w->end_lsn;
     w->align_phase = (uint32_t)(end % RV_WAL_DIRECT_ALIGN);
-    if (!w->is_direct || (end - w->file_start) % RV_WAL_DIRECT_ALIGN == 0)
-        return 0;
+    if (!w->is_direct || end == w->file_start)
+        return 0; /* buffered (one group at a time), or nothing in this file */
     int rc = wal_files_push(w, end);
     if (rc < 0)
         return rc;
@@ -639,8 +645,7 @@ static int wal_align_end(struct rv_wal *w)
     w->fd = -1;
     rc = wal_open_current(w, end);
     if (rc == 0)
-        rv_info("wal %s: end at lsn %llu is not on a %u-byte boundary: new file there", w->dir,
-                (unsigned long long)end, RV_WAL_DIRECT_ALIGN);
+        rv_debug("wal %s: appends go to a new file at lsn %llu", w->dir, (unsigned long long)end);
     return rc;
 }
 

@@ -1104,3 +1104,42 @@ Test(wal, kept_files_found_at_open_are_reused_or_removed)
     cr_assert_eq(access(good, F_OK), -1, "a buffered WAL keeps none");
     rv_wal_close(w);
 }
+
+/* After a power loss one of several direct group writes in flight may be
+ * missing (zeros) while a later group reached the disk. Replay ends at the
+ * zeros; the appends after the open go to a new file, so a new group that
+ * ends where the stale later group begins can never lead the next replay
+ * into it. */
+Test(wal, direct_appends_after_an_open_go_to_a_new_file)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_direct(64 << 10, NULL);
+    for (uint32_t i = 0; i < 5; i++) /* five groups of one record, a block each */
+        cr_assert_eq(append_n(rt, w, i, 1, 100, true)->append_rc, 0);
+    cr_assert_eq(rv_wal_end_lsn(w), 5 * RV_WAL_DIRECT_ALIGN);
+    wal_close_when_idle(rt, w);
+    char path[256];
+    first_file(path, sizeof(path));
+    static uint8_t zeros[RV_WAL_DIRECT_ALIGN];
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, zeros, sizeof(zeros), 2 * RV_WAL_DIRECT_ALIGN), sizeof(zeros));
+    close(fd); /* the third group never reached the disk; the fourth and fifth did */
+    reset_replay();
+    w = wal_open_direct(64 << 10, &replay);
+    cr_assert_eq(replay.count, 2, "replay ends at the missing group");
+    cr_assert_eq(rv_wal_end_lsn(w), 2 * RV_WAL_DIRECT_ALIGN);
+    cr_assert_eq(append_n(rt, w, 100, 1, 100, true)->append_rc, 0); /* a block: up to the 4th */
+    char crash[192], cmd[512];
+    snprintf(crash, sizeof(crash), "%s/crashed", dir);
+    snprintf(cmd, sizeof(cmd), "cp -a %s %s", wal_dir, crash); /* a second crash */
+    cr_assert_eq(system(cmd), 0);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    w = wal_open_from(crash, 0, &replay, NULL);
+    cr_assert_eq(replay.count, 3, "the two old records and the new one, not the stale groups");
+    cr_assert_eq(replay.keys[2], 1100);
+    cr_assert_eq(replay.bad_payloads, 0);
+    rv_wal_close(w);
+}
