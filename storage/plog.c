@@ -2547,9 +2547,12 @@ static void time_work(void *arg)
     uint64_t stop;
     int rc =
         rv_seg_scan_file(fd, job->pos, job->log->cfg.max_batch_bytes, time_scan_batch, job, &stop);
-    /* A torn tail just ends the scan, and so does the active segment's end: a
-     * write in flight, or a direct write's zeros past the data. */
-    job->rc = rc < 0 && rc != -ENODATA && !job->is_active ? rc : 0;
+    /* A torn tail just ends the scan, and so does a batch that does not parse
+     * at the active segment's end (a write in flight, or a direct write's
+     * zeros past the data); a read error stays an error. */
+    bool is_end = rc == -ENODATA ||
+                  (job->is_active && (rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT));
+    job->rc = rc < 0 && !is_end ? rc : 0;
     (void)rv_sys_close(fd); /* read-only */
 }
 
