@@ -280,7 +280,7 @@ static int plog_open_segments(struct rv_plog *log)
         struct rv_seg_recovery rep;
         rc = rv_seg_recover(&log->segs[i], log->dir, RV_SEG_SCAN_TAIL, log->cfg.max_batch_bytes,
                             &rep);
-        if (rc == 0 && rep.truncated_bytes > 0)
+        if (rc == 0 && rep.truncated_bytes > 0 && !rep.is_zero_tail)
             rv_warn("log %s: segment %" PRIu64 ": cut %" PRIu64 " invalid bytes", log->dir,
                     bases[i], rep.truncated_bytes);
     }

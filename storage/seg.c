@@ -346,6 +346,23 @@ static int seg_recover_tail(struct seg_recover *r, bool *is_rebuilt, struct seg_
     return seg_recover_full(r);
 }
 
+/* Whether [from, to) of fd is zeros only: a direct write's padding (under a
+ * block). A longer range, or a read error, is not taken for padding. */
+static bool seg_is_zero_range(int fd, uint64_t from, uint64_t to)
+{
+    if (to - from > 4096)
+        return false; /* padding is less than a block */
+    uint8_t buf[4096];
+    ssize_t n = rv_sys_pread(fd, buf, (size_t)(to - from), (off_t)from);
+    if (n != (ssize_t)(to - from))
+        return false;
+    for (ssize_t i = 0; i < n; i++) {
+        if (buf[i] != 0)
+            return false;
+    }
+    return true;
+}
+
 /* Cut the invalid tail, if any, from the file and the index. */
 static int seg_recover_cut(struct seg_recover *r, struct rv_seg_recovery *report)
 {
@@ -356,13 +373,19 @@ static int seg_recover_cut(struct seg_recover *r, struct rv_seg_recovery *report
     report->scanned_bytes = cut - r->start_pos;
     report->truncated_bytes = size - cut;
     report->tail_error = cut < size ? r->tail_error : 0;
-    if (cut < size) {
+    report->is_zero_tail = cut < size && seg_is_zero_range(r->reader.fd, cut, size);
+    if (report->is_zero_tail)
+        rv_info("seg %s: %" PRIu64 " zero bytes after the last batch (a direct write's padding): "
+                "cutting them",
+                r->log_path, size - cut);
+    else if (cut < size)
         rv_warn("seg %s: invalid batch at position %" PRIu64 " (%s%s): cutting %" PRIu64 " bytes",
                 r->log_path, cut, rv_strerror(r->tail_error),
                 r->stop_code == SEG_STOP_OFFSET_BACKWARDS ? ", offset goes backwards"
                 : r->stop_code == SEG_STOP_OFFSET_RANGE   ? ", offset outside the segment"
                                                           : "",
                 size - cut);
+    if (cut < size) {
         int rc = rv_sys_ftruncate(r->reader.fd, (off_t)cut);
         if (rc < 0)
             return rv_errf(rc, "seg %s: truncate to %" PRIu64, r->log_path, cut);

@@ -37,6 +37,8 @@ struct rv_seg_recovery {
     uint64_t batches;         /* valid batches in the scanned range */
     uint64_t scanned_bytes;   /* bytes read and checked */
     uint64_t truncated_bytes; /* invalid tail cut off (0 when clean) */
+    bool is_zero_tail;        /* what was cut was zeros only: the padding of a direct
+                                 write (storage/plog.c) after a crash, not damage */
     bool is_index_rebuilt;    /* rebuilt from the log: FULL mode, or the index files
                                  were missing, invalid or did not match the log */
     int tail_error;           /* why the scan stopped early: 0; -ENODATA (the file

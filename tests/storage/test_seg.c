@@ -588,6 +588,33 @@ Test(seg, zero_filled_tail_is_cut)
     assert_holds(&seg, &m, m.count);
     cr_assert_eq(rep.truncated_bytes, 8192);
     cr_assert_eq(rep.tail_error, -EBADMSG);
+    cr_assert_not(rep.is_zero_tail, "more zeros than a direct write pads: reported as damage");
+    rv_seg_fini(&seg);
+    model_free(&m);
+    assert_no_leaks();
+}
+
+/* The zeros a direct write pads its last block with, left by a crash, are
+ * cut as padding (not reported as damage); other bytes there are damage. */
+Test(seg, a_direct_writes_padding_is_cut_as_padding)
+{
+    struct model m = model_make(50, SEED + 5);
+    uint64_t size = m.size;
+    uint32_t pad = 4096 - (uint32_t)(size % 4096);
+    memset(m.bytes + size, 0, pad);
+    write_file(BASE, ".log", m.bytes, size + pad);
+    struct rv_seg seg;
+    struct rv_seg_recovery rep;
+    cr_assert_eq(recover(&seg, RV_SEG_SCAN_TAIL, &rep), 0);
+    assert_holds(&seg, &m, m.count);
+    cr_assert_eq(rep.truncated_bytes, pad);
+    cr_assert(rep.is_zero_tail);
+    rv_seg_fini(&seg);
+    m.bytes[size + pad / 2] = 0x5a;
+    write_file(BASE, ".log", m.bytes, size + pad);
+    cr_assert_eq(recover(&seg, RV_SEG_SCAN_TAIL, &rep), 0);
+    cr_assert_eq(rep.truncated_bytes, pad);
+    cr_assert_not(rep.is_zero_tail, "a non-zero byte: damage");
     rv_seg_fini(&seg);
     model_free(&m);
     assert_no_leaks();
