@@ -93,6 +93,8 @@ enum ctl_end_state {
     CTL_END_CLEAN,     /* the file ends right after the last valid item */
     CTL_END_ZERO_TAIL, /* zeros follow the last valid item */
     CTL_END_TORN,      /* an invalid item follows: a torn or corrupt tail */
+    CTL_END_NEXT_FILE, /* WAL: an invalid record where the next file starts (a reused
+                          file rolled before it was full: its old records follow) */
     CTL_END_STOPPED,   /* an item whose framing is fine holds invalid contents */
     CTL_END_IO,        /* reading failed */
 };
@@ -342,6 +344,12 @@ static void ctl_end_text_at(const struct ctl_end *end, const char *item, const c
     case CTL_END_TORN:
         snprintf(out, cap, "torn tail at byte %" PRIu64 "%s: %s (%" PRIu64 " bytes from there on)",
                  end->pos, where, end->why, rest);
+        break;
+    case CTL_END_NEXT_FILE:
+        snprintf(out, cap,
+                 "clean end at byte %" PRIu64 "%s, where the next file starts (%" PRIu64
+                 " bytes of a reused file's old records follow, which replay ignores)",
+                 end->pos, where, rest);
         break;
     case CTL_END_STOPPED:
         snprintf(out, cap, "corrupt %s at byte %" PRIu64 "%s: %s", item, end->pos, where, end->why);
@@ -1228,6 +1236,39 @@ static int dump_wal_rec(void *arg, const struct ctl_wal_rec *rec)
     return 0;
 }
 
+/* The start LSN of the WAL file after `start` in the directory of path (0:
+ * none, or it cannot be listed). */
+static uint64_t wal_next_start(const char *path, uint64_t start)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof(dir), ".");
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    uint64_t next = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t s;
+        if (ctl_parse_base_name(de->d_name, ".wal", &s) && s > start && (next == 0 || s < next))
+            next = s;
+    }
+    closedir(d);
+    return next;
+}
+
+/* A non-last WAL file whose records end where the next file starts ends there
+ * cleanly, whatever follows (replay's rule: storage/wal.h). */
+static void wal_end_at_next(struct ctl_end *end, uint64_t start, uint64_t next)
+{
+    if (end->state == CTL_END_TORN && next != 0 && start + end->pos == next)
+        end->state = CTL_END_NEXT_FILE;
+}
+
 static int dump_wal(struct ctl_out *o, const char *path, int fd, uint64_t size)
 {
     uint64_t start = 0;
@@ -1241,6 +1282,8 @@ static int dump_wal(struct ctl_out *o, const char *path, int fd, uint64_t size)
     ctl_arr_begin(o, "entries");
     struct ctl_end end;
     wal_scan(fd, size, start, dump_wal_rec, &d, &end);
+    if (has_start)
+        wal_end_at_next(&end, start, wal_next_start(path, start));
     ctl_arr_end(o);
     ctl_out_end(o, &end, "record");
     ctl_obj_begin(o, "summary", "summary");
@@ -1883,9 +1926,10 @@ static void vfy_wal_file(struct vfy *v, const char *path, uint64_t start, uint64
     char text[CTL_WHY_BYTES + 128];
     char where[48];
     snprintf(where, sizeof(where), " (lsn %" PRIu64 ")", start + end.pos);
+    wal_end_at_next(&end, start, next);
     ctl_end_text_at(&end, "record", where, text, sizeof(text));
-    if (end.state == CTL_END_TORN && next != 0 && start + end.pos == next)
-        (void)0; /* old records of a reused file after its end: the next file starts here */
+    if (end.state == CTL_END_NEXT_FILE)
+        (void)0; /* as replay expects: nothing to report */
     else if (ctl_end_is_corrupt(&end))
         vfy_problem(v, true, path, "%s", text);
     else if (end.why[0] != '\0')

@@ -314,6 +314,9 @@ dd if="$D/$WAL0" of="$D/$WAL0" bs=1 seek=2137 count=400 conv=notrunc status=none
 cp "$D/$WAL0" "$D/wal/shard-0/free-00000000000000000000.wal.tmp"
 run "verify of a reused WAL file exits 0" 0 "$BIN" verify "$D"
 expect "verify of a reused WAL file is clean" "^OK: no errors, 0 warnings"
+run "dump of a reused WAL file exits 0" 0 "$BIN" dump "$D/$WAL0"
+expect "dump says where the next file starts" \
+    "^clean end at byte 2137, where the next file starts \(.* old records follow"
 # The same old records in the last file are a torn tail.
 fresh
 dd if="$D/$WAL0" of="$D/wal/shard-0/00000000000000002137.wal" bs=1 seek=1000 count=400 \
