@@ -1176,9 +1176,11 @@ static void plog_later(struct rv_plog *log, struct hot_entry *e)
 /* A write (e) or a roll (e NULL) failed for lack of space. */
 static void plog_disk_full(struct rv_plog *log, struct hot_entry *e)
 {
-    if (!log->is_disk_full)
+    if (!log->is_disk_full) {
         rv_warn("log %s: disk full; holding writes and retrying every %d ms", log->dir,
                 PLOG_RETRY_US / 1000);
+        rv_wal_drop_kept(log->shard->wal); /* the WAL's kept files give some room back */
+    }
     log->is_disk_full = true;
     if (e != NULL) {
         e->retry_next = log->retry_head;

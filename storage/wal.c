@@ -1016,6 +1016,8 @@ static void wal_write_done(void *arg, int64_t res)
         g->write_err = err;
         if (w->write_err == 0)
             w->write_err = err; /* no more writes until this is settled */
+        if (err == -ENOSPC)
+            rv_wal_drop_kept(w); /* give the disk the files kept for reuse */
     } else {
         w->stats.bytes += g->bytes;
         wal_stats_group(&w->stats, g->count);
@@ -1244,6 +1246,7 @@ struct wal_job {
     uint64_t *starts;  /* release: files to delete */
     uint32_t count;
     uint32_t recycle_count; /* release: the last this many of starts are kept for reuse */
+    bool is_kept_files;     /* release: starts name kept files (free-*.wal.tmp) to remove */
     uint64_t recycle_id;    /* spare, roll: a released file to make the spare of, or UINT64_MAX */
     bool is_recycled;       /* spare, roll: it was */
 };
@@ -1284,6 +1287,8 @@ static void wal_spare_done(void *arg)
     } else {
         w->spare_state = WAL_SPARE_MISSING; /* the next roll tries again */
         rv_warn("wal %s: cannot prepare the next file: %s", w->dir, rv_strerror(job->rc));
+        if (job->rc == -ENOSPC)
+            rv_wal_drop_kept(w);
     }
     free(job);
     struct wal_job *roll = w->roll_waiting;
@@ -1474,7 +1479,9 @@ static void wal_release_work(void *arg)
     struct wal_job *job = arg;
     for (uint32_t i = 0; i < job->count; i++) {
         char path[PATH_MAX], kept[PATH_MAX];
-        int rc = wal_file_path(path, sizeof(path), job->w->dir, job->starts[i]);
+        int rc = job->is_kept_files
+                     ? wal_free_path(path, sizeof(path), job->w->dir, job->starts[i])
+                     : wal_file_path(path, sizeof(path), job->w->dir, job->starts[i]);
         bool is_kept = i >= job->count - job->recycle_count;
         if (rc == 0 && is_kept) {
             rc = wal_free_path(kept, sizeof(kept), job->w->dir, job->starts[i]);
@@ -1542,6 +1549,30 @@ void rv_wal_release(rv_wal_t *w, uint64_t lsn)
     }
     memmove(w->files, w->files + n, (w->file_count - n) * sizeof(*w->files));
     w->file_count -= n;
+}
+
+void rv_wal_drop_kept(rv_wal_t *w)
+{
+    if (w->free_count == 0)
+        return;
+    struct wal_job *job = calloc(1, sizeof(*job));
+    uint64_t *starts = malloc(w->free_count * sizeof(*starts));
+    if (job == NULL || starts == NULL) {
+        free(job);
+        free(starts);
+        return;
+    }
+    memcpy(starts, w->free_ids, w->free_count * sizeof(*starts));
+    *job =
+        (struct wal_job){.w = w, .starts = starts, .count = w->free_count, .is_kept_files = true};
+    rv_info("wal %s: the disk is full: removing %u released files kept for reuse", w->dir,
+            w->free_count);
+    w->jobs++;
+    if (rv_offload(wal_release_work, job, wal_release_done) < 0) {
+        wal_release_done(job); /* kept: tried again at the next full disk */
+        return;
+    }
+    w->free_count = 0;
 }
 
 /* ---- queries ------------------------------------------------------------------------------- */

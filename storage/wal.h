@@ -172,6 +172,11 @@ bool rv_wal_is_idle(const rv_wal_t *wal); /* nothing open or in flight */
 bool rv_wal_has_room(const rv_wal_t *wal, uint32_t len);
 bool rv_wal_is_failed(const rv_wal_t *wal);
 bool rv_wal_is_direct(const rv_wal_t *wal); /* writing with O_DIRECT */
+
+/* The disk is full: remove the released files kept for reuse (in the
+ * background); spares are made anew until files are released again. Owner
+ * shard. Called by the WAL on its own ENOSPC, and by the partition logs'. */
+void rv_wal_drop_kept(rv_wal_t *wal);
 uint32_t rv_wal_file_count(const rv_wal_t *wal);
 
 /* Histogram bounds of the stats: bucket i counts values <= bound i; one more

@@ -1143,3 +1143,39 @@ Test(wal, direct_appends_after_an_open_go_to_a_new_file)
     cr_assert_eq(replay.bad_payloads, 0);
     rv_wal_close(w);
 }
+
+static void drop_kept_fn(void *p)
+{
+    rv_wal_drop_kept(p);
+}
+
+/* A full disk gives the kept files back (the segments' ENOSPC and the WAL's
+ * own call it); later spares are made anew. */
+Test(wal, kept_files_are_removed_when_the_disk_is_full)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_direct(64 << 10, NULL);
+    for (uint32_t round = 0; round < 4; round++)
+        cr_assert_eq(append_n(rt, w, round * 250, 250, 200, true)->append_rc, 0);
+    struct {
+        rv_wal_t *w;
+        uint64_t lsn;
+    } rel = {w, rv_wal_end_lsn(w)};
+    test_run_on(rt, 0, release_fn, &rel);
+    struct idle_check c = {.wal = w};
+    for (int i = 0; i < 2000 && !c.is_idle; i++) {
+        test_run_on(rt, 0, idle_probe, &c);
+        usleep(1000);
+    }
+    cr_assert_gt(count_prefix("free-"), 0);
+    test_run_on(rt, 0, drop_kept_fn, w);
+    c.is_idle = false;
+    for (int i = 0; i < 2000 && !c.is_idle; i++) {
+        test_run_on(rt, 0, idle_probe, &c);
+        usleep(1000);
+    }
+    cr_assert_eq(count_prefix("free-"), 0, "removed");
+    cr_assert_eq(append_n(rt, w, 2000, 500, 200, true)->append_rc, 0, "rolls make new spares");
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+}
