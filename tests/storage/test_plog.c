@@ -150,11 +150,9 @@ static void plog_cleanup(void *arg)
     rv_wal_close(c->wal);
 }
 
-Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
+/* A WAL in dir/wal and a log in dir/t/0, segments of segment_bytes. */
+static void open_wal_and_log(rv_wal_t **wal, rv_plog_t **log, uint32_t segment_bytes)
 {
-    rv_runtime_t *rt = test_rt_open(1);
-    struct plog_case c = {0};
-    test_signal_init(&c.done);
     char wdir[128], pdir[128];
     snprintf(wdir, sizeof(wdir), "%s/wal", dir);
     snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
@@ -163,13 +161,33 @@ Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
     wc.dir = wdir;
     wc.file_bytes = 1 << 20;
     wc.group_bytes_max = 1 << 18;
-    cr_assert_eq(rv_wal_open(&c.wal, &wc, 0, NULL, NULL, NULL), 0);
-    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
+    cr_assert_eq(rv_wal_open(wal, &wc, 0, NULL, NULL, NULL), 0);
+    struct rv_plog_config pc = {.segment_bytes = segment_bytes,
                                 .retention_ms = -1,
                                 .retention_bytes = -1,
                                 .index_interval = 4096,
                                 .max_batch_bytes = 1 << 20};
-    cr_assert_eq(rv_plog_open(&c.log, pdir, 1, &pc), 0);
+    cr_assert_eq(rv_plog_open(log, pdir, 1, &pc), 0);
+}
+
+/* Run cleanup on shard 0 until it has closed *log (it sets it to NULL). */
+static void close_when_idle(rv_runtime_t *rt, void (*cleanup)(void *), void *arg,
+                            rv_plog_t *const *log)
+{
+    for (int i = 0; i < 1000 && *log != NULL; i++) {
+        test_run_on(rt, 0, cleanup, arg);
+        if (*log != NULL)
+            usleep(1000);
+    }
+    cr_assert_null(*log, "the log became idle");
+}
+
+Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    struct plog_case c = {0};
+    test_signal_init(&c.done);
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
     test_run_on(rt, 0, plog_run, &c);
     cr_assert_eq(c.rc_corrupt, -EBADMSG, "%s", rv_strerror(c.rc_corrupt));
     cr_assert_eq(c.rc_not_dense, -EINVAL, "%s", rv_strerror(c.rc_not_dense));
@@ -177,12 +195,7 @@ Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
     cr_assert_eq(c.rc_ok, 0, "%s", rv_strerror(c.rc_ok));
     test_signal_wait(&c.done);
     cr_assert_eq(c.ok_offset, 0, "the refused appends took no offsets");
-    for (int i = 0; i < 1000 && c.log != NULL; i++) {
-        test_run_on(rt, 0, plog_cleanup, &c);
-        if (c.log != NULL)
-            usleep(1000);
-    }
-    cr_assert_null(c.log, "the log became idle");
+    close_when_idle(rt, plog_cleanup, &c, &c.log);
     rv_runtime_close(rt);
 }
 
@@ -329,22 +342,9 @@ Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
     rv_runtime_t *rt = test_rt_open(1);
     struct dw_case c = {0};
     test_signal_init(&c.done);
-    char wdir[128], pdir[128], seg[256];
-    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
-    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
-    snprintf(seg, sizeof(seg), "%s/%020d.log", pdir, 0);
-    struct rv_wal_config wc;
-    rv_wal_config_init(&wc);
-    wc.dir = wdir;
-    wc.file_bytes = 1 << 20;
-    wc.group_bytes_max = 1 << 18;
-    cr_assert_eq(rv_wal_open(&c.wal, &wc, 0, NULL, NULL, NULL), 0);
-    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
-                                .retention_ms = -1,
-                                .retention_bytes = -1,
-                                .index_interval = 4096,
-                                .max_batch_bytes = 1 << 20};
-    cr_assert_eq(rv_plog_open(&c.log, pdir, 1, &pc), 0);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
     c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
     test_run_on(rt, 0, dw_start, &c);
     cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
@@ -359,12 +359,7 @@ Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
     for (int i = 0; i < 1000 && file_size(seg) <= 0; i++)
         usleep(1000);
     cr_assert_eq(file_size(seg), 4096, "written, padded to its block");
-    for (int i = 0; i < 1000 && c.log != NULL; i++) {
-        test_run_on(rt, 0, dw_cleanup, &c);
-        if (c.log != NULL)
-            usleep(1000);
-    }
-    cr_assert_null(c.log, "the log became idle");
+    close_when_idle(rt, dw_cleanup, &c, &c.log);
     rv_runtime_close(rt);
     cr_assert_eq(file_size(seg), (long)c.batch_len, "the zeros were cut at the sync");
     FILE *f = fopen(seg, "rb");
@@ -421,24 +416,11 @@ Test(plog, a_roll_waits_for_a_held_direct_write)
     struct dw_case *c = &r.c;
     test_signal_init(&c->done);
     test_signal_init(&r.done2);
-    char wdir[128], pdir[128], seg0[256], seg1[256];
-    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
-    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
-    snprintf(seg0, sizeof(seg0), "%s/%020d.log", pdir, 0);
-    snprintf(seg1, sizeof(seg1), "%s/%020d.log", pdir, 3);
-    struct rv_wal_config wc;
-    rv_wal_config_init(&wc);
-    wc.dir = wdir;
-    wc.file_bytes = 1 << 20;
-    wc.group_bytes_max = 1 << 18;
-    cr_assert_eq(rv_wal_open(&c->wal, &wc, 0, NULL, NULL, NULL), 0);
+    char seg0[256], seg1[256];
+    snprintf(seg0, sizeof(seg0), "%s/t/0/%020d.log", dir, 0);
+    snprintf(seg1, sizeof(seg1), "%s/t/0/%020d.log", dir, 3);
     c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
-    struct rv_plog_config pc = {.segment_bytes = (uint32_t)c->batch_len + 1, /* one each */
-                                .retention_ms = -1,
-                                .retention_bytes = -1,
-                                .index_interval = 4096,
-                                .max_batch_bytes = 1 << 20};
-    cr_assert_eq(rv_plog_open(&c->log, pdir, 1, &pc), 0);
+    open_wal_and_log(&c->wal, &c->log, (uint32_t)c->batch_len + 1); /* a batch a segment */
     test_run_on(rt, 0, rr_start, &r);
     cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
     test_signal_wait(&c->done);
@@ -450,12 +432,7 @@ Test(plog, a_roll_waits_for_a_held_direct_write)
     cr_assert_eq(r.offset2, 3);
     usleep(50000); /* a roll that did not wait would run now */
     test_run_on(rt, 0, dw_release, c);
-    for (int i = 0; i < 1000 && c->log != NULL; i++) {
-        test_run_on(rt, 0, dw_cleanup, c);
-        if (c->log != NULL)
-            usleep(1000);
-    }
-    cr_assert_null(c->log, "the log became idle");
+    close_when_idle(rt, dw_cleanup, c, &c->log);
     rv_runtime_close(rt);
     cr_assert_eq(file_size(seg0), (long)c->batch_len, "the first batch is in segment 0");
     cr_assert_eq(file_size(seg1), (long)c->batch_len, "segment 3 holds only the second");
