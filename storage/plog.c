@@ -1219,15 +1219,17 @@ static void plog_write_done(void *arg, int64_t res)
  *
  * An active segment opened with O_DIRECT (rv_plog_shard.is_seg_direct) takes
  * no page-cache copy on the shard's thread: its applied batches stay in the
- * hot tier (pinned: not on disk yet) and are copied, in file order, into one
- * 4 KiB-aligned block of the shard's pool per write; one write is in flight
- * per log, and what arrives meanwhile goes out with the next one. A write that
- * ends inside a block pads it with zeros, and the next write starts at that
- * block again (its bytes are kept in dw.tail: the same bytes, so a torn
- * rewrite leaves them intact). The zeros past the data are cut at roll and at
- * close; after a crash, recovery cuts them as it cuts any torn tail. After a
- * reopen the tail block is read back before the first write. Redpanda's
- * segment appender works the same way (aligned chunks, the head rewritten). */
+ * hot tier (pinned: not on disk yet) and are copied, in file order, into the
+ * 4 KiB-aligned parts of up to PLOG_DW_BLOCKS pool blocks (one writev); one
+ * write is in flight per log, and what arrives meanwhile goes out with the
+ * next one. A write that ends inside a 4 KiB block pads it with zeros, and the
+ * next write starts at that block again (its bytes are kept in dw.tail: the
+ * same bytes, so a torn rewrite leaves them intact). The zeros past the data
+ * are cut at roll and at close; after a crash, recovery cuts them as padding
+ * (storage/seg.c). After a reopen the tail block is read back before the first
+ * write. A held write (ring, pool or disk full) is issued again by the retry
+ * timer, and a roll waits for it. Redpanda's segment appender works the same
+ * way (aligned chunks, the head rewritten). */
 
 #define PLOG_DW_ALIGN 4096u /* the block every direct write starts and ends on */
 
