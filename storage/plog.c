@@ -1293,6 +1293,11 @@ static int plog_dw_prepare(struct rv_plog *log)
         uint8_t *data;
         uint32_t cap;
         void *blk = plog_dw_block(log, left - total, &data, &cap);
+        if (blk == NULL && dw->nblk == 0 && left > PLOG_DW_ALIGN) {
+            /* No block that size (a fragmented pool): a smaller write still
+             * makes progress, where waiting for a large one might not. */
+            blk = plog_dw_block(log, PLOG_DW_ALIGN, &data, &cap);
+        }
         if (blk == NULL)
             break; /* a shorter write, or none */
         RV_ASSERT(cap > carry);

@@ -244,8 +244,9 @@ struct dw_case {
     rv_plog_t *log;
     void *held[2048]; /* pool blocks the test holds back */
     uint32_t held_count;
-    uint8_t batch[4096];
+    uint8_t batch[16384];
     size_t batch_len;
+    size_t spend_size; /* the pool blocks spent: 8192 (0) or larger */
     int rc;
     int64_t offset;
     struct test_signal done;
@@ -277,18 +278,19 @@ static void dw_spend_and_append(struct dw_case *c)
     cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
     memcpy(rv_buf_data(buf), c->batch, c->batch_len);
     rv_buf_set_len(buf, c->batch_len);
-    /* Hold a block of every small class (what an append takes, and the 4 KiB
-     * tail block: their chunks stay carved), then every staging-sized block
-     * the budget allows. */
-    void *small[7];
-    for (int i = 0; i < 7; i++)
+    /* Hold a block of every small class (what an append takes, the 4 KiB
+     * tail block, and 8 KiB: their chunks stay carved), then every block of
+     * the spent size the budget allows. */
+    void *small[8];
+    for (int i = 0; i < 8; i++)
         cr_assert_not_null(small[i] = rv_pool_get(c->sh.pool, (size_t)64 << i));
+    size_t spend = c->spend_size != 0 ? c->spend_size : 8192;
     void *b;
-    while (c->held_count < 2048 && (b = rv_pool_get(c->sh.pool, 8192)) != NULL)
+    while (c->held_count < 2048 && (b = rv_pool_get(c->sh.pool, spend)) != NULL)
         c->held[c->held_count++] = b;
     cr_assert(c->held_count > 0 && c->held_count < 2048, "the budget ran out: %u blocks",
               c->held_count);
-    for (int i = 0; i < 7; i++) /* held: a wholly free chunk would be given to them */
+    for (int i = 0; i < 8; i++) /* held: a wholly free chunk would be given to them */
         c->held[c->held_count++] = small[i];
     c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
                            dw_appended, c);
@@ -442,4 +444,48 @@ Test(plog, a_roll_waits_for_a_held_direct_write)
     cr_assert_eq(fread(got, 1, c->batch_len, f), c->batch_len);
     fclose(f);
     cr_assert(memcmp(got, c->batch, c->batch_len) == 0, "segment 0 holds the first batch");
+}
+
+/* A batch larger than a block, with no staging block of the size it needs
+ * (a fragmented pool) but smaller ones to spare: written in 4 KiB steps
+ * instead of waiting for a large block. */
+Test(plog, a_direct_write_without_a_large_block_goes_in_smaller_steps)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct dw_case c;
+    memset(&c, 0, sizeof(c));
+    test_signal_init(&c.done);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
+    static char value[3000];
+    memset(value, 'v', sizeof(value));
+    struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
+                                     .producer_id = RV_BATCH_NO_PRODUCER_ID,
+                                     .base_sequence = RV_BATCH_NO_SEQUENCE,
+                                     .producer_epoch = -1};
+    struct rv_batch_builder b;
+    cr_assert_eq(rv_batch_builder_init(&b, c.batch, sizeof(c.batch), &params), 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(rv_batch_builder_add(&b, 1000 + i, NULL, -1, value, sizeof(value), NULL, 0),
+                     0);
+    cr_assert_eq(rv_batch_builder_finish(&b, &c.batch_len), 0);
+    cr_assert_gt(c.batch_len, 12000u);
+    c.spend_size = 16384; /* every block of 16 KiB and up; 8 KiB ones remain */
+    test_run_on(rt, 0, dw_start, &c);
+    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
+    test_signal_wait(&c.done);
+    for (int i = 0; i < 1000 && file_size(seg) < (long)c.batch_len; i++)
+        usleep(1000);
+    cr_assert_geq(file_size(seg), (long)c.batch_len, "written without a large block");
+    test_run_on(rt, 0, dw_release, &c);
+    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    rv_runtime_close(rt);
+    cr_assert_eq(file_size(seg), (long)c.batch_len);
+    FILE *f = fopen(seg, "rb");
+    cr_assert_not_null(f);
+    static uint8_t got[16384];
+    cr_assert_eq(fread(got, 1, c.batch_len, f), c.batch_len);
+    fclose(f);
+    cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the file holds the batch");
 }
