@@ -1155,6 +1155,14 @@ static void plog_retry_arm(struct rv_plog *log, uint64_t delay_us)
     plog_fail(log, -ENOMEM);
     if (log->dw.is_held && log->writes_inflight == 0)
         plog_dw_abandon(log);
+    while (log->retry_head != NULL) { /* buffered writes that waited: never written now */
+        struct hot_entry *e = log->retry_head;
+        log->retry_head = e->retry_next;
+        e->is_on_disk = true; /* the WAL has it; the hot tier may drop it */
+        rv_buf_put(e->buf);   /* the write's reference */
+    }
+    log->is_disk_full = false;
+    plog_roll_flush_queue(log); /* releases what waited for a roll or room */
 }
 
 /* The ring had no room (io_depth operations in flight): try again very soon.

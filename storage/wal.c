@@ -623,21 +623,35 @@ static int wal_open_current(struct rv_wal *w, uint64_t end)
     return rv_sys_fsync_dir(w->dir);
 }
 
-/* Direct I/O: appends after an open go to a new file starting at the end
- * (the old one ends there, as replay expects; the next file's start is its
- * end). Every group starts on a boundary of its file, which an end left by a
- * buffered WAL or a cut tail may not be on; and up to RV_WAL_DIRECT_WRITES
- * groups were written at once, so after a power loss a group may be missing
- * (zeros, where replay ended) while a later one reached the disk: writing on
- * in that file could end a new group exactly where that stale one begins,
- * and a second crash would replay it. A file that is never written again
- * keeps its zeros there. */
+/* After replay, before the first append: nothing may follow the end in the
+ * current file. Several direct group writes were in flight at once, so after
+ * a power loss a group may be missing (zeros, where replay ended) while a
+ * later one reached the disk (and buffered writeback need not be in order
+ * either); a reused file holds old records too. Appending there could end a
+ * new group exactly where such a stale group begins, and a second crash would
+ * replay it. So the file is cut at the end and extended again (its tail reads
+ * as zeros; no new disk space is needed). Direct I/O also starts every group
+ * on a boundary of its file: an end off one (left by a buffered WAL or a cut
+ * tail) starts a new file there instead, which replay takes as the old one's
+ * end. */
 static int wal_align_end(struct rv_wal *w)
 {
     uint64_t end = w->end_lsn;
     w->align_phase = (uint32_t)(end % RV_WAL_DIRECT_ALIGN);
-    if (!w->is_direct || end == w->file_start)
-        return 0; /* buffered (one group at a time), or nothing in this file */
+    uint64_t pos = end - w->file_start;
+    if (!w->is_direct || pos % RV_WAL_DIRECT_ALIGN == 0) {
+        int rc = rv_sys_ftruncate(w->fd, (off_t)pos);
+        if (rc < 0)
+            return rv_errf(rc, "wal %s: cut the current file at lsn %llu", w->dir,
+                           (unsigned long long)end);
+        rc = rv_sys_fallocate(w->fd, 0, 0, (off_t)w->cfg.file_bytes);
+        if (rc == -EOPNOTSUPP) /* a filesystem without fallocate: extend instead */
+            rc = rv_sys_ftruncate(w->fd, (off_t)w->cfg.file_bytes);
+        if (rc < 0) /* writes extend the file instead: slower, not wrong */
+            rv_warn("wal %s: preallocate after the cut: %s", w->dir, rv_strerror(rc));
+        rc = rv_sys_fdatasync(w->fd);
+        return rc < 0 ? rv_errf(rc, "wal %s: sync after the cut", w->dir) : 0;
+    }
     int rc = wal_files_push(w, end);
     if (rc < 0)
         return rc;
@@ -645,7 +659,8 @@ static int wal_align_end(struct rv_wal *w)
     w->fd = -1;
     rc = wal_open_current(w, end);
     if (rc == 0)
-        rv_debug("wal %s: appends go to a new file at lsn %llu", w->dir, (unsigned long long)end);
+        rv_info("wal %s: end at lsn %llu is not on a %u-byte boundary: new file there", w->dir,
+                (unsigned long long)end, RV_WAL_DIRECT_ALIGN);
     return rc;
 }
 

@@ -47,10 +47,11 @@
  * never enters the page cache (it is read back only at recovery). Every group
  * then starts and ends on a 4 KiB boundary of its file: a group is closed with
  * an RV_WAL_PAD record (zeros) up to the next boundary, which replay skips.
- * Appends after an open go to a new file starting at the end LSN (an end off
- * a boundary, left by a buffered WAL or a cut tail, needs one anyway; and a
- * group missing after a power loss, while a later one of the several written
- * at once reached the disk, stays zeros in a file never written again). One copy either way: direct I/O trades
+ * At open the current file is cut at the end LSN and extended again, so no
+ * stale group can follow new appends (after a power loss a group may be
+ * missing while a later one of the several written at once reached the disk);
+ * an end off a boundary (left by a buffered WAL or a cut tail) starts a new
+ * file at that LSN instead. One copy either way: direct I/O trades
  * the kernel's copy into the page cache (and its reclaim and writeback) for
  * ours into the staging buffer; docs/benchmarks.md has the measurement.
  *

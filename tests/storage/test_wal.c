@@ -1106,11 +1106,12 @@ Test(wal, kept_files_found_at_open_are_reused_or_removed)
 }
 
 /* After a power loss one of several direct group writes in flight may be
- * missing (zeros) while a later group reached the disk. Replay ends at the
- * zeros; the appends after the open go to a new file, so a new group that
- * ends where the stale later group begins can never lead the next replay
- * into it. */
-Test(wal, direct_appends_after_an_open_go_to_a_new_file)
+ * missing (zeros) while later groups reached the disk. Replay ends at the
+ * zeros; the open cuts the file there, so a new group that ends where a stale
+ * later group begins can never lead the next replay into it: whichever group
+ * was lost (the first of the file too), and whether the WAL is reopened
+ * direct or buffered. */
+static void stale_groups_case(uint32_t lost, enum rv_wal_io reopen_io)
 {
     rv_runtime_t *rt = test_rt_open(1);
     rv_wal_t *w = wal_open_direct(64 << 10, NULL);
@@ -1123,25 +1124,44 @@ Test(wal, direct_appends_after_an_open_go_to_a_new_file)
     static uint8_t zeros[RV_WAL_DIRECT_ALIGN];
     int fd = open(path, O_RDWR);
     cr_assert_geq(fd, 0);
-    cr_assert_eq(pwrite(fd, zeros, sizeof(zeros), 2 * RV_WAL_DIRECT_ALIGN), sizeof(zeros));
-    close(fd); /* the third group never reached the disk; the fourth and fifth did */
+    cr_assert_eq(pwrite(fd, zeros, sizeof(zeros), (off_t)lost * RV_WAL_DIRECT_ALIGN),
+                 sizeof(zeros));
+    close(fd); /* group `lost` never reached the disk; the ones after it did */
     reset_replay();
-    w = wal_open_direct(64 << 10, &replay);
-    cr_assert_eq(replay.count, 2, "replay ends at the missing group");
-    cr_assert_eq(rv_wal_end_lsn(w), 2 * RV_WAL_DIRECT_ALIGN);
-    cr_assert_eq(append_n(rt, w, 100, 1, 100, true)->append_rc, 0); /* a block: up to the 4th */
-    char crash[192], cmd[512];
+    w = NULL;
+    cr_assert_eq(wal_open_io(64 << 10, reopen_io, &replay, &w), 0, "%s", rv_err_msg());
+    cr_assert_eq(replay.count, lost, "replay ends at the missing group");
+    /* New records that end where the next stale group begins: one block. */
+    bool is_buffered = reopen_io == RV_WAL_IO_BUFFERED;
+    uint32_t n_new = is_buffered ? 16 : 1; /* 16 x (28 + 228) bytes; direct pads one */
+    cr_assert_eq(append_n(rt, w, 100, n_new, is_buffered ? 228 : 100, true)->append_rc, 0);
+    char crash[192], cmd[1024];
     snprintf(crash, sizeof(crash), "%s/crashed", dir);
-    snprintf(cmd, sizeof(cmd), "cp -a %s %s", wal_dir, crash); /* a second crash */
-    cr_assert_eq(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s && cp -a %s %s", crash, wal_dir, crash);
+    cr_assert_eq(system(cmd), 0); /* a second crash */
     wal_close_when_idle(rt, w);
     rv_runtime_close(rt);
     reset_replay();
     w = wal_open_from(crash, 0, &replay, NULL);
-    cr_assert_eq(replay.count, 3, "the two old records and the new one, not the stale groups");
-    cr_assert_eq(replay.keys[2], 1100);
+    cr_assert_eq(replay.count, lost + n_new, "the old records before the hole and the new ones");
+    cr_assert_eq(replay.keys[lost], 1100);
     cr_assert_eq(replay.bad_payloads, 0);
     rv_wal_close(w);
+}
+
+Test(wal, direct_stale_groups_after_a_hole_never_replay)
+{
+    stale_groups_case(2, RV_WAL_IO_DIRECT);
+}
+
+Test(wal, direct_stale_groups_after_a_lost_first_group_never_replay)
+{
+    stale_groups_case(0, RV_WAL_IO_DIRECT);
+}
+
+Test(wal, direct_stale_groups_never_replay_after_a_buffered_reopen)
+{
+    stale_groups_case(2, RV_WAL_IO_BUFFERED);
 }
 
 static void drop_kept_fn(void *p)
