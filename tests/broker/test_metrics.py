@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -165,7 +166,15 @@ class Metrics(B.BrokerTestCase):
 
     def test_1_health_ready_and_errors(self):
         self.assertEqual(http(self.admin_port, "/health")[::2], (200, "ok\n"))
-        self.assertEqual(http(self.admin_port, "/ready")[::2], (200, "ready\n"))
+        # The ports accept connections a moment before the shards are marked
+        # serving (rivvend marks them once every listener is up): a readiness
+        # probe is polled, so poll it.
+        deadline = time.monotonic() + 10
+        ready = http(self.admin_port, "/ready")[::2]
+        while ready[0] == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            ready = http(self.admin_port, "/ready")[::2]
+        self.assertEqual(ready, (200, "ready\n"))
         self.assertEqual(http(self.admin_port, "/nothing")[0], 404)
         status, headers, _ = http(self.admin_port, "/metrics", method="POST")
         self.assertEqual(status, 405)
