@@ -164,7 +164,8 @@ static void idle_probe(void *arg)
     c->is_idle = rv_wal_is_idle(c->wal);
 }
 
-static void wal_close_when_idle(rv_runtime_t *rt, rv_wal_t *w)
+/* Wait on the test thread until shard 0's WAL has nothing in flight (jobs too). */
+static void wal_wait_idle(rv_runtime_t *rt, rv_wal_t *w)
 {
     struct idle_check c = {.wal = w};
     for (int i = 0; i < 2000 && !c.is_idle; i++) {
@@ -173,10 +174,16 @@ static void wal_close_when_idle(rv_runtime_t *rt, rv_wal_t *w)
             usleep(1000);
     }
     cr_assert(c.is_idle, "wal never became idle");
+}
+
+static void wal_close_when_idle(rv_runtime_t *rt, rv_wal_t *w)
+{
+    wal_wait_idle(rt, w);
     rv_wal_close(w);
 }
 
-static uint32_t count_files(const char *suffix)
+/* Files of the WAL directory whose names start with prefix and end with suffix. */
+static uint32_t count_names(const char *prefix, const char *suffix)
 {
     DIR *d = opendir(wal_dir);
     cr_assert_not_null(d);
@@ -184,11 +191,17 @@ static uint32_t count_files(const char *suffix)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t l = strlen(de->d_name), s = strlen(suffix);
-        if (l > s && strcmp(de->d_name + l - s, suffix) == 0)
+        if (l > s && strcmp(de->d_name + l - s, suffix) == 0 &&
+            strncmp(de->d_name, prefix, strlen(prefix)) == 0)
             n++;
     }
     closedir(d);
     return n;
+}
+
+static uint32_t count_files(const char *suffix)
+{
+    return count_names("", suffix);
 }
 
 /* ---- tests ---------------------------------------------------------------------------- */
@@ -961,12 +974,7 @@ Test(wal, a_failure_to_clear_a_failed_writes_bytes_is_sticky)
     trio_run(rt, &t);
     cr_assert_eq(t.results[0], -ENOSPC);
     /* The zeros' write failed (on the shard, after the callback): sticky. */
-    struct idle_check c = {.wal = w};
-    for (int i = 0; i < 2000 && !c.is_idle; i++) {
-        test_run_on(rt, 0, idle_probe, &c);
-        if (!c.is_idle)
-            usleep(1000);
-    }
+    wal_wait_idle(rt, w);
     cr_assert(rv_sys_fault_fired());
     cr_assert(rv_wal_is_failed(w), "a WAL that cannot clear refused bytes writes no more");
     struct trio t2 = {.w = w};
@@ -978,16 +986,20 @@ Test(wal, a_failure_to_clear_a_failed_writes_bytes_is_sticky)
 
 /* ---- reused files (direct I/O) ---------------------------------------------------------- */
 
-static uint32_t count_prefix(const char *prefix)
+static uint32_t count_kept(void)
 {
-    DIR *d = opendir(wal_dir);
-    cr_assert_not_null(d);
-    uint32_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
-    closedir(d);
-    return n;
+    return count_names("free-", ".wal.tmp");
+}
+
+/* Release every file below the end (the current one stays) and wait for the job. */
+static void release_all_and_wait(rv_runtime_t *rt, rv_wal_t *w)
+{
+    struct {
+        rv_wal_t *w;
+        uint64_t lsn;
+    } rel = {w, rv_wal_end_lsn(w)};
+    test_run_on(rt, 0, release_fn, &rel);
+    wal_wait_idle(rt, w);
 }
 
 static rv_wal_t *wal_open_from(const char *path, uint64_t from, struct replayed *r,
@@ -1018,17 +1030,8 @@ Test(wal, direct_released_files_are_reused_and_their_old_records_never_replay)
     for (uint32_t round = 0; round < 4; round++)
         cr_assert_eq(append_n(rt, w, round * 250, 250, 200, true)->append_rc, 0);
     uint64_t from = rv_wal_end_lsn(w);
-    struct {
-        rv_wal_t *w;
-        uint64_t lsn;
-    } rel = {w, from};
-    test_run_on(rt, 0, release_fn, &rel); /* every file but the current one */
-    struct idle_check c = {.wal = w};
-    for (int i = 0; i < 2000 && !c.is_idle; i++) {
-        test_run_on(rt, 0, idle_probe, &c);
-        usleep(1000);
-    }
-    cr_assert_gt(count_prefix("free-"), 0, "released files are kept for reuse");
+    release_all_and_wait(rt, w);
+    cr_assert_gt(count_kept(), 0, "released files are kept for reuse");
     /* Records of another size: the old records sit at other positions. */
     for (uint32_t round = 0; round < 6; round++)
         cr_assert_eq(append_n(rt, w, 1000 + round * 150, 150, 160, true)->append_rc, 0);
@@ -1177,25 +1180,41 @@ Test(wal, kept_files_are_removed_when_the_disk_is_full)
     rv_wal_t *w = wal_open_direct(64 << 10, NULL);
     for (uint32_t round = 0; round < 4; round++)
         cr_assert_eq(append_n(rt, w, round * 250, 250, 200, true)->append_rc, 0);
-    struct {
-        rv_wal_t *w;
-        uint64_t lsn;
-    } rel = {w, rv_wal_end_lsn(w)};
-    test_run_on(rt, 0, release_fn, &rel);
-    struct idle_check c = {.wal = w};
-    for (int i = 0; i < 2000 && !c.is_idle; i++) {
-        test_run_on(rt, 0, idle_probe, &c);
-        usleep(1000);
-    }
-    cr_assert_gt(count_prefix("free-"), 0);
+    release_all_and_wait(rt, w);
+    cr_assert_gt(count_kept(), 0);
     test_run_on(rt, 0, drop_kept_fn, w);
-    c.is_idle = false;
-    for (int i = 0; i < 2000 && !c.is_idle; i++) {
-        test_run_on(rt, 0, idle_probe, &c);
-        usleep(1000);
-    }
-    cr_assert_eq(count_prefix("free-"), 0, "removed");
+    wal_wait_idle(rt, w);
+    cr_assert_eq(count_kept(), 0, "removed");
     cr_assert_eq(append_n(rt, w, 2000, 500, 200, true)->append_rc, 0, "rolls make new spares");
     wal_close_when_idle(rt, w);
     rv_runtime_close(rt);
+}
+
+/* A kept file that cannot be reused (removed behind the WAL's back) does not
+ * fail the roll: the spare is made anew. */
+Test(wal, a_kept_file_that_cannot_be_reused_gives_way_to_a_new_spare)
+{
+    cr_assert_eq(mkdir(wal_dir, 0755), 0);
+    char kept[256], cmd[512];
+    snprintf(kept, sizeof(kept), "%s/free-00000000000000000007.wal.tmp", wal_dir);
+    snprintf(cmd, sizeof(cmd), "head -c 65536 /dev/zero > %s", kept);
+    cr_assert_eq(system(cmd), 0);
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_direct(64 << 10, NULL);
+    cr_assert_eq(count_kept(), 1, "adopted");
+    cr_assert_eq(unlink(kept), 0);
+    struct rv_wal_stats st = {0};
+    for (uint32_t round = 0; round < 20 && st.rolls < 3; round++) {
+        cr_assert_eq(append_n(rt, w, round * 100, 100, 200, true)->append_rc, 0);
+        rv_wal_get_stats(w, &st);
+    }
+    cr_assert_geq(st.rolls, 3, "rolls went on");
+    cr_assert_eq(st.spares_recycled, 0);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    reset_replay();
+    w = wal_open_dir(64 << 10, 0, &replay, NULL);
+    cr_assert_geq(replay.count, 100);
+    cr_assert_eq(replay.bad_payloads, 0);
+    rv_wal_close(w);
 }
