@@ -233,6 +233,13 @@ static bool wal_parse_name(const char *name, uint64_t *start)
     return true;
 }
 
+/* fsync the WAL's directory after a create, rename or unlink in it. */
+static int wal_sync_dir(const struct rv_wal *w)
+{
+    int rc = rv_sys_fsync_dir(w->dir);
+    return rc < 0 ? rv_errf(rc, "wal %s: sync the directory", w->dir) : 0;
+}
+
 static int wal_list(struct rv_wal *w)
 {
     DIR *d = opendir(w->dir);
@@ -249,8 +256,8 @@ static int wal_list(struct rv_wal *w)
             if (rc == -ENOSPC) {
                 char path[PATH_MAX];
                 rc = wal_free_path(path, sizeof(path), w->dir, start);
-                if (rc == 0)
-                    rc = rv_sys_unlink(path); /* more than are kept: not needed */
+                if (rc == 0 && (rc = rv_sys_unlink(path)) < 0) /* more than are kept: not needed */
+                    rc = rv_errf(rc, "wal %s: remove", path);
             }
         }
     }
@@ -264,6 +271,7 @@ static int wal_list(struct rv_wal *w)
 
 struct wal_reader {
     int fd;
+    const char *path; /* of fd, for messages */
     uint64_t file_size;
     uint8_t *buf;     /* WAL_READ_CHUNK bytes */
     uint64_t buf_pos; /* file position of buf[0] */
@@ -296,7 +304,8 @@ static const uint8_t *wal_reader_get(struct wal_reader *r, uint64_t pos, uint32_
     }
     ssize_t n = rv_sys_pread(r->fd, dst, want, (off_t)pos);
     if (n < 0 || (uint32_t)n < len) {
-        *err = n < 0 ? (int)n : -EIO;
+        *err = rv_errf(n < 0 ? (int)n : -EIO, "wal %s: read %u bytes at %llu", r->path, want,
+                       (unsigned long long)pos);
         return NULL;
     }
     if (dst == r->buf) {
@@ -398,7 +407,7 @@ static int wal_cut(struct rv_wal *w, uint32_t i, uint64_t cut, struct rv_wal_rep
     if (rc < 0)
         return rv_errf(rc, "wal %s: cut at %llu", path, (unsigned long long)pos);
     rc = wal_remove_files_after(w, i, rep);
-    return rc < 0 ? rc : rv_sys_fsync_dir(w->dir);
+    return rc < 0 ? rc : wal_sync_dir(w);
 }
 
 /* Replay file i; *end receives the LSN where valid data ends. 1: cut there. */
@@ -416,8 +425,11 @@ static int wal_replay_one(struct rv_wal *w, struct wal_reader *r, uint32_t i, ui
     /* A direct-I/O WAL is not in the page cache: replay reads it from the
      * disk, front to back. Advice only: a refusal changes nothing. */
     (void)posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    r->path = path;
     struct stat st;
     rc = rv_sys_fstat(r->fd, &st);
+    if (rc < 0)
+        rc = rv_errf(rc, "wal %s: stat", path);
     r->file_size = rc == 0 ? (uint64_t)st.st_size : 0;
     r->buf_len = 0;
     uint64_t pos = from_lsn > start ? from_lsn - start : 0;
@@ -541,7 +553,7 @@ static int wal_make_spare(const struct rv_wal *w, bool is_written)
         (void)rv_sys_close(fd);
         return rv_errf(rc, "wal %s: writing zeros", path);
     }
-    rc = rv_sys_fsync_dir(w->dir);
+    rc = wal_sync_dir(w);
     if (rc < 0) {
         (void)rv_sys_close(fd);
         return rc;
@@ -568,7 +580,7 @@ static int wal_recycle_spare(const struct rv_wal *w, uint64_t id)
     int fd = wal_open_file(w, to, 0); /* its blocks are allocated: the fallocate is a no-op */
     if (fd < 0)
         return fd;
-    rc = rv_sys_fsync_dir(w->dir);
+    rc = wal_sync_dir(w);
     if (rc < 0) {
         (void)rv_sys_close(fd);
         return rc;
@@ -620,7 +632,7 @@ static int wal_open_current(struct rv_wal *w, uint64_t end)
         return fd;
     w->fd = fd;
     w->end_lsn = w->write_lsn = w->durable_lsn = w->complete_lsn = w->issued_end = end;
-    return rv_sys_fsync_dir(w->dir);
+    return wal_sync_dir(w);
 }
 
 /* After replay, before the first append: nothing may follow the end in the
@@ -699,8 +711,8 @@ int rv_wal_open(rv_wal_t **out, const struct rv_wal_config *cfg, uint64_t from_l
     w->dir = strdup(cfg->dir);
     w->groups = calloc(RV_WAL_GROUPS, sizeof(*w->groups));
     int rc = w->dir != NULL && w->groups != NULL ? 0 : -ENOMEM;
-    if (rc == 0)
-        rc = rv_sys_mkdir_p(cfg->dir, 0755);
+    if (rc == 0 && (rc = rv_sys_mkdir_p(cfg->dir, 0755)) < 0)
+        rc = rv_errf(rc, "wal %s: create the directory", cfg->dir);
     if (rc == 0)
         rc = wal_list(w);
     if (rc == 0)
@@ -1358,7 +1370,7 @@ static void wal_roll_work(void *arg)
         job->is_renamed = job->rc == 0;
     }
     if (job->rc == 0)
-        job->rc = rv_sys_fsync_dir(w->dir);
+        job->rc = wal_sync_dir(w);
 }
 
 #define WAL_EMFILE_RETRY_US 10000 /* a roll that met EMFILE tries again after this */
@@ -1512,7 +1524,7 @@ static void wal_release_work(void *arg)
         if (rc < 0 && rc != -ENOENT)
             job->rc = rc;
     }
-    int rc = rv_sys_fsync_dir(job->w->dir);
+    int rc = wal_sync_dir(job->w);
     if (job->rc == 0)
         job->rc = rc;
 }

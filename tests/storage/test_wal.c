@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/err.h"
 #include "core/sys.h"
 #include "storage/wal.h"
 #include "tests/support/rt.h"
@@ -1217,4 +1218,81 @@ Test(wal, a_kept_file_that_cannot_be_reused_gives_way_to_a_new_spare)
     cr_assert_geq(replay.count, 100);
     cr_assert_eq(replay.bad_payloads, 0);
     rv_wal_close(w);
+}
+
+/* Every shimmed call of a reopen after a crash (replay, the torn tail's cut,
+ * the cut of the current file at its end, the spare) failing in turn: the
+ * open either fails with an error and a message, holding nothing, or opens;
+ * either way a later open replays every record, none twice. */
+static void reopen_fault_sweep(enum rv_wal_io io)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = NULL;
+    int rc = wal_open_io(64 << 10, io, NULL, &w);
+    if (rc == -EINVAL && io == RV_WAL_IO_DIRECT)
+        cr_skip_test("this filesystem refuses O_DIRECT: %s", rv_err_msg());
+    cr_assert_eq(rc, 0, "%s", rv_err_msg());
+    cr_assert_eq(append_n(rt, w, 0, 30, 200, true)->append_rc, 0);
+    char crash[192], work[192], cmd[1024];
+    snprintf(crash, sizeof(crash), "%s/crashed", dir);
+    snprintf(work, sizeof(work), "%s/work", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s && cp -a %s %s", crash, wal_dir, crash);
+    cr_assert_eq(system(cmd), 0); /* as a kill would leave it: no clean close */
+    uint64_t end = rv_wal_end_lsn(w);
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%020d.wal", crash, 0);
+    for (int i = 0; i < 100; i++) /* a torn record after the end: cut at every open */
+        write_byte(path, (off_t)end + i, 0xa5);
+    struct rv_wal_config cfg;
+    rv_wal_config_init(&cfg);
+    cfg.dir = work;
+    cfg.file_bytes = 64 << 10;
+    cfg.group_bytes_max = 16 << 10;
+    cfg.io = io;
+    uint32_t failed = 0;
+    bool is_fired = true;
+    for (uint32_t n = 1; is_fired; n++) {
+        cr_assert_lt(n, 200, "the open makes fewer calls than that");
+        snprintf(cmd, sizeof(cmd), "rm -rf %s && cp -a %s %s", work, crash, work);
+        cr_assert_eq(system(cmd), 0);
+        reset_replay();
+        rv_err_clear();
+        rv_sys_fault_fail_nth(n, -EIO);
+        w = NULL;
+        rc = rv_wal_open(&w, &cfg, 0, replay_cb, &replay, NULL);
+        is_fired = rv_sys_fault_fired();
+        rv_sys_fault_clear();
+        if (rc < 0) {
+            cr_assert(is_fired, "open failed without the fault: %s", rv_err_msg());
+            cr_assert_null(w);
+            cr_assert(strlen(rv_err_msg()) > 0, "an error message for call %u", n);
+            failed++;
+        } else {
+            rv_wal_close(w);
+        }
+        reset_replay();
+        struct rv_wal_report rep;
+        rc = rv_wal_open(&w, &cfg, 0, replay_cb, &replay, &rep);
+        cr_assert_eq(rc, 0, "reopen after call %u failed: %s", n, rv_err_msg());
+        if (n == 1) /* the faulted open failed at its first call */
+            cr_assert_gt(rep.cut_bytes, 0, "the torn record is cut");
+        cr_assert_eq(replay.count, 30, "call %u: %u records replayed", n, replay.count);
+        cr_assert_eq(replay.bad_payloads, 0);
+        for (uint32_t i = 0; i < 30; i++)
+            cr_assert_eq(replay.keys[i], 1000 + i);
+        rv_wal_close(w);
+    }
+    cr_assert_gt(failed, 10, "the faults reached the open's calls");
+}
+
+Test(wal, every_failing_call_of_a_direct_reopen_loses_nothing)
+{
+    reopen_fault_sweep(RV_WAL_IO_DIRECT);
+}
+
+Test(wal, every_failing_call_of_a_buffered_reopen_loses_nothing)
+{
+    reopen_fault_sweep(RV_WAL_IO_BUFFERED);
 }
