@@ -85,10 +85,20 @@ static int timer_grow(struct rv_timers *t)
     return 0;
 }
 
+/* Fault injection (tests): adds left on this thread before one fails (0: none). */
+static _Thread_local uint32_t timer_fault_countdown;
+
+void rv_timers_fault_fail_nth(uint32_t nth)
+{
+    timer_fault_countdown = nth;
+}
+
 int rv_timers_add(struct rv_timers *t, uint64_t deadline_ns, rv_task_fn *fn, void *arg,
                   rv_timer_id *out)
 {
     RV_ASSERT(fn != NULL);
+    if (timer_fault_countdown != 0 && --timer_fault_countdown == 0)
+        return -ENOMEM;
     if (t->free_head == TIMER_NONE) {
         int rc = timer_grow(t);
         if (rc < 0)

@@ -40,6 +40,10 @@ void rv_timers_fini(struct rv_timers *t);
 /* Add a timer due at deadline_ns. -ENOMEM when the slot array cannot grow. */
 RV_MUST_CHECK int rv_timers_add(struct rv_timers *t, uint64_t deadline_ns, rv_task_fn *fn,
                                 void *arg, rv_timer_id *out);
+/* Fault injection (tests): the nth add from now on the calling thread (a
+ * shard's) fails with -ENOMEM, as a slot array that cannot grow would; 0
+ * disables. */
+void rv_timers_fault_fail_nth(uint32_t nth);
 /* -ENOENT when id is not a pending timer. */
 RV_MUST_CHECK int rv_timers_cancel(struct rv_timers *t, rv_timer_id id);
 /* Earliest deadline, or UINT64_MAX when none is pending. */

@@ -9,6 +9,7 @@
 #include "core/buf.h"
 #include "core/crc32c.h"
 #include "core/pool.h"
+#include "shards/timer.h"
 #include "storage/batch.h"
 #include "storage/plog.h"
 #include "storage/wal.h"
@@ -246,7 +247,9 @@ struct dw_case {
     uint32_t held_count;
     uint8_t batch[16384];
     size_t batch_len;
-    size_t spend_size; /* the pool blocks spent: 8192 (0) or larger */
+    size_t spend_size;     /* the pool blocks spent: 8192 (0) or another size */
+    size_t pool_bytes;     /* the shard pool's budget: 16 MiB (0) or this */
+    bool is_fail_expected; /* the log fails: its final sync does too */
     int rc;
     int64_t offset;
     struct test_signal done;
@@ -262,7 +265,9 @@ static void dw_appended(void *arg, int64_t base)
 /* The shard's pool (small, so the test can spend it), hot tier, direct I/O. */
 static void dw_setup(struct dw_case *c)
 {
-    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
+    struct rv_pool_opts po = {.owner_shard = 0,
+                              .bytes_max = c->pool_bytes != 0 ? c->pool_bytes : 16 << 20,
+                              .numa_node = -1};
     cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
     cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
     c->sh.wal = c->wal;
@@ -323,7 +328,11 @@ static void dw_cleanup(void *arg)
     if (c->log == NULL || !rv_plog_is_idle(c->log) || !rv_wal_is_idle(c->wal) ||
         !rv_plog_fds_is_idle(&c->sh))
         return;
-    cr_assert_eq(rv_plog_sync_blocking(c->log), 0, "%s", rv_err_msg()); /* cuts the zeros */
+    int rc = rv_plog_sync_blocking(c->log); /* cuts the zeros */
+    if (c->is_fail_expected)
+        cr_assert_lt(rc, 0, "a failed log's sync says so");
+    else
+        cr_assert_eq(rc, 0, "%s", rv_err_msg());
     rv_plog_fds_fini(&c->sh);
     rv_plog_close(c->log);
     c->log = NULL;
@@ -488,4 +497,132 @@ Test(plog, a_direct_write_without_a_large_block_goes_in_smaller_steps)
     cr_assert_eq(fread(got, 1, c.batch_len, f), c.batch_len);
     fclose(f);
     cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the file holds the batch");
+}
+
+/* Read a whole file into out (at most cap bytes); its length. */
+static size_t read_file(const char *path, uint8_t *out, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    size_t n = fread(out, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+/* The retry timer of a held direct write cannot be armed (no memory for one
+ * more timer): nothing would ever retry the write, so the log fails instead
+ * (its data is in the WAL), drops the held write, refuses appends, says so at
+ * its final sync and still closes; the WAL still replays the batch. */
+static void tf_arm(void *arg)
+{
+    (void)arg;
+    rv_timers_fault_fail_nth(1); /* the held write's next retry arms the next timer */
+}
+
+static void tf_append_again(void *arg)
+{
+    struct dw_case *c = arg;
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
+    memcpy(rv_buf_data(buf), c->batch, c->batch_len);
+    rv_buf_set_len(buf, c->batch_len);
+    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
+                           never_done, c);
+    rv_buf_put(buf);
+}
+
+static int count_cb(void *arg, const struct rv_wal_record *rec)
+{
+    (void)rec;
+    (*(uint32_t *)arg)++;
+    return 0;
+}
+
+Test(plog, a_retry_timer_that_cannot_be_armed_fails_the_log_and_it_still_closes)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct dw_case c;
+    memset(&c, 0, sizeof(c));
+    test_signal_init(&c.done);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
+    c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
+    test_run_on(rt, 0, dw_start, &c);
+    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
+    test_signal_wait(&c.done);
+    usleep(5000); /* held: retried every 200 us */
+    test_run_on(rt, 0, tf_arm, NULL);
+    usleep(20000);
+    test_run_on(rt, 0, dw_release, &c);
+    test_run_on(rt, 0, tf_append_again, &c);
+    cr_assert_eq(c.rc, -EIO, "the failed log refuses appends: %s", rv_strerror(c.rc));
+    c.is_fail_expected = true;
+    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    rv_runtime_close(rt);
+    cr_assert_eq(file_size(seg), 0, "the dropped write never reached the segment");
+    char wdir[128];
+    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
+    struct rv_wal_config wc;
+    rv_wal_config_init(&wc);
+    wc.dir = wdir;
+    wc.file_bytes = 1 << 20;
+    wc.group_bytes_max = 1 << 18;
+    uint32_t replayed = 0;
+    cr_assert_eq(rv_wal_open(&c.wal, &wc, 0, count_cb, &replayed, NULL), 0, "%s", rv_err_msg());
+    rv_wal_close(c.wal);
+    cr_assert_eq(replayed, 1, "the batch comes back from the WAL");
+}
+
+/* After a reopen, the block a direct segment ends in is read back before the
+ * next write rewrites it; when the pool has no block for that read, it waits
+ * and tries again (before, the log failed), and the file then holds both
+ * batches. */
+static void tr_append(void *arg)
+{
+    struct dw_case *c = arg;
+    dw_setup(c);
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
+    memcpy(rv_buf_data(buf), c->batch, c->batch_len);
+    rv_buf_set_len(buf, c->batch_len);
+    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
+                           dw_appended, c);
+    rv_buf_put(buf);
+}
+
+Test(plog, a_tail_read_waits_for_a_staging_block)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct dw_case c;
+    memset(&c, 0, sizeof(c));
+    test_signal_init(&c.done);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
+    c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
+    cr_assert_neq(c.batch_len % 4096, 0, "the segment ends inside a block");
+    test_run_on(rt, 0, tr_append, &c);
+    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
+    test_signal_wait(&c.done);
+    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    cr_assert_eq(file_size(seg), (long)c.batch_len);
+    /* Reopened: the second append needs the tail block read first. */
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
+    c.pool_bytes = 12 << 20; /* a chunk for each small class, the rest spent */
+    c.spend_size = 4096;     /* every block a tail read could use */
+    test_run_on(rt, 0, dw_start, &c);
+    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
+    test_signal_wait(&c.done);
+    cr_assert_eq(c.offset, 3);
+    usleep(50000); /* many retries */
+    cr_assert_eq(file_size(seg), (long)c.batch_len, "nothing written before the tail is read");
+    test_run_on(rt, 0, dw_release, &c);
+    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    rv_runtime_close(rt);
+    static uint8_t got[16384];
+    cr_assert_eq(read_file(seg, got, sizeof(got)), 2 * c.batch_len);
+    cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the first batch is intact");
+    uint8_t *second = got + c.batch_len;
+    cr_assert(memcmp(second + 8, c.batch + 8, c.batch_len - 8) == 0, "then the second");
 }
