@@ -195,9 +195,11 @@ int rv_runtime_shard_stats(const rv_runtime_t *rt, uint32_t shard, struct rv_sha
 typedef struct rv_store rv_store_t;
 
 enum rv_acks {
-    RV_ACKS_NONE = 0,   /* complete once appended in memory (and written to the WAL) */
+    RV_ACKS_NONE = 0,   /* complete once appended in memory, before the WAL write: lost
+                           if the process dies first; fetches see it after that write */
     RV_ACKS_LEADER = 1, /* the same on a single node */
-    RV_ACKS_ALL = -1,   /* complete once the WAL group holding it is fdatasynced */
+    RV_ACKS_ALL = -1,   /* complete once the WAL group holding it is fdatasynced (and it
+                           and everything before it is visible to fetches) */
 };
 
 #define RV_OFFSET_LATEST   (-1) /* rv_list_offset: the log end (next offset) */

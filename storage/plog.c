@@ -84,7 +84,11 @@ struct append_op {
     int64_t max_ts;
     rv_plog_append_fn *done;
     void *arg;
-    bool is_tracked; /* an idempotent producer's: in the producer state (pstate.h) */
+    bool is_tracked;     /* an idempotent producer's: in the producer state (pstate.h) */
+    bool is_ack_pending; /* acks none/leader: done runs from ack_timer (plog_early_ack) */
+    bool is_acked;       /* done ran already; the WAL's completion does not call it again */
+    bool is_early;       /* counted in the shard's early_bytes */
+    rv_timer_id ack_timer;
 };
 
 #define PLOG_DW_BLOCKS 4 /* pool blocks (up to 1 MiB each) one direct write gathers */
@@ -1643,32 +1647,57 @@ static void plog_apply(struct rv_plog *log, struct append_op *op)
     rv_pool_put(op);
 }
 
+/* acks none/leader: the append completes on the turn after it was taken, in
+ * memory, before its WAL write (plog.h, "Acks"). */
+static void plog_early_ack(void *arg)
+{
+    struct append_op *op = arg;
+    op->is_ack_pending = false;
+    op->is_acked = true;
+    op->done(op->arg, op->base);
+}
+
 static void plog_wal_done(void *arg, int64_t lsn_or_err)
 {
     struct append_op *op = arg;
     struct rv_plog *log = op->log;
     RV_ASSERT(log->appends_inflight > 0);
     log->appends_inflight--;
-    rv_plog_append_fn *done = op->done;
+    if (op->is_ack_pending && rv_timer_cancel(op->ack_timer) == 0)
+        op->is_ack_pending = false; /* the WAL came first: done runs now, as for acks=all */
+    RV_ASSERT(!op->is_ack_pending);
+    if (op->is_early) {
+        RV_ASSERT(log->shard->early_bytes >= op->len);
+        log->shard->early_bytes -= op->len;
+    }
+    rv_plog_append_fn *done = op->is_acked ? NULL : op->done;
     void *done_arg = op->arg;
     int64_t base = op->base;
     if (lsn_or_err < 0) {
         /* This and every later append of the log failed together: their
-         * offsets were never visible and are assigned again. */
+         * offsets were never visible and are assigned again. An append that
+         * completed already (acks none/leader) is lost, as a leader's
+         * acknowledged but unreplicated write is in Kafka. */
         if (log->next_offset > base)
             log->next_offset = base;
         if (op->is_tracked)
             rv_pstate_abort(&log->pstate, base);
         rv_buf_put(op->buf);
         rv_pool_put(op);
-        done(done_arg, lsn_or_err);
+        if (done != NULL)
+            done(done_arg, lsn_or_err);
+        else
+            rv_warn("log %s: offsets from %" PRId64 " were acknowledged without acks=all and are "
+                    "lost: the WAL write failed (%s)",
+                    log->dir, base, rv_strerror((int)lsn_or_err));
         return;
     }
     if (op->is_tracked)
         rv_pstate_confirm(&log->pstate, base);
     rv_pstate_note_applied(&log->pstate, op->len);
     plog_apply(log, op);
-    done(done_arg, base);
+    if (done != NULL)
+        done(done_arg, base);
 }
 
 /* A duplicate's answer, on a later turn as a written batch's would be. */
@@ -1863,6 +1892,15 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
     rv_buf_get(buf);
     log->next_offset = op->last + 1;
     log->appends_inflight++;
+    /* Past the shard's budget, or without a timer (no memory), it completes
+     * with its WAL write instead. */
+    struct rv_plog_shard *sh = log->shard;
+    uint64_t early_max = sh->early_ack_max != 0 ? sh->early_ack_max : RV_PLOG_EARLY_ACK_MAX;
+    if (acks != RV_ACKS_ALL && sh->early_bytes + len <= early_max &&
+        rv_timer_add(0, plog_early_ack, op, &op->ack_timer) == 0) {
+        op->is_ack_pending = op->is_early = true;
+        sh->early_bytes += len;
+    }
     return 0;
 }
 
@@ -2485,12 +2523,14 @@ void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_f
         done(arg, &res);
         return;
     }
-    if (offset < log->log_start || offset > log->leo) {
+    /* Offsets from the log end to the next one to assign are acknowledged
+     * appends (acks none/leader) not yet in the WAL: nothing to read yet. */
+    if (offset < log->log_start || offset > log->next_offset) {
         res.err = -ERANGE;
         done(arg, &res);
         return;
     }
-    if (offset == log->leo || fetch_from_hot(log, offset, max_bytes, &res)) {
+    if (offset >= log->leo || fetch_from_hot(log, offset, max_bytes, &res)) {
         done(arg, &res);
         return;
     }

@@ -6,15 +6,19 @@
  *
  *   rv_plog_append: validate, stamp the base offset in place (next_offset),
  *     hand the bytes to the shard WAL (group commit)
+ *   acks none/leader: the append completes on the next reactor turn, in
+ *     memory (docs/architecture.md, "Acks")
  *   WAL group done (written; synced too when any append of the group asked
  *     for acks=all): apply, i.e. write the batch to the active segment
  *     through the ring, note it in the index, put it in the hot tier, move
- *     the log end offset, then complete the append
+ *     the log end offset, then complete an acks=all append
  *   WAL failure: the append fails and its offsets are taken back (a failed
- *     group fails every later group too, so they come back as a suffix)
+ *     group fails every later group too, so they come back as a suffix); one
+ *     that completed already is lost (a warning says so)
  *
  * So everything a consumer can see is in the WAL first, and an acks=all
- * append completes only after its group's fdatasync.
+ * append completes only after its group's fdatasync. Offsets from the log
+ * end to next_offset are in range for a fetch but hold nothing yet.
  *
  * The hot tier keeps whole batches (references to their pool buffers) so
  * tailing consumers never read the disk; a per-shard byte budget evicts the
@@ -110,11 +114,19 @@ struct rv_plog_shard {
     struct rv_plog_fds fds;       /* rv_plog_fds_init before any log is attached */
     bool is_seg_direct;           /* active segments are opened with O_DIRECT and written
                                      from aligned staging blocks (plog.c) */
+    uint64_t early_bytes;         /* acks none/leader batches completed (or about to be)
+                                     before their WAL write, not yet written */
+    uint64_t early_ack_max;       /* the bound on early_bytes (0: RV_PLOG_EARLY_ACK_MAX) */
     uint32_t compact_map_entries; /* keys a compaction pass may map (0: the default) */
     uint32_t compactions;         /* compaction passes in flight */
 };
 
 #define RV_PLOG_SCRATCH_MAX (64u << 20) /* a batch may not expand past this */
+/* At most this many bytes of a shard's acks none/leader appends complete
+ * before their WAL write; past it they complete with the write, which paces
+ * producers by the disk (instead of refusals) and bounds what a crash of the
+ * process can take of acknowledged data. */
+#define RV_PLOG_EARLY_ACK_MAX (4u << 20)
 
 typedef void rv_plog_append_fn(void *arg, int64_t base_offset_or_err);
 

@@ -1,5 +1,6 @@
 /* tests/storage/test_plog.c - tests storage/plog.c's append checks directly. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "core/buf.h"
 #include "core/crc32c.h"
 #include "core/pool.h"
+#include "core/sys.h"
 #include "shards/timer.h"
 #include "storage/batch.h"
 #include "storage/plog.h"
@@ -625,4 +627,204 @@ Test(plog, a_tail_read_waits_for_a_staging_block)
     cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the first batch is intact");
     uint8_t *second = got + c.batch_len;
     cr_assert(memcmp(second + 8, c.batch + 8, c.batch_len - 8) == 0, "then the second");
+}
+
+/* acks=leader completes at the in-memory append; when the WAL write then
+ * fails, the acknowledged batch is lost (as an unreplicated write on a failed
+ * Kafka leader) and its offset is assigned again. */
+struct lost_case {
+    struct plog_case c;
+    int rc;
+    int64_t bases[2];
+    bool is_idle;
+    struct test_signal acked[2];
+};
+
+static void lost_done0(void *arg, int64_t base)
+{
+    struct lost_case *l = arg;
+    l->bases[0] = base;
+    test_signal_post(&l->acked[0]);
+}
+
+static void lost_done1(void *arg, int64_t base)
+{
+    struct lost_case *l = arg;
+    l->bases[1] = base;
+    test_signal_post(&l->acked[1]);
+}
+
+static int lost_append(struct lost_case *l, int acks, rv_plog_append_fn *fn)
+{
+    static uint8_t b[8192];
+    size_t len = build(b, sizeof(b), RV_CODEC_NONE);
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(l->c.sh.pool, len, &buf), 0);
+    memcpy(rv_buf_data(buf), b, len);
+    rv_buf_set_len(buf, len);
+    int rc = rv_plog_append(l->c.log, buf, rv_buf_data(buf), (uint32_t)len, acks, fn, l);
+    rv_buf_put(buf);
+    return rc;
+}
+
+static void lost_first(void *arg)
+{
+    struct lost_case *l = arg;
+    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
+    cr_assert_eq(rv_pool_create(&l->c.sh.pool, &po), 0);
+    cr_assert_eq(rv_hot_create(&l->c.sh.hot, 1 << 20), 0);
+    l->c.sh.wal = l->c.wal;
+    rv_plog_fds_init(&l->c.sh, 16);
+    rv_plog_attach(l->c.log, &l->c.sh);
+    rv_sys_fault_fail_nth(1, -ENOSPC); /* the next file call: the WAL's write */
+    l->rc = lost_append(l, RV_ACKS_LEADER, lost_done0);
+}
+
+static void lost_idle(void *arg)
+{
+    struct lost_case *l = arg;
+    l->is_idle = rv_plog_is_idle(l->c.log) && rv_wal_is_idle(l->c.wal);
+}
+
+static void lost_second(void *arg)
+{
+    struct lost_case *l = arg;
+    l->rc = lost_append(l, RV_ACKS_ALL, lost_done1);
+}
+
+Test(plog, an_acknowledged_batch_whose_wal_write_fails_is_lost_and_its_offset_reused)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = 1;
+    cfg.io_backend = RV_IO_EPOLL; /* file syscalls go through the fault shim */
+    rv_runtime_t *rt = NULL;
+    cr_assert_eq(rv_runtime_open(&rt, &cfg), 0);
+    static struct lost_case l;
+    memset(&l, 0, sizeof(l));
+    test_signal_init(&l.acked[0]);
+    test_signal_init(&l.acked[1]);
+    open_wal_and_log(&l.c.wal, &l.c.log, 1 << 20);
+    test_run_on(rt, 0, lost_first, &l);
+    cr_assert_eq(l.rc, 0, "%s", rv_strerror(l.rc));
+    test_signal_wait(&l.acked[0]);
+    cr_assert_eq(l.bases[0], 0, "acknowledged before the WAL write");
+    for (int i = 0; i < 2000 && !l.is_idle; i++) {
+        test_run_on(rt, 0, lost_idle, &l);
+        if (!l.is_idle)
+            usleep(1000);
+    }
+    cr_assert(l.is_idle);
+    cr_assert(rv_sys_fault_fired(), "the WAL write failed");
+    rv_sys_fault_clear();
+    test_run_on(rt, 0, lost_second, &l);
+    cr_assert_eq(l.rc, 0, "%s", rv_strerror(l.rc));
+    test_signal_wait(&l.acked[1]);
+    cr_assert_eq(l.bases[1], 0, "the lost batch's offset is assigned again");
+    close_when_idle(rt, plog_cleanup, &l.c, &l.c.log);
+    rv_runtime_close(rt);
+}
+
+/* Past the shard's budget of early completions (here one batch), an acks=none
+ * append completes with its WAL write instead (held back here by a 1 s group
+ * window), which paces producers by the disk. */
+struct budget_case {
+    struct plog_case c;
+    int rcs[3];
+    struct budget_slot {
+        struct budget_case *b;
+        int64_t base;
+    } slots[3];
+    _Atomic uint32_t done_count;
+    bool is_timer_fault; /* no budget limit; the first append's early timer fails */
+    struct test_signal all;
+};
+
+static void budget_done(void *arg, int64_t base)
+{
+    struct budget_slot *slot = arg;
+    slot->base = base;
+    if (atomic_fetch_add(&slot->b->done_count, 1) + 1 == 3)
+        test_signal_post(&slot->b->all);
+}
+
+static void budget_run(void *arg)
+{
+    struct budget_case *b = arg;
+    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
+    cr_assert_eq(rv_pool_create(&b->c.sh.pool, &po), 0);
+    cr_assert_eq(rv_hot_create(&b->c.sh.hot, 1 << 20), 0);
+    b->c.sh.wal = b->c.wal;
+    rv_plog_fds_init(&b->c.sh, 16);
+    rv_plog_attach(b->c.log, &b->c.sh);
+    static uint8_t batch[8192];
+    size_t len = build(batch, sizeof(batch), RV_CODEC_NONE);
+    if (b->is_timer_fault)
+        rv_timers_fault_fail_nth(2); /* the WAL's window timer, then the first early ack */
+    else
+        b->c.sh.early_ack_max = len; /* one batch */
+    for (int i = 0; i < 3; i++) {
+        rv_buf_t *buf;
+        cr_assert_eq(rv_buf_alloc(b->c.sh.pool, len, &buf), 0);
+        memcpy(rv_buf_data(buf), batch, len);
+        rv_buf_set_len(buf, len);
+        b->slots[i] = (struct budget_slot){.b = b, .base = -1};
+        b->rcs[i] = rv_plog_append(b->c.log, buf, rv_buf_data(buf), (uint32_t)len, RV_ACKS_NONE,
+                                   budget_done, &b->slots[i]);
+        rv_buf_put(buf);
+    }
+}
+
+static void budget_case_run(bool is_timer_fault)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct budget_case b;
+    memset(&b, 0, sizeof(b));
+    b.is_timer_fault = is_timer_fault;
+    test_signal_init(&b.all);
+    char wdir[128], pdir[128];
+    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
+    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
+    struct rv_wal_config wc;
+    rv_wal_config_init(&wc);
+    wc.dir = wdir;
+    wc.file_bytes = 1 << 20;
+    wc.group_bytes_max = 1 << 18;
+    wc.group_window_us = 1000000; /* the WAL writes a second after the first append */
+    cr_assert_eq(rv_wal_open(&b.c.wal, &wc, 0, NULL, NULL, NULL), 0);
+    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
+                                .retention_ms = -1,
+                                .retention_bytes = -1,
+                                .index_interval = 4096,
+                                .max_batch_bytes = 1 << 20};
+    cr_assert_eq(rv_plog_open(&b.c.log, pdir, 1, &pc), 0);
+    test_run_on(rt, 0, budget_run, &b);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(b.rcs[i], 0, "%s", rv_strerror(b.rcs[i]));
+    for (int i = 0; i < 200 && atomic_load(&b.done_count) == 0; i++)
+        usleep(1000);
+    usleep(100000);
+    if (is_timer_fault) {
+        cr_assert_eq(atomic_load(&b.done_count), 2, "the two with a timer completed early");
+        cr_assert_eq(b.slots[0].base, -1, "the one without waits for the WAL write");
+    } else {
+        cr_assert_eq(atomic_load(&b.done_count), 1, "only the first completed before the write");
+        cr_assert_eq(b.slots[0].base, 0);
+    }
+    test_signal_wait(&b.all);
+    cr_assert_eq(b.slots[0].base, 0);
+    cr_assert_eq(b.slots[1].base, 3);
+    cr_assert_eq(b.slots[2].base, 6);
+    close_when_idle(rt, plog_cleanup, &b.c, &b.c.log);
+    rv_runtime_close(rt);
+}
+
+Test(plog, past_the_early_budget_an_append_completes_with_its_wal_write)
+{
+    budget_case_run(false);
+}
+
+Test(plog, an_append_without_a_timer_for_its_early_ack_completes_with_its_wal_write)
+{
+    budget_case_run(true);
 }
