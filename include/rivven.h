@@ -202,7 +202,9 @@ enum rv_acks {
                            and everything before it is visible to fetches) */
 };
 
-#define RV_OFFSET_LATEST   (-1) /* rv_list_offset: the log end (next offset) */
+#define RV_OFFSET_LATEST                                                                           \
+    (-1)                        /* rv_list_offset: the high watermark (the log end once
+                                   acks none/leader appends reached the WAL) */
 #define RV_OFFSET_EARLIEST (-2) /* rv_list_offset: the log start */
 
 /* How each shard's WAL writes (rv_store_config.wal_io), and how partitions'

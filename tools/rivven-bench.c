@@ -3484,6 +3484,19 @@ static const struct {
     const char *key;
 } st_fetch_sets[] = {{100, 1000, "100b_b1000"}, {1024, 16, "1k_b16"}, {16384, 16, "16k_b16"}};
 
+/* Wait until partition 0 of topic shows `end` records: acks=leader completes
+ * before the WAL write, and a fetch sees a batch only after it. */
+static int st_wait_visible(rv_store_t *st, const char *topic, int64_t end)
+{
+    for (int i = 0; i < 100000; i++) {
+        int64_t hw = rv_list_offset(st, topic, 0, RV_OFFSET_LATEST);
+        if (hw < 0 || hw >= end)
+            return hw < 0 ? (int)hw : 0;
+        usleep(100);
+    }
+    return -ETIMEDOUT;
+}
+
 /* Produce ST_FETCH_BYTES of each set into its own topic and read it back at
  * once, from the hot tier. The records written go to *ends. */
 static int st_fetch_hot(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, int64_t *ends)
@@ -3504,6 +3517,9 @@ static int st_fetch_hot(struct st_ctx *c, rv_runtime_t *rt, rv_store_t *st, int6
         if (rc < 0)
             break;
         ends[i] = (int64_t)r.records;
+        rc = st_wait_visible(st, topic, ends[i]);
+        if (rc < 0)
+            break;
         snprintf(key, sizeof(key), "fetch_hot_%s", st_fetch_sets[i].key);
         st_size_name(st_fetch_sets[i].value_len, size, sizeof(size));
         snprintf(label, sizeof(label), "fetch hot tier, %s x%u", size, st_fetch_sets[i].batch);

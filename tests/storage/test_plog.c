@@ -278,7 +278,8 @@ static void dw_setup(struct dw_case *c)
     rv_plog_attach(c->log, &c->sh);
 }
 
-/* Spend the pool's staging-sized blocks, then append the batch (acks=none). */
+/* Spend the pool's staging-sized blocks, then append the batch (acks=all:
+ * it completes once applied, i.e. after its segment write was prepared). */
 static void dw_spend_and_append(struct dw_case *c)
 {
     rv_buf_t *buf;
@@ -299,7 +300,7 @@ static void dw_spend_and_append(struct dw_case *c)
               c->held_count);
     for (int i = 0; i < 8; i++) /* held: a wholly free chunk would be given to them */
         c->held[c->held_count++] = small[i];
-    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
+    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_ALL,
                            dw_appended, c);
     rv_buf_put(buf);
 }
@@ -362,7 +363,7 @@ Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
     test_run_on(rt, 0, dw_start, &c);
     cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
     test_signal_wait(&c.done);
-    cr_assert_eq(c.offset, 0, "acknowledged (acks=none: in the WAL)");
+    cr_assert_eq(c.offset, 0, "acknowledged (acks=all: in the WAL, applied)");
     usleep(50000); /* many retries */
     cr_assert_eq(file_size(seg), 0, "nothing written while the pool has no block");
     test_run_on(rt, 0, dw_sync, &c);
@@ -417,7 +418,7 @@ static void rr_second(void *arg)
     memcpy(rv_buf_data(r->buf2), r->c.batch, r->c.batch_len);
     rv_buf_set_len(r->buf2, r->c.batch_len);
     r->rc2 = rv_plog_append(r->c.log, r->buf2, rv_buf_data(r->buf2), (uint32_t)r->c.batch_len,
-                            RV_ACKS_NONE, rr_appended2, r);
+                            RV_ACKS_ALL, rr_appended2, r);
     rv_buf_put(r->buf2);
 }
 
@@ -588,7 +589,7 @@ static void tr_append(void *arg)
     cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
     memcpy(rv_buf_data(buf), c->batch, c->batch_len);
     rv_buf_set_len(buf, c->batch_len);
-    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
+    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_ALL,
                            dw_appended, c);
     rv_buf_put(buf);
 }
@@ -636,6 +637,7 @@ struct lost_case {
     struct plog_case c;
     int rc;
     int64_t bases[2];
+    _Atomic uint32_t first_calls; /* completions of the first append */
     bool is_idle;
     struct test_signal acked[2];
 };
@@ -644,6 +646,7 @@ static void lost_done0(void *arg, int64_t base)
 {
     struct lost_case *l = arg;
     l->bases[0] = base;
+    atomic_fetch_add(&l->first_calls, 1);
     test_signal_post(&l->acked[0]);
 }
 
@@ -716,6 +719,8 @@ Test(plog, an_acknowledged_batch_whose_wal_write_fails_is_lost_and_its_offset_re
     }
     cr_assert(l.is_idle);
     cr_assert(rv_sys_fault_fired(), "the WAL write failed");
+    cr_assert_eq(atomic_load(&l.first_calls), 1, "completed once, not again by the failure");
+    cr_assert_eq(l.bases[0], 0);
     rv_sys_fault_clear();
     test_run_on(rt, 0, lost_second, &l);
     cr_assert_eq(l.rc, 0, "%s", rv_strerror(l.rc));
