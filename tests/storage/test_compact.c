@@ -155,6 +155,10 @@ static void produce_many(struct env *e, struct model *m, const char *topic, uint
         }
         produce(e, m, topic, keys, seqs, n);
     }
+    /* acks=leader completes before the WAL write; the log shows it after. */
+    for (int w = 0; w < 5000 && rv_list_offset(e->st, topic, 0, RV_OFFSET_LATEST) < m->count; w++)
+        usleep(1000);
+    cr_assert_eq(rv_list_offset(e->st, topic, 0, RV_OFFSET_LATEST), m->count);
 }
 
 /* The base of the active (last) segment. */

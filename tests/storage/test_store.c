@@ -92,6 +92,15 @@ static int64_t produce_one(struct env *e, const char *topic, int32_t p, uint32_t
     return rv_produce_sync(e->st, topic, p, &r, 1, acks);
 }
 
+/* Wait until partition p of topic shows `end` records (acks none/leader
+ * complete before their WAL write; the log shows them after it). */
+static void wait_visible(struct env *e, const char *topic, int32_t p, int64_t end)
+{
+    for (int w = 0; w < 5000 && rv_list_offset(e->st, topic, p, RV_OFFSET_LATEST) < end; w++)
+        usleep(1000);
+    cr_assert_eq(rv_list_offset(e->st, topic, p, RV_OFFSET_LATEST), end);
+}
+
 /* Read every record from `from` and check values; returns how many. */
 static uint32_t read_all(struct env *e, const char *topic, int32_t p, int64_t from, uint32_t first)
 {
@@ -344,6 +353,7 @@ Test(store, direct_segments_rewrite_their_last_block_and_end_at_their_data)
     for (uint32_t round = 0; round < 6; round++) {
         for (uint32_t k = 0; k < 37; k++, i++)
             cr_assert_eq(produce_one(&e, "tail", 0, i, k % 5 ? RV_ACKS_LEADER : RV_ACKS_ALL), i);
+        wait_visible(&e, "tail", 0, i);
         int now = test_count_fds();
         for (int w = 0; w < 500 && now > base; w++) {
             usleep(10000); /* until the sweep closes the segment */
@@ -457,6 +467,7 @@ Test(store, a_burst_of_large_batches_reads_back_from_the_segment)
     for (int i = 0; i < BURST_PRODUCES; i++)
         cr_assert_geq(atomic_load(&burst_result[i]), 0, "produce %d: %s", i,
                       rv_strerror((int)atomic_load(&burst_result[i])));
+    wait_visible(&e, "burst", 0, BURST_PRODUCES * BURST_PER);
     burst_check(&e, "burst");
     env_close(&e);
     cr_assert_eq(check_segments_end_at_their_data("burst", 0), 1);
@@ -540,6 +551,7 @@ Test(store, retention_by_bytes_deletes_old_segments)
     cr_assert_eq(rv_topic_alter(e.st, "keep", &tc), 0);
     for (uint32_t i = 0; i < 600; i++)
         cr_assert_eq(produce_one(&e, "keep", 0, i, RV_ACKS_LEADER), i);
+    wait_visible(&e, "keep", 0, 600);
     struct rv_partition_info info = {0};
     for (int i = 0; i < 1000 && (info.log_start == 0 || info.size_bytes > 8192 + 2048); i++) {
         usleep(10000); /* retention runs every 20 ms */
