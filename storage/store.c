@@ -741,6 +741,41 @@ static int store_load_catalog(rv_store_t *st)
     return rc;
 }
 
+static int store_remove_tree(const char *path);
+
+/* DATA/topics/<name> of a topic the catalog does not hold: what a deletion
+ * left when the process died between removing the description (the commit
+ * point) and removing the files. Removed, so a topic created again under that
+ * name starts empty. */
+static int store_remove_orphans(rv_store_t *st)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/topics", st->dir);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? 0 : rv_errf(-errno, "%s: opendir", dir);
+    int rc = 0;
+    bool is_removed = false;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || catalog_find(st, de->d_name) != NULL)
+            continue;
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (n < 0 || (size_t)n >= sizeof(path))
+            continue;
+        rv_warn("%s: left by a deleted topic; removing it", path);
+        rc = store_remove_tree(path);
+        if (rc < 0)
+            rc = rv_errf(rc, "%s: remove", path);
+        is_removed = true;
+    }
+    closedir(d);
+    if (rc == 0 && is_removed)
+        rc = rv_sys_fsync_dir(dir);
+    return rc;
+}
+
 static int store_open_logs(rv_store_t *st, struct recovery *r)
 {
     for (uint32_t i = 0; i < st->topic_count; i++) {
@@ -954,6 +989,8 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
         rc = store_seg_io(st, path);
     if (rc == 0)
         rc = store_load_catalog(st);
+    if (rc == 0)
+        rc = store_remove_orphans(st);
     if (rc == 0)
         rc = store_open_logs(st, &r);
     if (rc == 0)
@@ -1645,7 +1682,16 @@ static int topic_create_logs(rv_store_t *st, const char *name, uint32_t id,
     uint32_t count = (uint32_t)(cfg->partitions - first);
     char tdir[PATH_MAX];
     int n = snprintf(tdir, sizeof(tdir), "%s/topics/%s", st->dir, name);
-    int rc = n < 0 || (size_t)n >= sizeof(tdir) ? -ENAMETOOLONG : rv_sys_mkdir_p(tdir, 0755);
+    int rc = n < 0 || (size_t)n >= sizeof(tdir) ? -ENAMETOOLONG : 0;
+    if (rc == 0 && first == 0) { /* a new topic: nothing of an older one may remain */
+        int rm = store_remove_tree(tdir);
+        if (rm == 0)
+            rv_warn("%s: left by a deleted topic; removed", tdir);
+        else if (rm != -ENOENT)
+            rc = rv_errf(rm, "%s: remove what a deleted topic left", tdir);
+    }
+    if (rc == 0)
+        rc = rv_sys_mkdir_p(tdir, 0755);
     tc.rcs = rc == 0 ? calloc(count + 1, sizeof(*tc.rcs)) : NULL;
     if (rc == 0 && tc.rcs == NULL)
         rc = -ENOMEM;
@@ -1760,8 +1806,11 @@ int rv_topic_delete(rv_store_t *st, const char *name)
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/topics/%s", st->dir, name);
     int rm = store_remove_tree(dir);
-    if (rm < 0 && rm != -ENOENT)
+    if (rm < 0 && rm != -ENOENT) /* the next start, or a create of the name, removes it */
         rv_warn("topic %s: removing %s: %s", name, dir, rv_strerror(rm));
+    snprintf(dir, sizeof(dir), "%s/topics", st->dir);
+    if (rm == 0 && rv_sys_fsync_dir(dir) < 0)
+        rv_warn("topic %s: sync %s after the removal", name, dir);
     pthread_rwlock_wrlock(&st->lock);
     catalog_remove(st, t);
     catalog_unlock_write(st);
