@@ -339,6 +339,15 @@ static int plog_load_data(struct rv_plog *log)
         log->seg_count = 0;
         return rc;
     }
+    /* segment.ms counts from the active segment's first append, which a
+     * restart forgets: from its last write (the file's mtime) instead, so a
+     * time roll comes late rather than never. */
+    struct rv_seg *act = plog_active(log);
+    char path[PATH_MAX];
+    struct stat sb;
+    if (act->size_bytes > 0 && act->created_ms == 0 &&
+        plog_path(path, sizeof(path), log, act->base_offset, ".log") == 0 && stat(path, &sb) == 0)
+        act->created_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
     /* No descriptor until the log is used: an idle partition holds none. */
     struct rv_seg *first = &log->segs[0];
     if ((uint64_t)log->log_start < first->base_offset)
@@ -2842,6 +2851,21 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
     if (count > 0) {
         int64_t start = (int64_t)log->segs[count].base_offset;
         plog_drop_segments(log, count, start > log->log_start ? start : -1, NULL, NULL);
+    }
+    /* The active segment of a quiet log too: rolled once it is older than
+     * segment.ms or its newest record passed retention.ms (as Kafka rolls an
+     * expired active segment), so the next pass deletes it like any closed
+     * one and a partition nobody writes to still lets its data expire. */
+    struct rv_seg *a = plog_active(log);
+    bool is_expired = log->cfg.retention_ms >= 0 && a->max_timestamp_ms >= 0 &&
+                      a->max_timestamp_ms < now_ms - log->cfg.retention_ms;
+    if (log->state == PLOG_WRITABLE && !log->is_disk_full && a->size_bytes > 0 &&
+        log->writes_inflight == 0 && log->appends_inflight == 0 && log->roll_head == NULL &&
+        !log->is_opening && !log->is_syncing && !plog_has_held_writes(log) &&
+        (is_expired || plog_needs_roll(log, 0, now_ms))) {
+        rv_debug("log %s: rolling its quiet active segment (%s)", log->dir,
+                 is_expired ? "retention.ms" : "segment.ms");
+        plog_roll_start(log, a->next_offset);
     }
 }
 

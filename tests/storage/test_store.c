@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rivven.h"
@@ -572,6 +573,109 @@ Test(store, delete_records_moves_the_log_start_durably)
     env_close(&e);
     e = env_open(1);
     cr_assert_eq(rv_list_offset(e.st, "trim", 0, RV_OFFSET_EARLIEST), 300, "after restart");
+    env_close(&e);
+}
+
+/* Time retention: a partition nobody writes to any more still lets its data
+ * expire; its active segment is rolled once its newest record passed
+ * retention.ms, then deleted like any closed segment (as Kafka does). */
+static int64_t produce_at(struct env *e, const char *topic, uint32_t i, int64_t ts_ms)
+{
+    char val[128];
+    int vl = snprintf(val, sizeof(val), "value-%u-%0*u", i, (int)(i % 50), i);
+    struct rv_record r = {.key_len = -1, .value = val, .value_len = vl, .timestamp_ms = ts_ms};
+    return rv_produce_sync(e->st, topic, 0, &r, 1, RV_ACKS_ALL);
+}
+
+Test(store, retention_by_time_expires_a_quiet_partition_whole)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.retention_check_ms = 20;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "aged", 1, "segment.bytes", "2048");
+    struct rv_topic_config tc;
+    cr_assert_eq(rv_topic_describe(e.st, "aged", &tc), 0);
+    cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "60000"), 0);
+    cr_assert_eq(rv_topic_alter(e.st, "aged", &tc), 0);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    for (uint32_t i = 0; i < 60; i++) /* an hour old: past retention.ms */
+        cr_assert_eq(produce_at(&e, "aged", i, now_ms - 3600 * 1000), i);
+    for (uint32_t i = 60; i < 100; i++) /* new: kept */
+        cr_assert_eq(produce_at(&e, "aged", i, now_ms), i);
+    struct rv_partition_info info = {0};
+    for (int i = 0; i < 1000 && info.log_start < 20; i++) {
+        usleep(10000);
+        cr_assert_eq(rv_partition_info(e.st, "aged", 0, &info), 0);
+    }
+    usleep(200000); /* ten more passes */
+    cr_assert_eq(rv_partition_info(e.st, "aged", 0, &info), 0);
+    cr_assert_geq(info.log_start, 20, "old segments went: start %lld", (long long)info.log_start);
+    cr_assert_leq(info.log_start, 60, "a segment with new records stays: start %lld",
+                  (long long)info.log_start);
+    cr_assert_eq(read_all(&e, "aged", 0, info.log_start, (uint32_t)info.log_start),
+                 100 - (uint32_t)info.log_start);
+    /* Now the partition goes quiet with only old data in its active segment. */
+    make_topic(&e, "quiet", 1, NULL, NULL);
+    cr_assert_eq(rv_topic_describe(e.st, "quiet", &tc), 0);
+    cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "60000"), 0);
+    cr_assert_eq(rv_topic_alter(e.st, "quiet", &tc), 0);
+    for (uint32_t i = 0; i < 10; i++)
+        cr_assert_eq(produce_at(&e, "quiet", i, now_ms - 3600 * 1000), i);
+    info = (struct rv_partition_info){0};
+    for (int i = 0; i < 1000 && info.log_start < 10; i++) {
+        usleep(10000);
+        cr_assert_eq(rv_partition_info(e.st, "quiet", 0, &info), 0);
+    }
+    cr_assert_eq(info.log_start, 10, "the active segment was rolled and deleted");
+    cr_assert_eq(info.high_watermark, 10, "offsets go on from there");
+    cr_assert_eq(produce_at(&e, "quiet", 10, now_ms), 10);
+    cr_assert_eq(read_all(&e, "quiet", 0, 10, 10), 1);
+    env_close(&e);
+}
+
+/* segment.ms counts from the active segment's first append; after a restart,
+ * from its last write (before, a restart made it never roll by time). */
+Test(store, segment_ms_rolls_after_a_restart_too)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.retention_check_ms = 3600 * 1000; /* only appends roll here */
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "timed", 1, "segment.ms", "300");
+    cr_assert_eq(produce_one(&e, "timed", 0, 0, RV_ACKS_ALL), 0);
+    usleep(400000);
+    cr_assert_eq(produce_one(&e, "timed", 0, 1, RV_ACKS_ALL), 1);
+    struct rv_partition_info info = {0};
+    for (int i = 0; i < 1000 && info.segments < 2; i++) { /* the roll ends after the append */
+        usleep(1000);
+        cr_assert_eq(rv_partition_info(e.st, "timed", 0, &info), 0);
+    }
+    cr_assert_eq(info.segments, 2, "rolled by time");
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    usleep(400000);
+    cr_assert_eq(produce_one(&e, "timed", 0, 2, RV_ACKS_ALL), 2);
+    for (int i = 0; i < 1000 && info.segments < 3; i++) {
+        usleep(1000);
+        cr_assert_eq(rv_partition_info(e.st, "timed", 0, &info), 0);
+    }
+    cr_assert_eq(info.segments, 3, "rolled by time after the restart");
+    cr_assert_eq(read_all(&e, "timed", 0, 0, 0), 3);
+    env_close(&e);
+    /* A quiet partition's segment older than segment.ms is rolled by the
+     * retention pass, without an append. */
+    scfg.retention_check_ms = 20;
+    e = env_open_cfg(1, &scfg);
+    cr_assert_eq(rv_list_offset(e.st, "timed", 0, RV_OFFSET_LATEST), 3); /* loads it */
+    for (int i = 0; i < 1000 && info.segments < 4; i++) {
+        usleep(10000);
+        cr_assert_eq(rv_partition_info(e.st, "timed", 0, &info), 0);
+    }
+    cr_assert_eq(info.segments, 4, "rolled without an append");
+    cr_assert_eq(read_all(&e, "timed", 0, 0, 0), 3);
     env_close(&e);
 }
 
