@@ -8,7 +8,9 @@
  *
  * A data directory holds DATA/topics/<topic>/<partition>/ with segments
  * (<20-digit base>.log, .index, .timeindex: storage/seg.h, storage/idx.h) and a
- * `log-start` file, and DATA/wal/shard-<n>/<20-digit start lsn>.wal (storage/wal.h).
+ * `log-start` file, DATA/meta/topics/<topic>.topic (the topic's settings:
+ * storage/topic.h), and DATA/wal/shard-<n>/<20-digit start lsn>.wal (storage/wal.h)
+ * beside the shard's `checkpoint` (the LSN replay starts from: storage/store.c).
  *
  * Everything but make-fixture only reads. Nothing needs a broker or a shard: files
  * are read with pread through the syscall shim, batches are checked with
@@ -42,6 +44,7 @@
 #include "core/sys.h"
 #include "storage/batch.h"
 #include "storage/codec.h"
+#include "storage/compact.h"
 #include "storage/idx.h"
 #include "storage/seg.h"
 #include "storage/topic.h"
@@ -63,6 +66,8 @@
 #define CTL_IO_BYTES        (64u << 10)
 #define CTL_FILE_PROBLEMS   10 /* problems shown per file; the rest are counted */
 #define CTL_LOG_START_FILE  "log-start"
+#define CTL_WAL_CKPT_FILE   "checkpoint"     /* the shard's checkpoint LSN (storage/store.c) */
+#define CTL_WAL_CKPT_TMP    "checkpoint.tmp" /* left when a checkpoint write was cut short */
 #define CTL_WAL_SPARE_NAME  "spare.wal.tmp"
 #define CTL_WAL_FREE_PREFIX "free-" /* free-<lsn>.wal.tmp: released, kept for reuse */
 #define CTL_WAL_NAME_DIGITS 20
@@ -1442,11 +1447,12 @@ static uint64_t ctl_walk_partitions(const char *data_dir, ctl_part_fn *fn,
     return count;
 }
 
-/* Read DIR/log-start. 0, -ENOENT when missing, -EBADMSG when it is not an offset. */
-static int ctl_read_log_start(const char *dir, int64_t *out)
+/* Read DIR/name, a decimal number and a newline (log-start, the WAL checkpoint).
+ * 0, -ENOENT when missing, -EBADMSG when it holds no number. */
+static int ctl_read_number_file(const char *dir, const char *name, int64_t *out)
 {
     char path[PATH_MAX];
-    int rc = ctl_path(path, sizeof(path), dir, CTL_LOG_START_FILE);
+    int rc = ctl_path(path, sizeof(path), dir, name);
     if (rc < 0)
         return rc;
     int fd = rv_sys_open(path, O_RDONLY, 0);
@@ -1466,6 +1472,12 @@ static int ctl_read_log_start(const char *dir, int64_t *out)
         return -EBADMSG;
     *out = v;
     return 0;
+}
+
+/* Read DIR/log-start. 0, -ENOENT when missing, -EBADMSG when it is not an offset. */
+static int ctl_read_log_start(const char *dir, int64_t *out)
+{
+    return ctl_read_number_file(dir, CTL_LOG_START_FILE, out);
 }
 
 /* ---- verify ---------------------------------------------------------------------------- */
@@ -1494,9 +1506,15 @@ struct vfy {
     uint32_t file_problems; /* problems of the current file */
     uint32_t file_hidden;   /* of which not shown */
     /* The partition being verified. */
-    bool is_compacted; /* its topic compacts: offset gaps are expected */
+    const char *topic;
+    const char *partition;
+    bool is_compacted; /* its topic compacts (or did): offset gaps are expected */
+    char policy[64];   /* why it is not compacted, for messages */
+    int64_t log_start; /* its log-start file, 0 when missing or unreadable */
     bool has_next;
     uint64_t next_offset; /* one past the largest offset seen in the partition */
+    uint64_t next_base;   /* base of the segment that set next_offset */
+    bool is_next_empty;   /* next_offset is the base of an empty segment */
     /* The segment being verified. */
     const char *log_path;
     uint64_t seg_base;
@@ -1588,6 +1606,36 @@ static const struct vfy_mark *vfy_mark_find(const struct vfy *v, uint64_t pos)
     return lo < v->mark_count && v->marks[lo].pos == pos ? &v->marks[lo] : NULL;
 }
 
+/* Offsets from `base` on are next in the partition (a batch or an empty segment at
+ * `where`): offsets missing before them, at or past the log start, are lost data
+ * unless the topic compacts. */
+static void vfy_gap(struct vfy *v, const char *where, int64_t base)
+{
+    uint64_t from = v->has_next ? v->next_offset : 0;
+    bool is_after_start = v->log_start > 0 && (uint64_t)v->log_start >= from;
+    if (is_after_start)
+        from = (uint64_t)v->log_start;
+    if (v->is_compacted || base < 0 || (uint64_t)base <= from)
+        return;
+    char before[PATH_MAX + 96];
+    if (is_after_start || !v->has_next)
+        snprintf(before, sizeof(before), "the log starts at offset %" PRId64, v->log_start);
+    else if (v->is_next_empty)
+        snprintf(before, sizeof(before), "the empty segment %020" PRIu64 ".log comes before",
+                 v->next_base);
+    else
+        snprintf(before, sizeof(before),
+                 "the batch before ends at offset %" PRIu64 " in %020" PRIu64 ".log",
+                 v->next_offset - 1, v->next_base);
+    char missing[64];
+    if ((uint64_t)base - 1 == from)
+        snprintf(missing, sizeof(missing), "offset %" PRIu64 " is", from);
+    else
+        snprintf(missing, sizeof(missing), "offsets %" PRIu64 "..%" PRId64 " are", from, base - 1);
+    vfy_problem(v, true, v->log_path, "%s: offset gap in partition %s/%s: %s missing (%s; %s)",
+                where, v->topic, v->partition, missing, before, v->policy);
+}
+
 /* Offsets of one batch against the segment and what came before in the partition. */
 static void vfy_batch_offsets(struct vfy *v, const struct rv_batch_view *b, uint64_t pos)
 {
@@ -1605,18 +1653,21 @@ static void vfy_batch_offsets(struct vfy *v, const struct rv_batch_view *b, uint
                     "batch at byte %" PRIu64 ": last offset %" PRId64
                     " is more than 2^31-1 past the segment base %" PRIu64,
                     pos, last, v->seg_base);
-    if (v->has_next && (uint64_t)base < v->next_offset)
+    if (v->has_next && (uint64_t)base < v->next_offset) {
         vfy_problem(v, true, v->log_path,
                     "batch at byte %" PRIu64 ": offsets go backwards: base offset %" PRId64
                     " overlaps offsets up to %" PRIu64 " held before it",
                     pos, base, v->next_offset - 1);
-    else if (v->has_next && (uint64_t)base > v->next_offset && !v->is_compacted)
-        vfy_problem(v, false, v->log_path,
-                    "batch at byte %" PRIu64 ": offset gap: %" PRIu64 "..%" PRId64
-                    " are missing before base offset %" PRId64,
-                    pos, v->next_offset, base - 1, base);
-    if (!v->has_next || (uint64_t)last + 1 > v->next_offset)
+    } else {
+        char where[48];
+        snprintf(where, sizeof(where), "batch at byte %" PRIu64, pos);
+        vfy_gap(v, where, base);
+    }
+    if (!v->has_next || (uint64_t)last + 1 > v->next_offset) {
         v->next_offset = (uint64_t)last + 1;
+        v->next_base = v->seg_base;
+        v->is_next_empty = false;
+    }
     v->has_next = true;
 }
 
@@ -1646,8 +1697,8 @@ static int vfy_seg_batch(void *arg, const struct rv_batch_view *batch, uint64_t 
     return vfy_mark_push(v, pos, b.base_offset) < 0 ? -ENOMEM : 0;
 }
 
-/* Report how the segment's valid batches end. */
-static void vfy_log_end(struct vfy *v, int fd, uint64_t size, int rc, uint64_t stop_pos)
+/* Report how the segment's valid batches end; true when they end in corruption. */
+static bool vfy_log_end(struct vfy *v, int fd, uint64_t size, int rc, uint64_t stop_pos)
 {
     struct ctl_end end;
     (void)ctl_log_end(fd, size, rc, stop_pos, "", &end); /* always 0 */
@@ -1657,6 +1708,7 @@ static void vfy_log_end(struct vfy *v, int fd, uint64_t size, int rc, uint64_t s
         vfy_problem(v, false, v->log_path, "%s; recovery cuts the zeros", text);
     else if (ctl_end_is_corrupt(&end))
         vfy_problem(v, true, v->log_path, "%s", text);
+    return ctl_end_is_corrupt(&end);
 }
 
 /* Offset index entries against the batches found in the log. */
@@ -1789,13 +1841,23 @@ static void vfy_segment(struct vfy *v, const char *dir, uint64_t base)
         vfy_problem(v, true, path, "%" PRIu64 " bytes: segments must stay under 4 GiB", size);
     uint64_t stop_pos = 0;
     rc = rv_seg_scan_file(fd, 0, CTL_BATCH_BYTES_MAX, vfy_seg_batch, v, &stop_pos);
-    vfy_log_end(v, fd, size, rc, stop_pos);
+    bool is_corrupt = vfy_log_end(v, fd, size, rc, stop_pos);
     (void)rv_sys_close(fd); /* read-only */
-    if (v->seg_batches == 0 && v->has_next && base < v->next_offset)
+    if (v->seg_batches == 0 && v->has_next && base < v->next_offset) {
         vfy_problem(v, true, path,
                     "empty segment based at %" PRIu64 " overlaps offsets up to %" PRIu64
                     " held before it",
                     base, v->next_offset - 1);
+    } else if (v->seg_batches == 0 && !is_corrupt) {
+        /* An empty segment holds the offsets from its base on. */
+        vfy_gap(v, "empty segment", (int64_t)base);
+        if (!v->has_next || base > v->next_offset) {
+            v->next_offset = base;
+            v->next_base = base;
+            v->is_next_empty = true;
+            v->has_next = true;
+        }
+    }
     vfy_indexes(v, dir, size, stop_pos);
     vfy_file_end(v, path);
 }
@@ -1834,17 +1896,43 @@ static void vfy_stray_files(struct vfy *v, const char *dir)
         ctl_free_dir(list, n);
 }
 
+/* Whether offset gaps are expected in the partition at dir: its topic's
+ * cleanup.policy (DATA/meta/topics/<topic>.topic) holds compact, or a compaction
+ * ran there (its point file), before the policy changed. */
+static void vfy_policy(struct vfy *v, const char *dir)
+{
+    struct rv_topic_config cfg;
+    uint32_t id;
+    char point[PATH_MAX];
+    v->is_compacted = false;
+    rv_err_clear();
+    if (rv_topic_meta_load(v->data_dir, v->topic, &id, &cfg) < 0) {
+        snprintf(v->policy, sizeof(v->policy), "no topic description: taken as not compacted");
+    } else if (strstr(cfg.cleanup_policy, "compact") != NULL) {
+        v->is_compacted = true;
+    } else {
+        snprintf(v->policy, sizeof(v->policy), "cleanup.policy=%s does not compact",
+                 cfg.cleanup_policy);
+    }
+    if (ctl_path(point, sizeof(point), dir, RV_COMPACT_POINT_FILE) == 0 && access(point, F_OK) == 0)
+        v->is_compacted = true;
+}
+
 /* ctl_part_fn of verify: every segment of one partition, then log-start. */
 static void vfy_partition(void *arg, const char *topic, const char *partition, const char *dir)
 {
     struct vfy *v = arg;
     v->partitions++;
-    struct rv_topic_config cfg;
-    uint32_t id;
-    v->is_compacted = rv_topic_meta_load(v->data_dir, topic, &id, &cfg) == 0 &&
-                      strstr(cfg.cleanup_policy, "compact") != NULL;
+    v->topic = topic;
+    v->partition = partition;
+    vfy_policy(v, dir);
+    int64_t log_start = 0;
+    int start_rc = ctl_read_log_start(dir, &log_start);
+    v->log_start = start_rc == 0 ? log_start : 0;
     v->has_next = false;
     v->next_offset = 0;
+    v->next_base = 0;
+    v->is_next_empty = false;
     uint64_t *bases = NULL;
     uint32_t count = 0;
     vfy_file_begin(v);
@@ -1862,18 +1950,24 @@ static void vfy_partition(void *arg, const char *topic, const char *partition, c
     }
     free(bases);
     vfy_stray_files(v, dir);
-    int64_t log_start = 0;
     vfy_file_begin(v);
-    rc = ctl_read_log_start(dir, &log_start);
+    rc = start_rc;
     if (rc < 0 && rc != -ENOENT)
         vfy_problem(v, true, dir, "%s: %s", CTL_LOG_START_FILE,
                     rc == -EBADMSG ? "does not hold a log start offset" : rv_strerror(rc));
-    else if (rc == 0 && first_end >= 0 && log_start > first_end)
+    else if (rc == 0 && v->has_next && (uint64_t)log_start > v->next_offset)
         vfy_problem(v, true, dir,
+                    "%s %" PRId64 " is past the end of the log (its next offset is %" PRIu64 ")",
+                    CTL_LOG_START_FILE, log_start, v->next_offset);
+    else if (rc == 0 && first_end >= 0 && log_start > first_end)
+        /* delete_records and retention write log-start before they remove the
+         * segments below it, and delete_records leaves those not yet written
+         * (or being compacted): retention removes them later. */
+        vfy_problem(v, false, dir,
                     "%s %" PRId64
-                    " is past the end of the first segment (its next offset is %" PRId64 ")",
+                    " is past the end of the first segment (its next offset is %" PRId64
+                    "): segments wholly below the log start are left for retention to remove",
                     CTL_LOG_START_FILE, log_start, first_end);
-    (void)partition;
 }
 
 /* State of the WAL files of one shard directory. */
@@ -1944,6 +2038,15 @@ static int ctl_cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Files of a shard WAL directory beside the WAL files: the preallocated spare,
+ * released files kept for reuse, the checkpoint and its temporary file. */
+static bool vfy_is_wal_aux(const char *name)
+{
+    return strcmp(name, CTL_WAL_SPARE_NAME) == 0 || strcmp(name, CTL_WAL_CKPT_FILE) == 0 ||
+           strcmp(name, CTL_WAL_CKPT_TMP) == 0 ||
+           ctl_has_prefix_suffix(name, CTL_WAL_FREE_PREFIX, ".wal.tmp");
+}
+
 /* The start LSNs of the WAL files in dir, sorted (free *out). Other files are
  * reported. Returns the count or -errno. */
 static int vfy_wal_list(struct vfy *v, const char *dir, uint64_t **out)
@@ -1959,9 +2062,7 @@ static int vfy_wal_list(struct vfy *v, const char *dir, uint64_t **out)
         char path[PATH_MAX];
         if (ctl_parse_base_name(name, ".wal", &starts[count])) {
             count++;
-        } else if (strcmp(name, CTL_WAL_SPARE_NAME) != 0 &&
-                   !ctl_has_prefix_suffix(name, CTL_WAL_FREE_PREFIX, ".wal.tmp") &&
-                   ctl_path(path, sizeof(path), dir, name) == 0) {
+        } else if (!vfy_is_wal_aux(name) && ctl_path(path, sizeof(path), dir, name) == 0) {
             vfy_file_begin(v);
             vfy_problem(v, false, path, "not a WAL file (ignored)");
         }
@@ -1974,6 +2075,31 @@ static int vfy_wal_list(struct vfy *v, const char *dir, uint64_t **out)
     return count;
 }
 
+/* The checkpoint of a shard WAL directory: the LSN replay starts from. Every
+ * record from there on must still be in the WAL files (the WAL releases only
+ * files wholly below it), so the first file may not start past it. */
+static void vfy_wal_ckpt(struct vfy *v, const char *dir, const uint64_t *starts, int n)
+{
+    char path[PATH_MAX];
+    if (ctl_path(path, sizeof(path), dir, CTL_WAL_CKPT_FILE) < 0)
+        return;
+    int64_t lsn = 0;
+    int rc = ctl_read_number_file(dir, CTL_WAL_CKPT_FILE, &lsn);
+    if (rc == -ENOENT)
+        return; /* none yet: replay starts at the first file */
+    vfy_file_begin(v);
+    if (rc == -EBADMSG)
+        vfy_problem(v, false, path, "does not hold an LSN (recovery replays every WAL file)");
+    else if (rc < 0)
+        vfy_problem(v, true, path, "cannot read: %s", rv_strerror(rc));
+    else if (n > 0 && starts[0] > (uint64_t)lsn)
+        vfy_problem(v, true, path,
+                    "replay starts at lsn %" PRId64
+                    ", but the first WAL file starts at lsn %" PRIu64
+                    ": the records from lsn %" PRId64 " up to %" PRIu64 " are missing",
+                    lsn, starts[0], lsn, starts[0]);
+}
+
 /* Verify the WAL files of one shard directory and the LSN continuity between them. */
 static void vfy_wal_dir(struct vfy *v, const char *dir)
 {
@@ -1984,6 +2110,7 @@ static void vfy_wal_dir(struct vfy *v, const char *dir)
         vfy_problem(v, true, dir, "cannot list: %s", rv_strerror(n));
         return;
     }
+    vfy_wal_ckpt(v, dir, starts, n);
     uint64_t prev_end = 0;
     for (int i = 0; i < n; i++) {
         char name[CTL_WAL_NAME_DIGITS + 8];
@@ -2479,7 +2606,8 @@ static int fix_partition(const char *root, uint32_t p, const struct fix_batch *s
 }
 
 /* `rivvenctl make-fixture DIR`: two partitions of topic "orders" with a few segments
- * (plain and compressed batches) and indexes, and two WAL files of shard 0. */
+ * (plain and compressed batches) and indexes, the topic's description, and two WAL
+ * files of shard 0. */
 static int fix_run(const char *root)
 {
     static const char meta[] = "create topic " FIX_TOPIC " id 1 partitions 2";
@@ -2488,6 +2616,11 @@ static int fix_run(const char *root)
     int rc = n < 0 || (size_t)n >= sizeof(w.dir) ? -ENAMETOOLONG : 0;
     if (rc == 0)
         rc = rv_sys_mkdir_p(w.dir, 0755);
+    struct rv_topic_config cfg;
+    rv_topic_config_init(&cfg);
+    cfg.partitions = 2;
+    if (rc == 0)
+        rc = rv_topic_meta_save(root, FIX_TOPIC, FIX_TOPIC_ID, &cfg);
     if (rc == 0)
         rc = fix_wal_add(&w, RV_WAL_META, 0, meta, (uint32_t)strlen(meta));
     if (rc == 0)
@@ -2552,9 +2685,11 @@ static const char ctl_usage_verify[] =
     "usage: rivvenctl verify DATA_DIR [--json]\n"
     "\n"
     "Check DATA_DIR/topics/<topic>/<partition>/: every batch's CRC and records, offsets\n"
-    "increasing across segments (gaps are warnings, overlaps errors), the .index and\n"
-    ".timeindex against the log, log-start within the first segment; and every\n"
-    "DATA_DIR/wal/<shard>/*.wal: record CRCs, batch payloads, LSN continuity.\n"
+    "increasing across segments (overlaps are errors), the .index and .timeindex\n"
+    "against the log, log-start within the log; offsets contiguous from\n"
+    "log-start on (a missing range is an error, naming it, unless the topic's\n"
+    "cleanup.policy in DATA_DIR/meta/topics compacts); and every DATA_DIR/wal/<shard>/:\n"
+    "*.wal record CRCs, batch payloads, LSN continuity from the checkpoint on.\n"
     "Problems print as `ERROR <path>: <message>` or `WARN <path>: <message>`, then a\n"
     "summary.\n"
     "\n"
@@ -2575,7 +2710,8 @@ static const char ctl_usage_fixture[] =
     "\n"
     "For tests: write a small valid data directory to DIR: topic \"orders\" with two\n"
     "partitions of a few segments each (plain, gzip, zstd, lz4 and snappy batches) with\n"
-    "their indexes and log-start files, and two WAL files of shard 0.\n";
+    "their indexes and log-start files, its description in meta/topics (default\n"
+    "settings: cleanup.policy=delete), and two WAL files of shard 0.\n";
 
 /* Options of one command. */
 struct ctl_args {

@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # tests/tools/test_rivvenctl.sh - end-to-end tests of rivvenctl.
 #
-#   test_rivvenctl.sh PATH_TO_RIVVENCTL
+#   test_rivvenctl.sh PATH_TO_RIVVENCTL [PATH_TO_TEST_MAKE_DATA]
 #
 # Builds a data directory with `rivvenctl make-fixture` in a temporary directory,
 # checks that verify, topics and dump accept it (JSON output parsed with python3),
 # then damages copies of it one way at a time (a flipped byte in a batch, a segment
 # cut mid-batch, a corrupt WAL record, bad index files, offset gaps and overlaps, a
-# WAL hole, a log-start past the first segment) and checks that each is reported
-# with its file and position and the right exit status. Usage errors exit 2.
+# WAL hole, a log-start past the log end, WAL records missing after the checkpoint)
+# and checks that each is reported with its file and position and the right exit
+# status. Usage errors exit 2.
+#
+# With test_make_data (tests/tools/make_data.c), the same for a data directory the
+# engine wrote: verify finds it clean (the WAL's checkpoint file included), fails
+# on a missing middle or first segment and on a closed segment cut at a batch
+# boundary of a topic that does not compact, naming the missing offsets, and
+# accepts the same gaps in a compacted topic and below the log start.
 set -euo pipefail
 
-BIN=${1:?usage: test_rivvenctl.sh PATH_TO_RIVVENCTL}
+BIN=${1:?usage: test_rivvenctl.sh PATH_TO_RIVVENCTL [PATH_TO_TEST_MAKE_DATA]}
+MAKE_DATA=${2:-}
 PY=/usr/bin/python3
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rivvenctl-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -90,6 +98,12 @@ sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)'
         fail "$1: JSON does not satisfy: $2"
         show_output
     fi
+}
+
+# set_policy VALUE: cleanup.policy of the fixture's topic description.
+set_policy() {
+    sed -i "s/^cleanup\.policy=.*/cleanup.policy=$1/" "$D/meta/topics/orders.topic" ||
+        fail "set cleanup.policy=$1 in the fixture's topic description"
 }
 
 # A fresh copy of the fixture in $TMP/d.
@@ -176,6 +190,11 @@ fi
 fresh
 D=$TMP/d
 
+if grep -qx "cleanup.policy=delete" "$D/meta/topics/orders.topic" 2>/dev/null; then
+    ok "the fixture describes its topic (cleanup.policy=delete)"
+else
+    fail "the fixture describes its topic (cleanup.policy=delete)"
+fi
 run "verify of the fixture exits 0" 0 "$BIN" verify "$D"
 expect "verify of the fixture says OK" "^OK: no errors, 0 warnings"
 expect "verify counts 2 partitions and 5 segments" "partitions=2 segments=5 batches=15"
@@ -363,11 +382,57 @@ expect "verify warns about the missing index" "^WARN $D/$P0/$SEG12\.index: missi
 
 # ---- offsets and log start -------------------------------------------------------------
 
+# A missing segment of a topic that does not compact is lost data.
 fresh
 rm "$D/$P0/$SEG12".*
-run "verify with an offset gap exits 0" 0 "$BIN" verify "$D"
-expect "verify warns about the gap" \
-    "^WARN $D/$P0/$SEG30\.log: batch at byte 0: offset gap: 12\.\.29 are missing"
+run "verify with an offset gap exits 1" 1 "$BIN" verify "$D"
+expect "verify names the partition, file and missing offsets" \
+    "^ERROR $D/$P0/$SEG30\.log: batch at byte 0: offset gap in partition orders/0: offsets 12\.\.29 are missing \(the batch before ends at offset 11 in $SEG0\.log; cleanup\.policy=delete does not compact\)"
+expect "verify counts the gap as an error" "^FAILED: 1 errors, 0 warnings"
+run "verify --json with an offset gap exits 1" 1 "$BIN" verify "$D" --json
+json "verify --json lists the gap as an error" \
+    "not d['ok'] and [(p['level'], p['path']) for p in d['problems']] == [('ERROR', '$D/$P0/$SEG30.log')]
+     and 'offsets 12..29 are missing' in d['problems'][0]['message']"
+# The same gap in a compacted topic is what compaction leaves.
+for policy in compact compact,delete; do
+    set_policy "$policy"
+    run "verify of a gap under cleanup.policy=$policy exits 0" 0 "$BIN" verify "$D"
+    reject "a gap under cleanup.policy=$policy is no problem" "offset gap|^(ERROR|WARN) "
+done
+# A partition compaction ran in (its point file) keeps its gaps after a policy change.
+set_policy delete
+printf '30 9223372036854775807\n' >"$D/$P0/compact-point"
+run "verify of a gap in a partition compaction ran in exits 0" 0 "$BIN" verify "$D"
+reject "its gap is no problem" "offset gap"
+# Without a topic description the topic is taken as not compacted.
+fresh
+rm -f "$D/$P0/$SEG12".* "$D/meta/topics/orders.topic"
+run "verify of a gap without a topic description exits 1" 1 "$BIN" verify "$D"
+expect "verify says why the gap counts" \
+    "^ERROR $D/$P0/$SEG30\.log: .*offsets 12\.\.29 are missing .*no topic description: taken as not compacted"
+
+# A gap between two batches of one segment: the second batch of $SEG30 (33..35)
+# claims 35..37 (the base offset is outside the CRC; the index names only the first).
+fresh
+pos=$(batch_pos "$D/$P0/$SEG30.log" 1)
+put_be32 "$D/$P0/$SEG30.log" $((pos + 4)) 35
+run "verify with a gap inside a segment exits 1" 1 "$BIN" verify "$D"
+expect "verify names the gap inside the segment" \
+    "^ERROR $D/$P0/$SEG30\.log: batch at byte $pos: offset gap in partition orders/0: offsets 33\.\.34 are missing \(the batch before ends at offset 32 in $SEG30\.log"
+expect "only the gap is wrong" "^FAILED: 1 errors, 0 warnings"
+
+# A missing first segment: the offsets from the log start up to the next one are lost.
+fresh
+rm "$D/$P0/$SEG0".*
+run "verify without the first segment exits 1" 1 "$BIN" verify "$D"
+expect "verify names the offsets from the log start" \
+    "^ERROR $D/$P0/$SEG12\.log: batch at byte 0: offset gap in partition orders/0: offsets 0\.\.11 are missing \(the log starts at offset 0;"
+# ... but not those below the log start: retention and delete_records remove them.
+fresh
+rm "$D/$P0/$SEG0".*
+echo 12 >"$D/$P0/log-start"
+run "verify of segments gone below the log start exits 0" 0 "$BIN" verify "$D"
+expect "segments gone below the log start are no problem" "^OK: no errors, 0 warnings"
 
 fresh
 for ext in log index timeindex; do
@@ -377,16 +442,153 @@ run "verify with overlapping segments exits 1" 1 "$BIN" verify "$D"
 expect "verify reports offsets going backwards" \
     "^ERROR $D/$P0/$SEG12\.log: batch at byte 0: offsets go backwards: base offset 12 overlaps offsets up to 35"
 
+# An empty segment holds the offsets from its base on: one past the end is a gap.
+fresh
+: >"$D/$P0/00000000000000000040.log"
+run "verify with an empty segment past the end exits 1" 1 "$BIN" verify "$D"
+expect "verify names the offsets before the empty segment" \
+    "^ERROR $D/$P0/00000000000000000040\.log: empty segment: offset gap in partition orders/0: offsets 36\.\.39 are missing"
+fresh
+: >"$D/$P0/00000000000000000036.log"
+run "verify with an empty segment at the end exits 0" 0 "$BIN" verify "$D"
+
 fresh
 echo 40 >"$D/$P1/log-start"
-run "verify with log-start past the first segment exits 1" 1 "$BIN" verify "$D"
-expect "verify reports log-start" "^ERROR $D/$P1: log-start 40 is past the end of the first segment"
+run "verify with log-start past the end of the log exits 1" 1 "$BIN" verify "$D"
+expect "verify reports log-start" "^ERROR $D/$P1: log-start 40 is past the end of the log \(its next offset is 30\)"
+
+# Segments wholly below the log start that are still there: delete_records and
+# retention write log-start first, and retention removes them later.
+fresh
+echo 25 >"$D/$P1/log-start"
+run "verify with log-start past the first segment exits 0" 0 "$BIN" verify "$D"
+expect "verify warns about the segment below log-start" \
+    "^WARN $D/$P1: log-start 25 is past the end of the first segment \(its next offset is 20\): segments wholly below the log start are left for retention to remove"
 
 fresh
 echo nonsense >"$D/$P1/log-start"
 run "verify with an unreadable log-start exits 1" 1 "$BIN" verify "$D"
 expect "verify reports the log-start file" "^ERROR $D/$P1: log-start: does not hold a log start offset"
 reject "nothing else is wrong" "^ERROR .*\.(log|index|timeindex|wal):"
+
+# ---- the WAL checkpoint ------------------------------------------------------------------
+
+# Replay starts at the checkpoint: WAL files wholly below it may be gone (released),
+# the records from it on may not.
+fresh
+echo 2137 >"$D/wal/shard-0/checkpoint"
+run "verify with a checkpoint exits 0" 0 "$BIN" verify "$D"
+expect "the checkpoint is no problem" "^OK: no errors, 0 warnings"
+rm "$D/$WAL0"
+run "verify without the WAL files below the checkpoint exits 0" 0 "$BIN" verify "$D"
+expect "released WAL files are no problem" "^OK: no errors, 0 warnings"
+echo 100 >"$D/wal/shard-0/checkpoint"
+run "verify with WAL records missing after the checkpoint exits 1" 1 "$BIN" verify "$D"
+expect "verify names the missing WAL records" \
+    "^ERROR $D/wal/shard-0/checkpoint: replay starts at lsn 100, but the first WAL file starts at lsn 2137: the records from lsn 100 up to 2137 are missing"
+fresh
+echo nonsense >"$D/wal/shard-0/checkpoint"
+echo 5 >"$D/wal/shard-0/checkpoint.tmp"
+run "verify with an unreadable checkpoint exits 0" 0 "$BIN" verify "$D"
+expect "verify warns about the checkpoint" \
+    "^WARN $D/wal/shard-0/checkpoint: does not hold an LSN \(recovery replays every WAL file\)"
+reject "a leftover checkpoint.tmp is no problem" "checkpoint\.tmp"
+
+# ---- a data directory written by the engine ------------------------------------------------
+
+# seg_names DIR: the .log files of a partition directory, in order, without ".log".
+seg_names() {
+    ls "$1" | sed -n 's/\.log$//p' | sort
+}
+
+# range_before NAME NEXT: "A\.\.B" for the offsets from segment NAME's base to NEXT's - 1.
+range_before() {
+    echo "$((10#$1))\\.\\.$((10#$2 - 1))"
+}
+
+if [ -z "$MAKE_DATA" ]; then
+    echo "skip the engine's data directory (no test_make_data given)"
+elif ! "$MAKE_DATA" "$TMP/engine" >"$TMP/out" 2>"$TMP/err"; then
+    fail "test_make_data wrote a data directory"
+    show_output
+else
+    ok "test_make_data wrote a data directory"
+    E=$TMP/e
+    fresh_engine() {
+        rm -rf "$E"
+        cp -r "$TMP/engine" "$E"
+    }
+    fresh_engine
+    run "verify of the engine's data exits 0" 0 "$BIN" verify "$E"
+    expect "verify of the engine's data says OK" "^OK: no errors, 0 warnings"
+    reject "the WAL's checkpoint file is known" "checkpoint"
+    if [ -f "$E/wal/shard-0/checkpoint" ]; then
+        ok "the engine wrote a checkpoint"
+    else
+        fail "the engine wrote a checkpoint"
+    fi
+
+    # A middle segment of a topic that does not compact.
+    mapfile -t segs < <(seg_names "$E/topics/events/0")
+    if [ "${#segs[@]}" -ge 4 ]; then
+        ok "events has ${#segs[@]} segments"
+    else
+        fail "events has ${#segs[@]} segments, want 4 or more"
+    fi
+    fresh_engine
+    rm "$E/topics/events/0/${segs[2]}".*
+    run "verify without a middle segment exits 1" 1 "$BIN" verify "$E"
+    expect "verify names the partition, file and missing offsets" \
+        "^ERROR $E/topics/events/0/${segs[3]}\.log: batch at byte 0: offset gap in partition events/0: offsets $(range_before "${segs[2]}" "${segs[3]}") are missing \(the batch before ends at offset $((10#${segs[2]} - 1)) in ${segs[1]}\.log; cleanup\.policy=delete does not compact\)"
+    expect "only the gap is wrong" "^FAILED: 1 errors, 0 warnings"
+
+    # The first segment (the log start is 0).
+    fresh_engine
+    rm "$E/topics/events/0/${segs[0]}".*
+    run "verify without the first segment exits 1" 1 "$BIN" verify "$E"
+    expect "verify names the offsets from the log start" \
+        "^ERROR $E/topics/events/0/${segs[1]}\.log: batch at byte 0: offset gap in partition events/0: offsets $(range_before "${segs[0]}" "${segs[1]}") are missing"
+
+    # A closed segment cut at a batch boundary: its last batch is gone.
+    fresh_engine
+    f=$E/topics/events/0/${segs[1]}.log
+    last=$("$BIN" dump "$f" --json | $PY -c 'import json, sys
+e = json.load(sys.stdin)["entries"][-1]
+print(e["pos"], e["base_offset"])')
+    truncate -s "${last% *}" "$f"
+    cut=${last#* }
+    if [ "$cut" -eq "$((10#${segs[2]} - 1))" ]; then
+        missing="offset $cut is"
+    else
+        missing="offsets $cut\\.\\.$((10#${segs[2]} - 1)) are"
+    fi
+    run "verify of a cut closed segment exits 1" 1 "$BIN" verify "$E"
+    expect "verify names the offsets cut off" \
+        "^ERROR $E/topics/events/0/${segs[2]}\.log: batch at byte 0: offset gap in partition events/0: $missing missing \(the batch before ends at offset $((cut - 1)) in ${segs[1]}\.log"
+    expect "only the cut is wrong" "^FAILED: 1 errors, 0 warnings"
+
+    # The same gap in the compacted topic.
+    fresh_engine
+    mapfile -t ksegs < <(seg_names "$E/topics/keyed/0")
+    rm "$E/topics/keyed/0/${ksegs[2]}".*
+    run "verify of a compacted topic without a middle segment exits 0" 0 "$BIN" verify "$E"
+    reject "its gap is no problem" "offset gap"
+
+    # delete_records moved the log start of "trimmed": the segments below it are gone
+    # (the pristine directory verified clean above); the one holding it is not.
+    fresh_engine
+    mapfile -t tsegs < <(seg_names "$E/topics/trimmed/0")
+    start=$(cat "$E/topics/trimmed/0/log-start")
+    if [ "$((10#${tsegs[0]}))" -gt 0 ] && [ "$((10#${tsegs[0]}))" -le "$start" ]; then
+        ok "trimmed starts at $start, in segment ${tsegs[0]}"
+    else
+        fail "trimmed starts at $start, in segment ${tsegs[0]}"
+    fi
+    rm "$E/topics/trimmed/0/${tsegs[0]}".*
+    run "verify without the segment holding the log start exits 1" 1 "$BIN" verify "$E"
+    expect "verify names the offsets from the log start" \
+        "^ERROR $E/topics/trimmed/0/${tsegs[1]}\.log: batch at byte 0: offset gap in partition trimmed/0: offsets $start\\.\\.$((10#${tsegs[1]} - 1)) are missing \(the log starts at offset $start;"
+fi
 
 echo "rivvenctl tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
