@@ -183,6 +183,7 @@ struct rv_plog {
     bool is_evicting;          /* syncing to give the descriptor back to a waiter */
     bool is_ckpt_sync;         /* the sync in flight is the checkpoint's */
     bool is_roll_created;      /* a roll that met EMFILE already created the next file */
+    bool is_probing;           /* a helper looks for expired data of the unloaded log */
     struct rv_plog *lru_prev;  /* the shard's logs holding a descriptor */
     struct rv_plog *lru_next;
     struct rv_plog_fd_waiter fd_wait;
@@ -2867,6 +2868,88 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
                  is_expired ? "retention.ms" : "segment.ms");
         plog_roll_start(log, a->next_offset);
     }
+}
+
+/* ---- retention of logs not loaded since start ------------------------------------------------ */
+
+/* A log opened lazily and never used since start holds nothing in memory, so
+ * the retention pass above skips it; a helper looks at its files instead, and
+ * a log with something to delete is loaded (and then stays loaded). */
+struct probe_job {
+    struct rv_plog *log;
+    int64_t retention_ms;
+    int64_t retention_bytes;
+    int64_t now_ms;
+    bool is_due;
+};
+
+static void plog_probe_work(void *arg) /* a helper thread, blocking */
+{
+    struct probe_job *job = arg;
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    if (rv_seg_list(job->log->dir, &bases, &count) < 0)
+        count = 0; /* not readable: loading it would say why */
+    uint64_t total = 0, oldest_bytes = 0;
+    int64_t oldest_ms = -1;
+    for (uint32_t i = 0; i < count; i++) {
+        char path[PATH_MAX];
+        struct stat sb;
+        if (plog_path(path, sizeof(path), job->log, bases[i], ".log") < 0 || stat(path, &sb) < 0)
+            continue;
+        total += (uint64_t)sb.st_size;
+        if (i == 0) { /* its last write: about when its newest record came */
+            oldest_bytes = (uint64_t)sb.st_size;
+            oldest_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
+        }
+    }
+    free(bases);
+    job->is_due =
+        (job->retention_ms >= 0 && oldest_ms >= 0 && oldest_ms < job->now_ms - job->retention_ms) ||
+        (job->retention_bytes >= 0 && count > 1 &&
+         total - oldest_bytes >= (uint64_t)job->retention_bytes);
+}
+
+static void plog_retention_loaded(void *arg)
+{
+    struct rv_plog *log = arg;
+    if (log->load == PLOG_LOADED)
+        rv_plog_enforce_retention(log, rv_clock_wall_ms());
+}
+
+static void plog_probe_done(void *arg)
+{
+    struct probe_job *job = arg;
+    struct rv_plog *log = job->log;
+    log->jobs--;
+    log->is_probing = false;
+    if (job->is_due && log->load == PLOG_UNLOADED) {
+        rv_debug("log %s: data past its retention; loading it", log->dir);
+        if (rv_plog_when_ready(log, plog_retention_loaded, log) < 0)
+            rv_warn("log %s: cannot load it to apply retention (no memory)", log->dir);
+    }
+    free(job);
+}
+
+bool rv_plog_probe_retention(rv_plog_t *log, int64_t now_ms)
+{
+    if (log->load != PLOG_UNLOADED || log->is_probing ||
+        (log->cfg.retention_ms < 0 && log->cfg.retention_bytes < 0))
+        return false;
+    struct probe_job *job = malloc(sizeof(*job));
+    if (job == NULL)
+        return false;
+    *job = (struct probe_job){.log = log,
+                              .retention_ms = log->cfg.retention_ms,
+                              .retention_bytes = log->cfg.retention_bytes,
+                              .now_ms = now_ms};
+    if (rv_offload(plog_probe_work, job, plog_probe_done) < 0) {
+        free(job);
+        return false;
+    }
+    log->jobs++;
+    log->is_probing = true;
+    return true;
 }
 
 /* ---- compaction: slices and the swap on helpers, the segment list here --------------------- */

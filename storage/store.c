@@ -70,9 +70,14 @@ struct store_shard {
     bool is_ckpt_running;
     uint32_t ckpt_pending;
     int ckpt_err;
-    uint64_t ckpt_target; /* LSN the running checkpoint covers */
-    uint64_t ckpt_lsn;    /* LSN of the last checkpoint on disk */
+    uint64_t ckpt_target;  /* LSN the running checkpoint covers */
+    uint64_t ckpt_lsn;     /* LSN of the last checkpoint on disk */
+    uint32_t probe_cursor; /* where the retention pass goes on probing unloaded logs */
 };
+
+/* Unloaded logs whose files a retention pass has a helper look at: at most
+ * this many per pass and shard, the next pass going on from there. */
+#define STORE_PROBES_PER_PASS 1024
 
 struct rv_store {
     rv_runtime_t *rt;
@@ -530,6 +535,16 @@ static void retention_tick(void *arg)
     while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
         rv_plog_enforce_retention((rv_plog_t *)(uintptr_t)val, now);
         rv_plog_compact((rv_plog_t *)(uintptr_t)val, false, now, NULL, NULL); /* when due */
+    }
+    uint32_t probes = 0, seen = 0, wraps = 0, count = rv_hmap_count(&ss->logs);
+    while (probes < STORE_PROBES_PER_PASS && seen < count && wraps < 2) {
+        if (!rv_hmap_next(&ss->logs, &ss->probe_cursor, &key, &val)) {
+            ss->probe_cursor = 0; /* round again from the start */
+            wraps++;
+            continue;
+        }
+        seen++;
+        probes += rv_plog_probe_retention((rv_plog_t *)(uintptr_t)val, now);
     }
     if (rv_timer_add((uint64_t)ss->st->cfg.retention_check_ms * 1000, retention_tick, ss,
                      &ss->retention_timer) < 0)

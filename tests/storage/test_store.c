@@ -636,6 +636,60 @@ Test(store, retention_by_time_expires_a_quiet_partition_whole)
     env_close(&e);
 }
 
+/* Bytes of the .log files of dir/topics/<topic>/0 (without loading it). */
+static long log_bytes_on_disk(const char *topic)
+{
+    char path[2048];
+    snprintf(path, sizeof(path), "%s/topics/%s/0", dir, topic);
+    DIR *d = opendir(path);
+    cr_assert_not_null(d, "%s", path);
+    long total = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char file[4096];
+        struct stat sb;
+        snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
+        if (n > 4 && strcmp(de->d_name + n - 4, ".log") == 0 && stat(file, &sb) == 0)
+            total += (long)sb.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+/* A partition nobody has used since start is not loaded; retention looks at
+ * its files from a helper and loads it when something is due. */
+Test(store, retention_reaches_partitions_not_loaded_since_start)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.retention_check_ms = 3600 * 1000;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "lazy", 1, "segment.bytes", "2048");
+    struct rv_topic_config tc;
+    cr_assert_eq(rv_topic_describe(e.st, "lazy", &tc), 0);
+    cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "60000"), 0);
+    cr_assert_eq(rv_topic_alter(e.st, "lazy", &tc), 0);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    for (uint32_t i = 0; i < 100; i++)
+        cr_assert_eq(produce_at(&e, "lazy", i, now_ms - 3600 * 1000), i);
+    env_close(&e);
+    cr_assert_gt(log_bytes_on_disk("lazy"), 0);
+    char cmd[4096]; /* written two hours ago, as far as the files tell */
+    snprintf(cmd, sizeof(cmd), "touch -d '2 hours ago' %s/topics/lazy/0/*.log", dir);
+    cr_assert_eq(system(cmd), 0);
+    scfg.retention_check_ms = 20;
+    e = env_open_cfg(1, &scfg);
+    for (int i = 0; i < 500 && log_bytes_on_disk("lazy") > 0; i++)
+        usleep(10000);
+    cr_assert_eq(log_bytes_on_disk("lazy"), 0, "every expired segment went, untouched");
+    cr_assert_eq(rv_list_offset(e.st, "lazy", 0, RV_OFFSET_EARLIEST), 100);
+    cr_assert_eq(rv_list_offset(e.st, "lazy", 0, RV_OFFSET_LATEST), 100);
+    env_close(&e);
+}
+
 /* segment.ms counts from the active segment's first append; after a restart,
  * from its last write (before, a restart made it never roll by time). */
 Test(store, segment_ms_rolls_after_a_restart_too)
