@@ -2400,6 +2400,13 @@ static void fetch_read_done(void *arg, int64_t n)
         fetch_read(op);
         return;
     }
+    if (rc < 0) { /* the batch holding the offset, or one before it, is damaged */
+        rv_error("log %s: segment %" PRIu64 ": a damaged batch at byte %" PRIu64
+                 " holds or precedes offset %" PRId64 "; not served (%s)",
+                 op->log->dir, op->seg_base, op->pos + used, op->offset, rv_strerror(rc));
+        fetch_finish(op, -EBADMSG); /* Kafka's CORRUPT_MESSAGE, not an empty answer */
+        return;
+    }
     fetch_finish(op, 0); /* nothing at or after the offset here (yet) */
 }
 

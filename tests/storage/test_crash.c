@@ -292,7 +292,11 @@ Test(crash, torn_and_corrupt_files_recover_to_valid_data)
             while (offset < hw) {
                 rv_fetch_result_t *res;
                 int rc = rv_fetch_sync(e.st, "durable", p, offset, 256 << 10, &res);
-                cr_assert_eq(rc, 0);
+                /* Damage before the active segment's tail (which open scans)
+                 * is found when a read meets it: refused, never served. */
+                if (rc == -EBADMSG)
+                    break;
+                cr_assert_eq(rc, 0, "%s", rv_strerror(rc));
                 struct rv_record_view v;
                 int got = 0;
                 while ((rc = rv_fetch_next(res, &v)) == 1) {

@@ -657,6 +657,51 @@ static long log_bytes_on_disk(const char *topic)
     return total;
 }
 
+/* A batch damaged on disk behind the store's back (bit rot): a fetch whose
+ * read meets it before the offset asked for is refused with -EBADMSG (Kafka's
+ * CORRUPT_MESSAGE), never answered empty (a consumer would ask again
+ * forever); what precedes it, and later segments, are served. */
+Test(store, a_damaged_batch_on_disk_is_an_error_for_fetches)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 8 << 10; /* reads come from the segments */
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "rot", 1, "segment.bytes", "2048");
+    for (uint32_t i = 0; i < 400; i++) /* 36 KiB: the first segments left the hot tier */
+        cr_assert_eq(produce_one(&e, "rot", 0, i, RV_ACKS_ALL), i);
+    char pdir[2048], path[4096];
+    snprintf(pdir, sizeof(pdir), "%s/topics/rot/0", dir);
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
+    cr_assert_geq(count, 3u);
+    uint64_t base = bases[1]; /* a closed segment */
+    uint64_t next = bases[2];
+    free(bases);
+    snprintf(path, sizeof(path), "%s/%020llu.log", pdir, (unsigned long long)base);
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, 70), 1); /* inside the first batch's record */
+    b ^= 0x40;
+    cr_assert_eq(pwrite(fd, &b, 1, 70), 1);
+    close(fd);
+    rv_fetch_result_t *res = NULL;
+    int frc = rv_fetch_sync(e.st, "rot", 0, (int64_t)base, 64 << 10, &res);
+    cr_assert_eq(frc, -EBADMSG, "%d %s", frc, rv_strerror(frc));
+    cr_assert_eq(rv_fetch_sync(e.st, "rot", 0, (int64_t)base - 1, 64 << 10, &res), 0);
+    struct rv_record_view v;
+    cr_assert_eq(rv_fetch_next(res, &v), 1, "the batch before is served");
+    cr_assert_eq(v.offset, (int64_t)base - 1);
+    rv_fetch_release(res);
+    /* A read from where the index points for offset base+1 meets the damaged
+     * batch first: refused too. The next segment reads fine. */
+    cr_assert_eq(rv_fetch_sync(e.st, "rot", 0, (int64_t)base + 1, 64 << 10, &res), -EBADMSG);
+    cr_assert_eq(read_all(&e, "rot", 0, (int64_t)next, (uint32_t)next), 400 - next);
+    env_close(&e);
+}
+
 /* A partition nobody has used since start is not loaded; retention looks at
  * its files from a helper and loads it when something is due. */
 Test(store, retention_reaches_partitions_not_loaded_since_start)
