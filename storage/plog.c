@@ -282,12 +282,19 @@ static int plog_open_segments(struct rv_plog *log)
         rc = plog_seg_push(log, bases[i]);
         if (rc < 0)
             break;
+        /* Only the active segment can end in a torn write; damage in a closed
+         * one is kept, and its offsets up to the next segment are read through
+         * it, so a read there fails instead of skipping them. */
+        bool is_closed = i + 1 < count;
         struct rv_seg_recovery rep;
-        rc = rv_seg_recover(&log->segs[i], log->dir, RV_SEG_SCAN_TAIL, log->cfg.max_batch_bytes,
-                            &rep);
+        rc = rv_seg_recover(&log->segs[i], log->dir,
+                            is_closed ? RV_SEG_SCAN_CLOSED : RV_SEG_SCAN_TAIL,
+                            log->cfg.max_batch_bytes, &rep);
         if (rc == 0 && rep.truncated_bytes > 0 && !rep.is_zero_tail)
             rv_warn("log %s: segment %" PRIu64 ": cut %" PRIu64 " invalid bytes", log->dir,
                     bases[i], rep.truncated_bytes);
+        if (rc == 0 && log->segs[i].is_damaged && log->segs[i].next_offset < bases[i + 1])
+            log->segs[i].next_offset = bases[i + 1];
     }
     free(bases);
     return rc;
@@ -2266,6 +2273,7 @@ struct fetch_op {
     bool has_slot;        /* a slot of the shard's budget, for its own descriptor */
     bool is_log_fd;       /* reading through the log's descriptor (counted in fd_users) */
     bool has_retried;     /* read again at the first batch, whole */
+    bool is_damaged_seg;  /* the segment kept damaged bytes at open (rv_seg.is_damaged) */
     uint32_t compact_gen; /* the log's compaction generation when planned */
     struct rv_plog_fd_waiter fd_wait;
     rv_buf_t *buf;
@@ -2400,7 +2408,9 @@ static void fetch_read_done(void *arg, int64_t n)
         fetch_read(op);
         return;
     }
-    if (rc < 0) { /* the batch holding the offset, or one before it, is damaged */
+    if (rc == 0 && op->is_damaged_seg)
+        rc = -ENODATA; /* the segment's data for this offset is missing (cut short) */
+    if (rc < 0) {      /* the batch holding the offset, or one before it, is damaged */
         rv_error("log %s: segment %" PRIu64 ": a damaged batch at byte %" PRIu64
                  " holds or precedes offset %" PRId64 "; not served (%s)",
                  op->log->dir, op->seg_base, op->pos + used, op->offset, rv_strerror(rc));
@@ -2507,6 +2517,7 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
                             .done = done,
                             .arg = arg};
     op->seg_next = s->next_offset;
+    op->is_damaged_seg = s->is_damaged;
     log->jobs++;
     if (i + 1 < log->seg_count && log->compact.is_swapping && fetch_later(op) == 0)
         return; /* its files are being replaced */

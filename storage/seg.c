@@ -364,7 +364,7 @@ static bool seg_is_zero_range(int fd, uint64_t from, uint64_t to)
 }
 
 /* Cut the invalid tail, if any, from the file and the index. */
-static int seg_recover_cut(struct seg_recover *r, struct rv_seg_recovery *report)
+static int seg_recover_cut(struct seg_recover *r, bool is_closed, struct rv_seg_recovery *report)
 {
     uint64_t size = r->reader.end_pos;
     uint64_t cut = r->stop_pos;
@@ -374,6 +374,16 @@ static int seg_recover_cut(struct seg_recover *r, struct rv_seg_recovery *report
     report->truncated_bytes = size - cut;
     report->tail_error = cut < size ? r->tail_error : 0;
     report->is_zero_tail = cut < size && seg_is_zero_range(r->reader.fd, cut, size);
+    if (is_closed && cut < size && !report->is_zero_tail) {
+        rv_error("seg %s: damaged batch at position %" PRIu64
+                 " (%s) of a closed segment: its %" PRIu64
+                 " bytes from there are kept, not cut; reads that meet them fail",
+                 r->log_path, cut, rv_strerror(r->tail_error), size - cut);
+        report->truncated_bytes = 0;
+        report->damaged_bytes = size - cut;
+        rv_idx_truncate(&r->seg->idx, r->next_offset, (uint32_t)cut);
+        return 0;
+    }
     if (report->is_zero_tail)
         rv_info("seg %s: %" PRIu64 " zero bytes after the last batch (a direct write's padding): "
                 "cutting them",
@@ -411,7 +421,7 @@ static int seg_recover_fd(struct seg_recover *r, enum rv_seg_scan_mode mode,
     int rc = is_rebuilt ? seg_recover_full(r) : seg_recover_tail(r, &is_rebuilt, &before);
     if (rc < 0)
         return rc;
-    rc = seg_recover_cut(r, report);
+    rc = seg_recover_cut(r, mode == RV_SEG_SCAN_CLOSED, report);
     if (rc < 0)
         return rc;
     struct seg_idx_mark after = seg_idx_mark(&seg->idx);
@@ -425,7 +435,8 @@ static int seg_recover_fd(struct seg_recover *r, enum rv_seg_scan_mode mode,
     seg->idx.saved_changes = seg->idx.changes; /* the files hold these entries */
     report->is_index_rebuilt = is_rebuilt;
     seg->next_offset = r->next_offset;
-    seg->size_bytes = r->stop_pos;
+    seg->size_bytes = r->stop_pos + report->damaged_bytes;
+    seg->is_damaged = report->damaged_bytes > 0;
     /* The last time entry covers the batches before the scan start too. */
     seg->max_timestamp_ms = after.last_ts_ms > r->max_ts_ms ? after.last_ts_ms : r->max_ts_ms;
     return 0;
@@ -435,7 +446,7 @@ int rv_seg_recover(struct rv_seg *seg, const char *dir_path, enum rv_seg_scan_mo
                    uint32_t max_batch_bytes, struct rv_seg_recovery *report)
 {
     RV_ASSERT(seg != NULL && dir_path != NULL && report != NULL);
-    RV_ASSERT(mode == RV_SEG_SCAN_TAIL || mode == RV_SEG_SCAN_FULL);
+    RV_ASSERT(mode == RV_SEG_SCAN_TAIL || mode == RV_SEG_SCAN_FULL || mode == RV_SEG_SCAN_CLOSED);
     RV_ASSERT(max_batch_bytes >= RV_BATCH_HEADER_BYTES);
     RV_ASSERT(seg->idx.base_offset == seg->base_offset);
     memset(report, 0, sizeof(*report));

@@ -29,6 +29,8 @@ struct rv_seg {
     uint64_t size_bytes;      /* bytes of valid batches */
     int64_t max_timestamp_ms; /* largest batch max timestamp, -1 when empty */
     int64_t created_ms;       /* wall clock of the first append (segment.ms rolls) */
+    bool is_damaged;          /* RV_SEG_SCAN_CLOSED found a damaged batch and kept it:
+                                 reads meeting it fail (storage/plog.c) */
     struct rv_idx idx;        /* offset and time index */
 };
 
@@ -37,6 +39,8 @@ struct rv_seg_recovery {
     uint64_t batches;         /* valid batches in the scanned range */
     uint64_t scanned_bytes;   /* bytes read and checked */
     uint64_t truncated_bytes; /* invalid tail cut off (0 when clean) */
+    uint64_t damaged_bytes;   /* RV_SEG_SCAN_CLOSED: bytes from the first invalid batch
+                                 to the end, kept in the file (not cut) */
     bool is_zero_tail;        /* what was cut was zeros only: the padding of a direct
                                  write (storage/plog.c) after a crash, not damage */
     bool is_index_rebuilt;    /* rebuilt from the log: FULL mode, or the index files
@@ -50,6 +54,11 @@ struct rv_seg_recovery {
 enum rv_seg_scan_mode {
     RV_SEG_SCAN_TAIL, /* trust the index; check batches after its last entry */
     RV_SEG_SCAN_FULL, /* check every batch (unclean shutdown, active segment) */
+    /* TAIL for a closed segment (synced at its roll, so damage there is not a
+     * torn write): an invalid batch is reported but not cut; the file keeps
+     * its bytes, size_bytes covers them and is_damaged is set. Zeros after the
+     * data (a direct write's padding) are cut as in TAIL. */
+    RV_SEG_SCAN_CLOSED,
 };
 
 /* Called for each valid batch in order; return non-zero to stop the scan. */

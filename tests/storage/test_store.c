@@ -702,6 +702,62 @@ Test(store, a_damaged_batch_on_disk_is_an_error_for_fetches)
     env_close(&e);
 }
 
+/* Damage found at open in a closed segment (synced at its roll, so not a torn
+ * write) is kept, not cut: the file keeps its bytes, and reads of the offsets
+ * it held, up to the next segment, fail with -EBADMSG instead of skipping
+ * them silently. A closed segment cut short the same. */
+Test(store, damage_in_a_closed_segment_is_kept_and_reported)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.hot_bytes = 8 << 10;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "old", 1, "segment.bytes", "2048");
+    for (uint32_t i = 0; i < 200; i++)
+        cr_assert_eq(produce_one(&e, "old", 0, i, RV_ACKS_ALL), i);
+    env_close(&e);
+    char pdir[2048], p1[4096], p2[4096];
+    snprintf(pdir, sizeof(pdir), "%s/topics/old/0", dir);
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
+    cr_assert_geq(count, 5u);
+    uint64_t b1 = bases[1], b2 = bases[2], b3 = bases[3], b4 = bases[4];
+    free(bases);
+    snprintf(p1, sizeof(p1), "%s/%020llu.log", pdir, (unsigned long long)b1);
+    snprintf(p2, sizeof(p2), "%s/%020llu.log", pdir, (unsigned long long)b3);
+    struct stat sb;
+    cr_assert_eq(stat(p1, &sb), 0);
+    long size1 = (long)sb.st_size;
+    int fd = open(p1, O_RDWR); /* a bit flipped in the last batch's record */
+    cr_assert_geq(fd, 0);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, size1 - 10), 1);
+    b ^= 0x40;
+    cr_assert_eq(pwrite(fd, &b, 1, size1 - 10), 1);
+    close(fd);
+    cr_assert_eq(stat(p2, &sb), 0);
+    cr_assert_eq(truncate(p2, sb.st_size / 2), 0); /* segment b3 cut short */
+    e = env_open_cfg(1, &scfg);
+    cr_assert_eq(rv_list_offset(e.st, "old", 0, RV_OFFSET_LATEST), 200);
+    cr_assert_eq(stat(p1, &sb), 0);
+    cr_assert_eq((long)sb.st_size, size1, "the damaged closed segment was not cut");
+    rv_fetch_result_t *res = NULL;
+    cr_assert_eq(rv_fetch_sync(e.st, "old", 0, (int64_t)b2 - 1, 64 << 10, &res), -EBADMSG,
+                 "the damaged batch is not served, nor skipped");
+    cr_assert_eq(rv_fetch_sync(e.st, "old", 0, (int64_t)b1, 64 << 10, &res), 0);
+    struct rv_record_view v;
+    cr_assert_eq(rv_fetch_next(res, &v), 1, "what precedes the damage reads");
+    cr_assert_eq(v.offset, (int64_t)b1);
+    rv_fetch_release(res);
+    cr_assert_eq(rv_fetch_sync(e.st, "old", 0, (int64_t)b4 - 1, 64 << 10, &res), -EBADMSG,
+                 "offsets the cut segment lost are an error, not skipped");
+    cr_assert_eq(rv_fetch_sync(e.st, "old", 0, (int64_t)b2, 64 << 10, &res), 0);
+    rv_fetch_release(res);
+    cr_assert_eq(read_all(&e, "old", 0, (int64_t)b4, (uint32_t)b4), 200 - b4, "later segments");
+    env_close(&e);
+}
+
 /* A partition nobody has used since start is not loaded; retention looks at
  * its files from a helper and loads it when something is due. */
 Test(store, retention_reaches_partitions_not_loaded_since_start)
