@@ -219,6 +219,9 @@ struct rv_store_config {
     uint64_t hot_bytes;              /* hot tier budget per shard (default 64 MiB) */
     uint64_t wal_file_bytes;         /* preallocated WAL file size (default 64 MiB) */
     uint32_t wal_group_window_us;    /* wait this long for a group to fill (default 0) */
+    uint32_t wal_group_bytes;        /* close a group at this size: a multiple of 4096, at
+                                        most wal_file_bytes / 4 (0, the default: 1 MiB,
+                                        or wal_file_bytes / 4 if smaller) */
     uint32_t checkpoint_interval_ms; /* sync segments and trim the WAL (default 2000) */
     uint32_t retention_check_ms;     /* how often retention runs (default 30000) */
     uint32_t fds_per_shard;          /* partition log descriptors each shard may hold open

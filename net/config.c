@@ -243,6 +243,22 @@ static const struct config_key config_keys[] = {
      .meaning = "how partitions' active segments are written: direct (O_DIRECT from aligned "
                 "staging blocks, no page cache), buffered, or auto (direct where the filesystem "
                 "takes it)"},
+    {.name = "rivven.wal.group.bytes",
+     .type = CONFIG_U32,
+     CONFIG_AT(wal_group_bytes),
+     .min = 0,
+     .max = 1u << 30,
+     .def = "0",
+     .meaning = "group commit: a WAL group closes at this size (a multiple of 4096, at most a "
+                "quarter of the 64 MiB WAL file; 0: 1 MiB)"},
+    {.name = "rivven.wal.group.window.us",
+     .type = CONFIG_U32,
+     CONFIG_AT(wal_group_window_us),
+     .min = 0,
+     .max = 1000000,
+     .def = "0",
+     .meaning = "group commit: how long a WAL group waits for more appends before it is "
+                "written (0: the reactor turn's appends share a group)"},
     {.name = "rivven.advertise.shards",
      .type = CONFIG_BOOL,
      CONFIG_AT(is_advertise_shards),

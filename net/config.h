@@ -59,6 +59,8 @@ struct rv_config {
     enum rv_io_backend io_backend;     /* rivven.io.backend */
     enum rv_wal_io wal_io;             /* rivven.wal.io */
     enum rv_wal_io segment_io;         /* rivven.segment.io */
+    uint32_t wal_group_bytes;          /* rivven.wal.group.bytes: 0 = the store's default */
+    uint32_t wal_group_window_us;      /* rivven.wal.group.window.us */
     bool is_advertise_shards;          /* rivven.advertise.shards */
     int32_t trace_level;               /* rivven.trace.level: enum rv_trace_level */
 

@@ -857,7 +857,9 @@ static int store_replay_wals(rv_store_t *st, struct recovery *r)
         wc.dir = wdir;
         wc.file_bytes = st->cfg.wal_file_bytes;
         wc.group_bytes_max =
-            (uint32_t)(wc.file_bytes / 4 < (1u << 20) ? wc.file_bytes / 4 : (1u << 20));
+            st->cfg.wal_group_bytes != 0
+                ? st->cfg.wal_group_bytes
+                : (uint32_t)(wc.file_bytes / 4 < (1u << 20) ? wc.file_bytes / 4 : (1u << 20));
         wc.group_window_us = st->cfg.wal_group_window_us;
         wc.io = st->cfg.wal_io;
         uint64_t from = store_read_ckpt(st->dir, k);
@@ -975,6 +977,12 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
         return rv_errf(-EINVAL, "rv_store_open: the runtime has no data_dir");
     if (rv_shard_self() >= 0)
         return rv_errf(-EINVAL, "rv_store_open: not from a shard");
+    if (cfg->wal_group_bytes != 0 &&
+        (cfg->wal_group_bytes % 4096 != 0 || cfg->wal_group_bytes > cfg->wal_file_bytes / 4))
+        return rv_errf(-EINVAL,
+                       "rv_store_open: wal_group_bytes %u: a multiple of 4096, at most a quarter "
+                       "of wal_file_bytes (%llu)",
+                       cfg->wal_group_bytes, (unsigned long long)cfg->wal_file_bytes);
     rv_store_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return -ENOMEM;

@@ -138,7 +138,7 @@ int rv_topic_config_set(struct rv_topic_config *cfg, const char *name, const cha
         return 0;
     }
     int rc = -ENOENT;
-    if (strcmp(name, "compression.type") == 0)
+    if (strcmp(name, "compression.type") == 0 || strcmp(name, "compression") == 0)
         rc = topic_set_text(cfg->compression, sizeof(cfg->compression), value, compressions);
     else if (strcmp(name, "cleanup.policy") == 0)
         rc = topic_set_text(cfg->cleanup_policy, sizeof(cfg->cleanup_policy), value, policies);

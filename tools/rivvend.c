@@ -166,6 +166,8 @@ static int rivvend_open(struct rivvend *d)
     rv_store_config_init(&st_cfg);
     st_cfg.wal_io = d->cfg.wal_io;
     st_cfg.segment_io = d->cfg.segment_io;
+    st_cfg.wal_group_bytes = d->cfg.wal_group_bytes;
+    st_cfg.wal_group_window_us = d->cfg.wal_group_window_us;
     rv_err_clear();
     rc = rv_store_open(&d->store, d->rt, &st_cfg);
     if (rc < 0) {

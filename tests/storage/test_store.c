@@ -192,6 +192,9 @@ Test(store, topic_administration_errors_are_clear)
     cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "soon"), -EINVAL);
     cr_assert_eq(rv_topic_config_set(&tc, "no.such.setting", "1"), -ENOENT);
     cr_assert_eq(rv_topic_config_set(&tc, "compression.type", "brotli"), -EINVAL);
+    cr_assert_eq(rv_topic_config_set(&tc, "compression", "lz4"), 0, "the issue's name for it");
+    cr_assert_str_eq(tc.compression, "lz4");
+    cr_assert_eq(rv_topic_config_set(&tc, "compression", "none"), 0);
     tc.partitions = 0;
     cr_assert_eq(rv_topic_create(e.st, "zero", &tc), -EINVAL);
     cr_assert_eq(produce_one(&e, "missing", 0, 0, RV_ACKS_ALL), -ENOENT);
@@ -250,6 +253,45 @@ Test(store, a_deleted_topics_leftovers_never_come_back)
     cr_assert_eq(rv_list_offset(e.st, "ghost", 0, RV_OFFSET_LATEST), 0, "empty");
     cr_assert_eq(produce_one(&e, "ghost", 0, 0, RV_ACKS_ALL), 0);
     cr_assert_eq(read_all(&e, "ghost", 0, 0, 0), 1);
+    env_close(&e);
+}
+
+/* The WAL's group size is the store's to set (rivven.wal.group.bytes): bounded
+ * and aligned, or the open says why. */
+Test(store, wal_group_bytes_is_checked)
+{
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = 1;
+    cfg.allow_oversubscribe = true;
+    cfg.data_dir = dir;
+    rv_runtime_t *rt = NULL;
+    cr_assert_eq(rv_runtime_open(&rt, &cfg), 0);
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    rv_store_t *st = NULL;
+    scfg.wal_group_bytes = 5000;
+    cr_assert_eq(rv_store_open(&st, rt, &scfg), -EINVAL);
+    cr_assert(strstr(rv_err_msg(), "wal_group_bytes") != NULL, "%s", rv_err_msg());
+    scfg.wal_group_bytes = (uint32_t)(scfg.wal_file_bytes / 2);
+    cr_assert_eq(rv_store_open(&st, rt, &scfg), -EINVAL);
+    rv_runtime_close(rt);
+    scfg.wal_group_bytes = 8192;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "g", 1, NULL, NULL);
+    struct rv_record recs[64];
+    static char vals[64][1000];
+    for (int i = 0; i < 64; i++) {
+        int n =
+            snprintf(vals[i], sizeof(vals[i]), "value-%u-%0*u", (unsigned)i, i % 50, (unsigned)i);
+        memset(vals[i] + n, 'x', sizeof(vals[i]) - (size_t)n); /* a 64 KB batch: over a group */
+        recs[i] = (struct rv_record){.key_len = -1, .value = vals[i], .value_len = sizeof(vals[i])};
+    }
+    cr_assert_eq(rv_produce_sync(e.st, "g", 0, recs, 64, RV_ACKS_ALL), 0, "%s", rv_err_msg());
+    cr_assert_eq(rv_produce_sync(e.st, "g", 0, recs, 1, RV_ACKS_ALL), 64);
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    cr_assert_eq(rv_list_offset(e.st, "g", 0, RV_OFFSET_LATEST), 65);
     env_close(&e);
 }
 
