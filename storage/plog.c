@@ -536,9 +536,25 @@ static int plog_save_index(struct rv_plog *log)
 }
 
 /* Create the next segment file and open it (blocking). */
+/* fdatasync the segment `base` through a descriptor of its own (blocking). */
+static int plog_sync_path(const struct rv_plog *log, uint64_t base)
+{
+    char path[PATH_MAX];
+    int rc = plog_path(path, sizeof(path), log, base, ".log");
+    int fd = rc == 0 ? rv_sys_open(path, O_RDWR, 0) : rc;
+    if (fd < 0)
+        return rv_errf(fd, "%s: open to sync", path);
+    rc = rv_sys_fdatasync(fd);
+    (void)rv_sys_close(fd); /* the sync decides */
+    return rc < 0 ? rv_errf(rc, "%s: fdatasync", path) : 0;
+}
+
 static int plog_roll_blocking(struct rv_plog *log, uint64_t base)
 {
-    int rc = log->fd >= 0 ? rv_sys_fdatasync(log->fd) : 0;
+    /* A descriptor parked by recovery was closed dirty: sync the file anyway,
+     * or a power loss could take what the WAL no longer holds. */
+    int rc = log->fd >= 0 ? rv_sys_fdatasync(log->fd)
+                          : plog_sync_path(log, plog_active(log)->base_offset);
     if (rc == 0)
         rc = plog_save_index(log);
     if (rc == 0)
@@ -2034,6 +2050,10 @@ static void plog_roll_done(void *arg)
         fds_put(&log->shard->fds);
     }
     log->state = PLOG_WRITABLE;
+    /* The helper synced every write of the old segment, the new one has none
+     * yet (what waited for the roll is written below). */
+    if (!log->is_syncing)
+        log->is_dirty = false;
     free(job);
     if (log->fd < 0 && log->roll_head != NULL)
         plog_fd_open_start(log);
@@ -2190,6 +2210,11 @@ static void plog_ckpt_try(struct rv_plog *log)
     if (!log->is_dirty) { /* an eviction's sync covered every write */
         log->has_ckpt = false;
         log->ckpt.done(log->ckpt.arg, 0);
+        return;
+    }
+    if (log->fd < 0) { /* dirty without a descriptor (a roll that met EMFILE): get one */
+        if (log->state == PLOG_WRITABLE)
+            plog_fd_open_start(log); /* ready, it tries again */
         return;
     }
     plog_pstate_snapshot(log); /* quiet now: every applied batch is written */
@@ -2853,11 +2878,13 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
     uint64_t total = rv_plog_size_bytes(log);
     while (count + 1 < log->seg_count) {
         const struct rv_seg *s = &log->segs[count];
-        /* A segment compaction emptied has no timestamp: it goes with age. */
-        bool is_old =
-            log->cfg.retention_ms >= 0 &&
-            (s->size_bytes == 0 ||
-             (s->max_timestamp_ms >= 0 && s->max_timestamp_ms < now_ms - log->cfg.retention_ms));
+        /* A segment compaction emptied has no timestamp: it goes with age. One
+         * damaged from its start has none either: it goes with the next one. */
+        int64_t ts = s->max_timestamp_ms;
+        if (ts < 0 && s->is_damaged)
+            ts = log->segs[count + 1].max_timestamp_ms;
+        bool is_old = log->cfg.retention_ms >= 0 &&
+                      (s->size_bytes == 0 || (ts >= 0 && ts < now_ms - log->cfg.retention_ms));
         bool is_over = log->cfg.retention_bytes >= 0 &&
                        total - s->size_bytes >= (uint64_t)log->cfg.retention_bytes;
         /* Below the log start: delete_records left it during a compaction swap. */
@@ -2878,7 +2905,7 @@ void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
     struct rv_seg *a = plog_active(log);
     bool is_expired = log->cfg.retention_ms >= 0 && a->max_timestamp_ms >= 0 &&
                       a->max_timestamp_ms < now_ms - log->cfg.retention_ms;
-    if (log->state == PLOG_WRITABLE && !log->is_disk_full && a->size_bytes > 0 &&
+    if (log->state == PLOG_WRITABLE && !log->is_disk_full && !log->is_dirty && a->size_bytes > 0 &&
         log->writes_inflight == 0 && log->appends_inflight == 0 && log->roll_head == NULL &&
         !log->is_opening && !log->is_syncing && !plog_has_held_writes(log) &&
         (is_expired || plog_needs_roll(log, 0, now_ms))) {

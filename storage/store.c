@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -764,11 +765,16 @@ static int store_remove_tree(const char *path);
  * name starts empty. */
 static int store_remove_orphans(rv_store_t *st)
 {
-    char dir[PATH_MAX];
+    char dir[PATH_MAX], meta[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/topics", st->dir);
+    snprintf(meta, sizeof(meta), "%s/meta/topics", st->dir);
     DIR *d = opendir(dir);
     if (d == NULL)
         return errno == ENOENT ? 0 : rv_errf(-errno, "%s: opendir", dir);
+    /* Without a catalog directory at all (a partial restore, a missing
+     * mount), the topics are not orphans: refuse rather than delete them. */
+    struct stat sb;
+    bool has_meta = stat(meta, &sb) == 0 && S_ISDIR(sb.st_mode);
     int rc = 0;
     bool is_removed = false;
     struct dirent *de;
@@ -779,15 +785,22 @@ static int store_remove_orphans(rv_store_t *st)
         int n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
         if (n < 0 || (size_t)n >= sizeof(path))
             continue;
+        if (!has_meta) {
+            rc = rv_errf(-EUCLEAN,
+                         "%s holds topic data but %s is missing: not starting (restore the "
+                         "catalog, or remove %s to start empty)",
+                         dir, meta, dir);
+            break;
+        }
         rv_warn("%s: left by a deleted topic; removing it", path);
-        rc = store_remove_tree(path);
-        if (rc < 0)
-            rc = rv_errf(rc, "%s: remove", path);
+        int rm = store_remove_tree(path);
+        if (rm < 0) /* tried again at the next start, and before a create of the name */
+            rv_warn("%s: remove: %s", path, rv_strerror(rm));
         is_removed = true;
     }
     closedir(d);
-    if (rc == 0 && is_removed)
-        rc = rv_sys_fsync_dir(dir);
+    if (rc == 0 && is_removed && rv_sys_fsync_dir(dir) < 0)
+        rv_warn("%s: sync after removing what deleted topics left", dir);
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/crc32c.h"
 #include "core/pool.h"
 #include "core/sys.h"
@@ -832,4 +833,127 @@ Test(plog, past_the_early_budget_an_append_completes_with_its_wal_write)
 Test(plog, an_append_without_a_timer_for_its_early_ack_completes_with_its_wal_write)
 {
     budget_case_run(true);
+}
+
+/* A retention roll of a quiet log (segment.ms passed) whose helper meets
+ * EMFILE at each of its calls in turn: appends and checkpoints go on working
+ * after it (a roll that left the log without a descriptor once made the next
+ * checkpoint sync descriptor -1). */
+struct rr2_case {
+    struct plog_case c;
+    int rc;
+    uint32_t nth;
+    bool is_idle;
+    int ckpt_rc;
+    int64_t acked;
+    struct test_signal ack, ckpt;
+};
+
+static void rr2_acked(void *arg, int64_t base)
+{
+    struct rr2_case *r = arg;
+    r->acked = base;
+    test_signal_post(&r->ack);
+}
+
+static void rr2_setup(void *arg)
+{
+    struct rr2_case *r = arg;
+    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
+    cr_assert_eq(rv_pool_create(&r->c.sh.pool, &po), 0);
+    cr_assert_eq(rv_hot_create(&r->c.sh.hot, 1 << 20), 0);
+    r->c.sh.wal = r->c.wal;
+    rv_plog_fds_init(&r->c.sh, 16);
+    rv_plog_attach(r->c.log, &r->c.sh);
+    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
+                                .segment_ms = 1,
+                                .retention_ms = -1,
+                                .retention_bytes = -1,
+                                .index_interval = 4096,
+                                .max_batch_bytes = 1 << 20};
+    rv_plog_set_config(r->c.log, &pc);
+}
+
+static void rr2_append(void *arg)
+{
+    struct rr2_case *r = arg;
+    static uint8_t b[8192];
+    size_t len = build(b, sizeof(b), RV_CODEC_NONE);
+    r->rc = append_copy(&r->c, b, len, rr2_acked);
+}
+
+static void rr2_idle(void *arg)
+{
+    struct rr2_case *r = arg;
+    r->is_idle = rv_plog_is_idle(r->c.log);
+}
+
+static void rr2_roll(void *arg)
+{
+    struct rr2_case *r = arg;
+    rv_sys_fault_fail_nth(r->nth, -EMFILE);
+    rv_plog_enforce_retention(r->c.log, rv_clock_wall_ms());
+}
+
+static void rr2_ckpt_done(void *arg, int64_t res)
+{
+    struct rr2_case *r = arg;
+    r->ckpt_rc = (int)res;
+    test_signal_post(&r->ckpt);
+}
+
+static void rr2_ckpt(void *arg)
+{
+    struct rr2_case *r = arg;
+    rv_plog_checkpoint(r->c.log, rr2_ckpt_done, r);
+}
+
+static void rr2_wait_idle(rv_runtime_t *rt, struct rr2_case *r)
+{
+    r->is_idle = false;
+    for (int i = 0; i < 2000 && !r->is_idle; i++) {
+        test_run_on(rt, 0, rr2_idle, r);
+        if (!r->is_idle)
+            usleep(1000);
+    }
+    cr_assert(r->is_idle, "the log became idle");
+}
+
+static void rr2_checkpoint(rv_runtime_t *rt, struct rr2_case *r)
+{
+    test_run_on(rt, 0, rr2_ckpt, r);
+    test_signal_wait(&r->ckpt);
+    cr_assert_eq(r->ckpt_rc, 0, "checkpoint after call %u: %s", r->nth, rv_strerror(r->ckpt_rc));
+}
+
+Test(plog, a_retention_roll_that_meets_emfile_leaves_the_log_working)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct rr2_case r;
+    memset(&r, 0, sizeof(r));
+    test_signal_init(&r.ack);
+    test_signal_init(&r.ckpt);
+    open_wal_and_log(&r.c.wal, &r.c.log, 1 << 20);
+    test_run_on(rt, 0, rr2_setup, &r);
+    int64_t next = 0;
+    uint32_t fired = 0;
+    for (r.nth = 1; r.nth <= 24; r.nth++) {
+        test_run_on(rt, 0, rr2_append, &r);
+        cr_assert_eq(r.rc, 0, "%s", rv_strerror(r.rc));
+        test_signal_wait(&r.ack);
+        cr_assert_eq(r.acked, next);
+        next += 3;
+        rr2_wait_idle(rt, &r);
+        rr2_checkpoint(rt, &r); /* clean: a quiet log's roll needs that */
+        usleep(2000);           /* segment.ms (1) passed */
+        test_run_on(rt, 0, rr2_roll, &r);
+        usleep(20000);
+        rr2_wait_idle(rt, &r);
+        fired += rv_sys_fault_fired();
+        rv_sys_fault_clear();
+        rr2_checkpoint(rt, &r);
+    }
+    cr_assert_gt(fired, 3, "the faults reached the roll's calls");
+    close_when_idle(rt, plog_cleanup, &r.c, &r.c.log);
+    rv_runtime_close(rt);
 }

@@ -254,6 +254,30 @@ Test(store, a_deleted_topics_leftovers_never_come_back)
     cr_assert_eq(produce_one(&e, "ghost", 0, 0, RV_ACKS_ALL), 0);
     cr_assert_eq(read_all(&e, "ghost", 0, 0, 0), 1);
     env_close(&e);
+    /* Without a catalog directory at all the topics are no orphans: the open
+     * refuses, and deletes nothing. */
+    snprintf(cmd, sizeof(cmd), "mv %s/meta %s/meta.away", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    struct rv_runtime_config rc;
+    rv_runtime_config_init(&rc);
+    rc.shard_count = 1;
+    rc.allow_oversubscribe = true;
+    rc.data_dir = dir;
+    rv_runtime_t *rt = NULL;
+    cr_assert_eq(rv_runtime_open(&rt, &rc), 0);
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    rv_store_t *st = NULL;
+    cr_assert_eq(rv_store_open(&st, rt, &scfg), -EUCLEAN);
+    cr_assert(strstr(rv_err_msg(), "missing") != NULL, "%s", rv_err_msg());
+    rv_runtime_close(rt);
+    snprintf(path, sizeof(path), "%s/topics/donor/0", dir);
+    cr_assert_eq(stat(path, &sb), 0, "nothing was deleted");
+    snprintf(cmd, sizeof(cmd), "mv %s/meta.away %s/meta", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    e = env_open(1);
+    cr_assert_eq(read_all(&e, "donor", 0, 0, 0), 10);
+    env_close(&e);
 }
 
 /* The WAL's group size is the store's to set (rivven.wal.group.bytes): bounded
@@ -797,6 +821,52 @@ Test(store, damage_in_a_closed_segment_is_kept_and_reported)
     cr_assert_eq(rv_fetch_sync(e.st, "old", 0, (int64_t)b2, 64 << 10, &res), 0);
     rv_fetch_release(res);
     cr_assert_eq(read_all(&e, "old", 0, (int64_t)b4, (uint32_t)b4), 200 - b4, "later segments");
+    env_close(&e);
+}
+
+/* A closed segment damaged from its first batch has no timestamp: time
+ * retention takes it with the next segment's (it used to stop there for good). */
+Test(store, a_segment_damaged_from_its_start_still_expires)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.retention_check_ms = 3600 * 1000;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "rot0", 1, "segment.bytes", "2048");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    for (uint32_t i = 0; i < 100; i++)
+        cr_assert_eq(produce_at(&e, "rot0", i, now_ms - 3600 * 1000), i);
+    env_close(&e);
+    char pdir[2048], p1[4096];
+    snprintf(pdir, sizeof(pdir), "%s/topics/rot0/0", dir);
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
+    cr_assert_geq(count, 4u);
+    snprintf(p1, sizeof(p1), "%s/%020llu.log", pdir, (unsigned long long)bases[1]);
+    free(bases);
+    int fd = open(p1, O_RDWR);
+    cr_assert_geq(fd, 0);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, 30), 1); /* inside its first batch */
+    b ^= 0x40;
+    cr_assert_eq(pwrite(fd, &b, 1, 30), 1);
+    close(fd);
+    scfg.retention_check_ms = 20;
+    e = env_open_cfg(1, &scfg);
+    struct rv_topic_config tc;
+    cr_assert_eq(rv_topic_describe(e.st, "rot0", &tc), 0);
+    cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "60000"), 0);
+    cr_assert_eq(rv_topic_alter(e.st, "rot0", &tc), 0);
+    cr_assert_eq(rv_list_offset(e.st, "rot0", 0, RV_OFFSET_LATEST), 100); /* loads it */
+    struct rv_partition_info info = {0};
+    for (int i = 0; i < 500 && info.log_start < 100; i++) {
+        usleep(10000);
+        cr_assert_eq(rv_partition_info(e.st, "rot0", 0, &info), 0);
+    }
+    cr_assert_eq(info.log_start, 100, "every expired segment went, the damaged one too");
     env_close(&e);
 }
 
