@@ -3184,6 +3184,15 @@ static int plog_compact_start(struct rv_plog *log, bool is_forced, int64_t now_m
         return log->load == PLOG_LOADED ? -EINVAL : rv_plog_load_error(log);
     if (log->compact.job != NULL || log->state == PLOG_FAILED)
         return log->state == PLOG_FAILED ? -EIO : -EBUSY;
+    /* A closed segment kept damaged at open (RV_SEG_SCAN_CLOSED) cannot be
+     * read whole: passes end before it (what follows waits until retention or
+     * an operator removes it). */
+    for (uint32_t i = 0; i < closed; i++) {
+        if (log->segs[i].is_damaged) {
+            closed = i;
+            break;
+        }
+    }
     if (closed == 0)
         return 1;
     if (!is_forced &&
@@ -3196,7 +3205,7 @@ static int plog_compact_start(struct rv_plog *log, bool is_forced, int64_t now_m
         .dir = log->dir,
         .segs = log->segs,
         .seg_count = closed,
-        .next_base = plog_active(log)->base_offset,
+        .next_base = log->segs[closed].base_offset,
         .point = log->compact.point,
         .segment_bytes = log->cfg.segment_bytes,
         .index_interval = log->cfg.index_interval,

@@ -833,3 +833,43 @@ Test(compact_bench, one_hundred_megabytes_of_small_records)
            (long long)again);
     env_close(&e);
 }
+
+/* A closed segment kept damaged at open: compaction passes end before it and
+ * go on working (every pass used to fail on it, for good). */
+Test(compact, a_damaged_closed_segment_bounds_the_passes)
+{
+    struct env e = env_open();
+    make_topic(&e, "dmg", NULL);
+    struct model *m = model_new();
+    produce_many(&e, m, "dmg", 6000, 50, 10);
+    settle(&e);
+    env_close(&e);
+    char pdir[1300];
+    part_dir(pdir, sizeof(pdir), "dmg");
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
+    cr_assert_geq(count, 5u);
+    uint64_t damaged = bases[count - 3];
+    char p[1400];
+    snprintf(p, sizeof(p), "%s/%020llu.log", pdir, (unsigned long long)damaged);
+    free(bases);
+    struct stat sb;
+    cr_assert_eq(stat(p, &sb), 0);
+    FILE *f = fopen(p, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, sb.st_size - 10, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, sb.st_size - 10, SEEK_SET);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+    e = env_open();
+    int64_t r1 = rv_store_compact(e.st, "dmg", 0);
+    cr_assert_geq(r1, 0, "a pass before the damage: %lld (%s)", (long long)r1, rv_err_msg());
+    int64_t point = clean_point("dmg");
+    cr_assert_gt(point, 0, "something was compacted");
+    cr_assert_leq(point, (int64_t)damaged, "not past the damaged segment");
+    cr_assert_geq(rv_store_compact(e.st, "dmg", 0), 0, "and again");
+    env_close(&e);
+    free(m);
+}
