@@ -2435,7 +2435,7 @@ static void fetch_read_done(void *arg, int64_t n)
     }
     if (rc == 0 && op->is_damaged_seg)
         rc = -ENODATA; /* the segment's data for this offset is missing (cut short) */
-    if (rc < 0) {      /* the batch holding the offset, or one before it, is damaged */
+    if (rc < 0 && !fetch_is_stale(op)) { /* the batch holding or preceding it is damaged */
         rv_error("log %s: segment %" PRIu64 ": a damaged batch at byte %" PRIu64
                  " holds or precedes offset %" PRId64 "; not served (%s)",
                  op->log->dir, op->seg_base, op->pos + used, op->offset, rv_strerror(rc));
