@@ -154,24 +154,39 @@ static void plog_cleanup(void *arg)
     rv_wal_close(c->wal);
 }
 
-/* A WAL in dir/wal and a log in dir/t/0, segments of segment_bytes. */
-static void open_wal_and_log(rv_wal_t **wal, rv_plog_t **log, uint32_t segment_bytes)
+/* The test's WAL in dir/wal (1 MiB files, 256 KiB groups, the given window),
+ * replaying into fn (NULL: none). rv_wal_open's result. */
+static int wal_open_test(rv_wal_t **wal, uint32_t window_us, rv_wal_replay_fn *fn, void *arg)
 {
-    char wdir[128], pdir[128];
+    char wdir[128];
     snprintf(wdir, sizeof(wdir), "%s/wal", dir);
-    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
     struct rv_wal_config wc;
     rv_wal_config_init(&wc);
     wc.dir = wdir;
     wc.file_bytes = 1 << 20;
     wc.group_bytes_max = 1 << 18;
-    cr_assert_eq(rv_wal_open(wal, &wc, 0, NULL, NULL, NULL), 0);
+    wc.group_window_us = window_us;
+    return rv_wal_open(wal, &wc, 0, fn, arg, NULL);
+}
+
+/* That WAL and a log in dir/t/0, segments of segment_bytes. */
+static void open_wal_and_log_window(rv_wal_t **wal, rv_plog_t **log, uint32_t segment_bytes,
+                                    uint32_t window_us)
+{
+    cr_assert_eq(wal_open_test(wal, window_us, NULL, NULL), 0, "%s", rv_err_msg());
+    char pdir[128];
+    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
     struct rv_plog_config pc = {.segment_bytes = segment_bytes,
                                 .retention_ms = -1,
                                 .retention_bytes = -1,
                                 .index_interval = 4096,
                                 .max_batch_bytes = 1 << 20};
     cr_assert_eq(rv_plog_open(log, pdir, 1, &pc), 0);
+}
+
+static void open_wal_and_log(rv_wal_t **wal, rv_plog_t **log, uint32_t segment_bytes)
+{
+    open_wal_and_log_window(wal, log, segment_bytes, 0);
 }
 
 /* Run cleanup on shard 0 until it has closed *log (it sets it to NULL). */
@@ -346,6 +361,18 @@ static void dw_cleanup(void *arg)
     rv_wal_close(c->wal);
 }
 
+/* A fresh dw_case (static: it is large) with its WAL and log open; seg gets
+ * the path of the log's first segment. */
+static struct dw_case *dw_case_open(char *seg, size_t len)
+{
+    static struct dw_case c;
+    memset(&c, 0, sizeof(c));
+    test_signal_init(&c.done);
+    snprintf(seg, len, "%s/t/0/%020d.log", dir, 0);
+    open_wal_and_log(&c.wal, &c.log, 1 << 20);
+    return &c;
+}
+
 static long file_size(const char *path)
 {
     struct stat sb;
@@ -355,34 +382,31 @@ static long file_size(const char *path)
 Test(plog, a_direct_write_waits_for_staging_blocks_instead_of_failing)
 {
     rv_runtime_t *rt = test_rt_open(1);
-    struct dw_case c = {0};
-    test_signal_init(&c.done);
     char seg[256];
-    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
-    open_wal_and_log(&c.wal, &c.log, 1 << 20);
-    c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
-    test_run_on(rt, 0, dw_start, &c);
-    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
-    test_signal_wait(&c.done);
-    cr_assert_eq(c.offset, 0, "acknowledged (acks=all: in the WAL, applied)");
+    struct dw_case *c = dw_case_open(seg, sizeof(seg));
+    c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
+    test_run_on(rt, 0, dw_start, c);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    cr_assert_eq(c->offset, 0, "acknowledged (acks=all: in the WAL, applied)");
     usleep(50000); /* many retries */
     cr_assert_eq(file_size(seg), 0, "nothing written while the pool has no block");
-    test_run_on(rt, 0, dw_sync, &c);
-    cr_assert_eq(c.rc, -EIO, "a sync while a write is held does not pass for durable: %s",
-                 rv_strerror(c.rc));
-    test_run_on(rt, 0, dw_release, &c);
+    test_run_on(rt, 0, dw_sync, c);
+    cr_assert_eq(c->rc, -EIO, "a sync while a write is held does not pass for durable: %s",
+                 rv_strerror(c->rc));
+    test_run_on(rt, 0, dw_release, c);
     for (int i = 0; i < 1000 && file_size(seg) <= 0; i++)
         usleep(1000);
     cr_assert_eq(file_size(seg), 4096, "written, padded to its block");
-    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    close_when_idle(rt, dw_cleanup, c, &c->log);
     rv_runtime_close(rt);
-    cr_assert_eq(file_size(seg), (long)c.batch_len, "the zeros were cut at the sync");
+    cr_assert_eq(file_size(seg), (long)c->batch_len, "the zeros were cut at the sync");
     FILE *f = fopen(seg, "rb");
     cr_assert_not_null(f);
     static uint8_t got[4096];
-    cr_assert_eq(fread(got, 1, c.batch_len, f), c.batch_len);
+    cr_assert_eq(fread(got, 1, c->batch_len, f), c->batch_len);
     fclose(f);
-    cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the file holds the batch");
+    cr_assert(memcmp(got, c->batch, c->batch_len) == 0, "the file holds the batch");
 }
 
 /* A roll waits for a held direct write of the old segment: held (the pool
@@ -465,12 +489,8 @@ Test(plog, a_roll_waits_for_a_held_direct_write)
 Test(plog, a_direct_write_without_a_large_block_goes_in_smaller_steps)
 {
     rv_runtime_t *rt = test_rt_open(1);
-    static struct dw_case c;
-    memset(&c, 0, sizeof(c));
-    test_signal_init(&c.done);
     char seg[256];
-    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
-    open_wal_and_log(&c.wal, &c.log, 1 << 20);
+    struct dw_case *c = dw_case_open(seg, sizeof(seg));
     static char value[3000];
     memset(value, 'v', sizeof(value));
     struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
@@ -478,29 +498,29 @@ Test(plog, a_direct_write_without_a_large_block_goes_in_smaller_steps)
                                      .base_sequence = RV_BATCH_NO_SEQUENCE,
                                      .producer_epoch = -1};
     struct rv_batch_builder b;
-    cr_assert_eq(rv_batch_builder_init(&b, c.batch, sizeof(c.batch), &params), 0);
+    cr_assert_eq(rv_batch_builder_init(&b, c->batch, sizeof(c->batch), &params), 0);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(rv_batch_builder_add(&b, 1000 + i, NULL, -1, value, sizeof(value), NULL, 0),
                      0);
-    cr_assert_eq(rv_batch_builder_finish(&b, &c.batch_len), 0);
-    cr_assert_gt(c.batch_len, 12000u);
-    c.spend_size = 16384; /* every block of 16 KiB and up; 8 KiB ones remain */
-    test_run_on(rt, 0, dw_start, &c);
-    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
-    test_signal_wait(&c.done);
-    for (int i = 0; i < 1000 && file_size(seg) < (long)c.batch_len; i++)
+    cr_assert_eq(rv_batch_builder_finish(&b, &c->batch_len), 0);
+    cr_assert_gt(c->batch_len, 12000u);
+    c->spend_size = 16384; /* every block of 16 KiB and up; 8 KiB ones remain */
+    test_run_on(rt, 0, dw_start, c);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    for (int i = 0; i < 1000 && file_size(seg) < (long)c->batch_len; i++)
         usleep(1000);
-    cr_assert_geq(file_size(seg), (long)c.batch_len, "written without a large block");
-    test_run_on(rt, 0, dw_release, &c);
-    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    cr_assert_geq(file_size(seg), (long)c->batch_len, "written without a large block");
+    test_run_on(rt, 0, dw_release, c);
+    close_when_idle(rt, dw_cleanup, c, &c->log);
     rv_runtime_close(rt);
-    cr_assert_eq(file_size(seg), (long)c.batch_len);
+    cr_assert_eq(file_size(seg), (long)c->batch_len);
     FILE *f = fopen(seg, "rb");
     cr_assert_not_null(f);
     static uint8_t got[16384];
-    cr_assert_eq(fread(got, 1, c.batch_len, f), c.batch_len);
+    cr_assert_eq(fread(got, 1, c->batch_len, f), c->batch_len);
     fclose(f);
-    cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the file holds the batch");
+    cr_assert(memcmp(got, c->batch, c->batch_len) == 0, "the file holds the batch");
 }
 
 /* Read a whole file into out (at most cap bytes); its length. */
@@ -545,36 +565,25 @@ static int count_cb(void *arg, const struct rv_wal_record *rec)
 Test(plog, a_retry_timer_that_cannot_be_armed_fails_the_log_and_it_still_closes)
 {
     rv_runtime_t *rt = test_rt_open(1);
-    static struct dw_case c;
-    memset(&c, 0, sizeof(c));
-    test_signal_init(&c.done);
     char seg[256];
-    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
-    open_wal_and_log(&c.wal, &c.log, 1 << 20);
-    c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
-    test_run_on(rt, 0, dw_start, &c);
-    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
-    test_signal_wait(&c.done);
+    struct dw_case *c = dw_case_open(seg, sizeof(seg));
+    c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
+    test_run_on(rt, 0, dw_start, c);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
     usleep(5000); /* held: retried every 200 us */
     test_run_on(rt, 0, tf_arm, NULL);
     usleep(20000);
-    test_run_on(rt, 0, dw_release, &c);
-    test_run_on(rt, 0, tf_append_again, &c);
-    cr_assert_eq(c.rc, -EIO, "the failed log refuses appends: %s", rv_strerror(c.rc));
-    c.is_fail_expected = true;
-    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    test_run_on(rt, 0, dw_release, c);
+    test_run_on(rt, 0, tf_append_again, c);
+    cr_assert_eq(c->rc, -EIO, "the failed log refuses appends: %s", rv_strerror(c->rc));
+    c->is_fail_expected = true;
+    close_when_idle(rt, dw_cleanup, c, &c->log);
     rv_runtime_close(rt);
     cr_assert_eq(file_size(seg), 0, "the dropped write never reached the segment");
-    char wdir[128];
-    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
-    struct rv_wal_config wc;
-    rv_wal_config_init(&wc);
-    wc.dir = wdir;
-    wc.file_bytes = 1 << 20;
-    wc.group_bytes_max = 1 << 18;
     uint32_t replayed = 0;
-    cr_assert_eq(rv_wal_open(&c.wal, &wc, 0, count_cb, &replayed, NULL), 0, "%s", rv_err_msg());
-    rv_wal_close(c.wal);
+    cr_assert_eq(wal_open_test(&c->wal, 0, count_cb, &replayed), 0, "%s", rv_err_msg());
+    rv_wal_close(c->wal);
     cr_assert_eq(replayed, 1, "the batch comes back from the WAL");
 }
 
@@ -598,37 +607,33 @@ static void tr_append(void *arg)
 Test(plog, a_tail_read_waits_for_a_staging_block)
 {
     rv_runtime_t *rt = test_rt_open(1);
-    static struct dw_case c;
-    memset(&c, 0, sizeof(c));
-    test_signal_init(&c.done);
     char seg[256];
-    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
-    open_wal_and_log(&c.wal, &c.log, 1 << 20);
-    c.batch_len = build(c.batch, sizeof(c.batch), RV_CODEC_NONE);
-    cr_assert_neq(c.batch_len % 4096, 0, "the segment ends inside a block");
-    test_run_on(rt, 0, tr_append, &c);
-    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
-    test_signal_wait(&c.done);
-    close_when_idle(rt, dw_cleanup, &c, &c.log);
-    cr_assert_eq(file_size(seg), (long)c.batch_len);
+    struct dw_case *c = dw_case_open(seg, sizeof(seg));
+    c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
+    cr_assert_neq(c->batch_len % 4096, 0, "the segment ends inside a block");
+    test_run_on(rt, 0, tr_append, c);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    close_when_idle(rt, dw_cleanup, c, &c->log);
+    cr_assert_eq(file_size(seg), (long)c->batch_len);
     /* Reopened: the second append needs the tail block read first. */
-    open_wal_and_log(&c.wal, &c.log, 1 << 20);
-    c.pool_bytes = 12 << 20; /* a chunk for each small class, the rest spent */
-    c.spend_size = 4096;     /* every block a tail read could use */
-    test_run_on(rt, 0, dw_start, &c);
-    cr_assert_eq(c.rc, 0, "%s", rv_strerror(c.rc));
-    test_signal_wait(&c.done);
-    cr_assert_eq(c.offset, 3);
+    open_wal_and_log(&c->wal, &c->log, 1 << 20);
+    c->pool_bytes = 12 << 20; /* a chunk for each small class, the rest spent */
+    c->spend_size = 4096;     /* every block a tail read could use */
+    test_run_on(rt, 0, dw_start, c);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    cr_assert_eq(c->offset, 3);
     usleep(50000); /* many retries */
-    cr_assert_eq(file_size(seg), (long)c.batch_len, "nothing written before the tail is read");
-    test_run_on(rt, 0, dw_release, &c);
-    close_when_idle(rt, dw_cleanup, &c, &c.log);
+    cr_assert_eq(file_size(seg), (long)c->batch_len, "nothing written before the tail is read");
+    test_run_on(rt, 0, dw_release, c);
+    close_when_idle(rt, dw_cleanup, c, &c->log);
     rv_runtime_close(rt);
     static uint8_t got[16384];
-    cr_assert_eq(read_file(seg, got, sizeof(got)), 2 * c.batch_len);
-    cr_assert(memcmp(got, c.batch, c.batch_len) == 0, "the first batch is intact");
-    uint8_t *second = got + c.batch_len;
-    cr_assert(memcmp(second + 8, c.batch + 8, c.batch_len - 8) == 0, "then the second");
+    cr_assert_eq(read_file(seg, got, sizeof(got)), 2 * c->batch_len);
+    cr_assert(memcmp(got, c->batch, c->batch_len) == 0, "the first batch is intact");
+    uint8_t *second = got + c->batch_len;
+    cr_assert(memcmp(second + 8, c->batch + 8, c->batch_len - 8) == 0, "then the second");
 }
 
 /* acks=leader completes at the in-memory append; when the WAL write then
@@ -788,22 +793,8 @@ static void budget_case_run(bool is_timer_fault)
     memset(&b, 0, sizeof(b));
     b.is_timer_fault = is_timer_fault;
     test_signal_init(&b.all);
-    char wdir[128], pdir[128];
-    snprintf(wdir, sizeof(wdir), "%s/wal", dir);
-    snprintf(pdir, sizeof(pdir), "%s/t/0", dir);
-    struct rv_wal_config wc;
-    rv_wal_config_init(&wc);
-    wc.dir = wdir;
-    wc.file_bytes = 1 << 20;
-    wc.group_bytes_max = 1 << 18;
-    wc.group_window_us = 1000000; /* the WAL writes a second after the first append */
-    cr_assert_eq(rv_wal_open(&b.c.wal, &wc, 0, NULL, NULL, NULL), 0);
-    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
-                                .retention_ms = -1,
-                                .retention_bytes = -1,
-                                .index_interval = 4096,
-                                .max_batch_bytes = 1 << 20};
-    cr_assert_eq(rv_plog_open(&b.c.log, pdir, 1, &pc), 0);
+    /* The WAL writes a second after the first append. */
+    open_wal_and_log_window(&b.c.wal, &b.c.log, 1 << 20, 1000000);
     test_run_on(rt, 0, budget_run, &b);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(b.rcs[i], 0, "%s", rv_strerror(b.rcs[i]));

@@ -723,6 +723,18 @@ static long log_bytes_on_disk(const char *topic)
     return total;
 }
 
+/* Flip a bit of the byte at pos of path, behind the store's back. */
+static void flip_bit(const char *path, long pos)
+{
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0, "%s", path);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, pos), 1);
+    b ^= 0x40;
+    cr_assert_eq(pwrite(fd, &b, 1, pos), 1);
+    close(fd);
+}
+
 /* A batch damaged on disk behind the store's back (bit rot): a fetch whose
  * read meets it before the offset asked for is refused with -EBADMSG (Kafka's
  * CORRUPT_MESSAGE), never answered empty (a consumer would ask again
@@ -746,13 +758,7 @@ Test(store, a_damaged_batch_on_disk_is_an_error_for_fetches)
     uint64_t next = bases[2];
     free(bases);
     snprintf(path, sizeof(path), "%s/%020llu.log", pdir, (unsigned long long)base);
-    int fd = open(path, O_RDWR);
-    cr_assert_geq(fd, 0);
-    uint8_t b;
-    cr_assert_eq(pread(fd, &b, 1, 70), 1); /* inside the first batch's record */
-    b ^= 0x40;
-    cr_assert_eq(pwrite(fd, &b, 1, 70), 1);
-    close(fd);
+    flip_bit(path, 70); /* inside the first batch's record */
     rv_fetch_result_t *res = NULL;
     int frc = rv_fetch_sync(e.st, "rot", 0, (int64_t)base, 64 << 10, &res);
     cr_assert_eq(frc, -EBADMSG, "%d %s", frc, rv_strerror(frc));
@@ -795,13 +801,7 @@ Test(store, damage_in_a_closed_segment_is_kept_and_reported)
     struct stat sb;
     cr_assert_eq(stat(p1, &sb), 0);
     long size1 = (long)sb.st_size;
-    int fd = open(p1, O_RDWR); /* a bit flipped in the last batch's record */
-    cr_assert_geq(fd, 0);
-    uint8_t b;
-    cr_assert_eq(pread(fd, &b, 1, size1 - 10), 1);
-    b ^= 0x40;
-    cr_assert_eq(pwrite(fd, &b, 1, size1 - 10), 1);
-    close(fd);
+    flip_bit(p1, size1 - 10); /* in the last batch's record */
     cr_assert_eq(stat(p2, &sb), 0);
     cr_assert_eq(truncate(p2, sb.st_size / 2), 0); /* segment b3 cut short */
     e = env_open_cfg(1, &scfg);
@@ -847,13 +847,7 @@ Test(store, a_segment_damaged_from_its_start_still_expires)
     cr_assert_geq(count, 4u);
     snprintf(p1, sizeof(p1), "%s/%020llu.log", pdir, (unsigned long long)bases[1]);
     free(bases);
-    int fd = open(p1, O_RDWR);
-    cr_assert_geq(fd, 0);
-    uint8_t b;
-    cr_assert_eq(pread(fd, &b, 1, 30), 1); /* inside its first batch */
-    b ^= 0x40;
-    cr_assert_eq(pwrite(fd, &b, 1, 30), 1);
-    close(fd);
+    flip_bit(p1, 30); /* inside its first batch */
     scfg.retention_check_ms = 20;
     e = env_open_cfg(1, &scfg);
     struct rv_topic_config tc;
