@@ -106,15 +106,24 @@ static int append_copy(struct plog_case *c, const uint8_t *bytes, size_t len, rv
     return rc;
 }
 
+/* On shard 0: the shard context of a test log (pool of pool_bytes, 1 MiB hot
+ * tier, 16 descriptors), attached. */
+static void shard_setup(struct rv_plog_shard *sh, rv_wal_t *wal, rv_plog_t *log, size_t pool_bytes,
+                        bool is_seg_direct)
+{
+    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = pool_bytes, .numa_node = -1};
+    cr_assert_eq(rv_pool_create(&sh->pool, &po), 0);
+    cr_assert_eq(rv_hot_create(&sh->hot, 1 << 20), 0);
+    sh->wal = wal;
+    sh->is_seg_direct = is_seg_direct;
+    rv_plog_fds_init(sh, 16);
+    rv_plog_attach(log, sh);
+}
+
 static void plog_run(void *arg)
 {
     struct plog_case *c = arg;
-    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
-    cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
-    cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
-    c->sh.wal = c->wal;
-    rv_plog_fds_init(&c->sh, 16);
-    rv_plog_attach(c->log, &c->sh);
+    shard_setup(&c->sh, c->wal, c->log, 16 << 20, false);
     static uint8_t b[8192];
     size_t len = build(b, sizeof(b), RV_CODEC_LZ4);
     b[len - 3] ^= 0x5a; /* inside the compressed records */
@@ -283,15 +292,7 @@ static void dw_appended(void *arg, int64_t base)
 /* The shard's pool (small, so the test can spend it), hot tier, direct I/O. */
 static void dw_setup(struct dw_case *c)
 {
-    struct rv_pool_opts po = {.owner_shard = 0,
-                              .bytes_max = c->pool_bytes != 0 ? c->pool_bytes : 16 << 20,
-                              .numa_node = -1};
-    cr_assert_eq(rv_pool_create(&c->sh.pool, &po), 0);
-    cr_assert_eq(rv_hot_create(&c->sh.hot, 1 << 20), 0);
-    c->sh.wal = c->wal;
-    c->sh.is_seg_direct = true;
-    rv_plog_fds_init(&c->sh, 16);
-    rv_plog_attach(c->log, &c->sh);
+    shard_setup(&c->sh, c->wal, c->log, c->pool_bytes != 0 ? c->pool_bytes : 16 << 20, true);
 }
 
 /* Spend the pool's staging-sized blocks, then append the batch (acks=all:
@@ -679,12 +680,7 @@ static int lost_append(struct lost_case *l, int acks, rv_plog_append_fn *fn)
 static void lost_first(void *arg)
 {
     struct lost_case *l = arg;
-    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
-    cr_assert_eq(rv_pool_create(&l->c.sh.pool, &po), 0);
-    cr_assert_eq(rv_hot_create(&l->c.sh.hot, 1 << 20), 0);
-    l->c.sh.wal = l->c.wal;
-    rv_plog_fds_init(&l->c.sh, 16);
-    rv_plog_attach(l->c.log, &l->c.sh);
+    shard_setup(&l->c.sh, l->c.wal, l->c.log, 16 << 20, false);
     rv_sys_fault_fail_nth(1, -ENOSPC); /* the next file call: the WAL's write */
     l->rc = lost_append(l, RV_ACKS_LEADER, lost_done0);
 }
@@ -762,12 +758,7 @@ static void budget_done(void *arg, int64_t base)
 static void budget_run(void *arg)
 {
     struct budget_case *b = arg;
-    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
-    cr_assert_eq(rv_pool_create(&b->c.sh.pool, &po), 0);
-    cr_assert_eq(rv_hot_create(&b->c.sh.hot, 1 << 20), 0);
-    b->c.sh.wal = b->c.wal;
-    rv_plog_fds_init(&b->c.sh, 16);
-    rv_plog_attach(b->c.log, &b->c.sh);
+    shard_setup(&b->c.sh, b->c.wal, b->c.log, 16 << 20, false);
     static uint8_t batch[8192];
     size_t len = build(batch, sizeof(batch), RV_CODEC_NONE);
     if (b->is_timer_fault)
@@ -850,12 +841,7 @@ static void rr2_acked(void *arg, int64_t base)
 static void rr2_setup(void *arg)
 {
     struct rr2_case *r = arg;
-    struct rv_pool_opts po = {.owner_shard = 0, .bytes_max = 16 << 20, .numa_node = -1};
-    cr_assert_eq(rv_pool_create(&r->c.sh.pool, &po), 0);
-    cr_assert_eq(rv_hot_create(&r->c.sh.hot, 1 << 20), 0);
-    r->c.sh.wal = r->c.wal;
-    rv_plog_fds_init(&r->c.sh, 16);
-    rv_plog_attach(r->c.log, &r->c.sh);
+    shard_setup(&r->c.sh, r->c.wal, r->c.log, 16 << 20, false);
     struct rv_plog_config pc = {.segment_bytes = 1 << 20,
                                 .segment_ms = 1,
                                 .retention_ms = -1,

@@ -645,6 +645,14 @@ Test(store, delete_records_moves_the_log_start_durably)
 /* Time retention: a partition nobody writes to any more still lets its data
  * expire; its active segment is rolled once its newest record passed
  * retention.ms, then deleted like any closed segment (as Kafka does). */
+/* The wall clock in ms (record timestamps). */
+static int64_t wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 static int64_t produce_at(struct env *e, const char *topic, uint32_t i, int64_t ts_ms)
 {
     char val[128];
@@ -664,9 +672,7 @@ Test(store, retention_by_time_expires_a_quiet_partition_whole)
     cr_assert_eq(rv_topic_describe(e.st, "aged", &tc), 0);
     cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "60000"), 0);
     cr_assert_eq(rv_topic_alter(e.st, "aged", &tc), 0);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int64_t now_ms = wall_ms();
     for (uint32_t i = 0; i < 60; i++) /* an hour old: past retention.ms */
         cr_assert_eq(produce_at(&e, "aged", i, now_ms - 3600 * 1000), i);
     for (uint32_t i = 60; i < 100; i++) /* new: kept */
@@ -833,9 +839,7 @@ Test(store, a_segment_damaged_from_its_start_still_expires)
     scfg.retention_check_ms = 3600 * 1000;
     struct env e = env_open_cfg(1, &scfg);
     make_topic(&e, "rot0", 1, "segment.bytes", "2048");
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int64_t now_ms = wall_ms();
     for (uint32_t i = 0; i < 100; i++)
         cr_assert_eq(produce_at(&e, "rot0", i, now_ms - 3600 * 1000), i);
     env_close(&e);
@@ -877,9 +881,7 @@ Test(store, retention_reaches_partitions_not_loaded_since_start)
     cr_assert_eq(rv_topic_describe(e.st, "lazy", &tc), 0);
     cr_assert_eq(rv_topic_config_set(&tc, "retention.ms", "60000"), 0);
     cr_assert_eq(rv_topic_alter(e.st, "lazy", &tc), 0);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int64_t now_ms = wall_ms();
     for (uint32_t i = 0; i < 100; i++)
         cr_assert_eq(produce_at(&e, "lazy", i, now_ms - 3600 * 1000), i);
     env_close(&e);
