@@ -273,11 +273,16 @@ int rv_batch_validate_records(struct rv_batch_view *view, const uint8_t *records
     struct rv_batch_record rec;
     rv_batch_record_iter_init(&it, view, records, len);
     int rc;
+    int64_t max_ts = RV_BATCH_NO_TIMESTAMP;
     /* Bounded: each turn consumes a record of >= 7 bytes or ends. */
     while ((rc = rv_batch_record_iter_next(&it, &rec)) > 0) {
+        if (rec.timestamp_ms > max_ts)
+            max_ts = rec.timestamp_ms;
     }
     if (rc < 0)
         return rc;
+    view->records_max_timestamp =
+        (view->attributes & RV_BATCH_ATTR_LOG_APPEND_TIME) != 0 ? view->max_timestamp : max_ts;
     view->has_dense_offsets = it.has_dense_offsets && view->record_count > 0 &&
                               view->last_offset_delta == view->record_count - 1;
     return 0;
@@ -301,6 +306,7 @@ static void batch_header_decode(const uint8_t *buf, struct rv_batch_view *v)
     v->base_sequence = (int32_t)be32_load(buf + RV_BATCH_BASE_SEQUENCE_POS);
     v->record_count = (int32_t)be32_load(buf + RV_BATCH_RECORD_COUNT_POS);
     v->has_dense_offsets = false;
+    v->records_max_timestamp = v->max_timestamp;
 }
 
 /* Check the framing of the batch at buf: magic, sizes, CRC. Returns its size. */
@@ -443,6 +449,18 @@ void rv_batch_set_leader_epoch(uint8_t *batch, int32_t leader_epoch)
 {
     RV_ASSERT(batch != NULL);
     be32_store(batch + RV_BATCH_LEADER_EPOCH_POS, (uint32_t)leader_epoch);
+}
+
+void rv_batch_set_max_timestamp(uint8_t *batch, int64_t ts_ms)
+{
+    RV_ASSERT(batch != NULL);
+    int32_t length = (int32_t)be32_load(batch + RV_BATCH_LENGTH_POS);
+    RV_ASSERT(length >= RV_BATCH_LENGTH_MIN); /* the batch was parsed */
+    if ((int64_t)be64_load(batch + RV_BATCH_MAX_TIMESTAMP_POS) == ts_ms)
+        return;
+    be64_store(batch + RV_BATCH_MAX_TIMESTAMP_POS, (uint64_t)ts_ms);
+    size_t crc_bytes = RV_BATCH_LOG_OVERHEAD_BYTES + (size_t)length - RV_BATCH_ATTRIBUTES_POS;
+    be32_store(batch + RV_BATCH_CRC_POS, rv_crc32c(0, batch + RV_BATCH_ATTRIBUTES_POS, crc_bytes));
 }
 
 void rv_batch_set_log_append_time(uint8_t *batch, int64_t ts_ms)

@@ -103,15 +103,18 @@ struct rv_batch_view {
     int64_t producer_id;       /* RV_BATCH_NO_PRODUCER_ID when not idempotent */
     int16_t producer_epoch;
     int32_t base_sequence;
-    int32_t record_count;   /* >= 0 */
-    bool has_dense_offsets; /* offset deltas are exactly 0..count-1 and lastOffsetDelta
+    int32_t record_count;          /* >= 0 */
+    bool has_dense_offsets;        /* offset deltas are exactly 0..count-1 and lastOffsetDelta
                                is count-1; known once the records were walked (always
                                for uncompressed batches, after rv_batch_validate_records
                                for compressed ones), false before */
-    const uint8_t *bytes;   /* the whole batch */
-    size_t size_bytes;      /* 12 + length */
-    const uint8_t *records; /* the records section, compressed or not */
-    size_t records_bytes;   /* size_bytes - 61 */
+    int64_t records_max_timestamp; /* the records' largest timestamp (CreateTime), or
+                                      max_timestamp when not walked or under
+                                      LogAppendTime; -1 without records */
+    const uint8_t *bytes;          /* the whole batch */
+    size_t size_bytes;             /* 12 + length */
+    const uint8_t *records;        /* the records section, compressed or not */
+    size_t records_bytes;          /* size_bytes - 61 */
 };
 
 /* A record header: key_len >= 0, value_len >= -1 (-1 = null, then value is NULL). */
@@ -274,6 +277,11 @@ void rv_batch_set_leader_epoch(uint8_t *batch, int32_t leader_epoch);
  * recompute the CRC (skipped when nothing changes). Readers then report ts_ms as every
  * record's timestamp. */
 void rv_batch_set_log_append_time(uint8_t *batch, int64_t ts_ms);
+
+/* Set maxTimestamp of a CreateTime batch to ts_ms and recompute the CRC (skipped
+ * when it holds ts_ms already): what Kafka's broker does when the producer's
+ * maxTimestamp is not the records' largest timestamp. */
+void rv_batch_set_max_timestamp(uint8_t *batch, int64_t ts_ms);
 
 /* Building. */
 

@@ -1903,6 +1903,13 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
     if (log->cfg.is_log_append_time) {
         max_ts = rv_clock_wall_ms();
         rv_batch_set_log_append_time(batch, max_ts);
+    } else if (!is_built && v.record_count > 0 && v.records_max_timestamp != v.max_timestamp) {
+        /* The producer's maxTimestamp is not its records' largest: set it, as
+         * Kafka's broker does (the time index and retention go by it). Known
+         * for the batches whose records were walked here (not those checked
+         * off the shard). */
+        max_ts = v.records_max_timestamp;
+        rv_batch_set_max_timestamp(batch, max_ts);
     }
     *op = (struct append_op){.log = log,
                              .buf = buf,

@@ -934,3 +934,60 @@ Test(plog, a_retention_roll_that_meets_emfile_leaves_the_log_working)
     close_when_idle(rt, plog_cleanup, &r.c, &r.c.log);
     rv_runtime_close(rt);
 }
+
+/* A producer's maxTimestamp that is not its records' largest is set right
+ * (and the CRC with it) as Kafka's broker does, for a batch compressed or
+ * not: the time index and time retention go by it. */
+struct mt_case {
+    struct dw_case *c;
+    uint8_t batches[2][4096];
+    size_t lens[2];
+};
+
+static void mt_append(void *arg)
+{
+    struct mt_case *m = arg;
+    struct dw_case *c = m->c;
+    shard_setup(&c->sh, c->wal, c->log, 16 << 20, false);
+    for (int i = 0; i < 2; i++) {
+        rv_buf_t *buf;
+        cr_assert_eq(rv_buf_alloc(c->sh.pool, m->lens[i], &buf), 0);
+        memcpy(rv_buf_data(buf), m->batches[i], m->lens[i]);
+        rv_buf_set_len(buf, m->lens[i]);
+        c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)m->lens[i], RV_ACKS_ALL,
+                               dw_appended, c);
+        rv_buf_put(buf);
+        cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    }
+}
+
+static void set_max_ts(uint8_t *batch, size_t len, int64_t ts)
+{
+    for (int i = 0; i < 8; i++)
+        batch[RV_BATCH_MAX_TIMESTAMP_POS + i] = (uint8_t)((uint64_t)ts >> (56 - 8 * i));
+    fix_crc(batch, len);
+}
+
+Test(plog, a_wrong_max_timestamp_is_set_right)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    char seg[256];
+    static struct mt_case m;
+    m.c = dw_case_open(seg, sizeof(seg));
+    m.lens[0] = build(m.batches[0], sizeof(m.batches[0]), RV_CODEC_NONE);
+    m.lens[1] = build(m.batches[1], sizeof(m.batches[1]), RV_CODEC_ZSTD);
+    set_max_ts(m.batches[0], m.lens[0], 5000); /* past the records' (1000..1002) */
+    set_max_ts(m.batches[1], m.lens[1], 500);  /* before them */
+    test_run_on(rt, 0, mt_append, &m);
+    test_signal_wait(&m.c->done);
+    test_signal_wait(&m.c->done);
+    close_when_idle(rt, dw_cleanup, m.c, &m.c->log);
+    rv_runtime_close(rt);
+    static uint8_t got[8192];
+    cr_assert_eq(read_file(seg, got, sizeof(got)), m.lens[0] + m.lens[1]);
+    struct rv_batch_view v;
+    cr_assert_eq(rv_batch_parse(got, m.lens[0], 1 << 20, &v), (int)m.lens[0], "its CRC holds");
+    cr_assert_eq(v.max_timestamp, 1002);
+    cr_assert_eq(rv_batch_parse(got + m.lens[0], m.lens[1], 1 << 20, &v), (int)m.lens[1]);
+    cr_assert_eq(v.max_timestamp, 1002, "compressed too");
+}
