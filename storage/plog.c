@@ -2935,6 +2935,31 @@ struct probe_job {
     bool is_due;
 };
 
+/* About the newest record time of segment base (its .log's stat in sb): the
+ * last time index entry, which retention's record timestamps bound from
+ * below (a false "old" only costs a load), or the file's last write. */
+static int64_t plog_probe_newest_ms(const struct rv_plog *log, uint64_t base, const struct stat *sb)
+{
+    int64_t ms = (int64_t)sb->st_mtim.tv_sec * 1000 + sb->st_mtim.tv_nsec / 1000000;
+    char path[PATH_MAX];
+    if (rv_idx_file_name(path, sizeof(path), log->dir, base, ".timeindex") < 0)
+        return ms;
+    int fd = rv_sys_open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return ms;
+    struct stat ts;
+    uint8_t e[12];
+    if (rv_sys_fstat(fd, &ts) == 0 && ts.st_size >= 12 && ts.st_size % 12 == 0 &&
+        rv_sys_pread(fd, e, sizeof(e), ts.st_size - 12) == (ssize_t)sizeof(e)) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+            v = v << 8 | e[i];
+        ms = (int64_t)v;
+    }
+    (void)rv_sys_close(fd); /* read-only */
+    return ms;
+}
+
 static void plog_probe_work(void *arg) /* a helper thread, blocking */
 {
     struct probe_job *job = arg;
@@ -2950,9 +2975,9 @@ static void plog_probe_work(void *arg) /* a helper thread, blocking */
         if (plog_path(path, sizeof(path), job->log, bases[i], ".log") < 0 || stat(path, &sb) < 0)
             continue;
         total += (uint64_t)sb.st_size;
-        if (i == 0) { /* its last write: about when its newest record came */
+        if (i == 0) {
             oldest_bytes = (uint64_t)sb.st_size;
-            oldest_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
+            oldest_ms = plog_probe_newest_ms(job->log, bases[0], &sb);
         }
     }
     free(bases);

@@ -304,8 +304,9 @@ void rv_plog_fds_fini(struct rv_plog_shard *shard);
 void rv_plog_fds_sweep(struct rv_plog_shard *shard);
 
 /* A log not loaded since start (lazy): look at its files on a helper and
- * load it when retention has something to delete (oldest segment file last
- * written before retention.ms, or the segments past retention.bytes); the
+ * load it when retention has something to delete (the oldest segment's last
+ * time index entry, or its mtime, before retention.ms; or the segments past
+ * retention.bytes); the
  * retention pass then applies. true if a look started. Owner shard. */
 bool rv_plog_probe_retention(rv_plog_t *log, int64_t now_ms);
 

@@ -897,6 +897,20 @@ Test(store, retention_reaches_partitions_not_loaded_since_start)
     cr_assert_eq(rv_list_offset(e.st, "lazy", 0, RV_OFFSET_EARLIEST), 100);
     cr_assert_eq(rv_list_offset(e.st, "lazy", 0, RV_OFFSET_LATEST), 100);
     env_close(&e);
+    /* Files written just now, records an hour old (their CreateTime): the
+     * time index says so. */
+    scfg.retention_check_ms = 3600 * 1000;
+    e = env_open_cfg(1, &scfg);
+    for (uint32_t i = 100; i < 200; i++)
+        cr_assert_eq(produce_at(&e, "lazy", i, now_ms - 3600 * 1000), i);
+    env_close(&e);
+    cr_assert_gt(log_bytes_on_disk("lazy"), 0);
+    scfg.retention_check_ms = 20;
+    e = env_open_cfg(1, &scfg);
+    for (int i = 0; i < 500 && log_bytes_on_disk("lazy") > 0; i++)
+        usleep(10000);
+    cr_assert_eq(log_bytes_on_disk("lazy"), 0, "old records in new files went too");
+    env_close(&e);
 }
 
 /* segment.ms counts from the active segment's first append; after a restart,
