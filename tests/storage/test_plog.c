@@ -95,15 +95,23 @@ static void never_done(void *arg, int64_t base)
     cr_assert_fail("a refused append completed");
 }
 
-static int append_copy(struct plog_case *c, const uint8_t *bytes, size_t len, rv_plog_append_fn *fn)
+/* On the owner shard: append a copy of bytes (a pool buffer of sh) to log;
+ * rv_plog_append's result. */
+static int append_bytes(struct rv_plog_shard *sh, rv_plog_t *log, const uint8_t *bytes, size_t len,
+                        int acks, rv_plog_append_fn *fn, void *arg)
 {
     rv_buf_t *buf;
-    cr_assert_eq(rv_buf_alloc(c->sh.pool, len, &buf), 0);
+    cr_assert_eq(rv_buf_alloc(sh->pool, len, &buf), 0);
     memcpy(rv_buf_data(buf), bytes, len);
     rv_buf_set_len(buf, len);
-    int rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)len, RV_ACKS_ALL, fn, c);
+    int rc = rv_plog_append(log, buf, rv_buf_data(buf), (uint32_t)len, acks, fn, arg);
     rv_buf_put(buf);
     return rc;
+}
+
+static int append_copy(struct plog_case *c, const uint8_t *bytes, size_t len, rv_plog_append_fn *fn)
+{
+    return append_bytes(&c->sh, c->log, bytes, len, RV_ACKS_ALL, fn, c);
 }
 
 /* On shard 0: the shard context of a test log (pool of pool_bytes, 1 MiB hot
@@ -547,13 +555,7 @@ static void tf_arm(void *arg)
 static void tf_append_again(void *arg)
 {
     struct dw_case *c = arg;
-    rv_buf_t *buf;
-    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
-    memcpy(rv_buf_data(buf), c->batch, c->batch_len);
-    rv_buf_set_len(buf, c->batch_len);
-    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_NONE,
-                           never_done, c);
-    rv_buf_put(buf);
+    c->rc = append_bytes(&c->sh, c->log, c->batch, c->batch_len, RV_ACKS_NONE, never_done, c);
 }
 
 static int count_cb(void *arg, const struct rv_wal_record *rec)
@@ -596,13 +598,7 @@ static void tr_append(void *arg)
 {
     struct dw_case *c = arg;
     dw_setup(c);
-    rv_buf_t *buf;
-    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
-    memcpy(rv_buf_data(buf), c->batch, c->batch_len);
-    rv_buf_set_len(buf, c->batch_len);
-    c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len, RV_ACKS_ALL,
-                           dw_appended, c);
-    rv_buf_put(buf);
+    c->rc = append_bytes(&c->sh, c->log, c->batch, c->batch_len, RV_ACKS_ALL, dw_appended, c);
 }
 
 Test(plog, a_tail_read_waits_for_a_staging_block)
@@ -668,13 +664,7 @@ static int lost_append(struct lost_case *l, int acks, rv_plog_append_fn *fn)
 {
     static uint8_t b[8192];
     size_t len = build(b, sizeof(b), RV_CODEC_NONE);
-    rv_buf_t *buf;
-    cr_assert_eq(rv_buf_alloc(l->c.sh.pool, len, &buf), 0);
-    memcpy(rv_buf_data(buf), b, len);
-    rv_buf_set_len(buf, len);
-    int rc = rv_plog_append(l->c.log, buf, rv_buf_data(buf), (uint32_t)len, acks, fn, l);
-    rv_buf_put(buf);
-    return rc;
+    return append_bytes(&l->c.sh, l->c.log, b, len, acks, fn, l);
 }
 
 static void lost_first(void *arg)
@@ -766,14 +756,9 @@ static void budget_run(void *arg)
     else
         b->c.sh.early_ack_max = len; /* one batch */
     for (int i = 0; i < 3; i++) {
-        rv_buf_t *buf;
-        cr_assert_eq(rv_buf_alloc(b->c.sh.pool, len, &buf), 0);
-        memcpy(rv_buf_data(buf), batch, len);
-        rv_buf_set_len(buf, len);
         b->slots[i] = (struct budget_slot){.b = b, .base = -1};
-        b->rcs[i] = rv_plog_append(b->c.log, buf, rv_buf_data(buf), (uint32_t)len, RV_ACKS_NONE,
-                                   budget_done, &b->slots[i]);
-        rv_buf_put(buf);
+        b->rcs[i] =
+            append_bytes(&b->c.sh, b->c.log, batch, len, RV_ACKS_NONE, budget_done, &b->slots[i]);
     }
 }
 
@@ -950,13 +935,8 @@ static void mt_append(void *arg)
     struct dw_case *c = m->c;
     shard_setup(&c->sh, c->wal, c->log, 16 << 20, false);
     for (int i = 0; i < 2; i++) {
-        rv_buf_t *buf;
-        cr_assert_eq(rv_buf_alloc(c->sh.pool, m->lens[i], &buf), 0);
-        memcpy(rv_buf_data(buf), m->batches[i], m->lens[i]);
-        rv_buf_set_len(buf, m->lens[i]);
-        c->rc = rv_plog_append(c->log, buf, rv_buf_data(buf), (uint32_t)m->lens[i], RV_ACKS_ALL,
-                               dw_appended, c);
-        rv_buf_put(buf);
+        c->rc =
+            append_bytes(&c->sh, c->log, m->batches[i], m->lens[i], RV_ACKS_ALL, dw_appended, c);
         cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
     }
 }

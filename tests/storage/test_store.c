@@ -729,6 +729,26 @@ static long log_bytes_on_disk(const char *topic)
     return total;
 }
 
+/* The segment bases of partition 0 of topic, up to max of them; how many. */
+static uint32_t segment_bases(const char *topic, uint64_t *out, uint32_t max)
+{
+    char pdir[2048];
+    snprintf(pdir, sizeof(pdir), "%s/topics/%s/0", dir, topic);
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
+    for (uint32_t i = 0; i < count && i < max; i++)
+        out[i] = bases[i];
+    free(bases);
+    return count;
+}
+
+/* The path of segment base of partition 0 of topic. */
+static void segment_path(char *out, size_t len, const char *topic, uint64_t base)
+{
+    snprintf(out, len, "%s/topics/%s/0/%020llu.log", dir, topic, (unsigned long long)base);
+}
+
 /* Flip a bit of the byte at pos of path, behind the store's back. */
 static void flip_bit(const char *path, long pos)
 {
@@ -754,16 +774,12 @@ Test(store, a_damaged_batch_on_disk_is_an_error_for_fetches)
     make_topic(&e, "rot", 1, "segment.bytes", "2048");
     for (uint32_t i = 0; i < 400; i++) /* 36 KiB: the first segments left the hot tier */
         cr_assert_eq(produce_one(&e, "rot", 0, i, RV_ACKS_ALL), i);
-    char pdir[2048], path[4096];
-    snprintf(pdir, sizeof(pdir), "%s/topics/rot/0", dir);
-    uint64_t *bases = NULL;
-    uint32_t count = 0;
-    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
-    cr_assert_geq(count, 3u);
+    uint64_t bases[3];
+    cr_assert_geq(segment_bases("rot", bases, 3), 3u);
     uint64_t base = bases[1]; /* a closed segment */
     uint64_t next = bases[2];
-    free(bases);
-    snprintf(path, sizeof(path), "%s/%020llu.log", pdir, (unsigned long long)base);
+    char path[4096];
+    segment_path(path, sizeof(path), "rot", base);
     flip_bit(path, 70); /* inside the first batch's record */
     rv_fetch_result_t *res = NULL;
     int frc = rv_fetch_sync(e.st, "rot", 0, (int64_t)base, 64 << 10, &res);
@@ -794,16 +810,12 @@ Test(store, damage_in_a_closed_segment_is_kept_and_reported)
     for (uint32_t i = 0; i < 200; i++)
         cr_assert_eq(produce_one(&e, "old", 0, i, RV_ACKS_ALL), i);
     env_close(&e);
-    char pdir[2048], p1[4096], p2[4096];
-    snprintf(pdir, sizeof(pdir), "%s/topics/old/0", dir);
-    uint64_t *bases = NULL;
-    uint32_t count = 0;
-    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
-    cr_assert_geq(count, 5u);
+    uint64_t bases[5];
+    cr_assert_geq(segment_bases("old", bases, 5), 5u);
     uint64_t b1 = bases[1], b2 = bases[2], b3 = bases[3], b4 = bases[4];
-    free(bases);
-    snprintf(p1, sizeof(p1), "%s/%020llu.log", pdir, (unsigned long long)b1);
-    snprintf(p2, sizeof(p2), "%s/%020llu.log", pdir, (unsigned long long)b3);
+    char p1[4096], p2[4096];
+    segment_path(p1, sizeof(p1), "old", b1);
+    segment_path(p2, sizeof(p2), "old", b3);
     struct stat sb;
     cr_assert_eq(stat(p1, &sb), 0);
     long size1 = (long)sb.st_size;
@@ -843,14 +855,10 @@ Test(store, a_segment_damaged_from_its_start_still_expires)
     for (uint32_t i = 0; i < 100; i++)
         cr_assert_eq(produce_at(&e, "rot0", i, now_ms - 3600 * 1000), i);
     env_close(&e);
-    char pdir[2048], p1[4096];
-    snprintf(pdir, sizeof(pdir), "%s/topics/rot0/0", dir);
-    uint64_t *bases = NULL;
-    uint32_t count = 0;
-    cr_assert_eq(rv_seg_list(pdir, &bases, &count), 0);
-    cr_assert_geq(count, 4u);
-    snprintf(p1, sizeof(p1), "%s/%020llu.log", pdir, (unsigned long long)bases[1]);
-    free(bases);
+    uint64_t bases[4];
+    cr_assert_geq(segment_bases("rot0", bases, 4), 4u);
+    char p1[4096];
+    segment_path(p1, sizeof(p1), "rot0", bases[1]);
     flip_bit(p1, 30); /* inside its first batch */
     scfg.retention_check_ms = 20;
     e = env_open_cfg(1, &scfg);
