@@ -29,6 +29,7 @@
 #define BENCH_PART_E2E     (1u << 5)
 
 #define BENCH_PRODUCER_SET_MAX 16
+#define BENCH_SCALE_MAX        8 /* shard counts of --scale, at most */
 
 struct bench_opts {
     const char *cmd;      /* "mailbox", "io", "storage", "broker" or "all" */
@@ -51,14 +52,22 @@ struct bench_opts {
     uint64_t messages;       /* broker: messages per produce cell (0: --seconds) */
     uint32_t rate;           /* broker: messages/s of the paced latency runs */
     const char *start_path;  /* broker: a rivvend to start (NULL: use --brokers) */
-    const char *cell;        /* broker: only produce cells whose key contains this */
+    const char *cell;        /* only produce cells whose key contains one of these
+                                comma-separated texts (bench_cell_wanted) */
     const char *producer_set[BENCH_PRODUCER_SET_MAX]; /* broker: -X KEY=VALUE */
     uint32_t producer_set_count;
     bool is_no_settle;         /* broker: no sync() before the latency runs */
     enum rv_wal_io wal_io;     /* storage: the stores' WAL I/O (--wal-io) */
     enum rv_wal_io segment_io; /* storage: the stores' segment I/O (--segment-io) */
     uint32_t window_mb;        /* storage: MiB of batches in flight per driver (0: default) */
+    uint32_t cpu_count;        /* CPUs in the set the shards run on */
+    uint32_t scale[BENCH_SCALE_MAX]; /* storage: shard counts of the produce matrix */
+    uint32_t scale_count;            /* 0: 1 and 2 (1 alone with one shard) */
 };
+
+/* Whether the produce cell `key` is asked for: no --cell, or one of its
+ * comma-separated texts is part of key. */
+bool bench_cell_wanted(const struct bench_opts *o, const char *key);
 
 /* ---- figures (rivven-bench.c) ---------------------------------------------------- */
 

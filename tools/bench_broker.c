@@ -1403,7 +1403,7 @@ static int bk_run(struct bk_ctx *c)
                 if (!(parts & BENCH_PART_PRODUCE) && (a != 0 || !(parts & BENCH_PART_CONSUME)))
                     continue;
                 bk_cell_init(c, &cell, bk_sizes[s], bk_codecs[k], bk_acks[a]);
-                if (c->o->cell != NULL && strstr(cell.key, c->o->cell) == NULL)
+                if (!bench_cell_wanted(c->o, cell.key))
                     continue;
                 fprintf(stderr, BENCH_NAME ": broker: %s\n", cell.label);
                 (void)bk_throughput(c, &cell, &delivered);

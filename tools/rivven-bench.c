@@ -191,10 +191,13 @@ static void bench_usage(FILE *out)
             "  --seconds SECS   broker: length of each cell (same as --duration)\n"
             "  --messages N     broker: messages per produce cell instead of --seconds\n"
             "  --rate N         broker: messages/s of the paced latency runs (default 1000)\n"
-            "  --cell TEXT      broker: only the produce cells whose key contains TEXT\n"
-            "                   (p100_none_a1 ... p1k_zstd_all, e.g. p1k_none); storage:\n"
-            "                   only the produce cells whose key contains it\n"
-            "                   (p1_100b_b1_none ... s2_1k_b1000_all, e.g. p1_100b_b1000)\n"
+            "  --cell TEXT[,TEXT]  broker: only the produce cells whose key contains one\n"
+            "                   of the texts (p100_none_a1 ... p1k_zstd_all, e.g. p1k_none);\n"
+            "                   storage: likewise (p1_100b_b1_none ... s2_1k_b1000_all,\n"
+            "                   e.g. p1_100b_b1000 or 100b_b1000_none,1k_b1000_all)\n"
+            "  --scale LIST     storage: the shard counts of the produce matrix, e.g.\n"
+            "                   1,2,4,8,16 (default 1,2), with a scaling summary; each\n"
+            "                   count at most the cpus to run on\n"
             "  --wal-io MODE    storage: auto (default), direct or buffered: how the WAL\n"
             "                   writes (rv_store_config.wal_io)\n"
             "  --segment-io MODE  storage: auto (default), direct or buffered: how the\n"
@@ -269,6 +272,30 @@ static bool opts_parse_size(const char *s, uint64_t *out)
     return true;
 }
 
+/* "1,2,4,8,16" into o->scale: rising shard counts, at most BENCH_SCALE_MAX. */
+static bool opts_parse_scale(const char *s, struct bench_opts *o)
+{
+    o->scale_count = 0;
+    while (*s != '\0') {
+        char num[16];
+        size_t len = strcspn(s, ",");
+        uint32_t n;
+        if (len == 0 || len >= sizeof(num) || o->scale_count == BENCH_SCALE_MAX)
+            return false;
+        memcpy(num, s, len);
+        num[len] = '\0';
+        if (!opts_parse_u32(num, 1, RV_SHARD_COUNT_MAX, &n))
+            return false;
+        if (o->scale_count > 0 && n <= o->scale[o->scale_count - 1])
+            return false;
+        o->scale[o->scale_count++] = n;
+        s += len;
+        if (*s == ',' && *++s == '\0')
+            return false; /* "1,2," */
+    }
+    return o->scale_count > 0;
+}
+
 /* "produce,fetch" and the like into ST_PART_* and BENCH_PART_* bits; 0 for a
  * bad list. */
 static uint32_t opts_parse_parts(const char *s)
@@ -322,6 +349,7 @@ static int opts_resolve_cpus(struct bench_opts *o, bool has_shards)
     /* As the runtime places shards: shard i on the i-th CPU of the set. */
     o->cpu_ids[0] = rv_cpuset_nth(&cpus, 0);
     o->cpu_ids[1] = rv_cpuset_nth(&cpus, n > 1 ? 1 : 0);
+    o->cpu_count = n;
     if (!has_shards)
         o->shard_count = n < 2 ? n : 2;
     if (o->shard_count > n)
@@ -354,6 +382,7 @@ static const struct option opts_long[] = {
     {"wal-io", required_argument, NULL, 'W'},
     {"segment-io", required_argument, NULL, 'G'},
     {"window-mb", required_argument, NULL, 'M'},
+    {"scale", required_argument, NULL, 'Z'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -372,6 +401,11 @@ static int opts_check(struct bench_opts *o, bool has_shards)
         return 2;
     if (opts_resolve_cpus(o, has_shards) != 0)
         return 2;
+    for (uint32_t i = 0; i < o->scale_count; i++)
+        if (o->scale[i] > o->cpu_count)
+            return bench_usage_error("--scale: %u shards, but only %u cpus to run on (one "
+                                     "shard per cpu)",
+                                     o->scale[i], o->cpu_count);
     if (strcmp(o->cmd, "mailbox") == 0 && o->shard_count < 2)
         return bench_usage_error(has_shards
                                      ? "mailbox needs --shards 2 or more"
@@ -496,6 +530,12 @@ static int opts_parse(int argc, char **argv, struct bench_opts *o)
                 return bench_usage_error("--partitions %s: expected a number from 1 to 100000",
                                          optarg);
             o->has_partitions = true;
+            break;
+        case 'Z':
+            if (!opts_parse_scale(optarg, o))
+                return bench_usage_error("--scale %s: expected rising shard counts from 1 to %u, "
+                                         "at most %u of them, e.g. 1,2,4,8",
+                                         optarg, RV_SHARD_COUNT_MAX, BENCH_SCALE_MAX);
             break;
         case 'h': bench_usage(stdout); return 0;
         case ':': return bench_usage_error("option %s needs a value", argv[optind - 1]);
@@ -849,6 +889,24 @@ static void bench_set_done(struct bench_watch *w)
 uint64_t bench_duration_ns(const struct bench_opts *o)
 {
     return (uint64_t)(o->duration_s * 1e9);
+}
+
+bool bench_cell_wanted(const struct bench_opts *o, const char *key)
+{
+    if (o->cell == NULL)
+        return true;
+    for (const char *s = o->cell; *s != '\0';) {
+        size_t len = strcspn(s, ",");
+        char text[64];
+        if (len > 0 && len < sizeof(text)) {
+            memcpy(text, s, len);
+            text[len] = '\0';
+            if (strstr(key, text) != NULL)
+                return true;
+        }
+        s += len + (s[len] == ',');
+    }
+    return false;
 }
 
 /* CPU time used so far by a thread (0 if it cannot be read). */
@@ -3263,7 +3321,7 @@ static int st_cell_run(struct st_ctx *c, rv_runtime_t *rt, struct st_cell *cell)
     char topic[64];
     rv_store_t *st;
     st_cell_key(cell, topic, sizeof(topic));
-    if (c->o->cell != NULL && strstr(topic, c->o->cell) == NULL)
+    if (!bench_cell_wanted(c->o, topic))
         return 0; /* not asked for (--cell) */
     if (c->value_len_prepared != cell->value_len)
         st_prepare_records(c, cell->value_len);
@@ -4170,6 +4228,58 @@ static uint64_t st_recovery_bytes(const struct st_ctx *c)
     return bytes;
 }
 
+/* --scale: for each cell run at every shard count, its records/s at each
+ * count and the share of linear scaling from the smallest count (total rate /
+ * (rate at the first count x counts ratio)). */
+static void st_scale_summary(const uint32_t *scale, uint32_t scale_count)
+{
+    static const uint32_t sizes[] = {100, 1024, 16384};
+    static const uint32_t batches[] = {1, 16, 1000};
+    static const enum rv_acks acks[] = {RV_ACKS_NONE, RV_ACKS_LEADER, RV_ACKS_ALL};
+    for (int sus = 0; sus < 2; sus++) {
+        for (size_t i = 0; i < RV_ARRAY_LEN(sizes); i++) {
+            for (size_t j = 0; j < RV_ARRAY_LEN(batches); j++) {
+                for (size_t k = 0; k < RV_ARRAY_LEN(acks); k++) {
+                    struct st_cell cell = {.value_len = sizes[i],
+                                           .batch = batches[j],
+                                           .acks = acks[k],
+                                           .is_sustained = sus != 0};
+                    char key[48], fkey[64], text[160] = "";
+                    size_t used = 0;
+                    double base = 0;
+                    for (uint32_t n = 0; n < scale_count; n++) {
+                        cell.shards = scale[n];
+                        st_cell_key(&cell, key, sizeof(key));
+                        snprintf(fkey, sizeof(fkey), "%s_records_per_s", key);
+                        const struct bench_fig *f = fig_find("storage", fkey);
+                        if (f == NULL)
+                            continue; /* not run (--cell) or failed */
+                        if (base == 0)
+                            base = f->value / scale[n];
+                        double linear = base > 0 ? 100.0 * f->value / (base * scale[n]) : 0;
+                        fig_numf("storage", "", linear, "%", "%s_pct_of_linear", key);
+                        int w = snprintf(text + used, sizeof(text) - used, "%s%u: %.2f M (%.0f%%)",
+                                         used > 0 ? ", " : "", scale[n], f->value / 1e6, linear);
+                        if (w > 0 && (size_t)w < sizeof(text) - used)
+                            used += (size_t)w;
+                    }
+                    if (used == 0)
+                        continue;
+                    /* "s0_1k_b1000_all" -> "scale_s_1k_b1000_all" */
+                    cell.shards = 0;
+                    st_cell_key(&cell, key, sizeof(key));
+                    char skey[64], size[16], label[48];
+                    snprintf(skey, sizeof(skey), "scale_%c%s", key[0], key + 2);
+                    st_size_name(cell.value_len, size, sizeof(size));
+                    snprintf(label, sizeof(label), "%sscale %s x%u %s", sus ? "sustained " : "",
+                             size, cell.batch, st_acks_name(cell.acks));
+                    fig_text("storage", skey, label, "rec/s by shards %s", text);
+                }
+            }
+        }
+    }
+}
+
 static int st_run_all(struct st_ctx *c)
 {
     uint32_t parts = c->o->parts;
@@ -4178,10 +4288,17 @@ static int st_run_all(struct st_ctx *c)
      * not grown (freed memory is reused before RSS grows). */
     if (parts & ST_PART_PARTITIONS)
         rc = st_parts_run(c, c->o->partitions);
-    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PRODUCE))
-        rc = st_matrix_run(c, 1);
-    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PRODUCE) && c->o->shard_count >= 2)
-        rc = st_matrix_run(c, 2);
+    uint32_t scale[BENCH_SCALE_MAX] = {1, 2}, scale_count = c->o->shard_count >= 2 ? 2 : 1;
+    if (c->o->scale_count > 0) {
+        scale_count = c->o->scale_count;
+        memcpy(scale, c->o->scale, scale_count * sizeof(scale[0]));
+    }
+    for (uint32_t i = 0; i < scale_count && (parts & ST_PART_PRODUCE); i++) {
+        if (rc == 0 && !st_is_wedged)
+            rc = st_matrix_run(c, scale[i]);
+    }
+    if (rc == 0 && !st_is_wedged && (parts & ST_PART_PRODUCE) && c->o->scale_count > 0)
+        st_scale_summary(scale, scale_count);
     if (rc == 0 && !st_is_wedged && (parts & ST_PART_FETCH))
         rc = st_fetch_run(c);
     if (rc == 0 && !st_is_wedged && (parts & ST_PART_RECOVERY))
