@@ -56,11 +56,11 @@ struct bench_opts {
                                 comma-separated texts (bench_cell_wanted) */
     const char *producer_set[BENCH_PRODUCER_SET_MAX]; /* broker: -X KEY=VALUE */
     uint32_t producer_set_count;
-    bool is_no_settle;         /* broker: no sync() before the latency runs */
-    enum rv_wal_io wal_io;     /* storage: the stores' WAL I/O (--wal-io) */
-    enum rv_wal_io segment_io; /* storage: the stores' segment I/O (--segment-io) */
-    uint32_t window_mb;        /* storage: MiB of batches in flight per driver (0: default) */
-    uint32_t cpu_count;        /* CPUs in the set the shards run on */
+    bool is_no_settle;               /* broker: no sync() before the latency runs */
+    enum rv_wal_io wal_io;           /* storage: the stores' WAL I/O (--wal-io) */
+    enum rv_wal_io segment_io;       /* storage: the stores' segment I/O (--segment-io) */
+    uint32_t window_mb;              /* storage: MiB of batches in flight per driver (0: default) */
+    uint32_t cpu_count;              /* CPUs in the set the shards run on */
     uint32_t scale[BENCH_SCALE_MAX]; /* storage: shard counts of the produce matrix */
     uint32_t scale_count;            /* 0: 1 and 2 (1 alone with one shard) */
 };
