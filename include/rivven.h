@@ -231,7 +231,13 @@ struct rv_store_config {
     enum rv_wal_io wal_io;           /* default RV_WAL_IO_AUTO (see docs/architecture.md) */
     enum rv_wal_io segment_io;       /* default RV_WAL_IO_AUTO: direct segment writes from
                                         aligned staging blocks, no page-cache copy */
+    uint32_t idle_unload_ms;         /* a partition unused this long (no produce, fetch,
+                                        offsets by time or delete records) gives back its
+                                        memory and descriptor, and loads again on next use
+                                        (default 300000; RV_IDLE_UNLOAD_NEVER: never) */
 };
+
+#define RV_IDLE_UNLOAD_NEVER UINT32_MAX
 
 void rv_store_config_init(struct rv_store_config *cfg);
 

@@ -251,6 +251,15 @@ static const struct config_key config_keys[] = {
      .def = "0",
      .meaning = "group commit: a WAL group closes at this size (a multiple of 4096, at most a "
                 "quarter of the 64 MiB WAL file; 0: 1 MiB)"},
+    {.name = "rivven.log.idle.unload.ms",
+     .type = CONFIG_U32,
+     CONFIG_AT(log_idle_unload_ms),
+     .min = 0,
+     .max = 1u << 31,
+     .def = "300000",
+     .meaning = "a partition unused this long (no produce, fetch, offsets by time or delete "
+                "records) gives back its memory and descriptor, and loads again on its next use "
+                "(0: never)"},
     {.name = "rivven.wal.group.window.us",
      .type = CONFIG_U32,
      CONFIG_AT(wal_group_window_us),

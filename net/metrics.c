@@ -910,6 +910,7 @@ static void metrics_write_shards(FILE *f, const struct rv_metrics_snapshot *snap
 enum metrics_store_field {
     METRICS_LOGS,
     METRICS_LOGS_OPEN,
+    METRICS_LOGS_UNLOADED,
     METRICS_WAL_APPENDS,
     METRICS_WAL_GROUPS,
     METRICS_WAL_SYNCS,
@@ -933,6 +934,7 @@ static uint64_t metrics_store_value(const struct rv_store_shard_stats *s,
     switch (k) {
     case METRICS_LOGS: return s->logs;
     case METRICS_LOGS_OPEN: return s->logs_loaded;
+    case METRICS_LOGS_UNLOADED: return s->logs_unloaded;
     case METRICS_WAL_APPENDS: return s->wal.appends;
     case METRICS_WAL_GROUPS: return s->wal.groups;
     case METRICS_WAL_SYNCS: return s->wal.syncs;
@@ -979,6 +981,8 @@ static void metrics_write_storage(FILE *f, const struct rv_metrics_snapshot *sna
         {"rivven_partitions", "gauge", METRICS_LOGS, "Partitions the shard owns."},
         {"rivven_partitions_open", "gauge", METRICS_LOGS_OPEN,
          "Partitions of the shard whose log is open (a log opens on first use)."},
+        {"rivven_partitions_unloaded_total", "counter", METRICS_LOGS_UNLOADED,
+         "Partition logs unloaded after rivven.log.idle.unload.ms unused."},
         {"rivven_wal_appends_total", "counter", METRICS_WAL_APPENDS,
          "Records appended to the shard's write-ahead log."},
         {"rivven_wal_group_commits_total", "counter", METRICS_WAL_GROUPS,

@@ -105,6 +105,7 @@ struct rv_store_shard_stats {
     struct rv_hot_stats hot;
     uint32_t logs;          /* partition logs this shard owns */
     uint32_t logs_loaded;   /* of them, opened (a log opens on first use) */
+    uint64_t logs_unloaded; /* logs given back after idle_unload_ms unused */
     uint32_t fds_used;      /* descriptor budget: slots taken */
     uint32_t fds_budget;    /* slots configured */
     uint64_t fds_evictions; /* descriptors closed to make room */

@@ -127,6 +127,7 @@ enum plog_load {
     PLOG_UNLOADED,   /* created lazily at start: nothing read yet */
     PLOG_LOADING,    /* a helper thread is recovering it */
     PLOG_LOAD_FAILED,
+    PLOG_UNLOADING, /* idle: a helper saves what a reload needs, then it is let go */
 };
 
 /* Log compaction (storage/compact.h): at most one pass per log; its files
@@ -197,6 +198,9 @@ struct rv_plog {
     bool has_ckpt;
     struct rv_pstate pstate; /* idempotent producers (storage/pstate.h) */
     struct plog_compact compact;
+    uint32_t uses;          /* appends, fetches, offset look-ups, deletes (idle unload) */
+    uint32_t uses_at_sweep; /* uses at the last idle sweep that saw them move */
+    int64_t used_ms;        /* when that sweep ran (wall clock; 0: not yet seen) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -430,6 +434,19 @@ static void plog_load_retry(void *arg)
     plog_load_done(job);
 }
 
+/* Run the calls that waited for the log to be ready. */
+static void plog_load_done_run_pending(struct rv_plog *log)
+{
+    struct plog_pending *p = log->pending_head;
+    log->pending_head = log->pending_tail = NULL;
+    while (p != NULL) {
+        struct plog_pending *next = p->next;
+        p->fn(p->arg);
+        free(p);
+        p = next;
+    }
+}
+
 static void plog_load_done(void *arg)
 {
     struct load_job *job = arg;
@@ -442,20 +459,14 @@ static void plog_load_done(void *arg)
         return;
     }
     log->load = PLOG_LOADED; /* on the shard: ordered after the helper's writes */
+    log->used_ms = 0;        /* a full idle period before an unload, however it loaded */
     if (job->rc < 0) {
         log->load = PLOG_LOAD_FAILED;
         log->load_err = job->rc;
         rv_error("log %s: cannot open: %s", log->dir, rv_strerror(job->rc));
     }
     free(job);
-    struct plog_pending *p = log->pending_head;
-    log->pending_head = log->pending_tail = NULL;
-    while (p != NULL) {
-        struct plog_pending *next = p->next;
-        p->fn(p->arg);
-        free(p);
-        p = next;
-    }
+    plog_load_done_run_pending(log);
 }
 
 bool rv_plog_is_ready(const rv_plog_t *log)
@@ -463,27 +474,37 @@ bool rv_plog_is_ready(const rv_plog_t *log)
     return log->load == PLOG_LOADED || log->load == PLOG_LOAD_FAILED;
 }
 
+/* Start loading an unloaded log on a helper. -ENOMEM. */
+static int plog_load_start(struct rv_plog *log)
+{
+    struct load_job *job = malloc(sizeof(*job));
+    log->load = PLOG_LOADING; /* before the helper can finish */
+    if (job == NULL || (*job = (struct load_job){.log = log},
+                        rv_offload(plog_load_work, job, plog_load_done) < 0)) {
+        log->load = PLOG_UNLOADED;
+        free(job);
+        return -ENOMEM;
+    }
+    log->jobs++;
+    return 0;
+}
+
 int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg)
 {
     if (rv_plog_is_ready(log)) {
-        fn(arg);
+        if (fn != NULL)
+            fn(arg);
         return 0;
     }
+    if (fn == NULL) /* no one to call back: load it, nothing more */
+        return log->load == PLOG_UNLOADED ? plog_load_start(log) : 0;
     struct plog_pending *p = malloc(sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
     *p = (struct plog_pending){.fn = fn, .arg = arg};
-    if (log->load == PLOG_UNLOADED) {
-        struct load_job *job = malloc(sizeof(*job));
-        log->load = PLOG_LOADING; /* before the helper can finish */
-        if (job == NULL || (*job = (struct load_job){.log = log},
-                            rv_offload(plog_load_work, job, plog_load_done) < 0)) {
-            log->load = PLOG_UNLOADED;
-            free(job);
-            free(p);
-            return -ENOMEM;
-        }
-        log->jobs++;
+    if (log->load == PLOG_UNLOADED && plog_load_start(log) < 0) {
+        free(p);
+        return -ENOMEM;
     }
     if (log->pending_tail != NULL)
         log->pending_tail->next = p;
@@ -1859,6 +1880,7 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
 {
     bool is_built = kind == PLOG_APPEND_BUILT;
     RV_ASSERT(log->shard != NULL);
+    log->uses++;
     if (log->load != PLOG_LOADED)
         return log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
     if (log->state == PLOG_FAILED)
@@ -2578,6 +2600,7 @@ void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_f
                    void *arg)
 {
     struct rv_plog_fetch res = {.high_watermark = log->leo, .log_start = log->log_start};
+    log->uses++;
     if (log->load != PLOG_LOADED) {
         res.err = log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
         done(arg, &res);
@@ -2722,6 +2745,7 @@ int rv_plog_load_error(const rv_plog_t *log)
 
 void rv_plog_offset_for_time(rv_plog_t *log, int64_t ts_ms, rv_plog_offset_fn *done, void *arg)
 {
+    log->uses++;
     if (log->load != PLOG_LOADED) {
         done(arg, rv_plog_load_error(log));
         return;
@@ -2856,6 +2880,7 @@ static void plog_drop_segments(struct rv_plog *log, uint32_t count, int64_t pers
 
 void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *done, void *arg)
 {
+    log->uses++;
     if (log->load != PLOG_LOADED) {
         done(arg, rv_plog_load_error(log));
         return;
@@ -3350,6 +3375,111 @@ uint64_t rv_plog_size_bytes(const rv_plog_t *log)
 uint32_t rv_plog_segment_count(const rv_plog_t *log)
 {
     return log->seg_count;
+}
+
+/* ---- unloading an idle log ------------------------------------------------------------------ */
+
+struct unload_job {
+    struct rv_plog *log;
+    int rc;
+};
+
+/* Helper, while the shard leaves the log alone (PLOG_UNLOADING): what makes
+ * the next load quick and exact. Direct writes' zeros past the data are cut,
+ * the active segment's index is saved (else the load would scan the segment
+ * from its last saved entry) and the producers' snapshot written when it is
+ * behind (else the load would read the batches after it again). */
+static void plog_unload_work(void *arg)
+{
+    struct unload_job *job = arg;
+    struct rv_plog *log = job->log;
+    int rc = 0;
+    if (log->dw.is_padded) {
+        struct rv_seg *act = plog_active(log);
+        rc = plog_cut_padding(log, act->base_offset, -1, act->size_bytes);
+    }
+    if (rc == 0)
+        rc = plog_save_index(log);
+    if (rc == 0)
+        plog_pstate_save_blocking(log);
+    job->rc = rc;
+}
+
+/* Give back everything a load built: the log is as if never opened. */
+static void plog_unload_data(struct rv_plog *log)
+{
+    RV_ASSERT(log->fd < 0 && !log->has_slot && log->dw.nblk == 0);
+    while (log->hot_first != NULL)
+        hot_unlink(log->shard->hot, log->hot_first);
+    plog_dw_forget(log);
+    for (uint32_t i = 0; i < log->seg_count; i++)
+        rv_seg_fini(&log->segs[i]);
+    free(log->segs);
+    log->segs = NULL;
+    log->seg_count = log->seg_cap = 0;
+    rv_pstate_fini(&log->pstate);
+    rv_pstate_init(&log->pstate);
+    log->compact = (struct plog_compact){0};
+    log->dw = (struct plog_dw){0};
+    log->log_start = log->leo = log->next_offset = 0;
+    log->state = PLOG_WRITABLE;
+    log->load = PLOG_UNLOADED;
+}
+
+static void plog_unload_done(void *arg)
+{
+    struct unload_job *job = arg;
+    struct rv_plog *log = job->log;
+    log->jobs--;
+    if (job->rc < 0)
+        rv_warn("log %s: stays loaded: cannot save what a reload needs: %s", log->dir,
+                rv_strerror(job->rc));
+    if (job->rc < 0 || log->pending_head != NULL || log->shard->fds.is_closing) {
+        log->load = PLOG_LOADED; /* wanted again meanwhile, or the save failed: keep it */
+        plog_load_done_run_pending(log);
+    } else {
+        plog_unload_data(log);
+        log->shard->unloads++;
+    }
+    free(job);
+}
+
+bool rv_plog_unload_idle(rv_plog_t *log, int64_t now_ms, int64_t idle_ms)
+{
+    if (log->uses != log->uses_at_sweep || log->used_ms == 0) {
+        log->uses_at_sweep = log->uses;
+        log->used_ms = now_ms;
+        return false;
+    }
+    if (log->load != PLOG_LOADED || now_ms - log->used_ms < idle_ms)
+        return false;
+    /* Clean (the WAL needs nothing of it), and nothing in flight or held. */
+    if (log->state != PLOG_WRITABLE || log->is_dirty || !rv_plog_is_idle(log) ||
+        log->fd_users > 0 || log->is_syncing || log->is_evicting || log->is_opening ||
+        log->is_disk_full || log->is_probing || log->compact.job != NULL ||
+        log->compact.is_swapping || plog_has_held_writes(log))
+        return false;
+    /* A pass that is due waits for its turn (one per shard at a time). */
+    if (log->cfg.is_compact && log->seg_count > 1 &&
+        rv_compact_is_due(log->segs, log->seg_count - 1, &log->compact.point,
+                          log->cfg.min_cleanable_dirty_ratio, now_ms))
+        return false;
+    if (log->fd >= 0 && !rv_plog_release_fd(log))
+        return false;
+    if (log->has_slot)
+        return false;
+    struct unload_job *job = malloc(sizeof(*job));
+    if (job == NULL)
+        return false; /* the next sweep tries again */
+    *job = (struct unload_job){.log = log};
+    log->load = PLOG_UNLOADING; /* calls wait as for a load; nothing touches the log */
+    if (rv_offload(plog_unload_work, job, plog_unload_done) < 0) {
+        log->load = PLOG_LOADED;
+        free(job);
+        return false;
+    }
+    log->jobs++;
+    return true;
 }
 
 bool rv_plog_is_idle(const rv_plog_t *log)

@@ -118,6 +118,7 @@ struct rv_plog_shard {
                                      before their WAL write, not yet written */
     uint64_t early_ack_max;       /* the bound on early_bytes (0: RV_PLOG_EARLY_ACK_MAX) */
     uint32_t compact_map_entries; /* keys a compaction pass may map (0: the default) */
+    uint64_t unloads;             /* idle logs unloaded (rv_plog_unload_idle) */
     uint32_t compactions;         /* compaction passes in flight */
 };
 
@@ -309,6 +310,20 @@ void rv_plog_fds_sweep(struct rv_plog_shard *shard);
  * retention.bytes); the
  * retention pass then applies. true if a look started. Owner shard. */
 bool rv_plog_probe_retention(rv_plog_t *log, int64_t now_ms);
+
+/*
+ * The idle sweep's look at a loaded log (owner shard). A log counts as used
+ * by appends, fetches, offset look-ups by time and record deletes. Once
+ * idle_ms passed since a sweep last saw it used, and it is clean (synced, so
+ * the WAL needs nothing of it) with nothing in flight, its descriptor is
+ * closed and a helper saves what a reload needs (the active segment's index,
+ * the producers' snapshot); then everything the load built is freed (closed
+ * segments' indexes, producer state, hot batches) and the log is as if not
+ * opened since start: the next call loads it again on a helper. Calls that
+ * arrive meanwhile wait as for a load and keep it loaded. True when an
+ * unload started.
+ */
+bool rv_plog_unload_idle(rv_plog_t *log, int64_t now_ms, int64_t idle_ms);
 
 /* Change the configuration (alter configs). */
 void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg);

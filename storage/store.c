@@ -106,6 +106,7 @@ void rv_store_config_init(struct rv_store_config *cfg)
         .checkpoint_interval_ms = 2000,
         .retention_check_ms = 30000,
         .compact_map_entries = RV_COMPACT_MAP_ENTRIES_DEFAULT,
+        .idle_unload_ms = 300000,
     };
 }
 
@@ -553,13 +554,22 @@ static void retention_tick(void *arg)
 }
 
 /* Close the descriptors of logs that stayed clean and unused since the last
- * sweep, so idle partitions hold no descriptor. */
+ * sweep, so idle partitions hold no descriptor; unload the logs unused for
+ * idle_unload_ms, so they hold no memory beyond their handle either. */
 static void sweep_tick(void *arg)
 {
     struct store_shard *ss = arg;
     if (ss->is_closing)
         return;
     rv_plog_fds_sweep(&ss->ps); /* only the logs holding one */
+    if (ss->st->cfg.idle_unload_ms != RV_IDLE_UNLOAD_NEVER) {
+        int64_t now = rv_clock_wall_ms();
+        uint32_t cursor = 0;
+        uint64_t key, val;
+        while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
+            (void)rv_plog_unload_idle((rv_plog_t *)(uintptr_t)val, now,
+                                      (int64_t)ss->st->cfg.idle_unload_ms);
+    }
     if (rv_timer_add((uint64_t)ss->st->cfg.checkpoint_interval_ms * 2000, sweep_tick, ss,
                      &ss->sweep_timer) < 0)
         rv_warn("store: shard %u cannot arm its descriptor sweep", ss->id);
@@ -2098,7 +2108,8 @@ void rv_store_shard_stats(rv_store_t *st, struct rv_store_shard_stats *out)
                                          .fds_used = ss->ps.fds.used,
                                          .fds_budget = ss->ps.fds.budget,
                                          .fds_evictions = ss->ps.fds.evictions,
-                                         .fds_waits = ss->ps.fds.waits};
+                                         .fds_waits = ss->ps.fds.waits,
+                                         .logs_unloaded = ss->ps.unloads};
     if (ss->ps.wal != NULL)
         rv_wal_get_stats(ss->ps.wal, &out->wal);
     if (ss->ps.hot != NULL)

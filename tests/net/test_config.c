@@ -138,6 +138,8 @@ Test(config, bad_values_are_errors_and_leave_the_value_unchanged)
         {"auto.create.topics.enable", "yes"},
         {"rivven.io.backend", "kqueue"},
         {"rivven.wal.io", "mmap"},
+        {"rivven.log.idle.unload.ms", "-1"},
+        {"rivven.log.idle.unload.ms", "4294967295"},
         {"rivven.shards", "257"},
         {"rivven.shards", "-1"},
         {"rivven.cpuset", "a-b"},
@@ -176,6 +178,9 @@ Test(config, good_values_of_every_type)
     cr_assert_eq(cfg.wal_io, RV_WAL_IO_BUFFERED);
     cr_assert_eq(rv_config_set(&cfg, "rivven.wal.io", "direct"), 0);
     cr_assert_eq(cfg.wal_io, RV_WAL_IO_DIRECT);
+    cr_assert_eq(cfg.log_idle_unload_ms, 300000, "the default");
+    cr_assert_eq(rv_config_set(&cfg, "rivven.log.idle.unload.ms", "0"), 0);
+    cr_assert_eq(cfg.log_idle_unload_ms, 0, "never");
     cr_assert_eq(rv_config_set(&cfg, "compression.type", "ZSTD"), 0);
     cr_assert_str_eq(cfg.compression_type, "zstd");
     cr_assert_eq(rv_config_set(&cfg, "rivven.trace.level", "debug"), 0);

@@ -309,6 +309,7 @@ Test(metrics, format_reads_back)
     shards[0].rt.stalls = 3;
     shards[0].has_storage = true;
     shards[0].storage.logs = 3;
+    shards[0].storage.logs_unloaded = 6;
     shards[0].storage.wal.groups = 4;
     shards[0].storage.wal.group_buckets[0] = 3;
     shards[0].storage.wal.group_buckets[RV_WAL_GROUP_BUCKETS] = 1;
@@ -351,6 +352,7 @@ Test(metrics, format_reads_back)
     cr_assert_eq(expo_value(text, "rivven_reactor_stalls_total{shard=\"0\"} "), 3);
     cr_assert_eq(expo_value(text, "rivven_partitions{shard=\"0\"} "), 3);
     cr_assert_eq(expo_value(text, "rivven_partitions{shard=\"1\"} "), -1); /* no storage there */
+    cr_assert_eq(expo_value(text, "rivven_partitions_unloaded_total{shard=\"0\"} "), 6);
     cr_assert_eq(expo_value(text, "rivven_wal_group_commits_total{shard=\"0\"} "), 4);
     cr_assert_eq(expo_value(text, "rivven_wal_group_records_bucket{shard=\"0\",le=\"512\"} "), 3);
     cr_assert_eq(expo_value(text, "rivven_wal_group_records_count{shard=\"0\"} "), 4);

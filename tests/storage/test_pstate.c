@@ -851,3 +851,195 @@ Test(pstate, a_failed_wal_write_takes_the_batches_in_flight_back)
     lcase_close(rt, &c, true);
     rv_runtime_close(rt);
 }
+
+/* ---- unloading an idle log ------------------------------------------------------------------- */
+
+struct ucase {
+    struct lcase *c;
+    bool started;  /* rv_plog_unload_idle said it started */
+    bool is_ready; /* rv_plog_is_ready after it */
+    uint64_t unloads;
+    int waited; /* the call queued while unloading ran */
+    int ckpt_rc;
+    bool skip_ckpt; /* ucase_try: no checkpoint first */
+};
+
+/* On the shard: a checkpoint (the log must be clean), then two sweeps' looks
+ * with no idle time: the first notes the uses, the second may start. */
+static void ucase_ckpt_done(void *arg, int64_t res)
+{
+    ((struct ucase *)arg)->ckpt_rc = (int)res;
+}
+
+static void ucase_try(void *arg)
+{
+    struct ucase *u = arg;
+    if (!u->skip_ckpt)
+        rv_plog_checkpoint(u->c->log, ucase_ckpt_done, u);
+    int64_t now = rv_clock_wall_ms();
+    u->started = rv_plog_unload_idle(u->c->log, now, 0);
+    u->started = rv_plog_unload_idle(u->c->log, now, 0) || u->started;
+}
+
+static void ucase_waited(void *arg)
+{
+    ((struct ucase *)arg)->waited++;
+}
+
+static void lcase_checkpoint_u(void *arg)
+{
+    struct ucase *u = arg;
+    rv_plog_checkpoint(u->c->log, ucase_ckpt_done, u);
+}
+
+static void lcase_wait_idle(rv_runtime_t *rt, struct lcase *c)
+{
+    for (int i = 0; i < 2000; i++) {
+        test_run_on(rt, 0, lcase_idle, c);
+        if (c->hw == 1)
+            return;
+        usleep(1000);
+    }
+    cr_assert_fail("the log never became idle");
+}
+
+/* Start an unload and, in the same turn, a call that needs the log. */
+static void ucase_try_and_want(void *arg)
+{
+    struct ucase *u = arg;
+    ucase_try(u);
+    if (u->started)
+        cr_assert_eq(rv_plog_when_ready(u->c->log, ucase_waited, u), 0);
+}
+
+static void ucase_state(void *arg)
+{
+    struct ucase *u = arg;
+    u->is_ready = rv_plog_is_ready(u->c->log);
+    u->unloads = u->c->sh.unloads;
+}
+
+static void ucase_start(rv_runtime_t *rt, struct ucase *u, void (*fn)(void *))
+{
+    for (int i = 0; i < 2000; i++) {
+        test_run_on(rt, 0, fn, u);
+        if (u->started)
+            return;
+        usleep(1000);
+    }
+    cr_assert_fail("the idle log never started to unload");
+}
+
+/* Wait until the unload (or its refusal) is over: the log is ready again, or
+ * the shard counted one more unload. */
+static void ucase_settle(rv_runtime_t *rt, struct ucase *u, uint64_t unloads_before)
+{
+    for (int i = 0; i < 2000; i++) {
+        test_run_on(rt, 0, ucase_state, u);
+        if (u->is_ready || u->unloads > unloads_before)
+            return;
+        usleep(1000);
+    }
+    cr_assert_fail("the unload never ended");
+}
+
+/* On the shard: the step's appends once the log is loaded (again). */
+static void lcase_append_when_ready(void *arg)
+{
+    struct lcase *c = arg;
+    cr_assert_eq(rv_plog_when_ready(c->log, lcase_append, c), 0);
+}
+
+static void lcase_step_done(void *arg)
+{
+    struct lcase *c = arg;
+    c->hw = c->batch_count == 0 ? 1 : 0; /* lcase_append ran */
+}
+
+/* STEP through a log that may be unloaded: it loads first. */
+static void lcase_step_loading(rv_runtime_t *rt, struct lcase *c, int64_t pid, int16_t epoch,
+                               int32_t seq, int n)
+{
+    c->count = c->dones = 0;
+    c->batches[0] = (typeof(c->batches[0])){pid, epoch, seq, n};
+    c->batch_count = 1;
+    test_run_on(rt, 0, lcase_append_when_ready, c);
+    c->hw = 0;
+    for (int i = 0; i < 2000 && c->hw == 0; i++) {
+        test_run_on(rt, 0, lcase_step_done, c);
+        if (c->hw == 0)
+            usleep(1000);
+    }
+    cr_assert_eq(c->hw, 1, "the log loaded and took the step");
+    for (uint32_t k = 0; k < c->count; k++)
+        test_signal_wait(&c->done);
+}
+
+/* An idle, clean log gives back what its load built and loads again on the
+ * next call: the producers' state (sequences, a retry's original offset) and
+ * the offsets come back from the files, the index and the snapshot saved by
+ * the unload. A call that arrives while it unloads keeps it loaded. A failed
+ * save keeps it loaded too, and working. */
+Test(pstate, an_idle_log_unloads_and_comes_back_with_its_producers)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    struct lcase c = {0};
+    struct ucase u = {.c = &c};
+    lcase_current = &c;
+    test_signal_init(&c.done);
+    lcase_open(rt, &c);
+    /* Over 4096 bytes, so the active segment's index has an entry to save. */
+    STEP(rt, &c, {1, 0, 0, 200}, {1, 0, 200, 200}, {1, 0, 400, 200});
+    cr_assert_eq(c.bases[2], 400);
+
+    /* The save fails (the index file cannot be created): it stays loaded.
+     * Checkpointed and idle first, so that the save is the next system call. */
+    u.ckpt_rc = 1;
+    test_run_on(rt, 0, lcase_checkpoint_u, &u);
+    for (int i = 0; i < 2000 && u.ckpt_rc != 0; i++)
+        usleep(1000);
+    cr_assert_eq(u.ckpt_rc, 0);
+    lcase_wait_idle(rt, &c);
+    u.skip_ckpt = true;
+    rv_sys_fault_fail_nth(1, -EIO);
+    ucase_start(rt, &u, ucase_try);
+    u.skip_ckpt = false;
+    ucase_settle(rt, &u, 0);
+    cr_assert(rv_sys_fault_fired());
+    rv_sys_fault_clear();
+    cr_assert(u.is_ready, "a failed save keeps the log loaded");
+    cr_assert_eq(u.unloads, 0);
+    STEP(rt, &c, {1, 0, 600, 1});
+    cr_assert_eq(c.bases[0], 600, "and working");
+
+    /* A call while it unloads: it stays loaded, and the call runs. */
+    u.started = false;
+    ucase_start(rt, &u, ucase_try_and_want);
+    ucase_settle(rt, &u, 0);
+    cr_assert(u.is_ready, "wanted during the unload: still loaded");
+    cr_assert_eq(u.unloads, 0);
+    cr_assert_eq(u.waited, 1, "the waiting call ran");
+
+    /* Now it unloads. */
+    u.started = false;
+    ucase_start(rt, &u, ucase_try);
+    ucase_settle(rt, &u, 0);
+    cr_assert_not(u.is_ready, "unloaded");
+    cr_assert_eq(u.unloads, 1);
+    int64_t off = -1;
+    cr_assert_eq(snapshot_count(c.pdir, &off), 1);
+    cr_assert_eq(off, 601, "the unload wrote the producers' snapshot at the end");
+
+    /* A retry of the last batch gets its original offset; the next sequence
+     * follows; an old epoch is still fenced after a new one. */
+    lcase_step_loading(rt, &c, 1, 0, 600, 1);
+    cr_assert_eq(c.rcs[0], 0);
+    cr_assert_eq(c.bases[0], 600, "a retry across the unload");
+    test_run_on(rt, 0, lcase_hw, &c);
+    cr_assert_eq(c.hw, 601, "not written again");
+    STEP(rt, &c, {1, 0, 601, 2}, {1, 0, 700, 1});
+    cr_assert_eq(c.bases[0], 601);
+    cr_assert_eq(c.rcs[1], -EILSEQ, "gaps are still refused");
+    lcase_close(rt, &c, true);
+    rv_runtime_close(rt);
+}
