@@ -78,6 +78,7 @@
 #include "rivven.h"
 #include "shards/shard_impl.h"
 #include "shards/sock.h"
+#include "storage/part.h"
 #include "tools/bench.h"
 
 extern char **environ;
@@ -135,8 +136,10 @@ RV_STATIC_ASSERT(LB_RUNS == 3); /* the note prints three */
 #define ST_KILL_AFTER_NS      1500000000ull  /* the child produces this long, then SIGKILL */
 #define ST_CHILD_REPORT_NS    10000000ull    /* the child reports its acked bytes this often */
 #define ST_PARTITIONS_DEFAULT 10000u
-#define ST_PART_WINDOW        64u /* produces in flight in the partition test */
-#define ST_RETRY_US           50u /* a driver refused with -ENOBUFS tries again after */
+#define ST_PARTS_IDLE_MS      1000u /* the partition test's idle_unload_ms */
+#define ST_PARTS_IDLE_WAIT_S  120u  /* how long it waits for every log to unload */
+#define ST_PART_WINDOW        64u   /* produces in flight in the partition test */
+#define ST_RETRY_US           50u   /* a driver refused with -ENOBUFS tries again after */
 
 /* The parts of the storage benchmark (--only). */
 #define ST_PART_PRODUCE    (1u << 0)
@@ -2908,12 +2911,17 @@ static enum rv_wal_io bench_wal_io;     /* --wal-io, for every store of the run 
 static enum rv_wal_io bench_segment_io; /* --segment-io, likewise */
 
 /* rv_store_open with hot_bytes (0: the default), timed into *took_ns. */
+/* The stores' idle_unload_ms (0: the default); the partition test sets it. */
+static uint32_t st_idle_unload_ms;
+
 static int st_store_open(rv_runtime_t *rt, uint64_t hot_bytes, rv_store_t **out, uint64_t *took_ns)
 {
     struct rv_store_config cfg;
     rv_store_config_init(&cfg);
     if (hot_bytes != 0)
         cfg.hot_bytes = hot_bytes;
+    if (st_idle_unload_ms != 0)
+        cfg.idle_unload_ms = st_idle_unload_ms;
     cfg.wal_io = bench_wal_io;
     cfg.segment_io = bench_segment_io;
     uint64_t t0 = rv_clock_now_ns();
@@ -4004,6 +4012,7 @@ struct st_parts {
     struct st_mark base;
     struct st_mark created;
     struct st_mark written;
+    struct st_mark idle;
     struct st_mark closed;
     struct st_mark reopened;
 };
@@ -4034,6 +4043,59 @@ static int st_parts_write(struct st_ctx *c, rv_store_t *st, struct st_parts *t)
     return 0;
 }
 
+/* Partition logs loaded on the shards, summed. */
+struct st_loaded {
+    rv_store_t *st;
+    uint32_t loaded;
+    sem_t done;
+};
+
+static void st_loaded_on_shard(void *arg)
+{
+    struct st_loaded *a = arg;
+    struct rv_store_shard_stats s;
+    rv_store_shard_stats(a->st, &s);
+    a->loaded = s.logs_loaded;
+    sem_post(&a->done);
+}
+
+static uint32_t st_logs_loaded(rv_runtime_t *rt, rv_store_t *st, uint32_t shards)
+{
+    uint32_t sum = 0;
+    for (uint32_t i = 0; i < shards; i++) {
+        struct st_loaded a = {.st = st};
+        sem_init(&a.done, 0, 0);
+        if (rv_runtime_submit(rt, i, st_loaded_on_shard, &a) == 0) {
+            while (sem_wait(&a.done) < 0 && errno == EINTR)
+                ;
+            sum += a.loaded;
+        }
+        sem_destroy(&a.done);
+    }
+    return sum;
+}
+
+/* Wait until the idle sweep unloaded every partition (ST_PARTS_IDLE_MS after
+ * its last use, at the sweep's pace), then measure again. */
+static void st_parts_idle(rv_runtime_t *rt, rv_store_t *st, struct st_parts *t, uint32_t shards)
+{
+    uint32_t loaded = st_logs_loaded(rt, st, shards);
+    uint64_t t0 = rv_clock_now_ns();
+    while (loaded > 0 && rv_clock_now_ns() - t0 < ST_PARTS_IDLE_WAIT_S * 1000000000ull) {
+        usleep(100000);
+        loaded = st_logs_loaded(rt, st, shards);
+    }
+    st_mark_take(&t->idle);
+    fig_num("storage", "parts_idle_still_loaded", "", loaded, "");
+    if (loaded > 0) {
+        fig_text("storage", "parts_idle_mem", "  after idle unload",
+                 "%u of %u partitions still loaded after %u s", loaded, t->n, ST_PARTS_IDLE_WAIT_S);
+        return;
+    }
+    st_parts_time("unload", "  all unloaded (idle)", t->idle.now_ns - t->written.now_ns, t->n);
+    st_mark_figures(&t->base, &t->idle, t->n, "idle", "  after idle unload");
+}
+
 /* Close the store and open it again, timing both; *st is the new store or
  * NULL. */
 static void st_parts_reopen(rv_runtime_t *rt, rv_store_t **st, struct st_parts *t)
@@ -4043,7 +4105,7 @@ static void st_parts_reopen(rv_runtime_t *rt, rv_store_t **st, struct st_parts *
     if (st_is_wedged)
         return;
     st_mark_take(&t->closed);
-    st_parts_time("close", "  rv_store_close", t->closed.now_ns - t->written.now_ns, t->n);
+    st_parts_time("close", "  rv_store_close", t->closed.now_ns - t->idle.now_ns, t->n);
     fig_num("storage", "parts_closed_fds", "", (double)(t->closed.fds - t->base.fds), "");
     int rc = st_store_open(rt, 0, st, NULL);
     st_mark_take(&t->reopened);
@@ -4082,11 +4144,15 @@ static int st_parts_run(struct st_ctx *c, uint32_t n)
     int rc = st_runtime_open(c, shards, dir, &rt);
     if (rc < 0)
         return rc;
+    st_idle_unload_ms = ST_PARTS_IDLE_MS;
     rc = st_store_open(rt, 0, &st, NULL);
     if (rc == 0)
         rc = st_parts_write(c, st, &t);
     if (rc == 0)
+        st_parts_idle(rt, st, &t, shards);
+    if (rc == 0)
         st_parts_reopen(rt, &st, &t);
+    st_idle_unload_ms = 0;
     st_store_close(st);
     st_runtime_close(rt);
     st_fd_reserve_release();
