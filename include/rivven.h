@@ -272,6 +272,13 @@ struct rv_topic_config {
     /* min.cleanable.dirty.ratio: compact once this share of the closed segments
      * is new (default 0.5). */
     double min_cleanable_dirty_ratio;
+    /* message.timestamp.before.max.ms / after.max.ms (CreateTime topics): a
+     * batch with a record timestamp more than this before / after the broker's
+     * clock is refused (-EDOM; Kafka's INVALID_TIMESTAMP). Defaults as Kafka 4:
+     * no bound before (INT64_MAX), one hour after. The older
+     * message.timestamp.difference.max.ms sets both. */
+    int64_t timestamp_before_max_ms;
+    int64_t timestamp_after_max_ms;
 };
 
 void rv_topic_config_init(struct rv_topic_config *cfg);
@@ -329,7 +336,8 @@ typedef void rv_produce_fn(void *arg, int64_t base_offset_or_err);
  * -errno) runs later on the partition's shard. Errors at call time (cb is not
  * called): -ENOENT (unknown topic/partition), -EMSGSIZE (batch over
  * max.message.bytes), -EINVAL, -ENOMEM, -ESHUTDOWN. Later through cb: -EIO,
- * -ENOSPC (disk full), -ENOBUFS (WAL saturated: retry). Any thread.
+ * -ENOSPC (disk full), -ENOBUFS (WAL saturated: retry), -EDOM (a record
+ * timestamp outside message.timestamp.before/after.max.ms). Any thread.
  */
 int rv_produce(rv_store_t *st, const char *topic, int32_t partition, const struct rv_record *recs,
                uint32_t count, enum rv_acks acks, rv_produce_fn *cb, void *arg);

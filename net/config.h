@@ -47,6 +47,8 @@ struct rv_config {
     int32_t num_partitions;            /* partitions of auto-created topics */
     bool is_auto_create_topics;        /* auto.create.topics.enable */
     int64_t log_retention_ms;          /* -1: keep forever */
+    int64_t log_ts_before_max_ms;      /* log.message.timestamp.before.max.ms */
+    int64_t log_ts_after_max_ms;       /* log.message.timestamp.after.max.ms */
     int64_t log_retention_bytes;       /* per partition; -1: no limit */
     int64_t log_segment_bytes;         /* roll a segment at this size */
     int64_t log_roll_ms;               /* roll a segment at this age */

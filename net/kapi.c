@@ -650,6 +650,7 @@ int16_t kapi_storage_error(int err)
     case -EMSGSIZE: return KERR_MESSAGE_TOO_LARGE;
     case -EINVAL: return KERR_INVALID_RECORD;
     case -EPROTONOSUPPORT: return KERR_UNSUPPORTED_FOR_MESSAGE_FORMAT;
+    case -EDOM: return KERR_INVALID_TIMESTAMP;
     case -ETIMEDOUT: return KERR_REQUEST_TIMED_OUT;
     /* Idempotent producers (storage/pstate.h). */
     case -EILSEQ: return KERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
@@ -734,6 +735,8 @@ void kapi_topic_defaults(const struct rv_kapi_broker *b, struct rv_topic_config 
     tc->retention_bytes = cfg->log_retention_bytes;
     tc->segment_bytes = cfg->log_segment_bytes;
     tc->segment_ms = cfg->log_roll_ms;
+    tc->timestamp_before_max_ms = cfg->log_ts_before_max_ms;
+    tc->timestamp_after_max_ms = cfg->log_ts_after_max_ms;
     /* A batch lives in one pool buffer: Kafka's default (1048588) is 76 bytes more. */
     tc->max_message_bytes =
         cfg->message_max_bytes > RV_TOPIC_BATCH_MAX ? RV_TOPIC_BATCH_MAX : cfg->message_max_bytes;

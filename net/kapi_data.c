@@ -63,7 +63,8 @@ struct kpart {
     uint32_t max_bytes;
     uint8_t *batch; /* produce */
     uint32_t batch_len;
-    uint8_t check; /* produce: enum kpart_check */
+    uint8_t check;                  /* produce: enum kpart_check */
+    struct rv_plog_checked checked; /* produce, KPART_CHECK_PASSED: what the check found */
     /* out */
     int64_t result; /* produce: base offset; list offsets: the offset */
     int64_t log_start;
@@ -251,7 +252,7 @@ struct kpart_check_job {
 static void kpart_check_work(void *arg) /* a helper thread */
 {
     struct kpart_check_job *j = arg;
-    j->rc = rv_plog_check_records(&j->params, j->p->batch, j->p->batch_len);
+    j->rc = rv_plog_check_records(&j->params, j->p->batch, j->p->batch_len, &j->p->checked);
 }
 
 static void kpart_check_done(void *arg) /* back on the owner */
@@ -318,7 +319,8 @@ static enum kpart_start kpart_produce(struct kshard_work *sw, struct kpart *p, r
         sw->inflight++;
         int acks = sw->acks == 0 ? RV_ACKS_LEADER : sw->acks;
         rc = p->check == KPART_CHECK_PASSED
-                 ? rv_plog_append_checked(log, buf, bytes, p->batch_len, acks, kpart_produced, p)
+                 ? rv_plog_append_checked(log, buf, bytes, p->batch_len, acks, &p->checked,
+                                          kpart_produced, p)
                  : rv_plog_append(log, buf, bytes, p->batch_len, acks, kpart_produced, p);
         if (rc < 0)
             sw->inflight--;

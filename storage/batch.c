@@ -273,16 +273,20 @@ int rv_batch_validate_records(struct rv_batch_view *view, const uint8_t *records
     struct rv_batch_record rec;
     rv_batch_record_iter_init(&it, view, records, len);
     int rc;
-    int64_t max_ts = RV_BATCH_NO_TIMESTAMP;
+    int64_t max_ts = RV_BATCH_NO_TIMESTAMP, min_ts = RV_BATCH_NO_TIMESTAMP;
     /* Bounded: each turn consumes a record of >= 7 bytes or ends. */
     while ((rc = rv_batch_record_iter_next(&it, &rec)) > 0) {
         if (rec.timestamp_ms > max_ts)
             max_ts = rec.timestamp_ms;
+        if (rec.timestamp_ms != RV_BATCH_NO_TIMESTAMP &&
+            (min_ts == RV_BATCH_NO_TIMESTAMP || rec.timestamp_ms < min_ts))
+            min_ts = rec.timestamp_ms;
     }
     if (rc < 0)
         return rc;
-    view->records_max_timestamp =
-        (view->attributes & RV_BATCH_ATTR_LOG_APPEND_TIME) != 0 ? view->max_timestamp : max_ts;
+    bool is_append_time = (view->attributes & RV_BATCH_ATTR_LOG_APPEND_TIME) != 0;
+    view->records_max_timestamp = is_append_time ? view->max_timestamp : max_ts;
+    view->records_min_timestamp = is_append_time ? view->base_timestamp : min_ts;
     view->has_dense_offsets = it.has_dense_offsets && view->record_count > 0 &&
                               view->last_offset_delta == view->record_count - 1;
     return 0;
@@ -307,6 +311,7 @@ static void batch_header_decode(const uint8_t *buf, struct rv_batch_view *v)
     v->record_count = (int32_t)be32_load(buf + RV_BATCH_RECORD_COUNT_POS);
     v->has_dense_offsets = false;
     v->records_max_timestamp = v->max_timestamp;
+    v->records_min_timestamp = v->base_timestamp;
 }
 
 /* Check the framing of the batch at buf: magic, sizes, CRC. Returns its size. */

@@ -111,6 +111,9 @@ struct rv_batch_view {
     int64_t records_max_timestamp; /* the records' largest timestamp (CreateTime), or
                                       max_timestamp when not walked or under
                                       LogAppendTime; -1 without records */
+    int64_t records_min_timestamp; /* the records' smallest timestamp other than -1
+                                      (CreateTime), or base_timestamp when not walked
+                                      or under LogAppendTime; -1 when none has one */
     const uint8_t *bytes;          /* the whole batch */
     size_t size_bytes;             /* 12 + length */
     const uint8_t *records;        /* the records section, compressed or not */

@@ -1822,12 +1822,15 @@ void rv_plog_check_params(const rv_plog_t *log, struct rv_plog_check *out)
                                   .is_compact = log->cfg.is_compact};
 }
 
-int rv_plog_check_records(const struct rv_plog_check *c, const uint8_t *batch, uint32_t len)
+int rv_plog_check_records(const struct rv_plog_check *c, const uint8_t *batch, uint32_t len,
+                          struct rv_plog_checked *out_checked)
 {
     struct rv_batch_view v;
     int n = rv_batch_parse(batch, len, c->max_batch_bytes, &v);
     if (n < 0)
         return n;
+    *out_checked = (struct rv_plog_checked){.min_timestamp = v.records_min_timestamp,
+                                            .max_timestamp = v.records_max_timestamp};
     if (rv_batch_codec(&v) == RV_CODEC_NONE) /* walked by the parse already */
         return !v.has_dense_offsets ? rv_errf(-EINVAL, "append: record offsets are not dense")
                : c->is_compact      ? rv_compact_check_keys(&v, v.records, v.records_bytes)
@@ -1845,6 +1848,8 @@ int rv_plog_check_records(const struct rv_plog_check *c, const uint8_t *batch, u
     if (rc == 0 && c->is_compact)
         rc = rv_compact_check_keys(&v, scratch, out);
     free(scratch);
+    *out_checked = (struct rv_plog_checked){.min_timestamp = v.records_min_timestamp,
+                                            .max_timestamp = v.records_max_timestamp};
     return rc;
 }
 
@@ -1855,28 +1860,55 @@ enum plog_append_kind {
 };
 
 static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
-                       rv_plog_append_fn *done, void *arg, enum plog_append_kind kind);
+                       rv_plog_append_fn *done, void *arg, enum plog_append_kind kind,
+                       const struct rv_plog_checked *checked);
 
 int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                    rv_plog_append_fn *done, void *arg)
 {
-    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_RECEIVED);
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_RECEIVED, NULL);
 }
 
 int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                          rv_plog_append_fn *done, void *arg)
 {
-    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_BUILT);
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_BUILT, NULL);
 }
 
 int rv_plog_append_checked(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
-                           rv_plog_append_fn *done, void *arg)
+                           const struct rv_plog_checked *checked, rv_plog_append_fn *done,
+                           void *arg)
 {
-    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_CHECKED);
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_CHECKED, checked);
+}
+
+/* A CreateTime record timestamp outside the topic's bounds, against the
+ * broker's clock: -EDOM, as Kafka's INVALID_TIMESTAMP. Records without a
+ * timestamp (-1) are not checked. */
+static int plog_check_timestamps(const struct rv_plog *log, int64_t min_ts, int64_t max_ts)
+{
+    const struct rv_plog_config *c = &log->cfg;
+    if (!c->has_ts_bounds || c->is_log_append_time ||
+        (c->ts_before_max_ms == INT64_MAX && c->ts_after_max_ms == INT64_MAX))
+        return 0;
+    int64_t now = rv_clock_wall_ms();
+    if (min_ts >= 0 && now - min_ts > c->ts_before_max_ms)
+        return rv_errf(-EDOM,
+                       "append: a record timestamp %" PRId64 " is %" PRId64
+                       " ms before the broker's clock (message.timestamp.before.max.ms %" PRId64
+                       ")",
+                       min_ts, now - min_ts, c->ts_before_max_ms);
+    if (max_ts >= 0 && max_ts - now > c->ts_after_max_ms)
+        return rv_errf(-EDOM,
+                       "append: a record timestamp %" PRId64 " is %" PRId64
+                       " ms after the broker's clock (message.timestamp.after.max.ms %" PRId64 ")",
+                       max_ts, max_ts - now, c->ts_after_max_ms);
+    return 0;
 }
 
 static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
-                       rv_plog_append_fn *done, void *arg, enum plog_append_kind kind)
+                       rv_plog_append_fn *done, void *arg, enum plog_append_kind kind,
+                       const struct rv_plog_checked *checked)
 {
     bool is_built = kind == PLOG_APPEND_BUILT;
     RV_ASSERT(log->shard != NULL);
@@ -1907,6 +1939,13 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
     int rc = is_checked || (is_built && !log->cfg.is_compact) ? 0 : plog_check_records(log, &v);
     if (rc < 0)
         return rc;
+    if (is_checked && checked != NULL) { /* what the check off the shard found */
+        v.records_min_timestamp = checked->min_timestamp;
+        v.records_max_timestamp = checked->max_timestamp;
+    }
+    rc = plog_check_timestamps(log, v.records_min_timestamp, v.records_max_timestamp);
+    if (rc < 0)
+        return rc;
     bool is_tracked = rv_pstate_is_tracked(&v);
     if (is_tracked) { /* an idempotent producer's: its sequence and epoch */
         struct rv_pstate_dup dup;
@@ -1928,8 +1967,7 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
     } else if (!is_built && v.record_count > 0 && v.records_max_timestamp != v.max_timestamp) {
         /* The producer's maxTimestamp is not its records' largest: set it, as
          * Kafka's broker does (the time index and retention go by it). Known
-         * for the batches whose records were walked here (not those checked
-         * off the shard). */
+         * for every batch whose records were walked, here or off the shard. */
         max_ts = v.records_max_timestamp;
         rv_batch_set_max_timestamp(batch, max_ts);
     }

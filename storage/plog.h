@@ -52,6 +52,11 @@ struct rv_plog_config {
     uint32_t index_interval;  /* bytes between offset index entries */
     uint32_t max_batch_bytes; /* largest batch accepted */
     bool is_log_append_time;  /* stamp batches with the broker's clock */
+    /* CreateTime, when has_ts_bounds: refuse a record timestamp more than
+     * this before / after the broker's clock (INT64_MAX: no bound). */
+    bool has_ts_bounds;
+    int64_t ts_before_max_ms;
+    int64_t ts_after_max_ms;
     /* Compaction (storage/compact.h). */
     bool is_compact;                  /* cleanup.policy holds compact */
     double min_cleanable_dirty_ratio; /* a pass is due once this share of closed bytes is dirty */
@@ -190,7 +195,9 @@ void rv_plog_close(rv_plog_t *log);
 /*
  * Append one batch held in buf (a pool buffer of the owner shard, not frozen;
  * batch points into it). Takes a reference on buf. done gets the base offset
- * or -errno: -EBADMSG/-EINVAL/-EMSGSIZE/-EPROTONOSUPPORT for a bad batch
+ * or -errno: -EBADMSG/-EINVAL/-EMSGSIZE/-EPROTONOSUPPORT for a bad batch,
+ * -EDOM for a record timestamp outside the topic's bounds
+ * (message.timestamp.before/after.max.ms, CreateTime topics)
  * (done is not called: the error is returned), -EIO after a storage failure,
  * -ENOBUFS when the WAL is saturated (returned).
  *
@@ -223,18 +230,26 @@ struct rv_plog_check {
     uint32_t max_batch_bytes;
     bool is_compact; /* records without a key are refused */
 };
+/* What the check found that the append needs: the records' timestamps. */
+struct rv_plog_checked {
+    int64_t min_timestamp; /* smallest other than -1, or -1 */
+    int64_t max_timestamp; /* largest, or -1 */
+};
 /* Owner shard. */
 void rv_plog_check_params(const rv_plog_t *log, struct rv_plog_check *out);
 /* Any thread, blocking: what rv_plog_append checks of the records of a
  * compressed batch (decompression bounded by RV_PLOG_SCRATCH_MAX, the record
- * walk, dense offsets, keys of a compacted topic), in memory of its own. 0, or
- * the -errno rv_plog_append would return. */
+ * walk, dense offsets, keys of a compacted topic), in memory of its own. 0
+ * with *out filled, or the -errno rv_plog_append would return. */
 RV_MUST_CHECK int rv_plog_check_records(const struct rv_plog_check *c, const uint8_t *batch,
-                                        uint32_t len);
-/* rv_plog_append for a batch whose records rv_plog_check_records accepted. */
+                                        uint32_t len, struct rv_plog_checked *out);
+/* rv_plog_append for a batch whose records rv_plog_check_records accepted,
+ * with what it found (the timestamps are still checked against the topic's
+ * bounds, and the batch's maxTimestamp set from them, on the shard). */
 RV_MUST_CHECK int rv_plog_append_checked(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch,
-                                         uint32_t len, int acks, rv_plog_append_fn *done,
-                                         void *arg);
+                                         uint32_t len, int acks,
+                                         const struct rv_plog_checked *checked,
+                                         rv_plog_append_fn *done, void *arg);
 
 /* Fetch batches from `offset`, up to about max_bytes (always at least one
  * whole batch). done runs on this shard, possibly before the call returns. */

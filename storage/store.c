@@ -182,6 +182,9 @@ static void store_plog_config(const struct rv_topic_config *cfg, struct rv_plog_
         .is_compact = is_compact,
         .min_cleanable_dirty_ratio = cfg->min_cleanable_dirty_ratio,
         .delete_retention_ms = cfg->delete_retention_ms,
+        .has_ts_bounds = true,
+        .ts_before_max_ms = cfg->timestamp_before_max_ms,
+        .ts_after_max_ms = cfg->timestamp_after_max_ms,
     };
     if (!is_delete)
         out->retention_ms = out->retention_bytes = -1;

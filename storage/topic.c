@@ -38,6 +38,8 @@ void rv_topic_config_init(struct rv_topic_config *cfg)
         .index_interval_bytes = 4096,
         .delete_retention_ms = DAY_MS,
         .min_cleanable_dirty_ratio = 0.5,
+        .timestamp_before_max_ms = INT64_MAX,
+        .timestamp_after_max_ms = 3600000,
     };
     snprintf(cfg->compression, sizeof(cfg->compression), "producer");
     snprintf(cfg->cleanup_policy, sizeof(cfg->cleanup_policy), "delete");
@@ -104,7 +106,14 @@ static const struct topic_num topic_nums[] = {
     {"index.interval.bytes", offsetof(struct rv_topic_config, index_interval_bytes), true, 0},
     {"partitions", offsetof(struct rv_topic_config, partitions), true, 1},
     {"delete.retention.ms", offsetof(struct rv_topic_config, delete_retention_ms), false, 0},
+    {"message.timestamp.before.max.ms", offsetof(struct rv_topic_config, timestamp_before_max_ms),
+     false, 0},
+    {"message.timestamp.after.max.ms", offsetof(struct rv_topic_config, timestamp_after_max_ms),
+     false, 0},
 };
+
+/* Kafka's older single bound, before and after at once (deprecated there). */
+#define TOPIC_TS_DIFF_NAME "message.timestamp.difference.max.ms"
 
 #define TOPIC_RATIO_NAME "min.cleanable.dirty.ratio"
 
@@ -122,6 +131,13 @@ static int topic_parse_ratio(const char *value, double *out)
 
 int rv_topic_config_set(struct rv_topic_config *cfg, const char *name, const char *value)
 {
+    if (strcmp(name, TOPIC_TS_DIFF_NAME) == 0) {
+        int64_t v;
+        if (topic_parse_i64(value, 0, &v) < 0)
+            return rv_errf(-EINVAL, "%s=%s: expected a whole number from 0", name, value);
+        cfg->timestamp_before_max_ms = cfg->timestamp_after_max_ms = v;
+        return 0;
+    }
     for (size_t i = 0; i < RV_ARRAY_LEN(topic_nums); i++) {
         const struct topic_num *t = &topic_nums[i];
         if (strcmp(name, t->name) != 0)

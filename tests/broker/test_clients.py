@@ -655,6 +655,27 @@ class Admin(B.BrokerTestCase):
         self.assertEqual([t for _, _, _, t in got[0]], [base + i * 1000 for i in range(10)],
                          "CreateTime timestamps kept")
 
+    def test_timestamp_bounds(self):
+        """message.timestamp.before.max.ms: an old CreateTime record is refused
+        with INVALID_TIMESTAMP (librdkafka does not retry it), a current one
+        goes in, and DescribeConfigs shows the bound."""
+        self.must_create("adm-tsbound", 1, {"message.timestamp.before.max.ms": "60000"})
+        log = ClientLog()
+        p = make_producer(self.broker.bootstrap, log)
+        errors = []
+        p.produce("adm-tsbound", key=b"k", value=b"old",
+                  timestamp=(int(time.time()) - 3600) * 1000,
+                  on_delivery=lambda err, msg: errors.append(err))
+        self.assertEqual(p.flush(60), 0)
+        self.assertEqual(len(errors), 1)
+        self.assertIsNotNone(errors[0], "an hour-old record was accepted")
+        self.assertEqual(errors[0].code(), KafkaError.INVALID_TIMESTAMP, str(errors[0]))
+        res = produce_all(p, "adm-tsbound", [(b"k", b"now", 0)], log)
+        self.assertEqual(res[0][1], 0, "the refused record took no offset")
+        cfg = self.describe(ConfigResource.Type.TOPIC, "adm-tsbound")
+        self.assertEqual(cfg["message.timestamp.before.max.ms"].value, "60000")
+        self.assertEqual(cfg["message.timestamp.after.max.ms"].value, "3600000")
+
     # -- cluster and log dirs --
 
     def test_describe_cluster(self):

@@ -527,11 +527,19 @@ Test(kadmin, create_partitions_in_every_version, .init = fixture_open, .fini = f
 Test(kadmin, describe_configs_in_every_version, .init = fixture_open, .fini = fixture_close)
 {
     cr_assert_eq(create_one(1, "dc", 1, "segment.bytes", "1048576"), 0);
-    const char *keys[] = {
-        "cleanup.policy",         "compression.type",  "delete.retention.ms",
-        "index.interval.bytes",   "max.message.bytes", "min.cleanable.dirty.ratio",
-        "message.timestamp.type", "retention.bytes",   "retention.ms",
-        "segment.bytes",          "segment.ms"};
+    const char *keys[] = {"cleanup.policy",
+                          "compression.type",
+                          "delete.retention.ms",
+                          "index.interval.bytes",
+                          "max.message.bytes",
+                          "min.cleanable.dirty.ratio",
+                          "message.timestamp.after.max.ms",
+                          "message.timestamp.before.max.ms",
+                          "message.timestamp.type",
+                          "retention.bytes",
+                          "retention.ms",
+                          "segment.bytes",
+                          "segment.ms"};
     for (int16_t v = 0; v <= 4; v++) {
         struct rv_kp_describe_configs_response_result r = describe(v, 2, "dc", v >= 1, v >= 3);
         cr_assert_eq(r.error_code, 0);

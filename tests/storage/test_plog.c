@@ -240,19 +240,22 @@ Test(plog, append_refuses_bad_compressed_records_sparse_offsets_and_two_batches)
 Test(plog, check_records_off_the_shard_finds_what_append_would)
 {
     struct rv_plog_check c = {.max_batch_bytes = 1 << 20, .is_compact = false};
+    struct rv_plog_checked out;
     static uint8_t b[8192];
     size_t len = build(b, sizeof(b), RV_CODEC_GZIP);
-    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0);
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len, &out), 0);
+    cr_assert_eq(out.min_timestamp, 1000, "the records' timestamps, for the append");
+    cr_assert_eq(out.max_timestamp, 1002);
     c.is_compact = true;
-    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0, "every record has a key");
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len, &out), 0, "every record has a key");
     b[len - 10] ^= 0x5a; /* inside the compressed records */
     fix_crc(b, len);
-    int rc = rv_plog_check_records(&c, b, (uint32_t)len);
+    int rc = rv_plog_check_records(&c, b, (uint32_t)len, &out);
     cr_assert(rc == -EBADMSG || rc == -EINVAL, "%s", rv_strerror(rc));
-    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len - 1), -EBADMSG, "a cut batch");
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len - 1, &out), -EBADMSG, "a cut batch");
     c.max_batch_bytes = 64;
     len = build(b, sizeof(b), RV_CODEC_ZSTD);
-    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), -EMSGSIZE);
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len, &out), -EMSGSIZE);
     /* A compacted topic refuses records without a key (uncompressed too). */
     static uint8_t tmp[4096];
     struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
@@ -266,9 +269,9 @@ Test(plog, check_records_off_the_shard_finds_what_append_would)
                      &bb, RV_CODEC_LZ4, rv_codec_default_level(RV_CODEC_LZ4), b, sizeof(b), &len),
                  0);
     c = (struct rv_plog_check){.max_batch_bytes = 1 << 20, .is_compact = true};
-    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), -EINVAL);
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len, &out), -EINVAL);
     c.is_compact = false;
-    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len), 0);
+    cr_assert_eq(rv_plog_check_records(&c, b, (uint32_t)len, &out), 0);
 }
 
 /* A direct segment write whose staging block the pool cannot give: the write
@@ -925,8 +928,9 @@ Test(plog, a_retention_roll_that_meets_emfile_leaves_the_log_working)
  * not: the time index and time retention go by it. */
 struct mt_case {
     struct dw_case *c;
-    uint8_t batches[2][4096];
-    size_t lens[2];
+    uint8_t batches[3][4096];
+    size_t lens[3];
+    struct rv_plog_checked checked; /* of batches[2], checked as off the shard */
 };
 
 static void mt_append(void *arg)
@@ -939,6 +943,14 @@ static void mt_append(void *arg)
             append_bytes(&c->sh, c->log, m->batches[i], m->lens[i], RV_ACKS_ALL, dw_appended, c);
         cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
     }
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, m->lens[2], &buf), 0);
+    memcpy(rv_buf_data(buf), m->batches[2], m->lens[2]);
+    rv_buf_set_len(buf, m->lens[2]);
+    c->rc = rv_plog_append_checked(c->log, buf, rv_buf_data(buf), (uint32_t)m->lens[2], RV_ACKS_ALL,
+                                   &m->checked, dw_appended, c);
+    rv_buf_put(buf);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
 }
 
 static void set_max_ts(uint8_t *batch, size_t len, int64_t ts)
@@ -956,18 +968,25 @@ Test(plog, a_wrong_max_timestamp_is_set_right)
     m.c = dw_case_open(seg, sizeof(seg));
     m.lens[0] = build(m.batches[0], sizeof(m.batches[0]), RV_CODEC_NONE);
     m.lens[1] = build(m.batches[1], sizeof(m.batches[1]), RV_CODEC_ZSTD);
+    m.lens[2] = build(m.batches[2], sizeof(m.batches[2]), RV_CODEC_LZ4);
     set_max_ts(m.batches[0], m.lens[0], 5000); /* past the records' (1000..1002) */
     set_max_ts(m.batches[1], m.lens[1], 500);  /* before them */
+    set_max_ts(m.batches[2], m.lens[2], 7);
+    struct rv_plog_check params = {.max_batch_bytes = 1 << 20};
+    cr_assert_eq(rv_plog_check_records(&params, m.batches[2], (uint32_t)m.lens[2], &m.checked), 0);
     test_run_on(rt, 0, mt_append, &m);
-    test_signal_wait(&m.c->done);
-    test_signal_wait(&m.c->done);
+    for (int i = 0; i < 3; i++)
+        test_signal_wait(&m.c->done);
     close_when_idle(rt, dw_cleanup, m.c, &m.c->log);
     rv_runtime_close(rt);
     static uint8_t got[8192];
-    cr_assert_eq(read_file(seg, got, sizeof(got)), m.lens[0] + m.lens[1]);
+    cr_assert_eq(read_file(seg, got, sizeof(got)), m.lens[0] + m.lens[1] + m.lens[2]);
     struct rv_batch_view v;
     cr_assert_eq(rv_batch_parse(got, m.lens[0], 1 << 20, &v), (int)m.lens[0], "its CRC holds");
     cr_assert_eq(v.max_timestamp, 1002);
     cr_assert_eq(rv_batch_parse(got + m.lens[0], m.lens[1], 1 << 20, &v), (int)m.lens[1]);
     cr_assert_eq(v.max_timestamp, 1002, "compressed too");
+    cr_assert_eq(rv_batch_parse(got + m.lens[0] + m.lens[1], m.lens[2], 1 << 20, &v),
+                 (int)m.lens[2]);
+    cr_assert_eq(v.max_timestamp, 1002, "and checked off the shard");
 }

@@ -1546,3 +1546,43 @@ Test(store, idle_partitions_give_back_their_memory)
     cr_assert_eq(read_all(&e, "idle", 1, 2, 2), 4);
     env_close(&e);
 }
+
+/* ---- timestamp bounds ------------------------------------------------------------------------ */
+
+/* message.timestamp.before/after.max.ms refuse a CreateTime record whose
+ * timestamp is too far from the broker's clock (-EDOM, Kafka's
+ * INVALID_TIMESTAMP) and write nothing; the default lets old records in and
+ * refuses those over an hour ahead; LogAppendTime is never refused; the
+ * older difference.max.ms sets both; the bounds survive a restart. */
+Test(store, record_timestamps_outside_the_topics_bounds_are_refused)
+{
+    struct env e = env_open(1);
+    make_topic(&e, "dflt", 1, NULL, NULL);
+    cr_assert_eq(produce_at(&e, "dflt", 0, 1000), 0, "no bound before by default");
+    cr_assert_eq(produce_at(&e, "dflt", 0, wall_ms() + 2 * 3600 * 1000), -EDOM, "2 h ahead");
+    cr_assert_eq(produce_at(&e, "dflt", 0, wall_ms() + 60 * 1000), 1, "a minute ahead is fine");
+
+    struct rv_topic_config tc;
+    rv_topic_config_init(&tc);
+    cr_assert_eq(rv_topic_config_set(&tc, "message.timestamp.before.max.ms", "60000"), 0);
+    cr_assert_eq(rv_topic_config_set(&tc, "message.timestamp.after.max.ms", "0"), 0);
+    cr_assert_eq(rv_topic_create(e.st, "tight", &tc), 0, "%s", rv_err_msg());
+    cr_assert_eq(produce_at(&e, "tight", 0, wall_ms() - 3600 * 1000), -EDOM, "an hour old");
+    cr_assert_eq(produce_at(&e, "tight", 0, wall_ms() + 10000), -EDOM, "ahead");
+    cr_assert_eq(produce_at(&e, "tight", 0, 0), 0, "0 is now (rv_produce's default)");
+    cr_assert_eq(rv_list_offset(e.st, "tight", 0, RV_OFFSET_LATEST), 1, "nothing refused was kept");
+
+    rv_topic_config_init(&tc);
+    cr_assert_eq(rv_topic_config_set(&tc, "message.timestamp.difference.max.ms", "1000"), 0);
+    cr_assert_eq(tc.timestamp_before_max_ms, 1000);
+    cr_assert_eq(tc.timestamp_after_max_ms, 1000);
+    cr_assert_eq(rv_topic_config_set(&tc, "message.timestamp.before.max.ms", "-1"), -EINVAL);
+    cr_assert_eq(rv_topic_config_set(&tc, "message.timestamp.type", "LogAppendTime"), 0);
+    cr_assert_eq(rv_topic_create(e.st, "stamped", &tc), 0, "%s", rv_err_msg());
+    cr_assert_eq(produce_at(&e, "stamped", 0, 1000), 0, "LogAppendTime: the broker's clock");
+    env_close(&e);
+
+    e = env_open(1);
+    cr_assert_eq(produce_at(&e, "tight", 0, wall_ms() - 3600 * 1000), -EDOM, "after a restart too");
+    env_close(&e);
+}
