@@ -1133,6 +1133,7 @@ struct produce_op {
     rv_store_t *st;
     uint64_t key;
     uint8_t *batch; /* malloc'd; copied into a pool buffer on the owner */
+    rv_buf_t *buf;  /* or built in the owner's pool already (a call on the owner) */
     uint32_t len;
     int acks;
     rv_produce_fn *cb;
@@ -1171,14 +1172,15 @@ static int produce_add(struct rv_batch_builder *b, const struct rv_record *r, in
                                 r->value, r->value_len, hs, r->header_count);
 }
 
-/* Build one batch (compressed as the topic says) into a malloc'd buffer. */
+/* Build one batch (compressed as the topic says) into a malloc'd buffer, or
+ * into `into` (cap bytes, uncompressed topics only) when given. */
 static int produce_build(const struct store_route *rt, const struct rv_record *recs, uint32_t count,
-                         uint8_t **out, uint32_t *out_len)
+                         uint8_t *into, size_t cap, uint8_t **out, uint32_t *out_len)
 {
     if (count == 0)
         return rv_errf(-EINVAL, "produce: no records");
-    size_t cap = produce_bound(recs, count);
-    uint8_t *buf = malloc(cap);
+    RV_ASSERT(into == NULL || rt->codec == RV_CODEC_NONE);
+    uint8_t *buf = into != NULL ? into : malloc(cap);
     if (buf == NULL)
         return -ENOMEM;
     struct rv_batch_params params = {.base_timestamp = RV_BATCH_NO_TIMESTAMP,
@@ -1191,7 +1193,8 @@ static int produce_build(const struct store_route *rt, const struct rv_record *r
     for (uint32_t i = 0; i < count && rc == 0; i++)
         rc = produce_add(&b, &recs[i], now);
     if (rc < 0) {
-        free(buf);
+        if (into == NULL)
+            free(buf);
         return rc;
     }
     size_t len = 0;
@@ -1210,11 +1213,33 @@ static int produce_build(const struct store_route *rt, const struct rv_record *r
         rc = rv_errf(-EMSGSIZE, "produce: batch of %zu bytes over max.message.bytes %d", len,
                      rt->max_batch);
     if (rc < 0) {
-        free(res);
+        if (into == NULL)
+            free(res);
         return rc;
     }
     *out = res;
     *out_len = (uint32_t)len;
+    return 0;
+}
+
+/* On the owner shard, an uncompressed batch is built straight into a buffer
+ * of the shard's pool: no copy and no malloc for it (0, or -errno; 1 when the
+ * pool has no block that size: build it the other way). */
+static int produce_build_owned(rv_store_t *st, const struct store_route *rt,
+                               const struct rv_record *recs, uint32_t count, size_t cap,
+                               struct produce_op *op)
+{
+    rv_buf_t *buf;
+    if (rv_buf_alloc(st->shards[rt->owner].ps.pool, cap, &buf) < 0)
+        return 1;
+    uint8_t *batch;
+    int rc = produce_build(rt, recs, count, rv_buf_data(buf), cap, &batch, &op->len);
+    if (rc < 0) {
+        rv_buf_put(buf);
+        return rc;
+    }
+    rv_buf_set_len(buf, op->len);
+    op->buf = buf;
     return 0;
 }
 
@@ -1237,12 +1262,18 @@ static void produce_on_owner(void *arg)
         if (rc == 0)
             return; /* runs again once the log is loaded */
     }
-    if (rc == 0)
+    if (rc == 0 && op->buf != NULL) {
+        buf = op->buf; /* built here already */
+        op->buf = NULL;
+    } else if (rc == 0) {
         rc = rv_buf_alloc(ss->ps.pool, op->len, &buf);
+        if (rc == 0) {
+            memcpy(rv_buf_data(buf), op->batch, op->len);
+            rv_buf_set_len(buf, op->len);
+        }
+    }
     if (rc == 0) {
         uint8_t *data = rv_buf_data(buf);
-        memcpy(data, op->batch, op->len);
-        rv_buf_set_len(buf, op->len);
         /* Built by produce_build: valid by construction, not checked again. */
         rc = rv_plog_append_built((rv_plog_t *)(uintptr_t)val, buf, data, op->len, op->acks,
                                   produce_done, op);
@@ -1250,6 +1281,10 @@ static void produce_on_owner(void *arg)
     }
     free(op->batch);
     op->batch = NULL;
+    if (op->buf != NULL) { /* not appended (no such log) */
+        rv_buf_put(op->buf);
+        op->buf = NULL;
+    }
     if (rc < 0)
         produce_done(op, rc);
 }
@@ -1266,11 +1301,18 @@ int rv_produce(rv_store_t *st, const char *topic, int32_t partition, const struc
     if (op == NULL)
         return -ENOMEM;
     *op = (struct produce_op){.st = st, .key = route.key, .acks = acks, .cb = cb, .arg = arg};
-    rc = produce_build(&route, recs, count, &op->batch, &op->len);
-    if (rc == 0)
+    size_t cap = count > 0 ? produce_bound(recs, count) : 0;
+    rc = 1;
+    if (rv_shard_self() == (int)route.owner && route.codec == RV_CODEC_NONE && count > 0)
+        rc = produce_build_owned(st, &route, recs, count, cap, op);
+    if (rc == 1)
+        rc = produce_build(&route, recs, count, NULL, cap, &op->batch, &op->len);
+    if (rc == 0) /* a task even on the owner: cb never runs inside this call */
         rc = rv_runtime_submit(st->rt, route.owner, produce_on_owner, op);
     if (rc < 0) {
         free(op->batch);
+        if (op->buf != NULL)
+            rv_buf_put(op->buf);
         free(op);
     }
     return rc;

@@ -1586,3 +1586,59 @@ Test(store, record_timestamps_outside_the_topics_bounds_are_refused)
     cr_assert_eq(produce_at(&e, "tight", 0, wall_ms() - 3600 * 1000), -EDOM, "after a restart too");
     env_close(&e);
 }
+
+/* ---- rv_produce on the owner shard ------------------------------------------------------------ */
+
+struct owned_case {
+    struct env *e;
+    int rc_small;
+    int rc_big;
+    int64_t base;
+    struct test_signal done;
+};
+
+static void owned_done(void *arg, int64_t base)
+{
+    struct owned_case *o = arg;
+    o->base = base;
+    test_signal_post(&o->done);
+}
+
+static void owned_run(void *arg)
+{
+    struct owned_case *o = arg;
+    static char big[3000];
+    memset(big, 'x', sizeof(big));
+    struct rv_record r[3];
+    for (int i = 0; i < 3; i++) {
+        static char vals[3][32];
+        int n = snprintf(vals[i], sizeof(vals[i]), "value-%u-%0*u", 7 + i, (7 + i) % 50, 7 + i);
+        r[i] = (struct rv_record){.key_len = -1, .value = vals[i], .value_len = n};
+    }
+    o->rc_small = rv_produce(o->e->st, "owned", 0, r, 3, RV_ACKS_ALL, owned_done, o);
+    cr_assert_eq(o->base, -100, "the callback comes later, not inside rv_produce");
+    struct rv_record b[2] = {{.key_len = -1, .value = big, .value_len = sizeof(big)},
+                             {.key_len = -1, .value = big, .value_len = sizeof(big)}};
+    o->rc_big = rv_produce(o->e->st, "owned", 0, b, 2, RV_ACKS_ALL, owned_done, o);
+}
+
+/* On the partition's own shard an uncompressed batch is built straight into
+ * the shard's pool: the callback still comes later (never inside the call),
+ * the records read back, and a batch over max.message.bytes is refused at
+ * call time, as from any other thread. */
+Test(store, produce_on_the_owner_shard_builds_in_place)
+{
+    struct env e = env_open(1);
+    make_topic(&e, "owned", 1, "max.message.bytes", "4096");
+    for (uint32_t i = 0; i < 7; i++)
+        cr_assert_eq(produce_one(&e, "owned", 0, i, RV_ACKS_ALL), i);
+    struct owned_case o = {.e = &e, .base = -100};
+    test_signal_init(&o.done);
+    test_run_on(e.rt, 0, owned_run, &o);
+    cr_assert_eq(o.rc_small, 0);
+    cr_assert_eq(o.rc_big, -EMSGSIZE, "%s", rv_strerror(o.rc_big));
+    test_signal_wait(&o.done);
+    cr_assert_eq(o.base, 7);
+    cr_assert_eq(read_all(&e, "owned", 0, 0, 0), 10);
+    env_close(&e);
+}
