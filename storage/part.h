@@ -114,8 +114,10 @@ struct rv_store_shard_stats {
 void rv_store_shard_stats(rv_store_t *st, struct rv_store_shard_stats *out);
 
 /* Call fn(arg, key, log) for every partition log of this shard, log NULL when
- * it is not opened yet (nothing is opened for this). fn must not add or
- * remove logs. */
+ * its offsets are not known (not opened since start, or loading; nothing is
+ * opened for this). A log unloaded when idle is passed with the offsets it
+ * had (rv_plog_has_offsets): only its queries may be used. fn must not add
+ * or remove logs. */
 typedef void rv_store_log_fn(void *arg, uint64_t key, rv_plog_t *log);
 void rv_store_each_log(rv_store_t *st, rv_store_log_fn *fn, void *arg);
 

@@ -198,9 +198,14 @@ struct rv_plog {
     bool has_ckpt;
     struct rv_pstate pstate; /* idempotent producers (storage/pstate.h) */
     struct plog_compact compact;
-    uint32_t uses;          /* appends, fetches, offset look-ups, deletes (idle unload) */
+    uint32_t uses;          /* calls for the log (rv_plog_note_use; idle unload) */
     uint32_t uses_at_sweep; /* uses at the last idle sweep that saw them move */
     int64_t used_ms;        /* when that sweep ran (wall clock; 0: not yet seen) */
+    /* Kept across an unload (the files do not say them): */
+    bool was_loaded;           /* log_start and leo hold the last loaded values */
+    uint64_t kept_size_bytes;  /* the segments' bytes when it unloaded */
+    uint64_t kept_active_base; /* the active segment then, and its first append's time */
+    int64_t kept_active_created_ms;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -340,6 +345,7 @@ int rv_plog_create(rv_plog_t **out, const char *dir, uint64_t key, const struct 
  * helper thread never writes the field its shard reads. */
 static int plog_load_data(struct rv_plog *log)
 {
+    log->log_start = 0; /* what the files say, even after an unload */
     int rc = rv_sys_mkdir_p(log->dir, 0755);
     if (rc == 0)
         rc = plog_read_start(log);
@@ -357,6 +363,9 @@ static int plog_load_data(struct rv_plog *log)
     struct rv_seg *act = plog_active(log);
     char path[PATH_MAX];
     struct stat sb;
+    if (act->size_bytes > 0 && log->kept_active_created_ms > 0 &&
+        act->base_offset == log->kept_active_base)
+        act->created_ms = log->kept_active_created_ms; /* unloaded since: known exactly */
     if (act->size_bytes > 0 && act->created_ms == 0 &&
         plog_path(path, sizeof(path), log, act->base_offset, ".log") == 0 && stat(path, &sb) == 0)
         act->created_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
@@ -3404,6 +3413,8 @@ int64_t rv_plog_high_watermark(const rv_plog_t *log)
 
 uint64_t rv_plog_size_bytes(const rv_plog_t *log)
 {
+    if (log->load != PLOG_LOADED)
+        return log->was_loaded ? log->kept_size_bytes : 0;
     uint64_t total = 0;
     for (uint32_t i = 0; i < log->seg_count; i++)
         total += log->segs[i].size_bytes;
@@ -3421,6 +3432,25 @@ struct unload_job {
     struct rv_plog *log;
     int rc;
 };
+
+/* An unload that could not be done: the next try a whole idle period later,
+ * not at every sweep. */
+static void plog_unload_later(struct rv_plog *log)
+{
+    log->uses_at_sweep = log->uses;
+    log->used_ms = rv_clock_wall_ms();
+}
+
+void rv_plog_note_use(rv_plog_t *log)
+{
+    log->uses++;
+}
+
+bool rv_plog_has_offsets(const rv_plog_t *log)
+{
+    return log->load == PLOG_LOADED ||
+           (log->was_loaded && (log->load == PLOG_UNLOADED || log->load == PLOG_UNLOADING));
+}
 
 /* Helper, while the shard leaves the log alone (PLOG_UNLOADING): what makes
  * the next load quick and exact. Direct writes' zeros past the data are cut,
@@ -3450,6 +3480,13 @@ static void plog_unload_data(struct rv_plog *log)
     while (log->hot_first != NULL)
         hot_unlink(log->shard->hot, log->hot_first);
     plog_dw_forget(log);
+    /* What a reload cannot read back: segment.ms counts from the active
+     * segment's first append (the file has its last write's time only), and
+     * the figures the metrics show meanwhile. */
+    log->kept_active_base = plog_active(log)->base_offset;
+    log->kept_active_created_ms = plog_active(log)->created_ms;
+    log->kept_size_bytes = rv_plog_size_bytes(log);
+    log->was_loaded = true;
     for (uint32_t i = 0; i < log->seg_count; i++)
         rv_seg_fini(&log->segs[i]);
     free(log->segs);
@@ -3457,9 +3494,9 @@ static void plog_unload_data(struct rv_plog *log)
     log->seg_count = log->seg_cap = 0;
     rv_pstate_fini(&log->pstate);
     rv_pstate_init(&log->pstate);
-    log->compact = (struct plog_compact){0};
+    log->compact = (struct plog_compact){.retry_ms = log->compact.retry_ms};
     log->dw = (struct plog_dw){0};
-    log->log_start = log->leo = log->next_offset = 0;
+    log->next_offset = log->leo; /* log_start and leo stay for the metrics */
     log->state = PLOG_WRITABLE;
     log->load = PLOG_UNLOADED;
 }
@@ -3474,6 +3511,7 @@ static void plog_unload_done(void *arg)
                 rv_strerror(job->rc));
     if (job->rc < 0 || log->pending_head != NULL || log->shard->fds.is_closing) {
         log->load = PLOG_LOADED; /* wanted again meanwhile, or the save failed: keep it */
+        plog_unload_later(log);
         plog_load_done_run_pending(log);
     } else {
         plog_unload_data(log);
@@ -3497,22 +3535,28 @@ bool rv_plog_unload_idle(rv_plog_t *log, int64_t now_ms, int64_t idle_ms)
         log->is_disk_full || log->is_probing || log->compact.job != NULL ||
         log->compact.is_swapping || plog_has_held_writes(log))
         return false;
-    /* A pass that is due waits for its turn (one per shard at a time). */
-    if (log->cfg.is_compact && log->seg_count > 1 &&
-        rv_compact_is_due(log->segs, log->seg_count - 1, &log->compact.point,
-                          log->cfg.min_cleanable_dirty_ratio, now_ms))
+    /* A pass that is due waits for its turn (one per shard at a time); a kept
+     * tombstone's horizon makes one due later, which only a loaded log sees. */
+    if (log->cfg.is_compact &&
+        (log->compact.point.horizon_ms != RV_COMPACT_NO_HORIZON ||
+         (log->seg_count > 1 &&
+          rv_compact_is_due(log->segs, log->seg_count - 1, &log->compact.point,
+                            log->cfg.min_cleanable_dirty_ratio, now_ms))))
         return false;
     if (log->fd >= 0 && !rv_plog_release_fd(log))
         return false;
     if (log->has_slot)
         return false;
     struct unload_job *job = malloc(sizeof(*job));
-    if (job == NULL)
-        return false; /* the next sweep tries again */
+    if (job == NULL) {
+        plog_unload_later(log);
+        return false;
+    }
     *job = (struct unload_job){.log = log};
     log->load = PLOG_UNLOADING; /* calls wait as for a load; nothing touches the log */
     if (rv_offload(plog_unload_work, job, plog_unload_done) < 0) {
         log->load = PLOG_LOADED;
+        plog_unload_later(log);
         free(job);
         return false;
     }

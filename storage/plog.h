@@ -339,6 +339,12 @@ bool rv_plog_probe_retention(rv_plog_t *log, int64_t now_ms);
  * unload started.
  */
 bool rv_plog_unload_idle(rv_plog_t *log, int64_t now_ms, int64_t idle_ms);
+/* A call for the log (the store's entry points): it is in use. */
+void rv_plog_note_use(rv_plog_t *log);
+/* Whether rv_plog_log_start, rv_plog_high_watermark and rv_plog_size_bytes
+ * answer: loaded, or unloaded after a load (then they give the values it had
+ * when it unloaded, which nothing can change meanwhile). */
+bool rv_plog_has_offsets(const rv_plog_t *log);
 
 /* Change the configuration (alter configs). */
 void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg);

@@ -1607,6 +1607,7 @@ static void part_call_run(void *arg)
         return;
     }
     rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    rv_plog_note_use(log);
     if (!rv_plog_is_ready(log) && rv_plog_when_ready(log, part_call_run, c) == 0)
         return; /* runs again once the log is loaded */
     if (rv_plog_load_error(log) < 0) {
@@ -2113,6 +2114,7 @@ int rv_store_log(rv_store_t *st, uint64_t key, rv_task_fn *retry, void *arg, rv_
     if (!rv_hmap_get(&st->shards[self].logs, key, &val))
         return -ENOENT;
     rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+    rv_plog_note_use(log); /* keeps it loaded (idle unload) */
     if (!rv_plog_is_ready(log)) {
         int rc = rv_plog_when_ready(log, retry, arg);
         return rc < 0 ? rc : 1;
@@ -2173,7 +2175,7 @@ void rv_store_each_log(rv_store_t *st, rv_store_log_fn *fn, void *arg)
     uint64_t key, val;
     while (rv_hmap_next(&st->shards[self].logs, &cursor, &key, &val)) {
         rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
-        fn(arg, key, store_log_is_open(log) ? log : NULL);
+        fn(arg, key, rv_plog_has_offsets(log) ? log : NULL);
     }
 }
 

@@ -873,3 +873,43 @@ Test(compact, a_damaged_closed_segment_bounds_the_passes)
     env_close(&e);
     free(m);
 }
+
+/* A compacted partition nobody uses after a pass that kept tombstones is not
+ * unloaded while their horizon is ahead: the retention pass then compacts
+ * it past the horizon by itself (an unloaded log would never be compacted
+ * again, and the tombstones would stay). */
+Test(compact, tombstones_expire_on_a_partition_left_idle)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.retention_check_ms = 50;
+    scfg.checkpoint_interval_ms = 10; /* the idle sweep every 20 ms */
+    scfg.idle_unload_ms = 100;
+    struct env e = env_open_cfg(&scfg);
+    const char *const settings[] = {"delete.retention.ms", "1000", NULL};
+    make_topic(&e, "idletomb", settings);
+    struct model *m = model_new();
+    produce_many(&e, m, "idletomb", 1000, 100, 20);
+    for (int32_t k = 0; k < 40; k += 2) {
+        int32_t keys[2] = {k, k + 1};
+        int32_t seqs[2] = {-1, -1};
+        produce(&e, m, "idletomb", keys, seqs, 2);
+    }
+    for (uint32_t i = 0; i < 2000; i += 10) {
+        int32_t keys[10], seqs[10];
+        for (uint32_t j = 0; j < 10; j++) {
+            keys[j] = 1000 + (int32_t)((i + j) % 30);
+            seqs[j] = (int32_t)m->count + (int32_t)j;
+        }
+        produce(&e, m, "idletomb", keys, seqs, 10);
+    }
+    settle(&e);
+    int64_t upto = (int64_t)active_base("idletomb");
+    cr_assert_gt(rv_store_compact(e.st, "idletomb", 0), 0, "keeps the tombstones");
+    usleep(2500 * 1000); /* past the horizon, nobody using the partition */
+    bool *keep = model_expect(m, upto, false);
+    read_check(&e, m, "idletomb", 0, keep); /* the tombstones went by themselves */
+    free(keep);
+    env_close(&e);
+    free(m);
+}

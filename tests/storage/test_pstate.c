@@ -992,6 +992,13 @@ Test(pstate, an_idle_log_unloads_and_comes_back_with_its_producers)
     STEP(rt, &c, {1, 0, 0, 200}, {1, 0, 200, 200}, {1, 0, 400, 200});
     cr_assert_eq(c.bases[2], 400);
 
+    /* Written but not synced (no checkpoint yet): it stays, whatever the idle time. */
+    lcase_wait_idle(rt, &c);
+    u.skip_ckpt = true;
+    test_run_on(rt, 0, ucase_try, &u);
+    cr_assert_not(u.started, "a log with unsynced writes is not unloaded");
+    u.skip_ckpt = false;
+
     /* The save fails (the index file cannot be created): it stays loaded.
      * Checkpointed and idle first, so that the save is the next system call. */
     u.ckpt_rc = 1;

@@ -1486,6 +1486,28 @@ static struct rv_store_shard_stats shard0_stats(struct env *e)
     return a.s;
 }
 
+struct each_arg {
+    rv_store_t *st;
+    uint32_t known;
+    int64_t hw_sum;
+};
+
+static void each_log(void *arg, uint64_t key, rv_plog_t *log)
+{
+    struct each_arg *a = arg;
+    (void)key;
+    if (log == NULL)
+        return;
+    a->known++;
+    a->hw_sum += rv_plog_high_watermark(log);
+}
+
+static void each_on_shard(void *arg)
+{
+    struct each_arg *a = arg;
+    rv_store_each_log(a->st, each_log, a);
+}
+
 /* Partitions unused for idle_unload_ms are unloaded (segments' indexes,
  * producer state and hot batches freed; no descriptor), and the next call
  * loads them again: every record reads back, appends go on at the right
@@ -1514,6 +1536,7 @@ Test(store, idle_partitions_give_back_their_memory)
     /* Partition 2 is kept busy; 0 and 1 go idle. */
     struct rv_store_shard_stats s = shard0_stats(&e);
     cr_assert_eq(s.logs_loaded, 3);
+    cr_assert_gt(s.hot.batches, 600, "partition 0's batches are in the hot tier");
     for (int i = 0; i < 3000 && (s = shard0_stats(&e)).logs_unloaded < 2; i++) {
         cr_assert_eq(read_all(&e, "idle", 2, 0, 0), 5);
         usleep(1000);
@@ -1521,6 +1544,12 @@ Test(store, idle_partitions_give_back_their_memory)
     cr_assert_eq(s.logs_unloaded, 2, "the idle partitions were unloaded");
     cr_assert_eq(s.logs_loaded, 1, "the busy one was not");
     cr_assert_eq(s.fds_used, 0, "no descriptor is held for the idle ones");
+    cr_assert_lt(s.hot.batches, 20, "their hot batches were freed (%llu left)",
+                 (unsigned long long)s.hot.batches);
+    struct each_arg ea = {.st = e.st};
+    test_run_on(e.rt, 0, each_on_shard, &ea);
+    cr_assert_eq(ea.known, 3, "the metrics still see every partition's offsets");
+    cr_assert_eq(ea.hw_sum, 600 + 5 + 5);
 
     /* Back on first use, exactly as they were. */
     cr_assert_eq(read_all(&e, "idle", 0, 0, 0), 600);
@@ -1640,5 +1669,31 @@ Test(store, produce_on_the_owner_shard_builds_in_place)
     test_signal_wait(&o.done);
     cr_assert_eq(o.base, 7);
     cr_assert_eq(read_all(&e, "owned", 0, 0, 0), 10);
+    env_close(&e);
+}
+
+/* segment.ms counts from the active segment's first append, also when the
+ * partition unloads between writes (its files only know the last write's
+ * time). */
+Test(store, segment_ms_rolls_a_partition_that_unloads_between_writes)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.checkpoint_interval_ms = 10; /* the idle sweep every 20 ms */
+    scfg.retention_check_ms = 3600 * 1000;
+    scfg.idle_unload_ms = 100;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "paced", 1, "segment.ms", "600");
+    uint64_t unloads = 0;
+    for (uint32_t i = 0; i < 10; i++) {
+        cr_assert_eq(produce_one(&e, "paced", 0, i, RV_ACKS_ALL), i);
+        usleep(300000);
+        unloads = shard0_stats(&e).logs_unloaded;
+    }
+    cr_assert_gt(unloads, 3, "it unloaded between writes (%llu)", (unsigned long long)unloads);
+    struct rv_partition_info info = {0};
+    cr_assert_eq(rv_partition_info(e.st, "paced", 0, &info), 0);
+    cr_assert_geq(info.segments, 3, "segment.ms rolled it (%u segments)", info.segments);
+    cr_assert_eq(read_all(&e, "paced", 0, 0, 0), 10);
     env_close(&e);
 }
