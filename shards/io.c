@@ -40,6 +40,8 @@ int rv_io_init(struct rv_io *io, enum rv_io_backend kind, uint32_t depth, int wa
             rc = rv_errf(rc, "io_uring backend unavailable");
             goto err_free_reqs;
         }
+        if (rc < 0) /* auto: say so, a silent fallback hides a slower backend */
+            rv_warn("io_uring backend unavailable (%s): using epoll", rv_err_msg());
     }
     if (rc < 0)
         rc = rv_io_epoll_init(io);

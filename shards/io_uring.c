@@ -47,6 +47,8 @@ int rv_io_uring_probe(void)
     return 0;
 }
 
+#define URING_SQ_MAX 32768u /* the kernel's IORING_MAX_ENTRIES */
+
 static int uring_setup(struct io_uring *ring, uint32_t entries)
 {
     struct io_uring_params p = {
@@ -231,9 +233,14 @@ int rv_io_uring_init(struct rv_io *io)
     struct io_uring_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return -ENOMEM;
-    int rc = uring_setup(&st->ring, io->depth + 8);
+    /* The kernel takes at most URING_SQ_MAX submission entries (EINVAL
+     * beyond); the completion ring is twice the submission ring, so up to
+     * 2 * URING_SQ_MAX >= io_depth + 8 operations in flight still fit, and a
+     * full SQ is handed over and reused (uring_sqe). */
+    uint32_t entries = io->depth + 8 < URING_SQ_MAX ? io->depth + 8 : URING_SQ_MAX;
+    int rc = uring_setup(&st->ring, entries);
     if (rc < 0) {
-        rc = rv_errf(rc, "io_uring_queue_init(%u entries)", io->depth + 8);
+        rc = rv_errf(rc, "io_uring_queue_init(%u entries)", entries);
         goto err_free_state;
     }
     io->backend = st;

@@ -360,3 +360,13 @@ Test(io, writev_gathers_on_epoll)
 {
     io_writev(RV_IO_EPOLL);
 }
+
+/* The largest io_depth opens an io_uring ring: the kernel takes at most
+ * 32768 submission entries, so the ring is capped there (its completion ring
+ * holds twice that) rather than refused, which with the auto backend had
+ * fallen back to epoll. */
+Test(io, the_largest_io_depth_opens_on_io_uring)
+{
+    rv_runtime_t *rt = io_open(RV_IO_URING, 32768);
+    rv_runtime_close(rt);
+}
