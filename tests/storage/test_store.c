@@ -1518,7 +1518,8 @@ Test(store, idle_partitions_give_back_their_memory)
     struct rv_store_config scfg;
     rv_store_config_init(&scfg);
     scfg.checkpoint_interval_ms = 10; /* sweeps every 20 ms */
-    scfg.idle_unload_ms = 100;
+    scfg.idle_unload_ms = 1000;       /* the busy partition never waits that long, even on a
+                                         loaded machine */
     struct env e = env_open_cfg(1, &scfg);
     make_topic(&e, "idle", 3, "segment.bytes", "4096");
     for (uint32_t i = 0; i < 600; i++)
@@ -1537,7 +1538,8 @@ Test(store, idle_partitions_give_back_their_memory)
     struct rv_store_shard_stats s = shard0_stats(&e);
     cr_assert_eq(s.logs_loaded, 3);
     cr_assert_gt(s.hot.batches, 600, "partition 0's batches are in the hot tier");
-    for (int i = 0; i < 3000 && (s = shard0_stats(&e)).logs_unloaded < 2; i++) {
+    for (int64_t t0 = wall_ms();
+         wall_ms() - t0 < 20000 && (s = shard0_stats(&e)).logs_unloaded < 2;) {
         cr_assert_eq(read_all(&e, "idle", 2, 0, 0), 5);
         usleep(1000);
     }
@@ -1566,7 +1568,7 @@ Test(store, idle_partitions_give_back_their_memory)
     cr_assert_eq(read_all(&e, "idle", 0, 590, 590), 11);
 
     /* Unloaded again, then a restart: nothing lost. */
-    for (int i = 0; i < 3000 && shard0_stats(&e).logs_loaded > 0; i++)
+    for (int64_t t0 = wall_ms(); wall_ms() - t0 < 20000 && shard0_stats(&e).logs_loaded > 0;)
         usleep(1000);
     cr_assert_eq(shard0_stats(&e).logs_loaded, 0);
     env_close(&e);
