@@ -11,6 +11,8 @@
 #include "shards/io.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -100,12 +102,46 @@ static void io_req_put(struct rv_io *io, struct rv_io_req *req)
     io->free_list = req;
 }
 
+/* The test hook's state (rv_io_fault_fail_fd): process-wide. */
+static _Atomic int io_fault_fd = -1;
+static _Atomic int io_fault_err;
+static _Atomic uint32_t io_fault_left;
+
+void rv_io_fault_fail_fd(int fd, int err, uint32_t count)
+{
+    atomic_store(&io_fault_err, err);
+    atomic_store(&io_fault_fd, fd);
+    atomic_store(&io_fault_left, count);
+}
+
+bool rv_io_fault_pending(void)
+{
+    return atomic_load(&io_fault_left) > 0;
+}
+
+/* Whether this completion is one the test hook turns into its error. */
+static bool io_fault_take(const struct rv_io_req *req)
+{
+    if (atomic_load_explicit(&io_fault_left, memory_order_relaxed) == 0 ||
+        req->fd != atomic_load(&io_fault_fd) ||
+        (req->op != RV_IO_OP_WRITE && req->op != RV_IO_OP_WRITEV && req->op != RV_IO_OP_FDATASYNC))
+        return false;
+    uint32_t left = atomic_load(&io_fault_left);
+    while (left > 0 && !atomic_compare_exchange_weak(&io_fault_left, &left, left - 1))
+        ;
+    return left > 0;
+}
+
 int rv_io_queue(struct rv_io *io, struct rv_io_req *req)
 {
     RV_ASSERT(req->op >= RV_IO_OP_OPEN && req->op < RV_IO_OP_EVENT);
     RV_ASSERT(req->cb != NULL);
     if (io_op_is_sock(req->op))
-        io->sock_inflight++; /* io_req_put takes it back, on failure too */
+        io->sock_inflight++;  /* io_req_put takes it back, on failure too */
+    if (io_fault_take(req)) { /* the test hook: fails without being done */
+        rv_io_complete(io, req, atomic_load(&io_fault_err));
+        return 0;
+    }
     int rc = io->ops->queue(io, req);
     if (rc < 0)
         io_req_put(io, req);

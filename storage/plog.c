@@ -201,6 +201,19 @@ struct rv_plog {
     uint32_t uses;          /* calls for the log (rv_plog_note_use; idle unload) */
     uint32_t uses_at_sweep; /* uses at the last idle sweep that saw them move */
     int64_t used_ms;        /* when that sweep ran (wall clock; 0: not yet seen) */
+    /* Durable: segments below durable_base whole, durable_base's first
+     * durable_size bytes (a sync or a roll said so). A failed log is cut back
+     * to it and rebuilt from the WAL (rv_plog_recover). */
+    uint64_t durable_base;
+    uint64_t durable_size;
+    uint64_t sync_base; /* the active segment and its size when the sync in flight began */
+    uint64_t sync_size;
+    /* A failed log rebuilt from the WAL: its records of [from, to) in wal_dir. */
+    bool needs_recovery;
+    char *recover_wal_dir;
+    uint64_t recover_from_lsn;
+    uint64_t recover_to_lsn;
+    uint64_t recover_batches; /* replayed by the last recovery (its message) */
     /* Kept across an unload (the files do not say them): */
     bool was_loaded;           /* log_start and leo hold the last loaded values */
     uint64_t kept_size_bytes;  /* the segments' bytes when it unloaded */
@@ -343,8 +356,16 @@ int rv_plog_create(rv_plog_t **out, const char *dir, uint64_t key, const struct 
 
 /* Recover the log's files into its fields; `load` is left to the caller, so a
  * helper thread never writes the field its shard reads. */
+static int plog_recover_cut(struct rv_plog *log);
+static int plog_recover_replay(struct rv_plog *log);
+
 static int plog_load_data(struct rv_plog *log)
 {
+    if (log->needs_recovery) { /* a failed log: back to what is durable first */
+        int rc = plog_recover_cut(log);
+        if (rc < 0)
+            return rc;
+    }
     log->log_start = 0; /* what the files say, even after an unload */
     int rc = rv_sys_mkdir_p(log->dir, 0755);
     if (rc == 0)
@@ -376,6 +397,10 @@ static int plog_load_data(struct rv_plog *log)
     log->leo = log->next_offset = (int64_t)plog_active(log)->next_offset;
     if (log->leo < log->log_start) /* everything was deleted: start there */
         log->leo = log->next_offset = log->log_start;
+    /* What a load finds is durable: synced by a checkpoint, or by the
+     * recovery that wrote it (replay, rv_plog_recover). */
+    log->durable_base = act->base_offset;
+    log->durable_size = act->size_bytes;
     /* The producers' state: its snapshot and the batches after it. */
     struct rv_pstate_load_report rep;
     rc = rv_pstate_load(&log->pstate, log->dir, log->segs, log->seg_count, log->log_start, log->leo,
@@ -390,7 +415,7 @@ static int plog_load_data(struct rv_plog *log)
         rv_debug("log %s: %u producers from the snapshot at %" PRId64 " and %" PRIu64
                  " batches after it",
                  log->dir, rep.producers, rep.snap_offset, rep.batches);
-    return 0;
+    return log->needs_recovery ? plog_recover_replay(log) : 0;
 }
 
 int rv_plog_load(rv_plog_t *log)
@@ -469,6 +494,14 @@ static void plog_load_done(void *arg)
     }
     log->load = PLOG_LOADED; /* on the shard: ordered after the helper's writes */
     log->used_ms = 0;        /* a full idle period before an unload, however it loaded */
+    if (job->rc == 0 && log->needs_recovery) {
+        rv_warn("log %s: rebuilt from the WAL after a failed write (%" PRIu64
+                " batches written again); appends resume",
+                log->dir, log->recover_batches);
+        log->needs_recovery = false;
+        free(log->recover_wal_dir);
+        log->recover_wal_dir = NULL;
+    }
     if (job->rc < 0) {
         log->load = PLOG_LOAD_FAILED;
         log->load_err = job->rc;
@@ -679,10 +712,16 @@ static void plog_pstate_save_blocking(struct rv_plog *log)
         return; /* logged; the next start rebuilds the state from the log */
 }
 
+static int plog_sync_blocking(struct rv_plog *log);
+
 int rv_plog_sync_blocking(rv_plog_t *log)
 {
-    if (log->load != PLOG_LOADED)
-        return 0;
+    return log->load == PLOG_LOADED ? plog_sync_blocking(log) : 0;
+}
+
+/* rv_plog_sync_blocking whatever the load state (a recovery's load). */
+static int plog_sync_blocking(struct rv_plog *log)
+{
     if (log->state == PLOG_FAILED)
         return -EIO;
     if (plog_has_held_writes(log) || log->writes_inflight > 0)
@@ -1161,8 +1200,8 @@ void rv_plog_fds_sweep(struct rv_plog_shard *shard)
 static void plog_fail(struct rv_plog *log, int err)
 {
     if (log->state != PLOG_FAILED)
-        rv_error("log %s: segment write failed: %s; appends refused until reopened "
-                 "(the data is safe in the WAL)",
+        rv_error("log %s: segment write or sync failed: %s; appends refused until it is "
+                 "rebuilt from the WAL (which holds the data)",
                  log->dir, rv_strerror(err));
     log->state = PLOG_FAILED;
 }
@@ -2126,6 +2165,8 @@ static void plog_roll_done(void *arg)
         fds_put(&log->shard->fds);
     }
     log->state = PLOG_WRITABLE;
+    log->durable_base = job->base; /* the old segment was synced whole, the new is empty */
+    log->durable_size = 0;
     /* The helper synced every write of the old segment, the new one has none
      * yet (what waited for the roll is written below). */
     if (!log->is_syncing)
@@ -2219,6 +2260,9 @@ static void plog_sync_done(void *arg, int64_t res)
         plog_fail(log, (int)res);
     else if (log->writes_total == log->sync_writes)
         log->is_dirty = false; /* no write was issued after the sync: all are durable */
+    if (res >= 0 && log->state != PLOG_FAILED && log->sync_base == log->durable_base &&
+        log->sync_size > log->durable_size)
+        log->durable_size = log->sync_size; /* the writes done when it began are on disk */
     if (is_ckpt) {
         struct plog_waiter w = log->ckpt;
         log->has_ckpt = false;
@@ -2246,6 +2290,8 @@ static int plog_sync_issue(struct rv_plog *log, bool is_ckpt)
     log->is_syncing = true;
     log->is_ckpt_sync = is_ckpt;
     log->sync_writes = log->writes_total;
+    log->sync_base = plog_active(log)->base_offset;
+    log->sync_size = log->writes_inflight == 0 ? plog_active(log)->size_bytes : 0;
     return 0;
 }
 
@@ -2308,6 +2354,10 @@ static void plog_ckpt_try(struct rv_plog *log)
 
 void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg)
 {
+    if (log->needs_recovery) { /* its data since the last checkpoint is in the WAL alone */
+        done(arg, -EAGAIN);
+        return;
+    }
     if (log->load != PLOG_LOADED) {
         done(arg, 0); /* not opened since start: clean */
         return;
@@ -3426,6 +3476,158 @@ uint32_t rv_plog_segment_count(const rv_plog_t *log)
     return log->seg_count;
 }
 
+/* ---- rebuilding a failed log from the WAL ------------------------------------------------ */
+
+/* Remove segment `base`'s files. */
+static int plog_remove_segment(const struct rv_plog *log, uint64_t base)
+{
+    static const char *const suffixes[] = {".log", ".index", ".timeindex"};
+    for (size_t i = 0; i < RV_ARRAY_LEN(suffixes); i++) {
+        char path[PATH_MAX];
+        int rc = plog_path(path, sizeof(path), log, base, suffixes[i]);
+        if (rc == 0 && (rc = rv_sys_unlink(path)) < 0 && rc != -ENOENT)
+            return rv_errf(rc, "%s: remove", path);
+    }
+    return 0;
+}
+
+/* Helper, before the load: cut the files back to the durable point. A
+ * segment a roll made after it goes, the durable segment is cut to its
+ * durable size (what the page cache held past it may never reach the disk
+ * after a failed write or sync) and its indexes go too, so the load rebuilds
+ * them from the data that is left. */
+static int plog_recover_cut(struct rv_plog *log)
+{
+    uint64_t *bases = NULL;
+    uint32_t count = 0;
+    int rc = rv_seg_list(log->dir, &bases, &count);
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        if (bases[i] > log->durable_base)
+            rc = plog_remove_segment(log, bases[i]);
+    }
+    free(bases);
+    char path[PATH_MAX];
+    if (rc == 0)
+        rc = plog_path(path, sizeof(path), log, log->durable_base, ".log");
+    int fd = rc == 0 ? rv_sys_open(path, O_RDWR, 0) : rc;
+    if (fd < 0 && rc == 0)
+        rc = rv_errf(fd, "%s: open to cut", path);
+    if (fd >= 0) {
+        rc = rv_sys_ftruncate(fd, (off_t)log->durable_size);
+        if (rc == 0)
+            rc = rv_sys_fdatasync(fd);
+        (void)rv_sys_close(fd); /* the calls above decide */
+        if (rc < 0)
+            rc = rv_errf(rc, "%s: cut at %" PRIu64, path, log->durable_size);
+    }
+    static const char *const idx_suffixes[] = {".index", ".timeindex"};
+    for (size_t i = 0; i < RV_ARRAY_LEN(idx_suffixes) && rc == 0; i++) {
+        rc = plog_path(path, sizeof(path), log, log->durable_base, idx_suffixes[i]);
+        if (rc == 0 && (rc = rv_sys_unlink(path)) == -ENOENT)
+            rc = 0;
+        if (rc < 0)
+            rc = rv_errf(rc, "%s: remove", path);
+    }
+    if (rc == 0 && (rc = rv_sys_fsync_dir(log->dir)) < 0)
+        rc = rv_errf(rc, "log %s: sync the directory", log->dir);
+    return rc;
+}
+
+struct recover_scan {
+    struct rv_plog *log;
+    uint64_t batches;
+};
+
+static int plog_recover_one(void *arg, const struct rv_wal_record *rec)
+{
+    struct recover_scan *r = arg;
+    if (rec->type != RV_WAL_BATCH || rec->key != r->log->key)
+        return 0;
+    int64_t leo = r->log->leo;
+    int rc = rv_plog_replay(r->log, rec->payload, rec->len);
+    if (rc == -EBADMSG) { /* skipped, as at start-up */
+        rv_warn("log %s: rebuilding: lsn %" PRIu64 ": %s", r->log->dir, rec->lsn, rv_err_msg());
+        return 0;
+    }
+    r->batches += rc == 0 && r->log->leo > leo;
+    return rc;
+}
+
+/* Helper, after the load: write the WAL's batches of this log since the
+ * last checkpoint again (those the cut files still hold are skipped), make
+ * them durable, and give the descriptor back. On failure the load's state
+ * is freed again. */
+static int plog_recover_replay(struct rv_plog *log)
+{
+    struct recover_scan r = {.log = log};
+    int rc = rv_wal_scan(log->recover_wal_dir, log->recover_from_lsn, log->recover_to_lsn,
+                         plog_recover_one, &r);
+    if (rc == 0)
+        rc = plog_sync_blocking(log);
+    if (log->fd >= 0)
+        (void)rv_sys_close(log->fd); /* synced, or failing anyway */
+    log->fd = -1;
+    log->recover_batches = r.batches;
+    if (rc < 0) {
+        for (uint32_t i = 0; i < log->seg_count; i++)
+            rv_seg_fini(&log->segs[i]);
+        log->seg_count = 0;
+        rv_pstate_fini(&log->pstate);
+        rv_pstate_init(&log->pstate);
+    }
+    return rc;
+}
+
+static void plog_unload_data(struct rv_plog *log);
+
+bool rv_plog_needs_recovery(const rv_plog_t *log)
+{
+    return log->needs_recovery || (log->load == PLOG_LOADED && log->state == PLOG_FAILED);
+}
+
+bool rv_plog_recover(rv_plog_t *log, const char *wal_dir, uint64_t from_lsn, uint64_t to_lsn)
+{
+    if (log->needs_recovery) { /* an earlier try could not start or failed: again */
+        if (log->load != PLOG_UNLOADED && log->load != PLOG_LOAD_FAILED)
+            return false; /* loading now */
+        log->recover_from_lsn = from_lsn < log->recover_from_lsn ? from_lsn : log->recover_from_lsn;
+        log->recover_to_lsn = to_lsn > log->recover_to_lsn ? to_lsn : log->recover_to_lsn;
+        log->load = PLOG_UNLOADED;
+        log->load_err = 0;
+        return plog_load_start(log) == 0;
+    }
+    if (log->load != PLOG_LOADED || log->state != PLOG_FAILED)
+        return false;
+    /* Nothing in flight, nothing held: what it had is in the WAL. */
+    if (!rv_plog_is_idle(log) || log->fd_users > 0 || log->is_syncing || log->is_opening ||
+        log->is_evicting || log->is_probing || log->compact.job != NULL ||
+        log->compact.is_swapping || plog_has_held_writes(log) || log->dw.nblk != 0)
+        return false;
+    if (log->fd >= 0 && log->has_slot)
+        plog_fd_drop(log, false); /* through the ring; the slot comes back after */
+    else if (log->fd >= 0) {
+        (void)rv_sys_close(log->fd);
+        log->fd = -1;
+        plog_dw_forget(log);
+    }
+    if (log->has_slot)
+        return false; /* being opened: the next sweep */
+    char *dir = strdup(wal_dir);
+    if (dir == NULL)
+        return false;
+    free(log->recover_wal_dir);
+    log->recover_wal_dir = dir;
+    log->recover_from_lsn = from_lsn;
+    log->recover_to_lsn = to_lsn;
+    log->needs_recovery = true;
+    rv_warn("log %s: rebuilding from segment %" PRIu64 " byte %" PRIu64
+            " and the WAL's lsn %" PRIu64 "..%" PRIu64 " after a failed write",
+            log->dir, log->durable_base, log->durable_size, from_lsn, to_lsn);
+    plog_unload_data(log);
+    (void)plog_load_start(log); /* without memory now: the next sweep starts it */
+    return true;
+}
+
 /* ---- unloading an idle log ------------------------------------------------------------------ */
 
 struct unload_job {
@@ -3597,6 +3799,7 @@ void rv_plog_close(rv_plog_t *log)
         rv_seg_fini(&log->segs[i]);
     free(log->segs);
     rv_pstate_fini(&log->pstate);
+    free(log->recover_wal_dir);
     free(log->dir);
     free(log);
 }

@@ -339,6 +339,22 @@ bool rv_plog_probe_retention(rv_plog_t *log, int64_t now_ms);
  * unload started.
  */
 bool rv_plog_unload_idle(rv_plog_t *log, int64_t now_ms, int64_t idle_ms);
+/*
+ * A failed log (a segment write or sync that failed; appends get -EIO) is
+ * rebuilt from the WAL: rv_plog_needs_recovery says it waits for that, and
+ * rv_plog_recover (owner shard; the store's sweep) starts it once nothing is
+ * in flight. The segment files are cut back to the last point a sync or roll
+ * made durable, then loaded on a helper, the WAL's records of this log in
+ * [from_lsn, to_lsn) of wal_dir (from the shard's last checkpoint to its
+ * completed end) are written again and synced, and appends resume. Calls
+ * meanwhile wait as for a load. Until it is done the log refuses checkpoints
+ * (-EAGAIN), so the WAL keeps what it needs; a rebuild that fails leaves it
+ * failed to load (calls get the error) and is tried again at the next call.
+ * True when a rebuild started.
+ */
+bool rv_plog_needs_recovery(const rv_plog_t *log);
+bool rv_plog_recover(rv_plog_t *log, const char *wal_dir, uint64_t from_lsn, uint64_t to_lsn);
+
 /* A call for the log (the store's entry points): it is in use. */
 void rv_plog_note_use(rv_plog_t *log);
 /* Whether rv_plog_log_start, rv_plog_high_watermark and rv_plog_size_bytes

@@ -491,7 +491,9 @@ static void ckpt_logs_synced(struct store_shard *ss)
     if (ss->ckpt_err < 0 || job == NULL ||
         (*job = (struct ckpt_job){.ss = ss, .lsn = ss->ckpt_target},
          rv_offload(ckpt_file_work, job, ckpt_file_done) < 0)) {
-        if (ss->ckpt_err < 0)
+        if (ss->ckpt_err == -EAGAIN) /* a failed log being rebuilt holds it back */
+            rv_debug("store: shard %u checkpoint waits for a log's rebuild", ss->id);
+        else if (ss->ckpt_err < 0)
             rv_warn("store: shard %u checkpoint: %s", ss->id, rv_strerror(ss->ckpt_err));
         free(job);
         ss->is_ckpt_running = false;
@@ -558,20 +560,28 @@ static void retention_tick(void *arg)
 
 /* Close the descriptors of logs that stayed clean and unused since the last
  * sweep, so idle partitions hold no descriptor; unload the logs unused for
- * idle_unload_ms, so they hold no memory beyond their handle either. */
+ * idle_unload_ms, so they hold no memory beyond their handle either; rebuild
+ * failed logs from the WAL. */
 static void sweep_tick(void *arg)
 {
     struct store_shard *ss = arg;
     if (ss->is_closing)
         return;
     rv_plog_fds_sweep(&ss->ps); /* only the logs holding one */
-    if (ss->st->cfg.idle_unload_ms != RV_IDLE_UNLOAD_NEVER) {
-        int64_t now = rv_clock_wall_ms();
-        uint32_t cursor = 0;
-        uint64_t key, val;
-        while (rv_hmap_next(&ss->logs, &cursor, &key, &val))
-            (void)rv_plog_unload_idle((rv_plog_t *)(uintptr_t)val, now,
-                                      (int64_t)ss->st->cfg.idle_unload_ms);
+    int64_t now = rv_clock_wall_ms();
+    bool is_unloading = ss->st->cfg.idle_unload_ms != RV_IDLE_UNLOAD_NEVER;
+    char wal_dir[PATH_MAX];
+    bool has_wal_dir = store_wal_dir(wal_dir, sizeof(wal_dir), ss->st->dir, ss->id) == 0;
+    uint32_t cursor = 0;
+    uint64_t key, val;
+    while (rv_hmap_next(&ss->logs, &cursor, &key, &val)) {
+        rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
+        /* A failed log is rebuilt from the WAL since the last checkpoint,
+         * which it holds back until then. */
+        if (has_wal_dir && rv_plog_needs_recovery(log))
+            (void)rv_plog_recover(log, wal_dir, ss->ckpt_lsn, rv_wal_complete_lsn(ss->ps.wal));
+        else if (is_unloading)
+            (void)rv_plog_unload_idle(log, now, (int64_t)ss->st->cfg.idle_unload_ms);
     }
     if (rv_timer_add((uint64_t)ss->st->cfg.checkpoint_interval_ms * 2000, sweep_tick, ss,
                      &ss->sweep_timer) < 0)

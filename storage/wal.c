@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -478,6 +479,86 @@ static int wal_replay(struct rv_wal *w, uint64_t from_lsn, rv_wal_replay_fn *fn,
     free(r.buf);
     free(r.big);
     rep->end_lsn = end;
+    return rc;
+}
+
+/* ---- a live WAL's range (blocking, a helper) ---------------------------------------------- */
+
+struct wal_scan {
+    bool is_done; /* a record at or past to_lsn was met: the range is read */
+    uint64_t to_lsn;
+    uint64_t seen_end; /* the end of the last record of the range */
+    rv_wal_replay_fn *fn;
+    void *arg;
+};
+
+static int wal_scan_one(void *arg, const struct rv_wal_record *rec)
+{
+    struct wal_scan *s = arg;
+    if (rec->lsn >= s->to_lsn) {
+        s->is_done = true;
+        return -ECANCELED; /* stops the file's scan; is_done tells it from fn's errors */
+    }
+    s->seen_end = rec->lsn + RV_WAL_HEADER_BYTES + rec->len;
+    return s->fn(s->arg, rec);
+}
+
+int rv_wal_scan(const char *dir, uint64_t from_lsn, uint64_t to_lsn, rv_wal_replay_fn *fn,
+                void *arg)
+{
+    if (from_lsn >= to_lsn)
+        return 0;
+    /* The files by name alone: nothing here may change the live WAL's
+     * directory (wal_list removes surplus spares). */
+    struct rv_wal w = {.dir = (char *)dir};
+    int rc = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        rc = rv_errf(-errno, "wal %s: opendir", dir);
+    struct dirent *de;
+    while (rc == 0 && d != NULL && (de = readdir(d)) != NULL) {
+        uint64_t start;
+        if (wal_parse_name(de->d_name, &start))
+            rc = wal_files_push(&w, start);
+    }
+    if (d != NULL)
+        closedir(d);
+    if (rc == 0 && w.file_count > 1)
+        qsort(w.files, w.file_count, sizeof(*w.files), wal_cmp_u64);
+    struct wal_reader r = {.fd = -1, .buf = malloc(WAL_READ_CHUNK)};
+    struct wal_scan s = {.to_lsn = to_lsn, .seen_end = from_lsn, .fn = fn, .arg = arg};
+    struct rv_wal_report rep = {0};
+    if (rc == 0 && r.buf == NULL)
+        rc = -ENOMEM;
+    /* The first file holding from_lsn must be there: earlier ones are gone. */
+    if (rc == 0 && (w.file_count == 0 || w.files[0] > from_lsn))
+        rc = rv_errf(-EBADMSG, "wal %s: lsn %" PRIu64 " is no longer kept", dir, from_lsn);
+    uint64_t end = from_lsn;
+    for (uint32_t i = 0; i < w.file_count && rc == 0 && end < to_lsn; i++) {
+        bool has_next = i + 1 < w.file_count;
+        if ((has_next && w.files[i + 1] <= from_lsn) || w.files[i] >= to_lsn)
+            continue;
+        rc = wal_replay_one(&w, &r, i, from_lsn, wal_scan_one, &s, &rep, &end);
+        if (s.is_done) {
+            end = to_lsn;
+            rc = 0;
+        } else if (rc == 1 || rc == 0) { /* the file's valid records end at `end` */
+            rc = 0;
+            if (has_next && w.files[i + 1] < to_lsn && w.files[i + 1] != end)
+                rc = rv_errf(-EBADMSG,
+                             "wal %s: file %" PRIu64 " ends at lsn %" PRIu64
+                             " but the next starts at %" PRIu64,
+                             dir, w.files[i], end, w.files[i + 1]);
+            if (has_next && rc == 0)
+                end = w.files[i + 1]; /* a reused file's old contents follow its end */
+        }
+    }
+    if (rc == 0 && end < to_lsn && s.seen_end < to_lsn)
+        rc = rv_errf(-EBADMSG, "wal %s: records end at lsn %" PRIu64 ", before %" PRIu64, dir,
+                     s.seen_end, to_lsn);
+    free(r.buf);
+    free(r.big);
+    free(w.files);
     return rc;
 }
 

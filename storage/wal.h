@@ -124,6 +124,17 @@ struct rv_wal_report {
     int cut_reason;         /* 0, or -EBADMSG for a corrupt record */
 };
 
+/*
+ * Read the records of [from_lsn, to_lsn) of the WAL in dir while it is live
+ * (blocking; a helper thread): fn for each, in LSN order. For a partition log
+ * that lost segment writes and is rebuilt from the WAL. The range must be
+ * written (below rv_wal_complete_lsn) and kept (at or above the released
+ * LSN): its files are listed, opened and read on their own, never changed.
+ * 0, -EBADMSG when a record of the range is missing or invalid, -errno.
+ */
+RV_MUST_CHECK int rv_wal_scan(const char *dir, uint64_t from_lsn, uint64_t to_lsn,
+                              rv_wal_replay_fn *fn, void *arg);
+
 /* Completion of one append: the record's LSN (>= 0) once written (and synced
  * if asked), or -errno. Runs on the owner shard. */
 typedef void rv_wal_done_fn(void *arg, int64_t lsn_or_err);

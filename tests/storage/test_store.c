@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "rivven.h"
+#include "shards/io.h"
 #include "storage/part.h"
 #include "storage/seg.h"
 #include "tests/support/rt.h"
@@ -1698,4 +1699,147 @@ Test(store, segment_ms_rolls_a_partition_that_unloads_between_writes)
     cr_assert_geq(info.segments, 3, "segment.ms rolled it (%u segments)", info.segments);
     cr_assert_eq(read_all(&e, "paced", 0, 0, 0), 10);
     env_close(&e);
+}
+
+/* ---- a failed log is rebuilt from the WAL ---------------------------------------------------- */
+
+/* The descriptor this process holds on partition 0's segment `base` of
+ * topic, or -1. */
+static int segment_fd(const char *topic, uint64_t base)
+{
+    char want[1200], link[1200], path[300];
+    snprintf(want, sizeof(want), "%.900s/topics/%s/0/%020llu.log", dir, topic,
+             (unsigned long long)base);
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    struct dirent *de;
+    int fd = -1;
+    while (fd < 0 && (de = readdir(d)) != NULL) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            if (strcmp(link, want) == 0)
+                fd = atoi(de->d_name);
+        }
+    }
+    closedir(d);
+    return fd;
+}
+
+static uint64_t ckpt_lsn_on_disk(void)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%.900s/wal/shard-0/checkpoint", dir);
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (f != NULL && fscanf(f, "%llu", &v) != 1)
+        v = 0;
+    if (f != NULL)
+        fclose(f);
+    return v;
+}
+
+/* Produce record i until it is taken (a failed log refuses with -EIO until
+ * it is rebuilt); how many refusals. */
+static uint32_t produce_until_taken(struct env *e, const char *topic, uint32_t i)
+{
+    uint32_t refused = 0;
+    int64_t rc;
+    while (((rc = produce_one(e, topic, 0, i, RV_ACKS_ALL)) == -EIO || rc == -EISDIR) &&
+           refused < 2000) {
+        refused++;
+        usleep(5000);
+    }
+    cr_assert_eq(rc, i, "record %u: %s", i, rc < 0 ? rv_strerror((int)rc) : "another offset");
+    return refused;
+}
+
+/* A segment write (is_sync false) or a segment fdatasync (true) that fails
+ * with EIO fails the log: appends get -EIO. The sweep then cuts the log back
+ * to what a sync made durable and writes the WAL's records since the last
+ * checkpoint again: appends resume, every acknowledged record is there at
+ * its offset (the one whose write failed too), the checkpoint moves on again
+ * (so the WAL is recycled), and all of it survives a restart. */
+static void failed_write_is_rebuilt(const char *topic, bool is_sync, bool is_blocked)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.checkpoint_interval_ms = 100; /* sweeps every 200 ms */
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, topic, 1, NULL, NULL);
+    /* Written until a checkpoint passed (so part of the log is durable and
+     * the WAL is replayed from past its start), the segment held open. */
+    uint32_t n = 0;
+    int fd = -1;
+    for (; n < 20000 && (fd < 0 || ckpt_lsn_on_disk() == 0); n++) {
+        cr_assert_eq(produce_one(&e, topic, 0, n, RV_ACKS_ALL), n);
+        fd = segment_fd(topic, 0);
+    }
+    cr_assert_geq(fd, 0, "the shard holds the segment open while it is written");
+    cr_assert_gt(ckpt_lsn_on_disk(), 0);
+    char idx[1200], cmd[2600];
+    snprintf(idx, sizeof(idx), "%.900s/topics/%s/0/%020d.index", dir, topic, 0);
+    if (is_blocked) { /* a directory in the index's way: the rebuild cannot remove it */
+        snprintf(cmd, sizeof(cmd), "rm -f %s && mkdir -p %s/in-the-way", idx, idx);
+        cr_assert_eq(system(cmd), 0);
+    }
+    rv_io_fault_fail_fd(fd, -EIO, 1);
+    if (!is_sync) /* the next segment write fails */
+        cr_assert_eq(produce_one(&e, topic, 0, n, RV_ACKS_ALL), n, "acknowledged from the WAL");
+    for (int w = 0; w < 3000 && rv_io_fault_pending(); w++) /* or the next checkpoint's sync */
+        usleep(1000);
+    cr_assert_not(rv_io_fault_pending(), "the fault met a write or sync of the segment");
+    rv_io_fault_fail_fd(-1, 0, 0);
+    n += !is_sync;
+    uint64_t ckpt_then = ckpt_lsn_on_disk();
+    if (is_blocked) {
+        /* The rebuild fails (and is tried again): calls get its error, and
+         * the checkpoint stays where it was, so the WAL keeps the data. */
+        int64_t rc = -EIO;
+        for (int w = 0; w < 3000 && rc == -EIO; w++) {
+            rc = produce_one(&e, topic, 0, n, RV_ACKS_ALL);
+            if (rc == -EIO)
+                usleep(1000);
+        }
+        cr_assert_eq(rc, -EISDIR, "the failed rebuild's error: %s",
+                     rc < 0 ? rv_strerror((int)rc) : "taken");
+        usleep(500 * 1000); /* checkpoint ticks every 100 ms */
+        cr_assert_eq(ckpt_lsn_on_disk(), ckpt_then, "no checkpoint while the log waits");
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", idx);
+        cr_assert_eq(system(cmd), 0);
+    }
+    uint32_t refused = 0;
+    for (uint32_t k = 0; k < 50; k++, n++)
+        refused += produce_until_taken(&e, topic, n);
+    cr_assert_gt(refused, 0, "the failed log refused appends for a while");
+    cr_assert_eq(read_all(&e, topic, 0, 0, 0), n, "every acknowledged record, at its offset");
+    uint64_t ckpt_now = ckpt_lsn_on_disk();
+    for (int w = 0; w < 3000 && ckpt_now <= ckpt_then; w++) {
+        usleep(1000);
+        ckpt_now = ckpt_lsn_on_disk();
+    }
+    cr_assert_gt(ckpt_now, ckpt_then, "checkpoints go on after the rebuild");
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    cr_assert_eq(read_all(&e, topic, 0, 0, 0), n);
+    cr_assert_eq(produce_one(&e, topic, 0, n, RV_ACKS_ALL), n);
+    env_close(&e);
+}
+
+Test(store, a_log_whose_segment_write_fails_is_rebuilt_from_the_wal)
+{
+    failed_write_is_rebuilt("failw", false, false);
+}
+
+Test(store, a_log_whose_segment_sync_fails_is_rebuilt_from_the_wal)
+{
+    failed_write_is_rebuilt("fails", true, false);
+}
+
+/* A rebuild that fails leaves the log failed to load (calls get the error),
+ * holds the checkpoint back, and is tried again until it works. */
+Test(store, a_rebuild_that_fails_is_tried_again_and_holds_the_wal)
+{
+    failed_write_is_rebuilt("failb", false, true);
 }

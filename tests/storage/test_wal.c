@@ -1296,3 +1296,59 @@ Test(wal, every_failing_call_of_a_buffered_reopen_loses_nothing)
 {
     reopen_fault_sweep(RV_WAL_IO_BUFFERED);
 }
+
+/* rv_wal_scan reads a range of a live WAL on its own (across its files, in
+ * LSN order, with every byte checked), and says when the range is not all
+ * there: the start released, or the end not written. */
+Test(wal, scan_reads_a_range_of_the_live_wal)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    rv_wal_t *w = wal_open_dir(64 << 10, 0, NULL, NULL);
+    struct appender *a = append_n(rt, w, 0, 500, 200, true); /* about 4 files in all */
+    cr_assert_eq(a->append_rc, 0);
+    uint64_t lsn100 = (uint64_t)a->results[100];
+    a = append_n(rt, w, 500, 500, 200, true);
+    cr_assert_eq(a->append_rc, 0);
+    uint64_t lsn900 = (uint64_t)a->results[400];
+    uint64_t end = rv_wal_end_lsn(w);
+    cr_assert_geq(rv_wal_file_count(w), 3);
+    reset_replay();
+    cr_assert_eq(rv_wal_scan(wal_dir, lsn100, lsn900, replay_cb, &replay), 0, "%s", rv_err_msg());
+    cr_assert_eq(replay.count, 800, "exactly the range");
+    cr_assert_eq(replay.bad_payloads, 0);
+    cr_assert_eq(replay.lsns[0], lsn100);
+    for (uint32_t i = 1; i < 800; i++)
+        cr_assert_gt(replay.lsns[i], replay.lsns[i - 1]);
+    reset_replay();
+    cr_assert_eq(rv_wal_scan(wal_dir, 0, end, replay_cb, &replay), 0, "%s", rv_err_msg());
+    cr_assert_eq(replay.count, 1000, "all of it, up to the written end");
+    reset_replay();
+    cr_assert_eq(rv_wal_scan(wal_dir, lsn100, end + 100000, replay_cb, &replay), -EBADMSG,
+                 "past what is written");
+    cr_assert(strstr(rv_err_msg(), "records end at") != NULL, "%s", rv_err_msg());
+    /* A damaged record inside the range: the file's records end early. */
+    char first[300];
+    snprintf(first, sizeof(first), "%s/%020d.wal", wal_dir, 0);
+    cr_assert_lt(lsn100 + 100, 64 << 10, "record 100 is in the first file");
+    write_byte(first, (off_t)lsn100 + 100, 0x5a);
+    reset_replay();
+    cr_assert_eq(rv_wal_scan(wal_dir, 0, end, replay_cb, &replay), -EBADMSG);
+    cr_assert(strstr(rv_err_msg(), "but the next starts at") != NULL, "%s", rv_err_msg());
+    /* Released files are gone: a range starting there cannot be read. */
+    struct {
+        rv_wal_t *w;
+        uint64_t lsn;
+    } rel = {w, lsn900};
+    test_run_on(rt, 0, release_fn, &rel);
+    wal_wait_idle(rt, w);
+    reset_replay();
+    int rc = rv_wal_scan(wal_dir, lsn100, end, replay_cb, &replay);
+    cr_assert_eq(rc, -EBADMSG, "%s", rv_strerror(rc));
+    cr_assert(strstr(rv_err_msg(), "no longer kept") != NULL, "%s", rv_err_msg());
+    reset_replay();
+    replay.fail_at = 3;
+    cr_assert_eq(rv_wal_scan(wal_dir, lsn900, end, replay_cb, &replay), -ECANCELED,
+                 "the callback's error stops it");
+    wal_close_when_idle(rt, w);
+    rv_runtime_close(rt);
+}
