@@ -104,11 +104,14 @@ static void io_req_put(struct rv_io *io, struct rv_io_req *req)
 
 /* The test hook's state (rv_io_fault_fail_fd): process-wide. */
 static _Atomic int io_fault_fd = -1;
+static _Atomic uint32_t io_fault_ops;
 static _Atomic int io_fault_err;
 static _Atomic uint32_t io_fault_left;
 
-void rv_io_fault_fail_fd(int fd, int err, uint32_t count)
+void rv_io_fault_fail_fd(int fd, uint32_t ops, int err, uint32_t count)
 {
+    atomic_store(&io_fault_left, 0); /* disarmed while the rest changes */
+    atomic_store(&io_fault_ops, ops);
     atomic_store(&io_fault_err, err);
     atomic_store(&io_fault_fd, fd);
     atomic_store(&io_fault_left, count);
@@ -123,8 +126,7 @@ bool rv_io_fault_pending(void)
 static bool io_fault_take(const struct rv_io_req *req)
 {
     if (atomic_load_explicit(&io_fault_left, memory_order_relaxed) == 0 ||
-        req->fd != atomic_load(&io_fault_fd) ||
-        (req->op != RV_IO_OP_WRITE && req->op != RV_IO_OP_WRITEV && req->op != RV_IO_OP_FDATASYNC))
+        req->fd != atomic_load(&io_fault_fd) || (atomic_load(&io_fault_ops) & (1u << req->op)) == 0)
         return false;
     uint32_t left = atomic_load(&io_fault_left);
     while (left > 0 && !atomic_compare_exchange_weak(&io_fault_left, &left, left - 1))

@@ -124,10 +124,11 @@ RV_MUST_CHECK int rv_io_complete_more(struct rv_io *io, const struct rv_io_req *
  * Returns how many ran. */
 int rv_io_run_done(struct rv_io *io);
 
-/* Test hook, process-wide: the next `count` write, writev or fdatasync
- * operations queued on descriptor fd are not done and complete with err (a
- * -errno). count 0 disarms. */
-void rv_io_fault_fail_fd(int fd, int err, uint32_t count);
+/* Test hook, process-wide: the next `count` operations queued on descriptor
+ * fd whose op is in ops (a mask of 1 << RV_IO_OP_WRITE, _WRITEV,
+ * _FDATASYNC...) are not done and complete with err (a -errno). count 0
+ * disarms (do, before fd can be another file's). */
+void rv_io_fault_fail_fd(int fd, uint32_t ops, int err, uint32_t count);
 /* Whether armed completions are still to come. */
 bool rv_io_fault_pending(void);
 

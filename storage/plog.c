@@ -630,6 +630,10 @@ static int plog_roll_blocking(struct rv_plog *log, uint64_t base)
         (void)rv_sys_close(log->fd); /* synced above */
     log->fd = -1;
     rc = plog_seg_push(log, base);
+    if (rc == 0) { /* the old segment is synced whole, the new one empty */
+        log->durable_base = base;
+        log->durable_size = 0;
+    }
     return rc < 0 ? rc : plog_open_active_fd(log);
 }
 
@@ -716,7 +720,16 @@ static int plog_sync_blocking(struct rv_plog *log);
 
 int rv_plog_sync_blocking(rv_plog_t *log)
 {
+    if (log->needs_recovery) /* its data since the checkpoint is in the WAL alone */
+        return rv_errf(-EIO, "log %s: waits for its rebuild from the WAL", log->dir);
     return log->load == PLOG_LOADED ? plog_sync_blocking(log) : 0;
+}
+
+/* Everything written is on disk now (a blocking sync). */
+static void plog_note_durable(struct rv_plog *log)
+{
+    log->durable_base = plog_active(log)->base_offset;
+    log->durable_size = plog_active(log)->size_bytes;
 }
 
 /* rv_plog_sync_blocking whatever the load state (a recovery's load). */
@@ -737,6 +750,8 @@ static int plog_sync_blocking(struct rv_plog *log)
         int rc = plog_save_index(log);
         if (rc == 0)
             plog_pstate_save_blocking(log);
+        if (rc == 0 && log->roll_head == NULL && log->writes_inflight == 0)
+            plog_note_durable(log);
         return rc;
     }
     int fd = log->fd;
@@ -755,6 +770,7 @@ static int plog_sync_blocking(struct rv_plog *log)
         rc = plog_save_index(log);
     if (rc == 0) {
         log->is_dirty = false;
+        plog_note_durable(log); /* blocking callers hold nothing in flight */
         plog_pstate_save_blocking(log);
     }
     return rc;
@@ -1734,7 +1750,10 @@ static void plog_apply(struct rv_plog *log, struct append_op *op)
         plog_fd_open_start(log);
     if (log->state == PLOG_ROLLING || log->is_disk_full || log->fd < 0 || log->is_opening) {
         /* Keep the op (and its buffer) until the new segment exists, the
-         * descriptor is ready or the disk has room again. */
+         * descriptor is ready or the disk has room again. Dirty already: a
+         * checkpoint must wait for its write and sync, or it would pass a
+         * batch that is in memory alone. */
+        log->is_dirty = true;
         op->next = NULL;
         op->arg = e; /* its hot entry, for the write completion */
         if (log->roll_tail != NULL)
@@ -2258,11 +2277,14 @@ static void plog_sync_done(void *arg, int64_t res)
     log->is_ckpt_sync = false;
     if (res < 0)
         plog_fail(log, (int)res);
-    else if (log->writes_total == log->sync_writes)
+    else if (log->writes_total == log->sync_writes && log->roll_head == NULL)
         log->is_dirty = false; /* no write was issued after the sync: all are durable */
-    if (res >= 0 && log->state != PLOG_FAILED && log->sync_base == log->durable_base &&
-        log->sync_size > log->durable_size)
+    if (res >= 0 && log->state != PLOG_FAILED &&
+        (log->sync_base > log->durable_base ||
+         (log->sync_base == log->durable_base && log->sync_size > log->durable_size))) {
+        log->durable_base = log->sync_base; /* earlier segments were synced at their roll */
         log->durable_size = log->sync_size; /* the writes done when it began are on disk */
+    }
     if (is_ckpt) {
         struct plog_waiter w = log->ckpt;
         log->has_ckpt = false;
@@ -2696,13 +2718,15 @@ static void fetch_from_disk(struct rv_plog *log, int64_t offset, uint32_t max_by
 void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_fetch_fn *done,
                    void *arg)
 {
-    struct rv_plog_fetch res = {.high_watermark = log->leo, .log_start = log->log_start};
+    struct rv_plog_fetch res = {0};
     log->uses++;
     if (log->load != PLOG_LOADED) {
         res.err = log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
         done(arg, &res);
         return;
     }
+    res.high_watermark = log->leo; /* read once loaded: a helper may be loading it */
+    res.log_start = log->log_start;
     /* Offsets from the log end to the next one to assign are acknowledged
      * appends (acks none/leader) not yet in the WAL: nothing to read yet. */
     if (offset < log->log_start || offset > log->next_offset) {
@@ -3512,6 +3536,12 @@ static int plog_recover_cut(struct rv_plog *log)
     int fd = rc == 0 ? rv_sys_open(path, O_RDWR, 0) : rc;
     if (fd < 0 && rc == 0)
         rc = rv_errf(fd, "%s: open to cut", path);
+    struct stat sb;
+    if (fd >= 0 && rv_sys_fstat(fd, &sb) == 0 && (uint64_t)sb.st_size < log->durable_size) {
+        (void)rv_sys_close(fd); /* read only so far */
+        return rv_errf(-EBADMSG, "%s: %lld bytes, shorter than the %" PRIu64 " made durable", path,
+                       (long long)sb.st_size, log->durable_size);
+    }
     if (fd >= 0) {
         rc = rv_sys_ftruncate(fd, (off_t)log->durable_size);
         if (rc == 0)
@@ -3544,6 +3574,13 @@ static int plog_recover_one(void *arg, const struct rv_wal_record *rec)
     if (rec->type != RV_WAL_BATCH || rec->key != r->log->key)
         return 0;
     int64_t leo = r->log->leo;
+    struct rv_batch_view v;
+    if (rv_batch_parse(rec->payload, rec->len, r->log->cfg.max_batch_bytes, &v) > 0 &&
+        v.base_offset > leo)
+        return rv_errf(-EIO,
+                       "log %s: rebuilding: offsets %" PRId64 "..%" PRId64
+                       " are in neither the segment nor the WAL (lsn %" PRIu64 ")",
+                       r->log->dir, leo, v.base_offset - 1, rec->lsn);
     int rc = rv_plog_replay(r->log, rec->payload, rec->len);
     if (rc == -EBADMSG) { /* skipped, as at start-up */
         rv_warn("log %s: rebuilding: lsn %" PRIu64 ": %s", r->log->dir, rec->lsn, rv_err_msg());
@@ -3590,8 +3627,10 @@ bool rv_plog_recover(rv_plog_t *log, const char *wal_dir, uint64_t from_lsn, uin
     if (log->needs_recovery) { /* an earlier try could not start or failed: again */
         if (log->load != PLOG_UNLOADED && log->load != PLOG_LOAD_FAILED)
             return false; /* loading now */
-        log->recover_from_lsn = from_lsn < log->recover_from_lsn ? from_lsn : log->recover_from_lsn;
-        log->recover_to_lsn = to_lsn > log->recover_to_lsn ? to_lsn : log->recover_to_lsn;
+        /* No checkpoint passed meanwhile (this log refuses them): the
+         * shard's checkpoint is still where the log's data starts. */
+        log->recover_from_lsn = from_lsn;
+        log->recover_to_lsn = to_lsn;
         log->load = PLOG_UNLOADED;
         log->load_err = 0;
         return plog_load_start(log) == 0;
@@ -3700,6 +3739,9 @@ static void plog_unload_data(struct rv_plog *log)
     log->dw = (struct plog_dw){0};
     log->next_offset = log->leo; /* log_start and leo stay for the metrics */
     log->state = PLOG_WRITABLE;
+    log->is_roll_created = false; /* a rebuild's cut removed a roll's half-made file */
+    log->is_disk_full = false;
+    log->is_dirty = false;
     log->load = PLOG_UNLOADED;
 }
 

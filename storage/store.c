@@ -578,7 +578,9 @@ static void sweep_tick(void *arg)
         rv_plog_t *log = (rv_plog_t *)(uintptr_t)val;
         /* A failed log is rebuilt from the WAL since the last checkpoint,
          * which it holds back until then. */
-        if (has_wal_dir && rv_plog_needs_recovery(log))
+        /* Not while a checkpoint is being written: it may release WAL files
+         * below the LSN the rebuild would start from. */
+        if (has_wal_dir && rv_plog_needs_recovery(log) && !ss->is_ckpt_running)
             (void)rv_plog_recover(log, wal_dir, ss->ckpt_lsn, rv_wal_complete_lsn(ss->ps.wal));
         else if (is_unloading)
             (void)rv_plog_unload_idle(log, now, (int64_t)ss->st->cfg.idle_unload_ms);

@@ -544,7 +544,10 @@ int rv_wal_scan(const char *dir, uint64_t from_lsn, uint64_t to_lsn, rv_wal_repl
             rc = 0;
         } else if (rc == 1 || rc == 0) { /* the file's valid records end at `end` */
             rc = 0;
-            if (has_next && w.files[i + 1] < to_lsn && w.files[i + 1] != end)
+            /* They must reach the next file, or the range's end if that is
+             * sooner: anything short of it lost records. */
+            uint64_t need = has_next && w.files[i + 1] < to_lsn ? w.files[i + 1] : to_lsn;
+            if (has_next && end < need)
                 rc = rv_errf(-EBADMSG,
                              "wal %s: file %" PRIu64 " ends at lsn %" PRIu64
                              " but the next starts at %" PRIu64,
