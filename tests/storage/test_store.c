@@ -1739,6 +1739,26 @@ static int segment_fd(const char *topic, uint64_t base)
     return fd;
 }
 
+/* The base of partition 0's newest segment file of topic. */
+static uint64_t active_base_of(const char *topic)
+{
+    char pdir[1100];
+    snprintf(pdir, sizeof(pdir), "%.900s/topics/%s/0", dir, topic);
+    DIR *d = opendir(pdir);
+    cr_assert_not_null(d);
+    struct dirent *de;
+    uint64_t best = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        unsigned long long b;
+        if (n == 24 && strcmp(de->d_name + 20, ".log") == 0 &&
+            sscanf(de->d_name, "%20llu", &b) == 1 && b > best)
+            best = b;
+    }
+    closedir(d);
+    return best;
+}
+
 static uint64_t ckpt_lsn_on_disk(void)
 {
     char path[1100];
@@ -1773,25 +1793,31 @@ static uint32_t produce_until_taken(struct env *e, const char *topic, uint32_t i
  * checkpoint again: appends resume, every acknowledged record is there at
  * its offset (the one whose write failed too), the checkpoint moves on again
  * (so the WAL is recycled), and all of it survives a restart. */
-static void failed_write_is_rebuilt(const char *topic, bool is_sync, bool is_blocked)
+static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, bool is_blocked,
+                                       const char *segment_bytes)
 {
     struct rv_store_config scfg;
     rv_store_config_init(&scfg);
     scfg.checkpoint_interval_ms = 100; /* sweeps every 200 ms */
     struct env e = env_open_cfg(1, &scfg);
-    make_topic(&e, topic, 1, NULL, NULL);
+    make_topic(&e, topic, 1, segment_bytes != NULL ? "segment.bytes" : NULL, segment_bytes);
     /* Written until a checkpoint passed (so part of the log is durable and
-     * the WAL is replayed from past its start), the segment held open. */
+     * the WAL is replayed from past its start), the segment held open. With
+     * small segments, until several rolled. */
     uint32_t n = 0;
     int fd = -1;
-    for (; n < 20000 && (fd < 0 || ckpt_lsn_on_disk() == 0); n++) {
+    struct rv_partition_info info = {0};
+    uint32_t rolls_wanted = segment_bytes != NULL ? 3 : 1;
+    for (; n < 20000 && (fd < 0 || ckpt_lsn_on_disk() == 0 || info.segments < rolls_wanted); n++) {
         cr_assert_eq(produce_one(&e, topic, 0, n, RV_ACKS_ALL), n);
-        fd = segment_fd(topic, 0);
+        cr_assert_eq(rv_partition_info(e.st, topic, 0, &info), 0);
+        fd = segment_fd(topic, info.segments > 1 ? active_base_of(topic) : 0);
     }
     cr_assert_geq(fd, 0, "the shard holds the segment open while it is written");
     cr_assert_gt(ckpt_lsn_on_disk(), 0);
     char idx[1200], cmd[2600];
-    snprintf(idx, sizeof(idx), "%.900s/topics/%s/0/%020d.index", dir, topic, 0);
+    snprintf(idx, sizeof(idx), "%.900s/topics/%s/0/%020llu.index", dir, topic,
+             (unsigned long long)active_base_of(topic));
     if (is_blocked) { /* a directory in the index's way: the rebuild cannot remove it */
         snprintf(cmd, sizeof(cmd), "rm -f %s && mkdir -p %s/in-the-way", idx, idx);
         cr_assert_eq(system(cmd), 0);
@@ -1839,6 +1865,19 @@ static void failed_write_is_rebuilt(const char *topic, bool is_sync, bool is_blo
     cr_assert_eq(read_all(&e, topic, 0, 0, 0), n);
     cr_assert_eq(produce_one(&e, topic, 0, n, RV_ACKS_ALL), n);
     env_close(&e);
+}
+
+static void failed_write_is_rebuilt(const char *topic, bool is_sync, bool is_blocked)
+{
+    failed_write_is_rebuilt_in(topic, is_sync, is_blocked, NULL);
+}
+
+/* The same after several rolls since the log was loaded: the durable point
+ * followed them, and the cut keeps every rolled segment. */
+Test(store, a_failed_log_that_rolled_is_rebuilt_from_the_wal)
+{
+    failed_write_is_rebuilt_in("failr", false, false, "65536");
+    failed_write_is_rebuilt_in("failrs", true, false, "65536");
 }
 
 Test(store, a_log_whose_segment_write_fails_is_rebuilt_from_the_wal)
