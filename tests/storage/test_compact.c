@@ -354,27 +354,36 @@ Test(compact, overwritten_keys_keep_their_latest_value_at_their_offset)
     free(m);
 }
 
-Test(compact, tombstones_go_after_delete_retention_ms)
+/* 1000 records of 100 keys, tombstones for keys 0..39 (two per batch), then
+ * 2000 records of 30 other keys so the tombstones' segments close; settled.
+ * The model of what was written (the caller frees it). */
+static struct model *produce_with_tombstones(struct env *e, const char *topic)
 {
-    struct env e = env_open();
-    const char *const settings[] = {"delete.retention.ms", "400", NULL};
-    make_topic(&e, "tomb", settings);
     struct model *m = model_new();
-    produce_many(&e, m, "tomb", 1000, 100, 20);
-    for (int32_t k = 0; k < 40; k += 2) { /* tombstones for 20 keys, two per batch */
+    produce_many(e, m, topic, 1000, 100, 20);
+    for (int32_t k = 0; k < 40; k += 2) {
         int32_t keys[2] = {k, k + 1};
         int32_t seqs[2] = {-1, -1};
-        produce(&e, m, "tomb", keys, seqs, 2);
+        produce(e, m, topic, keys, seqs, 2);
     }
-    for (uint32_t i = 0; i < 2000; i += 10) { /* other keys, so the tombstones close */
+    for (uint32_t i = 0; i < 2000; i += 10) {
         int32_t keys[10], seqs[10];
         for (uint32_t j = 0; j < 10; j++) {
             keys[j] = 1000 + (int32_t)((i + j) % 30);
             seqs[j] = (int32_t)m->count + (int32_t)j;
         }
-        produce(&e, m, "tomb", keys, seqs, 10);
+        produce(e, m, topic, keys, seqs, 10);
     }
-    settle(&e);
+    settle(e);
+    return m;
+}
+
+Test(compact, tombstones_go_after_delete_retention_ms)
+{
+    struct env e = env_open();
+    const char *const settings[] = {"delete.retention.ms", "400", NULL};
+    make_topic(&e, "tomb", settings);
+    struct model *m = produce_with_tombstones(&e, "tomb");
     int64_t upto = (int64_t)active_base("tomb");
     cr_assert_gt(upto, 1040, "the tombstones are in closed segments");
     cr_assert_gt(rv_store_compact(e.st, "tomb", 0), 0);
@@ -908,22 +917,7 @@ Test(compact, tombstones_expire_on_a_partition_left_idle)
     struct env e = env_open_cfg(&scfg);
     const char *const settings[] = {"delete.retention.ms", "1000", NULL};
     make_topic(&e, "idletomb", settings);
-    struct model *m = model_new();
-    produce_many(&e, m, "idletomb", 1000, 100, 20);
-    for (int32_t k = 0; k < 40; k += 2) {
-        int32_t keys[2] = {k, k + 1};
-        int32_t seqs[2] = {-1, -1};
-        produce(&e, m, "idletomb", keys, seqs, 2);
-    }
-    for (uint32_t i = 0; i < 2000; i += 10) {
-        int32_t keys[10], seqs[10];
-        for (uint32_t j = 0; j < 10; j++) {
-            keys[j] = 1000 + (int32_t)((i + j) % 30);
-            seqs[j] = (int32_t)m->count + (int32_t)j;
-        }
-        produce(&e, m, "idletomb", keys, seqs, 10);
-    }
-    settle(&e);
+    struct model *m = produce_with_tombstones(&e, "idletomb");
     int64_t upto = (int64_t)active_base("idletomb");
     cr_assert_gt(rv_store_compact(e.st, "idletomb", 0), 0, "keeps the tombstones");
     /* Past the horizon, nobody using the partition: the pass that drops the
