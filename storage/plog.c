@@ -3640,7 +3640,8 @@ bool rv_plog_recover(rv_plog_t *log, const char *wal_dir, uint64_t from_lsn, uin
     /* Nothing in flight, nothing held: what it had is in the WAL. */
     if (!rv_plog_is_idle(log) || log->fd_users > 0 || log->is_syncing || log->is_opening ||
         log->is_evicting || log->is_probing || log->compact.job != NULL ||
-        log->compact.is_swapping || plog_has_held_writes(log) || log->dw.nblk != 0)
+        log->compact.is_swapping || plog_has_held_writes(log) || log->dw.nblk != 0 ||
+        log->dw.first != NULL || log->dw.next != NULL)
         return false;
     if (log->fd >= 0 && log->has_slot)
         plog_fd_drop(log, false); /* through the ring; the slot comes back after */
