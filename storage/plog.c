@@ -2187,9 +2187,11 @@ static void plog_roll_done(void *arg)
     log->durable_base = job->base; /* the old segment was synced whole, the new is empty */
     log->durable_size = 0;
     /* The helper synced every write of the old segment, the new one has none
-     * yet (what waited for the roll is written below). */
+     * yet. What waited for the roll keeps it dirty: it is written below, or,
+     * without a descriptor yet, once one opens, and a checkpoint meanwhile
+     * must wait for that write and its sync. */
     if (!log->is_syncing)
-        log->is_dirty = false;
+        log->is_dirty = log->roll_head != NULL;
     free(job);
     if (log->fd < 0 && log->roll_head != NULL)
         plog_fd_open_start(log);
