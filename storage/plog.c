@@ -214,12 +214,16 @@ struct rv_plog {
     uint64_t recover_from_lsn;
     uint64_t recover_to_lsn;
     uint64_t recover_batches; /* replayed by the last recovery (its message) */
+    /* A configuration change that waits until no helper job reads cfg. */
+    struct rv_plog_config *pending_cfg;
     /* Kept across an unload (the files do not say them): */
     bool was_loaded;           /* log_start and leo hold the last loaded values */
     uint64_t kept_size_bytes;  /* the segments' bytes when it unloaded */
     uint64_t kept_active_base; /* the active segment then, and its first append's time */
     int64_t kept_active_created_ms;
 };
+
+static void plog_cfg_settle(struct rv_plog *log);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -508,6 +512,7 @@ static void plog_load_done(void *arg)
         rv_error("log %s: cannot open: %s", log->dir, rv_strerror(job->rc));
     }
     free(job);
+    plog_cfg_settle(log); /* a change made while it loaded */
     plog_load_done_run_pending(log);
 }
 
@@ -1980,6 +1985,7 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
     bool is_built = kind == PLOG_APPEND_BUILT;
     RV_ASSERT(log->shard != NULL);
     log->uses++;
+    plog_cfg_settle(log);
     if (log->load != PLOG_LOADED)
         return log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
     if (log->state == PLOG_FAILED)
@@ -2378,6 +2384,7 @@ static void plog_ckpt_try(struct rv_plog *log)
 
 void rv_plog_checkpoint(rv_plog_t *log, rv_plog_offset_fn *done, void *arg)
 {
+    plog_cfg_settle(log);
     if (log->needs_recovery) { /* its data since the last checkpoint is in the WAL alone */
         done(arg, -EAGAIN);
         return;
@@ -2722,6 +2729,7 @@ void rv_plog_fetch(rv_plog_t *log, int64_t offset, uint32_t max_bytes, rv_plog_f
 {
     struct rv_plog_fetch res = {0};
     log->uses++;
+    plog_cfg_settle(log);
     if (log->load != PLOG_LOADED) {
         res.err = log->load == PLOG_LOAD_FAILED ? log->load_err : -EAGAIN;
         done(arg, &res);
@@ -3027,6 +3035,7 @@ void rv_plog_delete_records(rv_plog_t *log, int64_t offset, rv_plog_offset_fn *d
 
 void rv_plog_enforce_retention(rv_plog_t *log, int64_t now_ms)
 {
+    plog_cfg_settle(log);
     if (log->load != PLOG_LOADED || log->compact.is_swapping)
         return; /* never opened since start, or a compaction is replacing segments */
     uint32_t count = 0;
@@ -3472,9 +3481,32 @@ bool rv_plog_has_fd(const rv_plog_t *log)
 
 /* ---- configuration, queries, close --------------------------------------------------------- */
 
+/* Apply a waiting configuration change once no helper job reads cfg. */
+static void plog_cfg_settle(struct rv_plog *log)
+{
+    if (log->pending_cfg == NULL || log->jobs > 0)
+        return;
+    log->cfg = *log->pending_cfg;
+    free(log->pending_cfg);
+    log->pending_cfg = NULL;
+}
+
 void rv_plog_set_config(rv_plog_t *log, const struct rv_plog_config *cfg)
 {
-    log->cfg = *cfg;
+    if (log->jobs == 0) {
+        free(log->pending_cfg); /* an older change that waited: this one wins */
+        log->pending_cfg = NULL;
+        log->cfg = *cfg;
+        return;
+    }
+    /* A helper may be reading cfg (a load, a look by time, a probe): the
+     * change waits for it; the next call on the log applies it. */
+    if (log->pending_cfg == NULL && (log->pending_cfg = malloc(sizeof(*cfg))) == NULL) {
+        rv_warn("log %s: no memory to hold a configuration change; applied now", log->dir);
+        log->cfg = *cfg;
+        return;
+    }
+    *log->pending_cfg = *cfg;
 }
 
 int64_t rv_plog_log_start(const rv_plog_t *log)
@@ -3845,6 +3877,7 @@ void rv_plog_close(rv_plog_t *log)
     free(log->segs);
     rv_pstate_fini(&log->pstate);
     free(log->recover_wal_dir);
+    free(log->pending_cfg);
     free(log->dir);
     free(log);
 }

@@ -1039,3 +1039,46 @@ Test(pstate, an_idle_log_unloads_and_comes_back_with_its_producers)
     lcase_close(rt, &c, true);
     rv_runtime_close(rt);
 }
+
+/* A configuration change while a helper job reads the log's configuration
+ * (here: an idle unload's save) waits for the job, then applies: the log
+ * reloaded afterwards rolls at the new, small segment size. */
+static void ucase_try_and_reconfigure(void *arg)
+{
+    struct ucase *u = arg;
+    ucase_try(u);
+    if (u->started) {
+        struct rv_plog_config pc = {.segment_bytes = 1024,
+                                    .retention_ms = -1,
+                                    .retention_bytes = -1,
+                                    .index_interval = 4096,
+                                    .max_batch_bytes = 1 << 20};
+        rv_plog_set_config(u->c->log, &pc);
+    }
+}
+
+static void lcase_segments(void *arg)
+{
+    struct lcase *c = arg;
+    c->hw = rv_plog_segment_count(c->log);
+}
+
+Test(pstate, a_config_change_during_a_helper_job_applies_after_it)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    struct lcase c = {0};
+    struct ucase u = {.c = &c};
+    lcase_current = &c;
+    test_signal_init(&c.done);
+    lcase_open(rt, &c);
+    STEP(rt, &c, {1, 0, 0, 200});
+    ucase_start(rt, &u, ucase_try_and_reconfigure);
+    ucase_settle(rt, &u, 0);
+    cr_assert_eq(u.unloads, 1);
+    for (int32_t i = 0; i < 3; i++)
+        lcase_step_loading(rt, &c, 1, 0, 200 + 200 * i, 200);
+    test_run_on(rt, 0, lcase_segments, &c);
+    cr_assert_geq(c.hw, 2, "rolled at 1024 bytes (1 MiB before): %lld segments", (long long)c.hw);
+    lcase_close(rt, &c, true);
+    rv_runtime_close(rt);
+}
