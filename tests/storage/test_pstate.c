@@ -640,6 +640,16 @@ static void lcase_cleanup(void *arg)
     c->wal = NULL;
 }
 
+/* The test logs' configuration: no retention, 1 MiB batches. */
+static struct rv_plog_config lcase_config(uint64_t segment_bytes)
+{
+    return (struct rv_plog_config){.segment_bytes = segment_bytes,
+                                   .retention_ms = -1,
+                                   .retention_bytes = -1,
+                                   .index_interval = 4096,
+                                   .max_batch_bytes = 1 << 20};
+}
+
 static void lcase_open(rv_runtime_t *rt, struct lcase *c)
 {
     snprintf(c->wdir, sizeof(c->wdir), "%s/wal", dir);
@@ -652,11 +662,7 @@ static void lcase_open(rv_runtime_t *rt, struct lcase *c)
     /* The WAL of the previous round is not replayed: its batches are in the
      * segment (written before the close, as the page cache keeps them). */
     cr_assert_eq(rv_wal_open(&c->wal, &wc, 0, NULL, NULL, NULL), 0);
-    struct rv_plog_config pc = {.segment_bytes = 1 << 20,
-                                .retention_ms = -1,
-                                .retention_bytes = -1,
-                                .index_interval = 4096,
-                                .max_batch_bytes = 1 << 20};
+    struct rv_plog_config pc = lcase_config(1 << 20);
     cr_assert_eq(rv_plog_open(&c->log, c->pdir, 1, &pc), 0, "%s", rv_err_msg());
     test_run_on(rt, 0, lcase_setup, c);
 }
@@ -913,6 +919,16 @@ static void ucase_state(void *arg)
     u->unloads = u->c->sh.unloads;
 }
 
+/* A runtime and the test log on it, for the unload cases. */
+static rv_runtime_t *ucase_open(struct lcase *c)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    lcase_current = c;
+    test_signal_init(&c->done);
+    lcase_open(rt, c);
+    return rt;
+}
+
 static void ucase_start(rv_runtime_t *rt, struct ucase *u, void (*fn)(void *))
 {
     for (int i = 0; i < 2000; i++) {
@@ -976,12 +992,9 @@ static void lcase_step_loading(rv_runtime_t *rt, struct lcase *c, int64_t pid, i
  * save keeps it loaded too, and working. */
 Test(pstate, an_idle_log_unloads_and_comes_back_with_its_producers)
 {
-    rv_runtime_t *rt = test_rt_open(1);
     struct lcase c = {0};
     struct ucase u = {.c = &c};
-    lcase_current = &c;
-    test_signal_init(&c.done);
-    lcase_open(rt, &c);
+    rv_runtime_t *rt = ucase_open(&c);
     /* Over 4096 bytes, so the active segment's index has an entry to save. */
     STEP(rt, &c, {1, 0, 0, 200}, {1, 0, 200, 200}, {1, 0, 400, 200});
     cr_assert_eq(c.bases[2], 400);
@@ -1048,11 +1061,7 @@ static void ucase_try_and_reconfigure(void *arg)
     struct ucase *u = arg;
     ucase_try(u);
     if (u->started) {
-        struct rv_plog_config pc = {.segment_bytes = 1024,
-                                    .retention_ms = -1,
-                                    .retention_bytes = -1,
-                                    .index_interval = 4096,
-                                    .max_batch_bytes = 1 << 20};
+        struct rv_plog_config pc = lcase_config(1024);
         rv_plog_set_config(u->c->log, &pc);
     }
 }
@@ -1065,12 +1074,9 @@ static void lcase_segments(void *arg)
 
 Test(pstate, a_config_change_during_a_helper_job_applies_after_it)
 {
-    rv_runtime_t *rt = test_rt_open(1);
     struct lcase c = {0};
     struct ucase u = {.c = &c};
-    lcase_current = &c;
-    test_signal_init(&c.done);
-    lcase_open(rt, &c);
+    rv_runtime_t *rt = ucase_open(&c);
     STEP(rt, &c, {1, 0, 0, 200});
     ucase_start(rt, &u, ucase_try_and_reconfigure);
     ucase_settle(rt, &u, 0);

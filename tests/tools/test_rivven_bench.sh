@@ -13,17 +13,8 @@ BIN=${1:?usage: test_rivven_bench.sh PATH_TO_RIVVEN_BENCH}
 PY=/usr/bin/python3
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rivven-bench-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-passed=0
-failed=0
-
-ok() {
-    passed=$((passed + 1))
-    echo "ok   $1"
-}
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL $1"
-}
+# shellcheck source=tests/tools/test_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh"
 
 # usage_error NAME EXPECTED_TEXT ARGS...: exit 2 and the text on stderr.
 usage_error() {

@@ -24,8 +24,6 @@ PY=/usr/bin/python3
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rivvenctl-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-passed=0
-failed=0
 P0=topics/orders/0
 P1=topics/orders/1
 SEG0=00000000000000000000
@@ -34,15 +32,8 @@ SEG20=00000000000000000020
 SEG30=00000000000000000030
 WAL0=wal/shard-0/00000000000000000000.wal
 
-ok() {
-    passed=$((passed + 1))
-    echo "ok   $1"
-}
-
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL $1"
-}
+# shellcheck source=tests/tools/test_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh"
 
 show_output() {
     sed 's/^/    | /' "$TMP/out" "$TMP/err" | head -n 30
