@@ -336,8 +336,9 @@ typedef void rv_produce_fn(void *arg, int64_t base_offset_or_err);
  * -errno) runs later on the partition's shard. Errors at call time (cb is not
  * called): -ENOENT (unknown topic/partition), -EMSGSIZE (batch over
  * max.message.bytes), -EINVAL, -ENOMEM, -ESHUTDOWN. Later through cb: -EIO,
- * -ENOSPC (disk full), -ENOBUFS (WAL saturated: retry), -EDOM (a record
- * timestamp outside message.timestamp.before/after.max.ms). Any thread.
+ * -ENOSPC (disk full), -ENOBUFS (the WAL, or the segment writes behind it,
+ * saturated: retry), -EDOM (a record timestamp outside
+ * message.timestamp.before/after.max.ms). Any thread.
  */
 int rv_produce(rv_store_t *st, const char *topic, int32_t partition, const struct rv_record *recs,
                uint32_t count, enum rv_acks acks, rv_produce_fn *cb, void *arg);

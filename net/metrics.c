@@ -922,6 +922,8 @@ enum metrics_store_field {
     METRICS_HOT_HITS,
     METRICS_HOT_MISSES,
     METRICS_HOT_EVICTED,
+    METRICS_HOT_UNWRITTEN,
+    METRICS_HOT_UNWRITTEN_FULL,
     METRICS_FDS_USED,
     METRICS_FDS_BUDGET,
     METRICS_FDS_EVICTIONS,
@@ -946,6 +948,8 @@ static uint64_t metrics_store_value(const struct rv_store_shard_stats *s,
     case METRICS_HOT_HITS: return s->hot.hits;
     case METRICS_HOT_MISSES: return s->hot.misses;
     case METRICS_HOT_EVICTED: return s->hot.evicted;
+    case METRICS_HOT_UNWRITTEN: return s->hot.unwritten;
+    case METRICS_HOT_UNWRITTEN_FULL: return s->hot.unwritten_full;
     case METRICS_FDS_USED: return s->fds_used;
     case METRICS_FDS_BUDGET: return s->fds_budget;
     case METRICS_FDS_EVICTIONS: return s->fds_evictions;
@@ -1004,6 +1008,10 @@ static void metrics_write_storage(FILE *f, const struct rv_metrics_snapshot *sna
          "Fetches that read the disk."},
         {"rivven_hot_tier_evicted_total", "counter", METRICS_HOT_EVICTED,
          "Batches evicted from the hot tier."},
+        {"rivven_segment_unwritten_bytes", "gauge", METRICS_HOT_UNWRITTEN,
+         "Bytes of batches in the WAL whose segment write has not completed."},
+        {"rivven_segment_backlog_refusals_total", "counter", METRICS_HOT_UNWRITTEN_FULL,
+         "Appends refused (retried) because segment writes were behind the WAL."},
         {"rivven_log_fds_open", "gauge", METRICS_FDS_USED,
          "Partition log descriptors the shard holds (its descriptor budget's slots taken)."},
         {"rivven_log_fds_budget", "gauge", METRICS_FDS_BUDGET,

@@ -827,6 +827,8 @@ static void hot_unlink(struct rv_hot *hot, struct hot_entry *e)
         hot->newest = e->lru_prev;
     hot->stats.bytes -= e->len;
     hot->stats.batches--;
+    if (!e->is_on_disk)
+        hot->stats.unwritten -= e->len;
     rv_buf_put(e->buf);
     if (e->is_malloced)
         free(e);
@@ -846,6 +848,15 @@ static void hot_trim(struct rv_hot *hot)
         }
         e = next;
     }
+}
+
+/* e's segment write completed (or is given up: the WAL holds the batch). */
+static void hot_set_on_disk(struct hot_entry *e)
+{
+    if (e->is_on_disk)
+        return;
+    e->is_on_disk = true;
+    e->log->shard->hot->stats.unwritten -= e->len;
 }
 
 static struct hot_entry *hot_add(struct rv_plog *log, struct append_op *op)
@@ -882,6 +893,7 @@ static struct hot_entry *hot_add(struct rv_plog *log, struct append_op *op)
     hot->newest = e;
     hot->stats.bytes += e->len;
     hot->stats.batches++;
+    hot->stats.unwritten += e->len;
     return e;
 }
 
@@ -1285,8 +1297,8 @@ static void plog_retry_arm(struct rv_plog *log, uint64_t delay_us)
     while (log->retry_head != NULL) { /* buffered writes that waited: never written now */
         struct hot_entry *e = log->retry_head;
         log->retry_head = e->retry_next;
-        e->is_on_disk = true; /* the WAL has it; the hot tier may drop it */
-        rv_buf_put(e->buf);   /* the write's reference */
+        hot_set_on_disk(e); /* the WAL has it; the hot tier may drop it */
+        rv_buf_put(e->buf); /* the write's reference */
     }
     log->is_disk_full = false;
     plog_roll_flush_queue(log); /* releases what waited for a roll or room */
@@ -1343,7 +1355,7 @@ static void plog_write_done(void *arg, int64_t res)
     }
     if (err < 0)
         plog_fail(log, err);
-    e->is_on_disk = true;
+    hot_set_on_disk(e);
     rv_buf_put(e->buf); /* the write's reference */
     hot_trim(log->shard->hot);
     plog_ckpt_try(log);
@@ -1493,7 +1505,7 @@ static void plog_dw_mark(struct rv_plog *log, uint64_t written)
 {
     struct hot_entry *e = log->dw.first;
     while (e != NULL && e->is_noted && !e->is_on_disk && e->pos + e->len <= written) {
-        e->is_on_disk = true;
+        hot_set_on_disk(e);
         e = e->next;
     }
     log->dw.first = e != NULL && e->is_noted && !e->is_on_disk ? e : NULL;
@@ -1506,7 +1518,7 @@ static void plog_dw_abandon(struct rv_plog *log)
     struct plog_dw *dw = &log->dw;
     for (struct hot_entry *e = dw->first; e != NULL; e = e->next) {
         if (e->is_noted)
-            e->is_on_disk = true;
+            hot_set_on_disk(e);
     }
     plog_dw_put_blocks(dw);
     dw->first = dw->next = NULL;
@@ -1931,6 +1943,17 @@ enum plog_append_kind {
     PLOG_APPEND_CHECKED,  /* received, records checked by rv_plog_check_records */
 };
 
+/* Whether the shard's batches waiting for their segment writes are at their
+ * bound (plog.h, RV_PLOG_UNWRITTEN_MAX): appends wait until writes catch up. */
+static bool plog_unwritten_is_full(struct rv_plog_shard *sh)
+{
+    uint64_t max = sh->unwritten_max != 0 ? sh->unwritten_max : RV_PLOG_UNWRITTEN_MAX;
+    if (sh->hot->stats.unwritten < max)
+        return false;
+    sh->hot->stats.unwritten_full++;
+    return true;
+}
+
 static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
                        rv_plog_append_fn *done, void *arg, enum plog_append_kind kind,
                        const struct rv_plog_checked *checked);
@@ -1996,6 +2019,8 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
     /* Refuse before validating: a refused batch is retried, and validation
      * (CRC and a walk over its records) is the expensive part. */
     if (!rv_wal_has_room(log->shard->wal, len))
+        return -ENOBUFS;
+    if (plog_unwritten_is_full(log->shard))
         return -ENOBUFS;
     struct rv_batch_view v;
     int n = is_built ? rv_batch_parse_built(batch, len, &v)

@@ -122,6 +122,8 @@ struct rv_plog_shard {
     uint64_t early_bytes;         /* acks none/leader batches completed (or about to be)
                                      before their WAL write, not yet written */
     uint64_t early_ack_max;       /* the bound on early_bytes (0: RV_PLOG_EARLY_ACK_MAX) */
+    uint64_t unwritten_max;       /* the bound on the hot tier's unwritten bytes
+                                     (0: RV_PLOG_UNWRITTEN_MAX) */
     uint32_t compact_map_entries; /* keys a compaction pass may map (0: the default) */
     uint64_t unloads;             /* idle logs unloaded (rv_plog_unload_idle) */
     uint32_t compactions;         /* compaction passes in flight */
@@ -133,6 +135,12 @@ struct rv_plog_shard {
  * producers by the disk (instead of refusals) and bounds what a crash of the
  * process can take of acknowledged data. */
 #define RV_PLOG_EARLY_ACK_MAX (4u << 20)
+/* Appends are refused with -ENOBUFS (retry) while a shard holds this many
+ * bytes of batches that are in the WAL but not yet written to their segment.
+ * Without the bound, segment writes slower than the WAL let the backlog grow
+ * until it fills the shard's pool, and then the segment writes, which need
+ * pool blocks to stage their bytes, could never run again. */
+#define RV_PLOG_UNWRITTEN_MAX (64u << 20)
 
 typedef void rv_plog_append_fn(void *arg, int64_t base_offset_or_err);
 
@@ -382,6 +390,8 @@ struct rv_hot_stats {
     uint64_t hits;   /* fetches answered from memory */
     uint64_t misses; /* fetches that read the disk */
     uint64_t evicted;
+    uint64_t unwritten;        /* bytes of batches whose segment write has not completed */
+    uint64_t unwritten_full;   /* appends refused because `unwritten` was at its bound */
 };
 void rv_hot_get_stats(const struct rv_hot *hot, struct rv_hot_stats *out);
 

@@ -12,6 +12,7 @@
 #include "core/crc32c.h"
 #include "core/pool.h"
 #include "core/sys.h"
+#include "shards/io.h"
 #include "shards/timer.h"
 #include "storage/batch.h"
 #include "storage/plog.h"
@@ -591,6 +592,117 @@ Test(plog, a_retry_timer_that_cannot_be_armed_fails_the_log_and_it_still_closes)
     cr_assert_eq(wal_open_test(&c->wal, 0, count_cb, &replayed), 0, "%s", rv_err_msg());
     rv_wal_close(c->wal);
     cr_assert_eq(replayed, 1, "the batch comes back from the WAL");
+}
+
+/* Segment writes that fall behind the WAL (held back here by a ring that
+ * answers EAGAIN) hold appends back once the shard's unwritten bytes reach
+ * their bound: appends get -ENOBUFS (retry), nothing is lost, and appends go
+ * on once the writes catch up. Without the bound the backlog grew until it
+ * filled the shard's pool, and then the segment writes, which stage their
+ * bytes in pool blocks, could never run again (a store that never closed). */
+struct ub_case {
+    struct dw_case c;
+    bool is_direct;
+    struct rv_hot_stats hs;
+};
+
+static void ub_append(void *arg)
+{
+    struct ub_case *u = arg;
+    struct dw_case *c = &u->c;
+    if (c->sh.pool == NULL) {
+        shard_setup(&c->sh, c->wal, c->log, 16 << 20, u->is_direct);
+        c->sh.unwritten_max = 2 * c->batch_len; /* two batches */
+    }
+    c->offset = -1;
+    c->rc = append_bytes(&c->sh, c->log, c->batch, c->batch_len, RV_ACKS_ALL, dw_appended, c);
+}
+
+static void ub_stats(void *arg)
+{
+    struct ub_case *u = arg;
+    rv_hot_get_stats(u->c.sh.hot, &u->hs);
+}
+
+static void unwritten_bound_run(bool is_direct)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct ub_case u;
+    memset(&u, 0, sizeof(u));
+    u.is_direct = is_direct;
+    struct dw_case *c = &u.c;
+    test_signal_init(&c->done);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
+    open_wal_and_log(&c->wal, &c->log, 1 << 20);
+    c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
+    /* The first batch opens and writes the segment. */
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    for (int i = 0; i < 2000 && (u.hs.batches == 0 || u.hs.unwritten != 0); i++) {
+        test_run_on(rt, 0, ub_stats, &u);
+        if (u.hs.unwritten != 0)
+            usleep(1000);
+    }
+    cr_assert_eq(u.hs.unwritten, 0, "written");
+    int fd = test_fd_of(seg);
+    cr_assert_geq(fd, 0, "the segment is open");
+    /* Its writes stall; two more batches reach the WAL and wait in memory. */
+    rv_io_fault_fail_fd(fd, 1u << RV_IO_OP_WRITE | 1u << RV_IO_OP_WRITEV, -EAGAIN, 1u << 30);
+    for (int64_t want = 3; want <= 6; want += 3) {
+        test_run_on(rt, 0, ub_append, &u);
+        cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+        test_signal_wait(&c->done);
+        cr_assert_eq(c->offset, want, "acknowledged from the WAL");
+    }
+    test_run_on(rt, 0, ub_stats, &u);
+    cr_assert_eq(u.hs.unwritten, 2 * c->batch_len, "both wait for their segment write");
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, -ENOBUFS, "at the bound, appends wait: %s", rv_strerror(c->rc));
+    test_run_on(rt, 0, ub_stats, &u);
+    cr_assert_eq(u.hs.unwritten_full, 1);
+    usleep(20000);
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, -ENOBUFS, "still behind");
+    /* The writes go through: the backlog drains and appends are taken again. */
+    rv_io_fault_fail_fd(-1, 0, 0, 0);
+    for (int i = 0; i < 2000 && u.hs.unwritten != 0; i++) {
+        test_run_on(rt, 0, ub_stats, &u);
+        if (u.hs.unwritten != 0)
+            usleep(1000);
+    }
+    cr_assert_eq(u.hs.unwritten, 0, "the backlog was written");
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    cr_assert_eq(c->offset, 9);
+    close_when_idle(rt, dw_cleanup, c, &c->log);
+    rv_runtime_close(rt);
+    /* The segment holds the four batches in order. */
+    cr_assert_eq(file_size(seg), 4 * (long)c->batch_len);
+    FILE *f = fopen(seg, "rb");
+    cr_assert_not_null(f);
+    static uint8_t got[4 * 16384];
+    cr_assert_eq(fread(got, 1, 4 * c->batch_len, f), 4 * c->batch_len);
+    fclose(f);
+    for (int i = 0; i < 4; i++) {
+        uint64_t base = 0;
+        for (int j = 0; j < 8; j++)
+            base = base << 8 | got[(size_t)i * c->batch_len + (size_t)j];
+        cr_assert_eq(base, 3u * (uint64_t)i, "batch %d", i);
+        cr_assert(memcmp(got + (size_t)i * c->batch_len + 8, c->batch + 8, c->batch_len - 8) == 0);
+    }
+}
+
+Test(plog, appends_wait_while_direct_segment_writes_are_behind)
+{
+    unwritten_bound_run(true);
+}
+
+Test(plog, appends_wait_while_buffered_segment_writes_are_behind)
+{
+    unwritten_bound_run(false);
 }
 
 /* After a reopen, the block a direct segment ends in is read back before the

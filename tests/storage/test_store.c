@@ -1719,24 +1719,10 @@ Test(store, segment_ms_rolls_a_partition_that_unloads_between_writes)
  * topic, or -1. */
 static int segment_fd(const char *topic, uint64_t base)
 {
-    char want[1200], link[1200], path[300];
+    char want[1200];
     snprintf(want, sizeof(want), "%.900s/topics/%s/0/%020llu.log", dir, topic,
              (unsigned long long)base);
-    DIR *d = opendir("/proc/self/fd");
-    cr_assert_not_null(d);
-    struct dirent *de;
-    int fd = -1;
-    while (fd < 0 && (de = readdir(d)) != NULL) {
-        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-        ssize_t n = readlink(path, link, sizeof(link) - 1);
-        if (n > 0) {
-            link[n] = '\0';
-            if (strcmp(link, want) == 0)
-                fd = atoi(de->d_name);
-        }
-    }
-    closedir(d);
-    return fd;
+    return test_fd_of(want);
 }
 
 /* The base of partition 0's newest segment file of topic. */

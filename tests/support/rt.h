@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <semaphore.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +27,27 @@ static inline int test_count_fds(void)
         n++;
     closedir(d);
     return n;
+}
+
+/* The descriptor this process holds on path, or -1. */
+static inline int test_fd_of(const char *path)
+{
+    char link[1200], name[300];
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    struct dirent *de;
+    int fd = -1;
+    while (fd < 0 && (de = readdir(d)) != NULL) {
+        snprintf(name, sizeof(name), "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(name, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            if (strcmp(link, path) == 0)
+                fd = atoi(de->d_name);
+        }
+    }
+    closedir(d);
+    return fd;
 }
 
 /* The WAL and segment I/O mode a test asks for: RIVVEN_TEST_WAL_IO=buffered or
