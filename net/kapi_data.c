@@ -70,6 +70,7 @@ struct kpart {
     int64_t log_start;
     int64_t high_watermark;
     int64_t append_time; /* produce under LogAppendTime, else -1 */
+    char *err_msg;       /* produce: why the storage refused it (malloc'd), or NULL */
     const uint8_t *appended;
     struct rv_plog_fetch f;
     bool has_fetch;
@@ -124,6 +125,21 @@ static void kparts_free(struct rv_kreq *req)
 {
     struct kparts *kp = req->state;
     kparts_release_fetches(kp);
+    for (uint32_t i = 0; i < kp->count; i++) {
+        free(kp->parts[i].err_msg);
+        kp->parts[i].err_msg = NULL;
+    }
+}
+
+/* A storage refusal of p's batch: its error code and, for the response's
+ * error_message (v8+), what the storage said (msg: rv_err_msg() of the
+ * thread that saw the error, or NULL). No memory for the text: the code
+ * alone. */
+static void kpart_refused(struct kpart *p, int err, const char *msg)
+{
+    p->err = kapi_storage_error(err);
+    if (msg != NULL && msg[0] != '\0' && p->err_msg == NULL)
+        p->err_msg = strdup(msg);
 }
 
 /* ---- the owner side ------------------------------------------------------------------------ */
@@ -247,12 +263,16 @@ struct kpart_check_job {
     struct kpart *p;
     struct rv_plog_check params;
     int rc;
+    char msg[256]; /* the helper's rv_err_msg() when rc < 0 */
 };
 
 static void kpart_check_work(void *arg) /* a helper thread */
 {
     struct kpart_check_job *j = arg;
+    rv_err_clear();
     j->rc = rv_plog_check_records(&j->params, j->p->batch, j->p->batch_len, &j->p->checked);
+    if (j->rc < 0)
+        snprintf(j->msg, sizeof(j->msg), "%s", rv_err_msg());
 }
 
 static void kpart_check_done(void *arg) /* back on the owner */
@@ -260,9 +280,9 @@ static void kpart_check_done(void *arg) /* back on the owner */
     struct kpart_check_job *j = arg;
     struct kshard_work *sw = j->sw;
     if (j->rc < 0) {
-        j->p->err = kapi_storage_error(j->rc);
+        kpart_refused(j->p, j->rc, j->msg);
         rv_debug("produce: %.*s-%d: %s", (int)j->p->topic.len, j->p->topic.ptr, j->p->index,
-                 rv_err_msg());
+                 j->msg);
     } else {
         j->p->check = KPART_CHECK_PASSED;
     }
@@ -318,6 +338,7 @@ static enum kpart_start kpart_produce(struct kshard_work *sw, struct kpart *p, r
         p->appended = bytes;
         sw->inflight++;
         int acks = sw->acks == 0 ? RV_ACKS_LEADER : sw->acks;
+        rv_err_clear(); /* what rv_err_msg() says after a refusal is about this batch */
         rc = p->check == KPART_CHECK_PASSED
                  ? rv_plog_append_checked(log, buf, bytes, p->batch_len, acks, &p->checked,
                                           kpart_produced, p)
@@ -329,7 +350,7 @@ static enum kpart_start kpart_produce(struct kshard_work *sw, struct kpart *p, r
     if (rc == -ENOBUFS || rc == -EAGAIN)
         return KPART_RETRY;
     if (rc < 0)
-        p->err = kapi_storage_error(rc);
+        kpart_refused(p, rc, rv_err_msg());
     return KPART_STARTED;
 }
 
@@ -608,6 +629,9 @@ static void kapi_produce_encode(struct rv_kreq *req)
             r->base_offset = p->err == 0 ? p->result : -1;
             r->log_append_time_ms = p->err == 0 ? p->append_time : -1;
             r->log_start_offset = -1;
+            if (p->err != 0 && p->err_msg != NULL)
+                r->error_message = (struct rv_kp_str){.ptr = p->err_msg,
+                                                      .len = (int32_t)strlen(p->err_msg)};
         }
     }
     kapi_respond(req, &rv_kp_produce_response_desc, &resp);

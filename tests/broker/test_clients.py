@@ -670,6 +670,21 @@ class Admin(B.BrokerTestCase):
         self.assertEqual(len(errors), 1)
         self.assertIsNotNone(errors[0], "an hour-old record was accepted")
         self.assertEqual(errors[0].code(), KafkaError.INVALID_TIMESTAMP, str(errors[0]))
+        # Produce v8+ carries the reason in the partition's error_message.
+        old = B.record_batch([(b"k", b"old")], timestamp=(int(time.time()) - 3600) * 1000)
+        w = B.Writer()
+        w.string(None).i16(-1).i32(10000)
+        w.array(["adm-tsbound"], lambda w, t: w.string(t).array(
+            [0], lambda w, p: w.i32(p).bytes_(old)))
+        with B.RawClient(self.broker.port) as c:
+            r = B.Reader(c.request(0, 8, w.b))
+        parts = r.array(lambda r: (r.string(), r.array(lambda r: (
+            r.i32(), r.i16(), r.i64(), r.i64(), r.i64(),
+            r.array(lambda r: (r.i32(), r.string())), r.string()))))[0][1]
+        _, err, base, _, _, record_errors, message = parts[0]
+        self.assertEqual((err, base), (KafkaError.INVALID_TIMESTAMP, -1))
+        self.assertIn("message.timestamp.before.max.ms", message or "",
+                      "Produce v8 error_message: %r" % message)
         res = produce_all(p, "adm-tsbound", [(b"k", b"now", 0)], log)
         self.assertEqual(res[0][1], 0, "the refused record took no offset")
         cfg = self.describe(ConfigResource.Type.TOPIC, "adm-tsbound")
