@@ -630,8 +630,8 @@ static void kapi_produce_encode(struct rv_kreq *req)
             r->log_append_time_ms = p->err == 0 ? p->append_time : -1;
             r->log_start_offset = -1;
             if (p->err != 0 && p->err_msg != NULL)
-                r->error_message = (struct rv_kp_str){.ptr = p->err_msg,
-                                                      .len = (int32_t)strlen(p->err_msg)};
+                r->error_message =
+                    (struct rv_kp_str){.ptr = p->err_msg, .len = (int32_t)strlen(p->err_msg)};
         }
     }
     kapi_respond(req, &rv_kp_produce_response_desc, &resp);

@@ -285,8 +285,11 @@ static int runtime_start_threads(rv_runtime_t *rt)
         pthread_barrier_init(&rt->go, NULL, started + 1);
     }
     pthread_barrier_wait(&rt->ready);
-    for (uint32_t i = 0; i < started && rc == 0; i++)
+    for (uint32_t i = 0; i < started && rc == 0; i++) {
         rc = rt->shards[i]->start_rc;
+        if (rc < 0) /* the reason was recorded on the shard's thread: say it here */
+            rc = rv_errf(rc, "shard %u: %s", i, rt->shards[i]->start_msg);
+    }
     rt->is_start_failed = rc < 0;
     pthread_barrier_wait(&rt->go);
     if (rc < 0) {

@@ -195,8 +195,10 @@ void *rv_shard_main(void *arg)
     snprintf(name, sizeof(name), "rv-shard-%u", s->id);
     (void)pthread_setname_np(pthread_self(), name);
     s->start_rc = shard_init(s);
-    if (s->start_rc < 0)
-        rv_error("shard %u failed to start: %s", s->id, rv_err_msg());
+    if (s->start_rc < 0) {
+        snprintf(s->start_msg, sizeof(s->start_msg), "%s", rv_err_msg());
+        rv_error("shard %u failed to start: %s", s->id, s->start_msg);
+    }
     pthread_barrier_wait(&s->rt->ready);
     pthread_barrier_wait(&s->rt->go);
     if (s->start_rc == 0) {

@@ -87,8 +87,9 @@ struct rv_shard {
     int node; /* its NUMA node */
     rv_runtime_t *rt;
     pthread_t thread;
-    int start_rc; /* 0 or the -errno that stopped this shard's start */
-    int wake_fd;  /* eventfd; created and closed by the runtime, outlives the thread */
+    int start_rc;        /* 0 or the -errno that stopped this shard's start */
+    char start_msg[256]; /* and what rv_err_msg() said then (for rv_runtime_open's caller) */
+    int wake_fd;         /* eventfd; created and closed by the runtime, outlives the thread */
 
     struct rv_io io;
     rv_pool_t *pool;

@@ -452,12 +452,16 @@ int rv_plog_open(rv_plog_t **out, const char *dir, uint64_t key, const struct rv
 struct load_job {
     struct rv_plog *log;
     int rc;
+    char msg[256]; /* the helper's rv_err_msg() when rc < 0 */
 };
 
 static void plog_load_work(void *arg)
 {
     struct load_job *job = arg;
+    rv_err_clear();
     job->rc = plog_load_data(job->log); /* the shard leaves the log alone meanwhile */
+    if (job->rc < 0)
+        snprintf(job->msg, sizeof(job->msg), "%s", rv_err_msg());
 }
 
 static bool plog_is_emfile(int64_t err);
@@ -509,7 +513,8 @@ static void plog_load_done(void *arg)
     if (job->rc < 0) {
         log->load = PLOG_LOAD_FAILED;
         log->load_err = job->rc;
-        rv_error("log %s: cannot open: %s", log->dir, rv_strerror(job->rc));
+        rv_error("log %s: cannot open: %s", log->dir,
+                 job->msg[0] != '\0' ? job->msg : rv_strerror(job->rc));
     }
     free(job);
     plog_cfg_settle(log); /* a change made while it loaded */

@@ -390,8 +390,8 @@ struct rv_hot_stats {
     uint64_t hits;   /* fetches answered from memory */
     uint64_t misses; /* fetches that read the disk */
     uint64_t evicted;
-    uint64_t unwritten;        /* bytes of batches whose segment write has not completed */
-    uint64_t unwritten_full;   /* appends refused because `unwritten` was at its bound */
+    uint64_t unwritten;      /* bytes of batches whose segment write has not completed */
+    uint64_t unwritten_full; /* appends refused because `unwritten` was at its bound */
 };
 void rv_hot_get_stats(const struct rv_hot *hot, struct rv_hot_stats *out);
 

@@ -3178,7 +3178,7 @@ struct st_result {
     uint64_t elapsed_ns;
     uint64_t nobufs;
     uint64_t completion_turns;
-    uint64_t shard_cpu_ns; /* CPU time of the shards that drove it (st_cell_run) */
+    uint64_t shard_cpu_ns;       /* CPU time of the shards that drove it (st_cell_run) */
     double log_bytes_per_record; /* what the log stores per record, batch framing included */
     struct rv_hist *hist;
 };
@@ -3317,8 +3317,8 @@ static void st_cell_figures(const struct st_ctx *c, const struct st_cell *cell,
                        : 0;
     fig_numf("storage", "", r->log_bytes_per_record, "B", "%s_log_bytes_per_record", key);
     fig_numf("storage", "", bound, "rec/s", "%s_disk_bound_records_per_s", key);
-    fig_numf("storage", "", bound > 0 ? 100.0 * rec_s / bound : 0, "%",
-             "%s_pct_of_disk_bound", key);
+    fig_numf("storage", "", bound > 0 ? 100.0 * rec_s / bound : 0, "%", "%s_pct_of_disk_bound",
+             key);
     if (cell->acks == RV_ACKS_ALL) {
         double pct = c->seq_mbps > 0 ? 100.0 * mb_s / c->seq_mbps : 0;
         fig_numf("storage", "", pct, "%", "%s_pct_of_disk_seq", key);

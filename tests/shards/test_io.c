@@ -1,10 +1,16 @@
 /* tests/shards/test_io.c - tests shards/io*.c: file I/O on both backends. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/sys.h"
@@ -369,4 +375,67 @@ Test(io, the_largest_io_depth_opens_on_io_uring)
 {
     rv_runtime_t *rt = io_open(RV_IO_URING, 32768);
     rv_runtime_close(rt);
+}
+
+/* Where the kernel refuses io_uring (seccomp here, as container runtimes
+ * do; or io_uring_disabled), the auto backend falls back to epoll and says
+ * so on stderr, and an explicit io_uring runtime fails to open with the
+ * reason. Run in a child: the filter cannot be lifted. */
+static int no_uring_child(int err_fd)
+{
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 10;
+    if (dup2(err_fd, STDERR_FILENO) < 0)
+        return 11;
+    struct rv_runtime_config cfg;
+    rv_runtime_config_init(&cfg);
+    cfg.shard_count = 1;
+    cfg.io_backend = RV_IO_AUTO;
+    rv_runtime_t *rt = NULL;
+    if (rv_runtime_open(&rt, &cfg) != 0)
+        return 12;
+    enum rv_io_backend got = rv_runtime_io_backend(rt);
+    rv_runtime_close(rt);
+    if (got != RV_IO_EPOLL)
+        return 13;
+    cfg.io_backend = RV_IO_URING;
+    rt = NULL;
+    int rc = rv_runtime_open(&rt, &cfg);
+    if (rc != -ENOSYS || rt != NULL)
+        return 14;
+    if (strstr(rv_err_msg(), "io_uring") == NULL)
+        return 15;
+    return 0;
+}
+
+Test(io, without_io_uring_auto_falls_back_to_epoll_and_says_so)
+{
+    unsetenv("RIVVEN_IO_BACKEND");
+    char path[] = "/tmp/rivven-io-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(no_uring_child(fd));
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "the child ended by signal %d", WTERMSIG(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "the child's step %d failed", WEXITSTATUS(status));
+    char out[4096] = "";
+    ssize_t n = pread(fd, out, sizeof(out) - 1, 0);
+    close(fd);
+    cr_assert_gt(n, 0, "a warning on stderr");
+    out[n] = '\0';
+    cr_assert(strstr(out, "io_uring backend unavailable") != NULL && strstr(out, "epoll") != NULL,
+              "stderr: %s", out);
 }

@@ -1779,9 +1779,19 @@ static uint32_t produce_until_taken(struct env *e, const char *topic, uint32_t i
  * checkpoint again: appends resume, every acknowledged record is there at
  * its offset (the one whose write failed too), the checkpoint moves on again
  * (so the WAL is recycled), and all of it survives a restart. */
-static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, bool is_blocked,
+/* What stands in a rebuild's way until the test clears it: nothing, a
+ * directory where the active segment's index is (its removal fails), or one
+ * where the segment itself is (its open for the cut fails). */
+enum rebuild_block {
+    REBUILD_FREE = 0,
+    REBUILD_BLOCK_INDEX,
+    REBUILD_BLOCK_SEGMENT,
+};
+
+static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, enum rebuild_block block,
                                        const char *segment_bytes)
 {
+    bool is_blocked = block != REBUILD_FREE;
     struct rv_store_config scfg;
     rv_store_config_init(&scfg);
     scfg.checkpoint_interval_ms = 100; /* sweeps every 200 ms */
@@ -1801,11 +1811,16 @@ static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, bool is_
     }
     cr_assert_geq(fd, 0, "the shard holds the segment open while it is written");
     cr_assert_gt(ckpt_lsn_on_disk(), 0);
-    char idx[1200], cmd[2600];
+    char idx[1200], seg[1200], cmd[4000];
     snprintf(idx, sizeof(idx), "%.900s/topics/%s/0/%020llu.index", dir, topic,
              (unsigned long long)active_base_of(topic));
-    if (is_blocked) { /* a directory in the index's way: the rebuild cannot remove it */
+    snprintf(seg, sizeof(seg), "%.900s/topics/%s/0/%020llu.log", dir, topic,
+             (unsigned long long)active_base_of(topic));
+    if (block == REBUILD_BLOCK_INDEX) { /* the rebuild cannot remove the index */
         snprintf(cmd, sizeof(cmd), "rm -f %s && mkdir -p %s/in-the-way", idx, idx);
+        cr_assert_eq(system(cmd), 0);
+    } else if (block == REBUILD_BLOCK_SEGMENT) { /* nor open the segment to cut it */
+        snprintf(cmd, sizeof(cmd), "mv %s %s.away && mkdir -p %s/in-the-way", seg, seg, seg);
         cr_assert_eq(system(cmd), 0);
     }
     /* The next segment write fails, or the sync of the next checkpoint. */
@@ -1832,7 +1847,10 @@ static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, bool is_
                      rc < 0 ? rv_strerror((int)rc) : "taken");
         usleep(500 * 1000); /* checkpoint ticks every 100 ms */
         cr_assert_eq(ckpt_lsn_on_disk(), ckpt_then, "no checkpoint while the log waits");
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", idx);
+        if (block == REBUILD_BLOCK_INDEX)
+            snprintf(cmd, sizeof(cmd), "rm -rf %s", idx);
+        else
+            snprintf(cmd, sizeof(cmd), "rm -rf %s && mv %s.away %s", seg, seg, seg);
         cr_assert_eq(system(cmd), 0);
     }
     uint32_t refused = 0;
@@ -1853,32 +1871,34 @@ static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, bool is_
     env_close(&e);
 }
 
-static void failed_write_is_rebuilt(const char *topic, bool is_sync, bool is_blocked)
+static void failed_write_is_rebuilt(const char *topic, bool is_sync, enum rebuild_block block)
 {
-    failed_write_is_rebuilt_in(topic, is_sync, is_blocked, NULL);
+    failed_write_is_rebuilt_in(topic, is_sync, block, NULL);
 }
 
 /* The same after several rolls since the log was loaded: the durable point
  * followed them, and the cut keeps every rolled segment. */
 Test(store, a_failed_log_that_rolled_is_rebuilt_from_the_wal)
 {
-    failed_write_is_rebuilt_in("failr", false, false, "65536");
-    failed_write_is_rebuilt_in("failrs", true, false, "65536");
+    failed_write_is_rebuilt_in("failr", false, REBUILD_FREE, "65536");
+    failed_write_is_rebuilt_in("failrs", true, REBUILD_FREE, "65536");
 }
 
 Test(store, a_log_whose_segment_write_fails_is_rebuilt_from_the_wal)
 {
-    failed_write_is_rebuilt("failw", false, false);
+    failed_write_is_rebuilt("failw", false, REBUILD_FREE);
 }
 
 Test(store, a_log_whose_segment_sync_fails_is_rebuilt_from_the_wal)
 {
-    failed_write_is_rebuilt("fails", true, false);
+    failed_write_is_rebuilt("fails", true, REBUILD_FREE);
 }
 
-/* A rebuild that fails leaves the log failed to load (calls get the error),
+/* A rebuild that fails (the index cannot be removed, or the segment cannot
+ * be opened to cut it) leaves the log failed to load (calls get the error),
  * holds the checkpoint back, and is tried again until it works. */
 Test(store, a_rebuild_that_fails_is_tried_again_and_holds_the_wal)
 {
-    failed_write_is_rebuilt("failb", false, true);
+    failed_write_is_rebuilt("failb", false, REBUILD_BLOCK_INDEX);
+    failed_write_is_rebuilt("failo", false, REBUILD_BLOCK_SEGMENT);
 }

@@ -1349,6 +1349,14 @@ Test(wal, scan_reads_a_range_of_the_live_wal)
     replay.fail_at = 3;
     cr_assert_eq(rv_wal_scan(wal_dir, lsn900, end, replay_cb, &replay), -ECANCELED,
                  "the callback's error stops it");
+    reset_replay();
+    cr_assert_eq(rv_wal_scan(wal_dir, end, end, replay_cb, &replay), 0, "an empty range");
+    char gone[300];
+    snprintf(gone, sizeof(gone), "%s/not-a-wal", wal_dir);
+    rc = rv_wal_scan(gone, lsn100, end, replay_cb, &replay);
+    cr_assert_eq(rc, -ENOENT, "%s", rv_strerror(rc));
+    cr_assert(strstr(rv_err_msg(), "opendir") != NULL, "%s", rv_err_msg());
+    cr_assert_eq(replay.count, 0, "nothing read");
     wal_close_when_idle(rt, w);
     rv_runtime_close(rt);
 }
