@@ -57,6 +57,7 @@ struct hot_entry {
     bool is_on_disk;              /* its segment write completed */
     bool is_noted;                /* in the active segment's accounting (pos is set) */
     bool is_malloced;             /* allocated outside the pool (the pool was exhausted) */
+    bool is_uncounted;            /* never written (its log failed): out of `unwritten` */
     uint64_t pos;                 /* where its segment write goes */
     struct hot_entry *retry_next; /* the log's writes to retry (disk full) */
     int64_t base;
@@ -832,7 +833,7 @@ static void hot_unlink(struct rv_hot *hot, struct hot_entry *e)
         hot->newest = e->lru_prev;
     hot->stats.bytes -= e->len;
     hot->stats.batches--;
-    if (!e->is_on_disk)
+    if (!e->is_on_disk && !e->is_uncounted)
         hot->stats.unwritten -= e->len;
     rv_buf_put(e->buf);
     if (e->is_malloced)
@@ -861,6 +862,18 @@ static void hot_set_on_disk(struct hot_entry *e)
     if (e->is_on_disk)
         return;
     e->is_on_disk = true;
+    if (!e->is_uncounted)
+        e->log->shard->hot->stats.unwritten -= e->len;
+}
+
+/* e's log failed before its write: it is never written (the WAL has it and
+ * the rebuild brings it back), so it leaves the shard's unwritten bytes, but
+ * stays pinned: the segment does not hold it. */
+static void hot_set_uncounted(struct hot_entry *e)
+{
+    if (e->is_on_disk || e->is_uncounted)
+        return;
+    e->is_uncounted = true;
     e->log->shard->hot->stats.unwritten -= e->len;
 }
 
@@ -1595,6 +1608,8 @@ static void plog_write(struct rv_plog *log, struct append_op *op, struct hot_ent
     plog_note_written(log, pos, op->len, op->base, op->last, op->max_ts);
     if (e == NULL)
         plog_fail(log, -ENOMEM); /* sticky: the WAL replays it at the next start */
+    if (e != NULL && log->state == PLOG_FAILED)
+        hot_set_uncounted(e);
     if (e == NULL || log->state == PLOG_FAILED)
         return;
     e->pos = pos;
@@ -2377,6 +2392,12 @@ static void plog_ckpt_try(struct rv_plog *log)
 {
     if (log->writes_inflight > 0 || log->is_syncing || plog_has_held_writes(log) || log->is_opening)
         return;
+    if (log->state == PLOG_FAILED && log->roll_head != NULL && !log->is_roll_job) {
+        /* A roll waited for the write or sync that failed the log: it never
+         * comes, so what queued behind it is released here (never written:
+         * the WAL has it), or the log would never be idle, rebuilt or closed. */
+        plog_roll_flush_queue(log);
+    }
     if (log->state == PLOG_ROLLING) {
         if (!log->is_roll_job)
             plog_roll_continue(log);

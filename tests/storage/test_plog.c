@@ -603,6 +603,8 @@ Test(plog, a_retry_timer_that_cannot_be_armed_fails_the_log_and_it_still_closes)
 struct ub_case {
     struct dw_case c;
     bool is_direct;
+    uint64_t unwritten_max; /* 0: two batches */
+    bool is_idle;
     struct rv_hot_stats hs;
 };
 
@@ -612,7 +614,7 @@ static void ub_append(void *arg)
     struct dw_case *c = &u->c;
     if (c->sh.pool == NULL) {
         shard_setup(&c->sh, c->wal, c->log, 16 << 20, u->is_direct);
-        c->sh.unwritten_max = 2 * c->batch_len; /* two batches */
+        c->sh.unwritten_max = u->unwritten_max != 0 ? u->unwritten_max : 2 * c->batch_len;
     }
     c->offset = -1;
     c->rc = append_bytes(&c->sh, c->log, c->batch, c->batch_len, RV_ACKS_ALL, dw_appended, c);
@@ -622,6 +624,7 @@ static void ub_stats(void *arg)
 {
     struct ub_case *u = arg;
     rv_hot_get_stats(u->c.sh.hot, &u->hs);
+    u->is_idle = rv_plog_is_idle(u->c.log);
 }
 
 static void unwritten_bound_run(bool is_direct)
@@ -693,6 +696,77 @@ static void unwritten_bound_run(bool is_direct)
         cr_assert_eq(base, 3u * (uint64_t)i, "batch %d", i);
         cr_assert(memcmp(got + (size_t)i * c->batch_len + 8, c->batch + 8, c->batch_len - 8) == 0);
     }
+}
+
+/* A roll that waits for a segment write which then fails: the log fails, and
+ * the batches queued behind the roll are released (never written; the WAL
+ * has them) and leave the shard's unwritten bytes. Before, nothing released
+ * them: the log was never idle, so it was never rebuilt and never closed,
+ * and its bytes counted against every append of the shard for good. */
+static void roll_then_fail_run(bool is_direct)
+{
+    rv_runtime_t *rt = test_rt_open(1);
+    static struct ub_case u;
+    memset(&u, 0, sizeof(u));
+    u.is_direct = is_direct;
+    u.unwritten_max = 1 << 20;
+    struct dw_case *c = &u.c;
+    test_signal_init(&c->done);
+    c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
+    char seg[256];
+    snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
+    /* Two batches fill a segment: the third rolls. */
+    open_wal_and_log(&c->wal, &c->log, (uint32_t)(2 * c->batch_len + 1));
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    for (int i = 0; i < 2000 && (u.hs.batches == 0 || u.hs.unwritten != 0); i++) {
+        test_run_on(rt, 0, ub_stats, &u);
+        if (u.hs.unwritten != 0)
+            usleep(1000);
+    }
+    int fd = test_fd_of(seg);
+    cr_assert_geq(fd, 0, "the segment is open");
+    uint32_t writes = 1u << RV_IO_OP_WRITE | 1u << RV_IO_OP_WRITEV;
+    rv_io_fault_fail_fd(fd, writes, -EAGAIN, 1u << 30); /* the second batch's write waits */
+    for (int64_t want = 3; want <= 6; want += 3) {   /* the third waits for the roll */
+        test_run_on(rt, 0, ub_append, &u);
+        cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
+        test_signal_wait(&c->done);
+        cr_assert_eq(c->offset, want);
+    }
+    test_run_on(rt, 0, ub_stats, &u);
+    cr_assert_eq(u.hs.unwritten, 2 * c->batch_len);
+    cr_assert_not(u.is_idle, "a write and a roll wait");
+    rv_io_fault_fail_fd(fd, writes, -EIO, 1); /* the waiting write fails */
+    for (int i = 0; i < 2000 && !(u.is_idle && u.hs.unwritten == 0); i++) {
+        test_run_on(rt, 0, ub_stats, &u);
+        if (!(u.is_idle && u.hs.unwritten == 0))
+            usleep(1000);
+    }
+    cr_assert_not(rv_io_fault_pending(), "the write failed");
+    rv_io_fault_fail_fd(-1, 0, 0, 0);
+    cr_assert(u.is_idle, "the failed log became idle (the queue behind the roll was released)");
+    cr_assert_eq(u.hs.unwritten, 0, "nothing of it counts against the shard's appends");
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, -EIO, "the failed log refuses appends: %s", rv_strerror(c->rc));
+    c->is_fail_expected = true;
+    close_when_idle(rt, dw_cleanup, c, &c->log);
+    rv_runtime_close(rt);
+    uint32_t replayed = 0;
+    cr_assert_eq(wal_open_test(&c->wal, 0, count_cb, &replayed), 0, "%s", rv_err_msg());
+    rv_wal_close(c->wal);
+    cr_assert_eq(replayed, 3, "the WAL holds all three batches for the rebuild");
+}
+
+Test(plog, a_direct_write_that_fails_while_a_roll_waits_releases_the_queue)
+{
+    roll_then_fail_run(true);
+}
+
+Test(plog, a_buffered_write_that_fails_while_a_roll_waits_releases_the_queue)
+{
+    roll_then_fail_run(false);
 }
 
 Test(plog, appends_wait_while_direct_segment_writes_are_behind)

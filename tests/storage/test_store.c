@@ -1847,10 +1847,15 @@ static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, enum reb
                      rc < 0 ? rv_strerror((int)rc) : "taken");
         usleep(500 * 1000); /* checkpoint ticks every 100 ms */
         cr_assert_eq(ckpt_lsn_on_disk(), ckpt_then, "no checkpoint while the log waits");
-        if (block == REBUILD_BLOCK_INDEX)
-            snprintf(cmd, sizeof(cmd), "rm -rf %s", idx);
-        else
-            snprintf(cmd, sizeof(cmd), "rm -rf %s && mv %s.away %s", seg, seg, seg);
+        if (block == REBUILD_BLOCK_SEGMENT) {
+            /* One atomic swap: a rebuild never finds the segment missing. */
+            char away[1300];
+            snprintf(away, sizeof(away), "%s.away", seg);
+            cr_assert_eq(renameat2(AT_FDCWD, away, AT_FDCWD, seg, RENAME_EXCHANGE), 0, "%s",
+                         strerror(errno));
+        }
+        snprintf(cmd, sizeof(cmd), "rm -rf %s%s", block == REBUILD_BLOCK_INDEX ? idx : seg,
+                 block == REBUILD_BLOCK_INDEX ? "" : ".away");
         cr_assert_eq(system(cmd), 0);
     }
     uint32_t refused = 0;
@@ -1864,6 +1869,12 @@ static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, enum reb
         ckpt_now = ckpt_lsn_on_disk();
     }
     cr_assert_gt(ckpt_now, ckpt_then, "checkpoints go on after the rebuild");
+    uint64_t unwritten = shard0_stats(&e).hot.unwritten;
+    for (int w = 0; w < 3000 && unwritten != 0; w++) {
+        usleep(1000);
+        unwritten = shard0_stats(&e).hot.unwritten;
+    }
+    cr_assert_eq(unwritten, 0, "the failure left no bytes counted against the shard's appends");
     env_close(&e);
     e = env_open_cfg(1, &scfg);
     cr_assert_eq(read_all(&e, topic, 0, 0, 0), n);
