@@ -627,6 +627,20 @@ static void ub_stats(void *arg)
     u->is_idle = rv_plog_is_idle(u->c.log);
 }
 
+/* Append the first batch (it opens the segment) and wait for its write. */
+static void ub_first_written(rv_runtime_t *rt, struct ub_case *u)
+{
+    test_run_on(rt, 0, ub_append, u);
+    cr_assert_eq(u->c.rc, 0, "%s", rv_strerror(u->c.rc));
+    test_signal_wait(&u->c.done);
+    for (int i = 0; i < 2000 && (u->hs.batches == 0 || u->hs.unwritten != 0); i++) {
+        test_run_on(rt, 0, ub_stats, u);
+        if (u->hs.unwritten != 0)
+            usleep(1000);
+    }
+    cr_assert_eq(u->hs.unwritten, 0, "written");
+}
+
 static void unwritten_bound_run(bool is_direct)
 {
     rv_runtime_t *rt = test_rt_open(1);
@@ -640,15 +654,7 @@ static void unwritten_bound_run(bool is_direct)
     open_wal_and_log(&c->wal, &c->log, 1 << 20);
     c->batch_len = build(c->batch, sizeof(c->batch), RV_CODEC_NONE);
     /* The first batch opens and writes the segment. */
-    test_run_on(rt, 0, ub_append, &u);
-    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
-    test_signal_wait(&c->done);
-    for (int i = 0; i < 2000 && (u.hs.batches == 0 || u.hs.unwritten != 0); i++) {
-        test_run_on(rt, 0, ub_stats, &u);
-        if (u.hs.unwritten != 0)
-            usleep(1000);
-    }
-    cr_assert_eq(u.hs.unwritten, 0, "written");
+    ub_first_written(rt, &u);
     int fd = test_fd_of(seg);
     cr_assert_geq(fd, 0, "the segment is open");
     /* Its writes stall; two more batches reach the WAL and wait in memory. */
@@ -717,19 +723,12 @@ static void roll_then_fail_run(bool is_direct)
     snprintf(seg, sizeof(seg), "%s/t/0/%020d.log", dir, 0);
     /* Two batches fill a segment: the third rolls. */
     open_wal_and_log(&c->wal, &c->log, (uint32_t)(2 * c->batch_len + 1));
-    test_run_on(rt, 0, ub_append, &u);
-    cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
-    test_signal_wait(&c->done);
-    for (int i = 0; i < 2000 && (u.hs.batches == 0 || u.hs.unwritten != 0); i++) {
-        test_run_on(rt, 0, ub_stats, &u);
-        if (u.hs.unwritten != 0)
-            usleep(1000);
-    }
+    ub_first_written(rt, &u);
     int fd = test_fd_of(seg);
     cr_assert_geq(fd, 0, "the segment is open");
     uint32_t writes = 1u << RV_IO_OP_WRITE | 1u << RV_IO_OP_WRITEV;
     rv_io_fault_fail_fd(fd, writes, -EAGAIN, 1u << 30); /* the second batch's write waits */
-    for (int64_t want = 3; want <= 6; want += 3) {   /* the third waits for the roll */
+    for (int64_t want = 3; want <= 6; want += 3) {      /* the third waits for the roll */
         test_run_on(rt, 0, ub_append, &u);
         cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
         test_signal_wait(&c->done);
