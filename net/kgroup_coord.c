@@ -203,7 +203,7 @@ static void kg_append_try(void *arg)
             uint8_t *bytes = rv_buf_data(buf);
             memcpy(bytes, a->batch, a->len);
             rv_buf_set_len(buf, a->len);
-            rc = rv_plog_append(log, buf, bytes, a->len, RV_ACKS_ALL, kg_append_done, a);
+            rc = rv_plog_append_internal(log, buf, bytes, a->len, RV_ACKS_ALL, kg_append_done, a);
             rv_buf_put(buf); /* the log took its own reference */
         }
     }

@@ -1961,6 +1961,8 @@ enum plog_append_kind {
     PLOG_APPEND_RECEIVED, /* everything is checked */
     PLOG_APPEND_BUILT,    /* ours: neither the CRC nor the records */
     PLOG_APPEND_CHECKED,  /* received, records checked by rv_plog_check_records */
+    PLOG_APPEND_INTERNAL, /* the broker's own records: checked, never held back by
+                             the segment backlog of client produces */
 };
 
 /* Whether the shard's batches waiting for their segment writes are at their
@@ -1982,6 +1984,12 @@ int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, 
                    rv_plog_append_fn *done, void *arg)
 {
     return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_RECEIVED, NULL);
+}
+
+int rv_plog_append_internal(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
+                            rv_plog_append_fn *done, void *arg)
+{
+    return plog_append(log, buf, batch, len, acks, done, arg, PLOG_APPEND_INTERNAL, NULL);
 }
 
 int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len, int acks,
@@ -2040,7 +2048,7 @@ static int plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t l
      * (CRC and a walk over its records) is the expensive part. */
     if (!rv_wal_has_room(log->shard->wal, len))
         return -ENOBUFS;
-    if (plog_unwritten_is_full(log->shard))
+    if (kind != PLOG_APPEND_INTERNAL && plog_unwritten_is_full(log->shard))
         return -ENOBUFS;
     struct rv_batch_view v;
     int n = is_built ? rv_batch_parse_built(batch, len, &v)

@@ -220,6 +220,15 @@ void rv_plog_close(rv_plog_t *log);
 RV_MUST_CHECK int rv_plog_append(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,
                                  int acks, rv_plog_append_fn *done, void *arg);
 
+/* rv_plog_append for the broker's own records (consumer group state and
+ * committed offsets): small, and never refused because client produces
+ * filled the shard's segment backlog (RV_PLOG_UNWRITTEN_MAX), so a producer
+ * at full speed cannot hold a group's offset commits back. They still wait
+ * for WAL room (-ENOBUFS). */
+RV_MUST_CHECK int rv_plog_append_internal(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch,
+                                          uint32_t len, int acks, rv_plog_append_fn *done,
+                                          void *arg);
+
 /* The same for a batch this process built (rv_batch_builder, as rv_produce
  * does): its CRC and records are not checked again. Never for received bytes. */
 RV_MUST_CHECK int rv_plog_append_built(rv_plog_t *log, rv_buf_t *buf, uint8_t *batch, uint32_t len,

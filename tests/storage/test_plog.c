@@ -597,13 +597,15 @@ Test(plog, a_retry_timer_that_cannot_be_armed_fails_the_log_and_it_still_closes)
 /* Segment writes that fall behind the WAL (held back here by a ring that
  * answers EAGAIN) hold appends back once the shard's unwritten bytes reach
  * their bound: appends get -ENOBUFS (retry), nothing is lost, and appends go
- * on once the writes catch up. Without the bound the backlog grew until it
+ * on once the writes catch up; the broker's own records
+ * (rv_plog_append_internal) pass the bound. Without the bound the backlog grew until it
  * filled the shard's pool, and then the segment writes, which stage their
  * bytes in pool blocks, could never run again (a store that never closed). */
 struct ub_case {
     struct dw_case c;
     bool is_direct;
     uint64_t unwritten_max; /* 0: two batches */
+    bool is_internal;       /* ub_append appends with rv_plog_append_internal */
     bool is_idle;
     struct rv_hot_stats hs;
 };
@@ -617,7 +619,17 @@ static void ub_append(void *arg)
         c->sh.unwritten_max = u->unwritten_max != 0 ? u->unwritten_max : 2 * c->batch_len;
     }
     c->offset = -1;
-    c->rc = append_bytes(&c->sh, c->log, c->batch, c->batch_len, RV_ACKS_ALL, dw_appended, c);
+    if (!u->is_internal) {
+        c->rc = append_bytes(&c->sh, c->log, c->batch, c->batch_len, RV_ACKS_ALL, dw_appended, c);
+        return;
+    }
+    rv_buf_t *buf;
+    cr_assert_eq(rv_buf_alloc(c->sh.pool, c->batch_len, &buf), 0);
+    memcpy(rv_buf_data(buf), c->batch, c->batch_len);
+    rv_buf_set_len(buf, c->batch_len);
+    c->rc = rv_plog_append_internal(c->log, buf, rv_buf_data(buf), (uint32_t)c->batch_len,
+                                    RV_ACKS_ALL, dw_appended, c);
+    rv_buf_put(buf);
 }
 
 static void ub_stats(void *arg)
@@ -674,6 +686,13 @@ static void unwritten_bound_run(bool is_direct)
     usleep(20000);
     test_run_on(rt, 0, ub_append, &u);
     cr_assert_eq(c->rc, -ENOBUFS, "still behind");
+    /* The broker's own records (a group's offset commit) still go in. */
+    u.is_internal = true;
+    test_run_on(rt, 0, ub_append, &u);
+    cr_assert_eq(c->rc, 0, "an internal append passes the bound: %s", rv_strerror(c->rc));
+    test_signal_wait(&c->done);
+    cr_assert_eq(c->offset, 9);
+    u.is_internal = false;
     /* The writes go through: the backlog drains and appends are taken again. */
     rv_io_fault_fail_fd(-1, 0, 0, 0);
     for (int i = 0; i < 2000 && u.hs.unwritten != 0; i++) {
@@ -685,17 +704,17 @@ static void unwritten_bound_run(bool is_direct)
     test_run_on(rt, 0, ub_append, &u);
     cr_assert_eq(c->rc, 0, "%s", rv_strerror(c->rc));
     test_signal_wait(&c->done);
-    cr_assert_eq(c->offset, 9);
+    cr_assert_eq(c->offset, 12);
     close_when_idle(rt, dw_cleanup, c, &c->log);
     rv_runtime_close(rt);
-    /* The segment holds the four batches in order. */
-    cr_assert_eq(file_size(seg), 4 * (long)c->batch_len);
+    /* The segment holds the five batches in order. */
+    cr_assert_eq(file_size(seg), 5 * (long)c->batch_len);
     FILE *f = fopen(seg, "rb");
     cr_assert_not_null(f);
-    static uint8_t got[4 * 16384];
-    cr_assert_eq(fread(got, 1, 4 * c->batch_len, f), 4 * c->batch_len);
+    static uint8_t got[5 * 16384];
+    cr_assert_eq(fread(got, 1, 5 * c->batch_len, f), 5 * c->batch_len);
     fclose(f);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         uint64_t base = 0;
         for (int j = 0; j < 8; j++)
             base = base << 8 | got[(size_t)i * c->batch_len + (size_t)j];

@@ -51,11 +51,15 @@ import json, os, sys
 s = json.load(open(sys.argv[1]))["storage"]
 counts = [int(n) for n in os.environ["SCALE"].split(",")]
 ran = sorted(k[: -len("_records_per_s")] for k in s
-             if k.endswith("_records_per_s") and not k.endswith("per_shard_records_per_s"))
+             if k.endswith("_records_per_s") and not k.endswith("per_shard_records_per_s")
+             and not k.endswith("_disk_bound_records_per_s"))
 want = sorted(["p1_1k_b16_all"] + ["p%d_100b_b16_none" % n for n in counts])
 assert ran == want, (ran, want)
 for key in want:
     assert s[key + "_records_per_s"] > 0, key
+    # A 100 B or 1 KiB record and its share of a batch's framing, as stored.
+    value = 100 if "_100b_" in key else 1024
+    assert value < s[key + "_log_bytes_per_record"] < value + 80, (key, s[key + "_log_bytes_per_record"])
 assert s["p1_100b_b16_none_pct_of_linear"] == 100, s["p1_100b_b16_none_pct_of_linear"]
 if len(counts) > 1:
     assert s["p2_100b_b16_none_pct_of_linear"] > 0
