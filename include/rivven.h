@@ -235,6 +235,10 @@ struct rv_store_config {
                                         offsets by time or delete records) gives back its
                                         memory and descriptor, and loads again on next use
                                         (default 300000; RV_IDLE_UNLOAD_NEVER: never) */
+    uint64_t segment_backlog_bytes;  /* a shard's batches in the WAL but not yet in their
+                                        segments, past which appends get -ENOBUFS until
+                                        the segment writes catch up (0, the default:
+                                        64 MiB; at most 512 MiB) */
 };
 
 #define RV_IDLE_UNLOAD_NEVER UINT32_MAX
@@ -342,7 +346,10 @@ typedef void rv_produce_fn(void *arg, int64_t base_offset_or_err);
  */
 int rv_produce(rv_store_t *st, const char *topic, int32_t partition, const struct rv_record *recs,
                uint32_t count, enum rv_acks acks, rv_produce_fn *cb, void *arg);
-/* Blocking rv_produce for threads outside the runtime: the base offset or -errno. */
+/* Blocking rv_produce for threads outside the runtime: the base offset or -errno.
+ * Backpressure (-ENOBUFS) is waited out, as a Kafka producer blocks on a full
+ * buffer, for up to RV_PRODUCE_SYNC_BLOCK_MS; -ENOBUFS only after that. */
+#define RV_PRODUCE_SYNC_BLOCK_MS 60000
 int64_t rv_produce_sync(rv_store_t *st, const char *topic, int32_t partition,
                         const struct rv_record *recs, uint32_t count, enum rv_acks acks);
 

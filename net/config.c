@@ -276,6 +276,14 @@ static const struct config_key config_keys[] = {
      .meaning = "a partition unused this long (no produce, fetch, offsets by time or delete "
                 "records) gives back its memory and descriptor, and loads again on its next use "
                 "(0: never)"},
+    {.name = "rivven.segment.backlog.bytes",
+     .type = CONFIG_U32,
+     CONFIG_AT(segment_backlog_bytes),
+     .min = 0,
+     .max = 512u << 20,
+     .def = "0",
+     .meaning = "a shard's batches in the WAL but not yet in their segments, past which "
+                "produces wait (retried) until the segment writes catch up (0: 64 MiB)"},
     {.name = "rivven.wal.group.window.us",
      .type = CONFIG_U32,
      CONFIG_AT(wal_group_window_us),

@@ -64,6 +64,7 @@ struct rv_config {
     uint32_t wal_group_bytes;          /* rivven.wal.group.bytes: 0 = the store's default */
     uint32_t wal_group_window_us;      /* rivven.wal.group.window.us */
     uint32_t log_idle_unload_ms;       /* rivven.log.idle.unload.ms: 0 = never */
+    uint32_t segment_backlog_bytes;    /* rivven.segment.backlog.bytes: 0 = the store's default */
     bool is_advertise_shards;          /* rivven.advertise.shards */
     int32_t trace_level;               /* rivven.trace.level: enum rv_trace_level */
 

@@ -97,6 +97,11 @@ struct rv_store {
     uint32_t next_id;
 };
 
+/* The largest segment_backlog_bytes: half of what the shard's pool has beyond twice the
+ * hot tier (1 GiB), the rest staying free for the WAL and for staging the
+ * segment writes that drain the backlog. */
+#define STORE_BACKLOG_MAX (512ull << 20)
+
 void rv_store_config_init(struct rv_store_config *cfg)
 {
     *cfg = (struct rv_store_config){
@@ -625,6 +630,7 @@ static void shard_setup(void *p)
     rv_plog_fds_init(&ss->ps, ss->st->fds_per_shard);
     ss->ps.compact_map_entries = ss->st->cfg.compact_map_entries;
     ss->ps.is_seg_direct = ss->st->is_seg_direct;
+    ss->ps.unwritten_max = ss->st->cfg.segment_backlog_bytes; /* 0: the default */
     if (a->rc == 0)
         a->rc = rv_hot_create(&ss->ps.hot, ss->st->cfg.hot_bytes);
     if (a->rc == 0)
@@ -1021,6 +1027,10 @@ int rv_store_open(rv_store_t **out, rv_runtime_t *rt, const struct rv_store_conf
                        "rv_store_open: wal_group_bytes %u: a multiple of 4096, at most a quarter "
                        "of wal_file_bytes (%llu)",
                        cfg->wal_group_bytes, (unsigned long long)cfg->wal_file_bytes);
+    if (cfg->segment_backlog_bytes > STORE_BACKLOG_MAX)
+        return rv_errf(-EINVAL, "rv_store_open: segment_backlog_bytes %llu: at most %llu",
+                       (unsigned long long)cfg->segment_backlog_bytes,
+                       (unsigned long long)STORE_BACKLOG_MAX);
     rv_store_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return -ENOMEM;
@@ -1355,15 +1365,24 @@ int64_t rv_produce_sync(rv_store_t *st, const char *topic, int32_t partition,
 {
     if (rv_shard_self() >= 0)
         return rv_errf(-EINVAL, "rv_produce_sync: not from a shard (it would wait forever)");
-    struct sync_wait w;
-    sem_init(&w.sem, 0, 0);
-    int rc = rv_produce(st, topic, partition, recs, count, acks, sync_produce_done, &w);
-    if (rc < 0) {
-        sem_destroy(&w.sem);
-        return rc;
+    uint64_t give_up_ns = rv_clock_now_ns() + (uint64_t)RV_PRODUCE_SYNC_BLOCK_MS * 1000000;
+    uint32_t pause_us = 50;
+    for (;;) {
+        struct sync_wait w;
+        sem_init(&w.sem, 0, 0);
+        int rc = rv_produce(st, topic, partition, recs, count, acks, sync_produce_done, &w);
+        if (rc < 0) {
+            sem_destroy(&w.sem);
+            return rc;
+        }
+        sync_wait(&w);
+        /* -ENOBUFS: refused before anything was written (WAL or segment
+         * writes saturated), so trying again cannot duplicate it. */
+        if (w.result != -ENOBUFS || rv_clock_now_ns() >= give_up_ns)
+            return w.result;
+        usleep(pause_us);
+        pause_us = pause_us < 10000 ? pause_us * 2 : pause_us;
     }
-    sync_wait(&w);
-    return w.result;
 }
 
 /* ---- fetch ---------------------------------------------------------------------------------- */

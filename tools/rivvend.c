@@ -168,6 +168,7 @@ static int rivvend_open(struct rivvend *d)
     st_cfg.segment_io = d->cfg.segment_io;
     st_cfg.wal_group_bytes = d->cfg.wal_group_bytes;
     st_cfg.wal_group_window_us = d->cfg.wal_group_window_us;
+    st_cfg.segment_backlog_bytes = d->cfg.segment_backlog_bytes;
     st_cfg.idle_unload_ms =
         d->cfg.log_idle_unload_ms == 0 ? RV_IDLE_UNLOAD_NEVER : d->cfg.log_idle_unload_ms;
     rv_err_clear();

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <stdatomic.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "rivven.h"
 #include "shards/io.h"
 #include "storage/part.h"
@@ -1912,4 +1914,83 @@ Test(store, a_rebuild_that_fails_is_tried_again_and_holds_the_wal)
 {
     failed_write_is_rebuilt("failb", false, REBUILD_BLOCK_INDEX);
     failed_write_is_rebuilt("failo", false, REBUILD_BLOCK_SEGMENT);
+}
+
+/* segment_backlog_bytes: while a shard's segment writes are behind (held back
+ * here by a ring that answers EAGAIN), rv_produce is refused with -ENOBUFS
+ * and rv_produce_sync waits until the writes catch up instead of returning
+ * it; a bound past the pool's room is refused at open. */
+struct backlog_clear {
+    pthread_t thread;
+    uint32_t after_ms;
+};
+
+static void *backlog_clear_main(void *arg)
+{
+    struct backlog_clear *b = arg;
+    usleep(b->after_ms * 1000);
+    rv_io_fault_fail_fd(-1, 0, 0, 0);
+    return NULL;
+}
+
+struct produce_wait {
+    struct test_signal done;
+    int64_t base;
+};
+
+static void produce_result(void *arg, int64_t base)
+{
+    struct produce_wait *r = arg;
+    r->base = base;
+    test_signal_post(&r->done);
+}
+
+Test(store, produce_waits_while_the_segment_writes_are_behind)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.segment_backlog_bytes = (512ull << 20) + 1;
+    struct rv_runtime_config rcfg;
+    rv_runtime_config_init(&rcfg);
+    rcfg.shard_count = 1;
+    rcfg.allow_oversubscribe = true;
+    rcfg.data_dir = dir;
+    rv_runtime_t *rt = NULL;
+    cr_assert_eq(rv_runtime_open(&rt, &rcfg), 0);
+    rv_store_t *st = NULL;
+    cr_assert_eq(rv_store_open(&st, rt, &scfg), -EINVAL);
+    cr_assert(strstr(rv_err_msg(), "segment_backlog_bytes") != NULL, "%s", rv_err_msg());
+    cr_assert_null(st);
+    rv_runtime_close(rt);
+
+    scfg.segment_backlog_bytes = 1; /* one unwritten batch holds appends back */
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "backlog", 1, NULL, NULL);
+    cr_assert_eq(produce_one(&e, "backlog", 0, 0, RV_ACKS_ALL), 0);
+    int fd = -1;
+    for (int w = 0; w < 2000 && (fd < 0 || shard0_stats(&e).hot.unwritten != 0); w++) {
+        fd = segment_fd("backlog", 0);
+        usleep(1000);
+    }
+    cr_assert_geq(fd, 0, "the segment is open");
+    rv_io_fault_fail_fd(fd, 1u << RV_IO_OP_WRITE | 1u << RV_IO_OP_WRITEV, -EAGAIN, 1u << 30);
+    cr_assert_eq(produce_one(&e, "backlog", 0, 1, RV_ACKS_ALL), 1, "in the WAL, not the segment");
+    cr_assert_gt(shard0_stats(&e).hot.unwritten, 0);
+    struct produce_wait r;
+    test_signal_init(&r.done);
+    struct rv_record rec = {.key = "k", .key_len = 1, .value = "v", .value_len = 1};
+    cr_assert_eq(rv_produce(e.st, "backlog", 0, &rec, 1, RV_ACKS_ALL, produce_result, &r), 0);
+    test_signal_wait(&r.done);
+    cr_assert_eq(r.base, -ENOBUFS, "refused while the segment is behind: %s",
+                 r.base < 0 ? rv_strerror((int)r.base) : "taken");
+    cr_assert_gt(shard0_stats(&e).hot.unwritten_full, 0);
+    /* The writes resume 300 ms from now; the blocking produce waits for it. */
+    struct backlog_clear clear = {.after_ms = 300};
+    uint64_t t0 = rv_clock_now_ns();
+    cr_assert_eq(pthread_create(&clear.thread, NULL, backlog_clear_main, &clear), 0);
+    cr_assert_eq(produce_one(&e, "backlog", 0, 2, RV_ACKS_ALL), 2, "taken once writes resumed");
+    cr_assert_geq(rv_clock_now_ns() - t0, 250ull * 1000000, "it waited for the writes");
+    pthread_join(clear.thread, NULL);
+    cr_assert_eq(read_all(&e, "backlog", 0, 0, 0), 3);
+    env_close(&e);
 }
