@@ -568,10 +568,12 @@ int rv_plog_when_ready(rv_plog_t *log, rv_task_fn *fn, void *arg)
 }
 
 /* Cut the zeros direct writes left past segment `base`'s `size` bytes
- * (blocking; through fd, or a descriptor of its own when fd < 0), and sync. A
- * file shorter than size is an error: never grown, which would hide bytes
- * that were not written. */
-static int plog_cut_padding(const struct rv_plog *log, uint64_t base, int fd, uint64_t size)
+ * (blocking; through fd, or a descriptor of its own when fd < 0), and sync
+ * when is_sync. A file shorter than size is an error: never grown, which
+ * would hide bytes that were not written. Without the sync a crash may bring
+ * the zeros back, which recovery cuts as any torn tail. */
+static int plog_cut_padding(const struct rv_plog *log, uint64_t base, int fd, uint64_t size,
+                            bool is_sync)
 {
     char path[PATH_MAX];
     int own = -1;
@@ -589,7 +591,7 @@ static int plog_cut_padding(const struct rv_plog *log, uint64_t base, int fd, ui
                      (long long)st.st_size, (unsigned long long)size);
     if (rc == 0 && (uint64_t)st.st_size > size)
         rc = rv_sys_ftruncate(fd, (off_t)size);
-    if (rc == 0)
+    if (rc == 0 && is_sync)
         rc = rv_sys_fdatasync(fd);
     if (own >= 0)
         (void)rv_sys_close(own); /* synced above, or the error says so */
@@ -752,7 +754,7 @@ static int plog_sync_blocking(struct rv_plog *log)
         return rv_errf(-EIO, "log %s: writes still held (the WAL has them)", log->dir);
     if (log->dw.is_padded) { /* direct writes' zeros past the data: cut, synced */
         struct rv_seg *act = plog_active(log);
-        int rc = plog_cut_padding(log, act->base_offset, log->fd, act->size_bytes);
+        int rc = plog_cut_padding(log, act->base_offset, log->fd, act->size_bytes, true);
         if (rc < 0)
             return rc;
         log->dw.is_padded = false;
@@ -2151,8 +2153,9 @@ static void plog_roll_work(void *arg)
 {
     struct roll_job *job = arg;
     struct rv_plog *log = job->log;
-    job->rc =
-        job->is_old_padded ? plog_cut_padding(log, job->old_base, job->old_fd, job->old_size) : 0;
+    job->rc = job->is_old_padded
+                  ? plog_cut_padding(log, job->old_base, job->old_fd, job->old_size, true)
+                  : 0;
     if (job->rc == 0)
         job->rc = job->old_fd >= 0 ? rv_sys_fdatasync(job->old_fd) : 0; /* closed: clean */
     if (job->rc == 0 && !rv_idx_is_saved(&job->idx))
@@ -3787,21 +3790,30 @@ bool rv_plog_has_offsets(const rv_plog_t *log)
            (log->was_loaded && (log->load == PLOG_UNLOADED || log->load == PLOG_UNLOADING));
 }
 
+/* Below this size an unloaded active segment's index is not saved: the next
+ * load scans what its saved index does not cover, which for a small segment
+ * costs less than the two fdatasyncs, two renames and the directory fsync of
+ * a save (about 2 ms per partition on this project's VM). */
+#define PLOG_UNLOAD_SCAN_MAX (1u << 20)
+
 /* Helper, while the shard leaves the log alone (PLOG_UNLOADING): what makes
- * the next load quick and exact. Direct writes' zeros past the data are cut,
- * the active segment's index is saved (else the load would scan the segment
- * from its last saved entry) and the producers' snapshot written when it is
- * behind (else the load would read the batches after it again). */
+ * the next load quick and exact. Direct writes' zeros past the data are cut
+ * (no sync: the log is clean, its data synced, and a crash that brought the
+ * zeros back would have recovery cut them), the active segment's index is
+ * saved if the segment is large (else the load would scan the segment from
+ * its last saved entry) and the producers' snapshot written when it is behind
+ * (else the load would read the batches after it again). */
 static void plog_unload_work(void *arg)
 {
     struct unload_job *job = arg;
     struct rv_plog *log = job->log;
     int rc = 0;
-    if (log->dw.is_padded) {
-        struct rv_seg *act = plog_active(log);
-        rc = plog_cut_padding(log, act->base_offset, -1, act->size_bytes);
-    }
-    if (rc == 0)
+    struct rv_seg *act = plog_active(log);
+    if (log->dw.is_padded)
+        rc = plog_cut_padding(log, act->base_offset, -1, act->size_bytes, false);
+    uint64_t index_min =
+        log->shard->unload_index_min != 0 ? log->shard->unload_index_min : PLOG_UNLOAD_SCAN_MAX;
+    if (rc == 0 && act->size_bytes >= index_min)
         rc = plog_save_index(log);
     if (rc == 0)
         plog_pstate_save_blocking(log);

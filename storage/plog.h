@@ -122,6 +122,9 @@ struct rv_plog_shard {
     uint64_t early_bytes;         /* acks none/leader batches completed (or about to be)
                                      before their WAL write, not yet written */
     uint64_t early_ack_max;       /* the bound on early_bytes (0: RV_PLOG_EARLY_ACK_MAX) */
+    uint64_t unload_index_min;    /* an idle unload saves the active segment's index from
+                                     this size on (0: 1 MiB; smaller ones are scanned at
+                                     the next load instead) */
     uint64_t unwritten_max;       /* the bound on the hot tier's unwritten bytes
                                      (0: RV_PLOG_UNWRITTEN_MAX) */
     uint32_t compact_map_entries; /* keys a compaction pass may map (0: the default) */
