@@ -425,6 +425,22 @@ static void ckpt_arm(struct store_shard *ss)
         rv_warn("store: shard %u cannot arm its checkpoint timer", ss->id);
 }
 
+/* A checkpoint starts early once the WAL keeps more files than this: it bounds
+ * the WAL's disk use and the replay after a crash, and the released files come
+ * back as spares without being zero-filled (storage/wal.c), which a
+ * checkpoint every checkpoint_interval_ms alone would leave to gigabytes of
+ * WAL at full speed. */
+#define STORE_CKPT_WAL_FILES 4
+
+static void ckpt_on_wal_roll(void *ctx, uint32_t files)
+{
+    struct store_shard *ss = ctx;
+    if (files <= STORE_CKPT_WAL_FILES || ss->is_closing || ss->is_ckpt_running)
+        return;
+    if (rv_timer_cancel(ss->ckpt_timer) == 0 && rv_timer_add(0, ckpt_tick, ss, &ss->ckpt_timer) < 0)
+        ckpt_arm(ss);
+}
+
 static int store_write_ckpt(const char *dir, uint32_t shard, uint64_t lsn)
 {
     char wdir[PATH_MAX], path[PATH_MAX + 32], tmp[PATH_MAX + 32];
@@ -906,6 +922,10 @@ static int store_replay_wals(rv_store_t *st, struct recovery *r)
                 : (uint32_t)(wc.file_bytes / 4 < (1u << 20) ? wc.file_bytes / 4 : (1u << 20));
         wc.group_window_us = st->cfg.wal_group_window_us;
         wc.io = st->cfg.wal_io;
+        if (k < st->n) {
+            wc.on_roll = ckpt_on_wal_roll;
+            wc.on_roll_ctx = &st->shards[k];
+        }
         uint64_t from = store_read_ckpt(st->dir, k);
         rv_wal_t *wal = NULL;
         struct rv_wal_report rep;

@@ -1521,6 +1521,8 @@ static void wal_roll_done(void *arg)
     free(job);
     wal_start_spare(w);
     wal_flush(w);
+    if (w->cfg.on_roll != NULL)
+        w->cfg.on_roll(w->cfg.on_roll_ctx, w->file_count);
 }
 
 /* Give the spare (or, when there is none, a new one) the new file's name. */

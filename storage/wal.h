@@ -101,6 +101,10 @@ struct rv_wal_config {
     uint32_t group_window_us; /* wait this long for more appends (default 0) */
     enum rv_wal_io io;        /* RV_WAL_IO_* of rivven.h (default AUTO); direct I/O needs
                                  file_bytes to be a multiple of RV_WAL_DIRECT_ALIGN */
+    /* Called on the shard each time the WAL moved to a new file, with the
+     * number of files it keeps (those not yet released); NULL: not called. */
+    void (*on_roll)(void *ctx, uint32_t files);
+    void *on_roll_ctx;
 };
 
 /* One replayed record (RV_WAL_PAD records are not). payload is valid only

@@ -16,6 +16,7 @@
 #include "storage/compact.h"
 #include "storage/part.h"
 #include "storage/seg.h"
+#include "tests/support/rt.h"
 
 static char dir[1024];
 
@@ -677,16 +678,7 @@ static uint32_t count_files(const char *topic, const char *suffix)
 {
     char path[1200];
     part_dir(path, sizeof(path), topic);
-    DIR *d = opendir(path);
-    cr_assert_not_null(d);
-    uint32_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name);
-        n += l > strlen(suffix) && strcmp(de->d_name + l - strlen(suffix), suffix) == 0;
-    }
-    closedir(d);
-    return n;
+    return test_count_files(path, suffix);
 }
 
 Test(compact, a_crash_before_the_commit_leaves_the_log_as_it_was)

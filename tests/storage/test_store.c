@@ -1994,3 +1994,41 @@ Test(store, produce_waits_while_the_segment_writes_are_behind)
     cr_assert_eq(read_all(&e, "backlog", 0, 0, 0), 3);
     env_close(&e);
 }
+
+/* Past STORE_CKPT_WAL_FILES WAL files a checkpoint starts early, whatever
+ * checkpoint_interval_ms says: the WAL keeps a bounded number of files (here
+ * a few 1 MiB ones while 12 MiB go through it, with an hour between timed
+ * checkpoints). */
+static uint32_t wal_files_on_disk(void)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%.900s/wal/shard-0", dir);
+    return test_count_files(path, ".wal");
+}
+
+Test(store, a_growing_wal_is_checkpointed_before_its_interval)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.wal_file_bytes = 1 << 20;
+    scfg.checkpoint_interval_ms = 3600 * 1000;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "walgrow", 1, NULL, NULL);
+    static char value[16384];
+    memset(value, 'w', sizeof(value));
+    struct rv_record recs[16];
+    for (int i = 0; i < 16; i++)
+        recs[i] = (struct rv_record){.value = value, .value_len = (int32_t)sizeof(value)};
+    uint32_t most = 0;
+    for (int i = 0; i < 48; i++) { /* 256 KiB each: 12 MiB in all */
+        cr_assert_eq(rv_produce_sync(e.st, "walgrow", 0, recs, 16, RV_ACKS_ALL), 16 * i);
+        uint32_t files = wal_files_on_disk();
+        most = files > most ? files : most;
+    }
+    cr_assert_gt(ckpt_lsn_on_disk(), 0, "checkpointed without waiting an hour");
+    cr_assert_leq(most, 8, "the WAL kept at most %u files", most);
+    env_close(&e);
+    e = env_open_cfg(1, &scfg);
+    cr_assert_eq(rv_list_offset(e.st, "walgrow", 0, RV_OFFSET_LATEST), 48 * 16);
+    env_close(&e);
+}

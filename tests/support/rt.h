@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <semaphore.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,22 @@ static inline int test_count_fds(void)
     cr_assert_not_null(d);
     while (readdir(d) != NULL)
         n++;
+    closedir(d);
+    return n;
+}
+
+/* Files in directory path whose names end in suffix. */
+static inline uint32_t test_count_files(const char *path, const char *suffix)
+{
+    DIR *d = opendir(path);
+    cr_assert_not_null(d, "%s", path);
+    uint32_t n = 0;
+    size_t sl = strlen(suffix);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        n += l > sl && strcmp(de->d_name + l - sl, suffix) == 0;
+    }
     closedir(d);
     return n;
 }
