@@ -38,6 +38,12 @@
 #define PLOG_START_FILE "log-start"
 /* A helper job that met EMFILE/ENFILE (out of descriptors) runs again after this. */
 #define PLOG_EMFILE_RETRY_US 10000
+/* Below this size an unloaded active segment's index is not saved: the next
+ * load scans what its saved index does not cover, which for a small segment
+ * costs less than the two fdatasyncs, two renames and the directory fsync of
+ * a save (about 2 ms per partition on this project's VM); the retention probe
+ * reads such a small file's batch headers when it has no time index. */
+#define PLOG_UNLOAD_SCAN_MAX (1u << 20)
 
 enum plog_state {
     PLOG_WRITABLE = 0,
@@ -3154,9 +3160,43 @@ struct probe_job {
     bool is_due;
 };
 
+static uint64_t probe_be(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The largest maxTimestamp of the batches in a small segment file (read
+ * whole; headers only, no CRC: a probe only decides whether to load the
+ * log), or fallback when it has none or cannot be read. */
+static int64_t plog_probe_scan_newest(const char *path, uint64_t size, int64_t fallback)
+{
+    uint8_t *buf = malloc(size > 0 ? size : 1);
+    int fd = buf != NULL ? rv_sys_open(path, O_RDONLY, 0) : -ENOMEM;
+    ssize_t n = fd >= 0 ? rv_sys_pread(fd, buf, size, 0) : -1;
+    if (fd >= 0)
+        (void)rv_sys_close(fd); /* read-only */
+    int64_t newest = -1;
+    uint64_t pos = 0;
+    while (n > 0 && pos + RV_BATCH_HEADER_BYTES <= (uint64_t)n) {
+        uint64_t len = RV_BATCH_LOG_OVERHEAD_BYTES + probe_be(buf + pos + RV_BATCH_LENGTH_POS, 4);
+        if (len < RV_BATCH_HEADER_BYTES || pos + len > (uint64_t)n)
+            break; /* direct writes' zeros, or a torn tail */
+        int64_t ts = (int64_t)probe_be(buf + pos + RV_BATCH_MAX_TIMESTAMP_POS, 8);
+        newest = ts > newest ? ts : newest;
+        pos += len;
+    }
+    free(buf);
+    return newest >= 0 ? newest : fallback;
+}
+
 /* About the newest record time of segment base (its .log's stat in sb): the
  * last time index entry, which retention's record timestamps bound from
- * below (a false "old" only costs a load), or the file's last write. */
+ * below (a false "old" only costs a load); without a time index (an idle
+ * unload saves none for a small segment), the batches of a small file; else
+ * the file's last write. */
 static int64_t plog_probe_newest_ms(const struct rv_plog *log, uint64_t base, const struct stat *sb)
 {
     int64_t ms = (int64_t)sb->st_mtim.tv_sec * 1000 + sb->st_mtim.tv_nsec / 1000000;
@@ -3164,18 +3204,18 @@ static int64_t plog_probe_newest_ms(const struct rv_plog *log, uint64_t base, co
     if (rv_idx_file_name(path, sizeof(path), log->dir, base, ".timeindex") < 0)
         return ms;
     int fd = rv_sys_open(path, O_RDONLY, 0);
-    if (fd < 0)
-        return ms;
     struct stat ts;
     uint8_t e[12];
-    if (rv_sys_fstat(fd, &ts) == 0 && ts.st_size >= 12 && ts.st_size % 12 == 0 &&
-        rv_sys_pread(fd, e, sizeof(e), ts.st_size - 12) == (ssize_t)sizeof(e)) {
-        uint64_t v = 0;
-        for (int i = 0; i < 8; i++)
-            v = v << 8 | e[i];
-        ms = (int64_t)v;
-    }
-    (void)rv_sys_close(fd); /* read-only */
+    bool has_entry = fd >= 0 && rv_sys_fstat(fd, &ts) == 0 && ts.st_size >= 12 &&
+                     ts.st_size % 12 == 0 &&
+                     rv_sys_pread(fd, e, sizeof(e), ts.st_size - 12) == (ssize_t)sizeof(e);
+    if (fd >= 0)
+        (void)rv_sys_close(fd); /* read-only */
+    if (has_entry)
+        return (int64_t)probe_be(e, 8);
+    if ((uint64_t)sb->st_size < PLOG_UNLOAD_SCAN_MAX &&
+        plog_path(path, sizeof(path), log, base, ".log") == 0)
+        return plog_probe_scan_newest(path, (uint64_t)sb->st_size, ms);
     return ms;
 }
 
@@ -3789,12 +3829,6 @@ bool rv_plog_has_offsets(const rv_plog_t *log)
     return log->load == PLOG_LOADED ||
            (log->was_loaded && (log->load == PLOG_UNLOADED || log->load == PLOG_UNLOADING));
 }
-
-/* Below this size an unloaded active segment's index is not saved: the next
- * load scans what its saved index does not cover, which for a small segment
- * costs less than the two fdatasyncs, two renames and the directory fsync of
- * a save (about 2 ms per partition on this project's VM). */
-#define PLOG_UNLOAD_SCAN_MAX (1u << 20)
 
 /* Helper, while the shard leaves the log alone (PLOG_UNLOADING): what makes
  * the next load quick and exact. Direct writes' zeros past the data are cut

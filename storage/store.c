@@ -73,6 +73,7 @@ struct store_shard {
     int ckpt_err;
     uint64_t ckpt_target;  /* LSN the running checkpoint covers */
     uint64_t ckpt_lsn;     /* LSN of the last checkpoint on disk */
+    bool is_ckpt_failing;  /* the last checkpoint failed or was held back: no early ones */
     uint32_t probe_cursor; /* where the retention pass goes on probing unloaded logs */
 };
 
@@ -435,10 +436,18 @@ static void ckpt_arm(struct store_shard *ss)
 static void ckpt_on_wal_roll(void *ctx, uint32_t files)
 {
     struct store_shard *ss = ctx;
-    if (files <= STORE_CKPT_WAL_FILES || ss->is_closing || ss->is_ckpt_running)
+    /* A checkpoint that failed, or that a failed log holds back, would fail
+     * again at every roll (and keep the sweep from starting the rebuild it
+     * waits for): the timed ones go on meanwhile. */
+    if (files <= STORE_CKPT_WAL_FILES || ss->is_closing || ss->is_ckpt_running ||
+        ss->is_ckpt_failing)
         return;
-    if (rv_timer_cancel(ss->ckpt_timer) == 0 && rv_timer_add(0, ckpt_tick, ss, &ss->ckpt_timer) < 0)
-        ckpt_arm(ss);
+    /* The new timer first: without one, the pending timer stays. */
+    rv_timer_id early;
+    if (rv_timer_add(0, ckpt_tick, ss, &early) < 0)
+        return;
+    (void)rv_timer_cancel(ss->ckpt_timer); /* -ENOENT: none was pending (it could not be armed) */
+    ss->ckpt_timer = early;
 }
 
 static int store_write_ckpt(const char *dir, uint32_t shard, uint64_t lsn)
@@ -496,6 +505,7 @@ static void ckpt_file_done(void *arg)
     struct ckpt_job *job = arg;
     struct store_shard *ss = job->ss;
     ss->is_ckpt_running = false;
+    ss->is_ckpt_failing = job->rc < 0;
     if (job->rc < 0) {
         rv_warn("store: shard %u checkpoint file: %s", ss->id, rv_strerror(job->rc));
     } else {
@@ -518,6 +528,7 @@ static void ckpt_logs_synced(struct store_shard *ss)
             rv_warn("store: shard %u checkpoint: %s", ss->id, rv_strerror(ss->ckpt_err));
         free(job);
         ss->is_ckpt_running = false;
+        ss->is_ckpt_failing = true;
         ckpt_arm(ss);
     }
 }
