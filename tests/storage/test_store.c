@@ -891,6 +891,33 @@ Test(store, a_segment_damaged_from_its_start_still_expires)
     env_close(&e);
 }
 
+/* Records an hour old (CreateTime) written now into partition 0 of "lazy",
+ * from offset first, with the retention check off; reopened with it on, the
+ * files go without the partition being used (and without its time indexes
+ * when is_timeindex_gone). */
+static void lazy_old_records_expire(struct rv_store_config *scfg, uint32_t first, int64_t now_ms,
+                                    bool is_timeindex_gone)
+{
+    scfg->retention_check_ms = 3600 * 1000;
+    struct env e = env_open_cfg(1, scfg);
+    for (uint32_t i = first; i < first + 100; i++)
+        cr_assert_eq(produce_at(&e, "lazy", i, now_ms - 3600 * 1000), i);
+    env_close(&e);
+    if (is_timeindex_gone) {
+        char cmd[4096];
+        snprintf(cmd, sizeof(cmd), "rm -f %s/topics/lazy/0/*.timeindex", dir);
+        cr_assert_eq(system(cmd), 0);
+    }
+    cr_assert_gt(log_bytes_on_disk("lazy"), 0);
+    scfg->retention_check_ms = 20;
+    e = env_open_cfg(1, scfg);
+    for (int i = 0; i < 500 && log_bytes_on_disk("lazy") > 0; i++)
+        usleep(10000);
+    cr_assert_eq(log_bytes_on_disk("lazy"), 0, "old records in new files went too%s",
+                 is_timeindex_gone ? ", without time indexes" : "");
+    env_close(&e);
+}
+
 /* A partition nobody has used since start is not loaded; retention looks at
  * its files from a helper and loads it when something is due. */
 Test(store, retention_reaches_partitions_not_loaded_since_start)
@@ -921,35 +948,10 @@ Test(store, retention_reaches_partitions_not_loaded_since_start)
     cr_assert_eq(rv_list_offset(e.st, "lazy", 0, RV_OFFSET_LATEST), 100);
     env_close(&e);
     /* Files written just now, records an hour old (their CreateTime): the
-     * time index says so. */
-    scfg.retention_check_ms = 3600 * 1000;
-    e = env_open_cfg(1, &scfg);
-    for (uint32_t i = 100; i < 200; i++)
-        cr_assert_eq(produce_at(&e, "lazy", i, now_ms - 3600 * 1000), i);
-    env_close(&e);
-    cr_assert_gt(log_bytes_on_disk("lazy"), 0);
-    scfg.retention_check_ms = 20;
-    e = env_open_cfg(1, &scfg);
-    for (int i = 0; i < 500 && log_bytes_on_disk("lazy") > 0; i++)
-        usleep(10000);
-    cr_assert_eq(log_bytes_on_disk("lazy"), 0, "old records in new files went too");
-    env_close(&e);
-    /* The same without time indexes (an idle unload saves none for a small
-     * segment): the probe reads the small files' batch headers. */
-    scfg.retention_check_ms = 3600 * 1000;
-    e = env_open_cfg(1, &scfg);
-    for (uint32_t i = 200; i < 300; i++)
-        cr_assert_eq(produce_at(&e, "lazy", i, now_ms - 3600 * 1000), i);
-    env_close(&e);
-    snprintf(cmd, sizeof(cmd), "rm -f %s/topics/lazy/0/*.timeindex", dir);
-    cr_assert_eq(system(cmd), 0);
-    cr_assert_gt(log_bytes_on_disk("lazy"), 0);
-    scfg.retention_check_ms = 20;
-    e = env_open_cfg(1, &scfg);
-    for (int i = 0; i < 500 && log_bytes_on_disk("lazy") > 0; i++)
-        usleep(10000);
-    cr_assert_eq(log_bytes_on_disk("lazy"), 0, "old records in files without a time index");
-    env_close(&e);
+     * time index says so; without time indexes (an idle unload saves none for
+     * a small segment), the probe reads the small files' batch headers. */
+    lazy_old_records_expire(&scfg, 100, now_ms, false);
+    lazy_old_records_expire(&scfg, 200, now_ms, true);
 }
 
 /* segment.ms counts from the active segment's first append; after a restart,
