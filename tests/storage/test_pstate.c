@@ -1084,7 +1084,12 @@ Test(pstate, a_config_change_during_a_helper_job_applies_after_it)
     cr_assert_eq(u.unloads, 1);
     for (int32_t i = 0; i < 3; i++)
         lcase_step_loading(rt, &c, 1, 0, 200 + 200 * i, 200);
+    /* The roll ends after the append that started it was acknowledged. */
     test_run_on(rt, 0, lcase_segments, &c);
+    for (int w = 0; w < 3000 && c.hw < 2; w++) {
+        usleep(1000);
+        test_run_on(rt, 0, lcase_segments, &c);
+    }
     cr_assert_geq(c.hw, 2, "rolled at 1024 bytes (1 MiB before): %lld segments", (long long)c.hw);
     lcase_close(rt, &c, true);
     rv_runtime_close(rt);
