@@ -928,6 +928,8 @@ enum metrics_store_field {
     METRICS_FDS_BUDGET,
     METRICS_FDS_EVICTIONS,
     METRICS_FDS_WAITS,
+    METRICS_CKPTS,
+    METRICS_CKPT_FAILURES,
 };
 
 static uint64_t metrics_store_value(const struct rv_store_shard_stats *s,
@@ -954,6 +956,8 @@ static uint64_t metrics_store_value(const struct rv_store_shard_stats *s,
     case METRICS_FDS_BUDGET: return s->fds_budget;
     case METRICS_FDS_EVICTIONS: return s->fds_evictions;
     case METRICS_FDS_WAITS: return s->fds_waits;
+    case METRICS_CKPTS: return s->checkpoints;
+    case METRICS_CKPT_FAILURES: return s->checkpoint_failures;
     }
     return 0;
 }
@@ -1020,6 +1024,10 @@ static void metrics_write_storage(FILE *f, const struct rv_metrics_snapshot *sna
          "Log descriptors closed to make room under the budget."},
         {"rivven_log_fd_waits_total", "counter", METRICS_FDS_WAITS,
          "Log descriptor opens that waited for a slot."},
+        {"rivven_checkpoints_total", "counter", METRICS_CKPTS,
+         "Checkpoints written: every log synced, the write-ahead log released up to them."},
+        {"rivven_checkpoint_failures_total", "counter", METRICS_CKPT_FAILURES,
+         "Checkpoints that failed, or that a failed log being rebuilt held back."},
     };
     for (size_t k = 0; k < RV_ARRAY_LEN(fams); k++) {
         metrics_family(f, fams[k].name, fams[k].type, fams[k].help);

@@ -103,13 +103,15 @@ void rv_store_set_append_hook(rv_store_t *st, rv_store_append_hook *hook, void *
 struct rv_store_shard_stats {
     struct rv_wal_stats wal;
     struct rv_hot_stats hot;
-    uint32_t logs;          /* partition logs this shard owns */
-    uint32_t logs_loaded;   /* of them, opened (a log opens on first use) */
-    uint64_t logs_unloaded; /* logs given back after idle_unload_ms unused */
-    uint32_t fds_used;      /* descriptor budget: slots taken */
-    uint32_t fds_budget;    /* slots configured */
-    uint64_t fds_evictions; /* descriptors closed to make room */
-    uint64_t fds_waits;     /* openers that waited for a slot */
+    uint32_t logs;                /* partition logs this shard owns */
+    uint32_t logs_loaded;         /* of them, opened (a log opens on first use) */
+    uint64_t logs_unloaded;       /* logs given back after idle_unload_ms unused */
+    uint32_t fds_used;            /* descriptor budget: slots taken */
+    uint32_t fds_budget;          /* slots configured */
+    uint64_t fds_evictions;       /* descriptors closed to make room */
+    uint64_t fds_waits;           /* openers that waited for a slot */
+    uint64_t checkpoints;         /* checkpoints written (the WAL released up to them) */
+    uint64_t checkpoint_failures; /* checkpoints that failed or a failed log held back */
 };
 void rv_store_shard_stats(rv_store_t *st, struct rv_store_shard_stats *out);
 

@@ -71,10 +71,12 @@ struct store_shard {
     bool is_ckpt_running;
     uint32_t ckpt_pending;
     int ckpt_err;
-    uint64_t ckpt_target;  /* LSN the running checkpoint covers */
-    uint64_t ckpt_lsn;     /* LSN of the last checkpoint on disk */
-    bool is_ckpt_failing;  /* the last checkpoint failed or was held back: no early ones */
-    uint32_t probe_cursor; /* where the retention pass goes on probing unloaded logs */
+    uint64_t ckpt_target;   /* LSN the running checkpoint covers */
+    uint64_t ckpt_lsn;      /* LSN of the last checkpoint on disk */
+    bool is_ckpt_failing;   /* the last checkpoint failed or was held back: no early ones */
+    uint64_t ckpts;         /* checkpoints written */
+    uint64_t ckpt_failures; /* checkpoints that failed or were held back */
+    uint32_t probe_cursor;  /* where the retention pass goes on probing unloaded logs */
 };
 
 /* Unloaded logs whose files a retention pass has a helper look at: at most
@@ -506,6 +508,8 @@ static void ckpt_file_done(void *arg)
     struct store_shard *ss = job->ss;
     ss->is_ckpt_running = false;
     ss->is_ckpt_failing = job->rc < 0;
+    ss->ckpts += job->rc == 0;
+    ss->ckpt_failures += job->rc < 0;
     if (job->rc < 0) {
         rv_warn("store: shard %u checkpoint file: %s", ss->id, rv_strerror(job->rc));
     } else {
@@ -529,6 +533,7 @@ static void ckpt_logs_synced(struct store_shard *ss)
         free(job);
         ss->is_ckpt_running = false;
         ss->is_ckpt_failing = true;
+        ss->ckpt_failures++;
         ckpt_arm(ss);
     }
 }
@@ -2218,7 +2223,9 @@ void rv_store_shard_stats(rv_store_t *st, struct rv_store_shard_stats *out)
                                          .fds_budget = ss->ps.fds.budget,
                                          .fds_evictions = ss->ps.fds.evictions,
                                          .fds_waits = ss->ps.fds.waits,
-                                         .logs_unloaded = ss->ps.unloads};
+                                         .logs_unloaded = ss->ps.unloads,
+                                         .checkpoints = ss->ckpts,
+                                         .checkpoint_failures = ss->ckpt_failures};
     if (ss->ps.wal != NULL)
         rv_wal_get_stats(ss->ps.wal, &out->wal);
     if (ss->ps.hot != NULL)

@@ -1843,11 +1843,18 @@ static void failed_write_is_rebuilt_in(const char *topic, bool is_sync, enum reb
         snprintf(cmd, sizeof(cmd), "mv %s %s.away && mkdir -p %s/in-the-way", seg, seg, seg);
         cr_assert_eq(system(cmd), 0);
     }
-    /* The next segment write fails, or the sync of the next checkpoint. */
+    /* The next segment write fails, or the sync of the next checkpoint: the
+     * earlier batches' writes are done first (else one of them meets the
+     * fault, and the produce below is refused). */
+    for (int w = 0; w < 3000 && shard0_stats(&e).hot.unwritten != 0; w++)
+        usleep(1000);
+    cr_assert_eq(shard0_stats(&e).hot.unwritten, 0);
     uint32_t ops =
         is_sync ? 1u << RV_IO_OP_FDATASYNC : 1u << RV_IO_OP_WRITE | 1u << RV_IO_OP_WRITEV;
     rv_io_fault_fail_fd(fd, ops, -EIO, 1);
-    cr_assert_eq(produce_one(&e, topic, 0, n, RV_ACKS_ALL), n, "acknowledged from the WAL");
+    int64_t taken = produce_one(&e, topic, 0, n, RV_ACKS_ALL);
+    cr_assert_eq(taken, n, "acknowledged from the WAL: %s",
+                 taken < 0 ? rv_strerror((int)taken) : "another offset");
     n++;
     for (int w = 0; w < 5000 && rv_io_fault_pending(); w++)
         usleep(1000);
@@ -2024,6 +2031,18 @@ static uint32_t wal_files_on_disk(void)
     return test_count_files(path, ".wal");
 }
 
+/* One rv_produce_sync of 16 records of 16 KiB to partition 0 of topic,
+ * expected at offset base. */
+static void produce_256k(struct env *e, const char *topic, int64_t base)
+{
+    static char value[16384];
+    memset(value, 'w', sizeof(value));
+    struct rv_record recs[16];
+    for (int i = 0; i < 16; i++)
+        recs[i] = (struct rv_record){.value = value, .value_len = (int32_t)sizeof(value)};
+    cr_assert_eq(rv_produce_sync(e->st, topic, 0, recs, 16, RV_ACKS_ALL), base);
+}
+
 Test(store, a_growing_wal_is_checkpointed_before_its_interval)
 {
     struct rv_store_config scfg;
@@ -2032,14 +2051,9 @@ Test(store, a_growing_wal_is_checkpointed_before_its_interval)
     scfg.checkpoint_interval_ms = 3600 * 1000;
     struct env e = env_open_cfg(1, &scfg);
     make_topic(&e, "walgrow", 1, NULL, NULL);
-    static char value[16384];
-    memset(value, 'w', sizeof(value));
-    struct rv_record recs[16];
-    for (int i = 0; i < 16; i++)
-        recs[i] = (struct rv_record){.value = value, .value_len = (int32_t)sizeof(value)};
     uint32_t most = 0;
     for (int i = 0; i < 48; i++) { /* 256 KiB each: 12 MiB in all */
-        cr_assert_eq(rv_produce_sync(e.st, "walgrow", 0, recs, 16, RV_ACKS_ALL), 16 * i);
+        produce_256k(&e, "walgrow", 16 * i);
         uint32_t files = wal_files_on_disk();
         most = files > most ? files : most;
     }
@@ -2048,5 +2062,44 @@ Test(store, a_growing_wal_is_checkpointed_before_its_interval)
     env_close(&e);
     e = env_open_cfg(1, &scfg);
     cr_assert_eq(rv_list_offset(e.st, "walgrow", 0, RV_OFFSET_LATEST), 48 * 16);
+    env_close(&e);
+}
+
+/* A checkpoint that fails (a directory where its file goes) is not tried
+ * again at every WAL roll: early checkpoints wait for a timed one to
+ * succeed, then resume. */
+Test(store, a_failing_checkpoint_is_not_retried_at_every_wal_roll)
+{
+    struct rv_store_config scfg;
+    rv_store_config_init(&scfg);
+    scfg.wal_file_bytes = 1 << 20;
+    scfg.checkpoint_interval_ms = 4000;
+    struct env e = env_open_cfg(1, &scfg);
+    make_topic(&e, "ckfail", 1, NULL, NULL);
+    char tmp[1100], cmd[1300];
+    snprintf(tmp, sizeof(tmp), "%.900s/wal/shard-0/checkpoint.tmp", dir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/in-the-way", tmp);
+    cr_assert_eq(system(cmd), 0);
+    int64_t next = 0;
+    for (int i = 0; i < 48; i++, next += 16) /* 12 MiB: a dozen WAL rolls */
+        produce_256k(&e, "ckfail", next);
+    struct rv_store_shard_stats s = shard0_stats(&e);
+    cr_assert_geq(s.wal.rolls, 8);
+    cr_assert_geq(s.checkpoint_failures, 1, "the early checkpoint failed");
+    cr_assert_leq(s.checkpoint_failures, 3, "%llu failures over %llu rolls: retried at each",
+                  (unsigned long long)s.checkpoint_failures, (unsigned long long)s.wal.rolls);
+    cr_assert_eq(s.checkpoints, 0);
+    /* Out of the way: the next timed checkpoint works, and early ones resume. */
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
+    cr_assert_eq(system(cmd), 0);
+    for (int w = 0; w < 6000 && shard0_stats(&e).checkpoints == 0; w++)
+        usleep(1000);
+    s = shard0_stats(&e);
+    cr_assert_geq(s.checkpoints, 1, "the timed checkpoint");
+    for (int i = 0; i < 48; i++, next += 16)
+        produce_256k(&e, "ckfail", next);
+    for (int w = 0; w < 3000 && shard0_stats(&e).checkpoints <= s.checkpoints; w++)
+        usleep(1000);
+    cr_assert_gt(shard0_stats(&e).checkpoints, s.checkpoints, "early checkpoints again");
     env_close(&e);
 }
