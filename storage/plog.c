@@ -2349,9 +2349,12 @@ static void plog_sync_done(void *arg, int64_t res)
         plog_fail(log, (int)res);
     else if (log->writes_total == log->sync_writes && log->roll_head == NULL)
         log->is_dirty = false; /* no write was issued after the sync: all are durable */
-    if (res >= 0 && log->state != PLOG_FAILED &&
-        (log->sync_base > log->durable_base ||
-         (log->sync_base == log->durable_base && log->sync_size > log->durable_size))) {
+    /* Even when a write issued after this sync failed the log meanwhile: the
+     * bytes the sync covered were all written before it began, and a
+     * checkpoint may pass them now, so the rebuild must keep them (before, it
+     * cut them, and the WAL no longer had them: a gap). */
+    if (res >= 0 && (log->sync_base > log->durable_base ||
+                     (log->sync_base == log->durable_base && log->sync_size > log->durable_size))) {
         log->durable_base = log->sync_base; /* earlier segments were synced at their roll */
         log->durable_size = log->sync_size; /* the writes done when it began are on disk */
     }
